@@ -1,0 +1,27 @@
+"""``paper-broker [--port N] [--data-dir DIR] [...]``: run the local paper broker (Kite stand-in)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from kitefleet.home import PROJECT_ROOT, Home
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("paper-broker", help="run the local paper broker that speaks the Kite HTTP API")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--data-dir", default=None, help="default: data/paper under the home")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    home = Home.resolve()
+    data_dir = args.data_dir or str(home.paper_dir)
+    extra = args.passthrough
+    argv = [sys.executable, "-m", "paper_broker", "--port", str(args.port), "--data-dir", data_dir,
+            "--home", str(home.root), *extra]
+    os.chdir(PROJECT_ROOT)
+    os.execv(argv[0], argv)

@@ -1,0 +1,75 @@
+"""The one way a worker process is born (supervisord's ``exec``, ``run-all`` and ``run``).
+
+The child's environment is built from nothing: a short allowlist of harmless variables from the
+parent, plus the project's own non-secret variables. Nothing else passes: supervisord copies its
+whole environment into every child, so a key exported in the shell that started it would
+otherwise reach every user. The child reads its own ``env/<User>.env`` itself; no secret travels
+through any environment, command line or config file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from kitefleet import clock
+from kitefleet.home import PROJECT_ROOT, Home
+from kitefleet.users import validate_user_name
+
+#: Harmless variables copied from the parent when present.
+ALLOWED_NAMES = frozenset({"PATH", "LANG", "TZ", "HOME", "TMPDIR", "PYTHONPATH"})
+ALLOWED_PREFIXES = ("LC_",)
+#: supervisord's identity variables (the worker cross-checks its --user against them).
+SUPERVISOR_NAMES = frozenset(
+    {"SUPERVISOR_ENABLED", "SUPERVISOR_PROCESS_NAME", "SUPERVISOR_GROUP_NAME", "SUPERVISOR_SERVER_URL"}
+)
+#: Test-only fault injection (see workers/faults.py).
+FAULT_ENV = "KITEFLEET_FAULT"
+
+
+def build_child_env(parent: Mapping[str, str] | None = None, *, home: Home | None = None) -> dict[str, str]:
+    """The complete environment of a worker child, from nothing."""
+    parent = os.environ if parent is None else parent
+    env: dict[str, str] = {}
+    for name, value in parent.items():
+        if name in ALLOWED_NAMES or name.startswith(ALLOWED_PREFIXES) or name in SUPERVISOR_NAMES:
+            env[name] = value
+    env["KITEFLEET_HOME"] = str((home or Home.resolve(dict(parent))).root)
+    anchored = clock.anchored(parent.get(clock.ENV_VAR))
+    if anchored:
+        env[clock.ENV_VAR] = anchored
+    if parent.get(FAULT_ENV):
+        env[FAULT_ENV] = parent[FAULT_ENV]
+    env["PYTHONUNBUFFERED"] = "1"
+    # The project's packages must import in the child even when it is not installed in the venv.
+    root = str(PROJECT_ROOT)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([root, *paths])
+    return env
+
+
+def worker_argv(user: str, job: str, args: Sequence[str] = ()) -> list[str]:
+    validate_user_name(user)
+    return [sys.executable, "-m", "workers", job, "--user", user, *args]
+
+
+def spawn_worker(user: str, job: str, args: Sequence[str] = (), *, home: Home | None = None,
+                 parent_env: Mapping[str, str] | None = None, new_session: bool = True,
+                 **popen: Any) -> subprocess.Popen[bytes]:
+    """Start one job for one user as a child process (its own session, so it is stopped by group)."""
+    env = build_child_env(parent_env, home=home)
+    return subprocess.Popen(
+        worker_argv(user, job, args), env=env, cwd=str(PROJECT_ROOT), start_new_session=new_session, **popen
+    )
+
+
+def exec_worker(user: str, job: str, args: Sequence[str] = (), *, home: Home | None = None) -> NoReturn:
+    """Replace this process with the worker (supervisord's ``orchestrator.py exec``)."""
+    env = build_child_env(home=home)
+    argv = worker_argv(user, job, args)
+    os.chdir(PROJECT_ROOT)
+    os.execve(argv[0], argv, env)

@@ -1,0 +1,357 @@
+"""One user's settings, read from ``env/<User>.env`` with ``dotenv_values()``, never into
+``os.environ`` (``load_dotenv`` would let an inherited variable win over the file).
+
+Strict by design: a missing, empty, undecodable or group/other-readable file, a line that does not
+parse, an unknown key (a typo such as ``KITE_API_KEYY``), a missing required key, or a value of
+the wrong type or range is refused with one line naming the file and every offending key.
+
+The schema below is the single list of env keys; README.md and env/example.env document it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import io
+import re
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from types import MappingProxyType
+
+from dotenv import dotenv_values
+from dotenv.parser import parse_stream
+
+from kitefleet.errors import ConfigError
+from kitefleet.home import Home
+from kitefleet.users import validate_user_name
+
+MODES = ("paper", "live")
+DEFAULT_PAPER_ROOT = "http://127.0.0.1:8765"
+LIVE_ROOT = "https://api.kite.trade"
+
+
+class _Bad(ValueError):
+    pass
+
+
+def _text(v: str) -> str:
+    if not v:
+        raise _Bad("is empty")
+    return v
+
+
+def _token(v: str) -> str:
+    if not v:
+        raise _Bad("is empty")
+    if re.search(r"\s", v):
+        raise _Bad("contains whitespace")
+    return v
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(v: str) -> str:
+        if v not in choices:
+            raise _Bad(f"must be one of {', '.join(choices)}")
+        return v
+
+    return parse
+
+
+def _number(kind: type, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False) -> Callable[[str], float | int]:
+    def parse(v: str) -> float | int:
+        try:
+            n = kind(v.replace("_", ""))
+        except ValueError:
+            raise _Bad(f"must be {'an integer' if kind is int else 'a number'}") from None
+        if lo is not None and (n < lo or (lo_open and n == lo)):
+            raise _Bad(f"must be {'>' if lo_open else '>='} {lo:g}")
+        if hi is not None and n > hi:
+            raise _Bad(f"must be <= {hi:g}")
+        return n
+
+    return parse
+
+
+def _root(v: str) -> str:
+    if not re.match(r"^https?://[A-Za-z0-9.\-\[\]:]+(:\d+)?/?$", v):
+        raise _Bad("must look like http://127.0.0.1:8765")
+    return v.rstrip("/")
+
+
+def parse_schedule(v: str) -> tuple[time, ...] | str | None:
+    """``off``; ``session`` (the whole market session); or ``HH:MM[,HH:MM...]`` in IST."""
+    v = v.strip().lower()
+    if v == "off":
+        return None
+    if v == "session":
+        return "session"
+    out = []
+    for part in v.split(","):
+        try:
+            out.append(time.fromisoformat(part.strip()))
+        except ValueError:
+            raise _Bad("must be off, session, or HH:MM[,HH:MM...]") from None
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    parse: Callable[[str], object]
+    default: object = None
+    doc: str = ""
+    required: bool = False
+    secret: bool = False
+    modes: tuple[str, ...] = MODES
+    #: a default that depends on the mode: {"paper": ..., "live": ...}
+    mode_default: Mapping[str, object] | None = None
+    example: str | None = None
+
+
+SCHEMA: tuple[Key, ...] = (
+    Key("TRADER_MODE", _choice(*MODES), required=True, example="paper",
+        doc="paper (the local paper broker) or live (real money on Zerodha)."),
+    Key("KITE_API_KEY", _token, required=True, example="your_api_key",
+        doc="The Kite Connect app's API key (shown only as a fingerprint)."),
+    Key("KITE_API_SECRET", _token, required=True, secret=True, example="your_api_secret",
+        doc="The Kite Connect app's API secret (never printed or logged)."),
+    Key("KITE_ROOT", _root, default=DEFAULT_PAPER_ROOT, modes=("paper",),
+        doc="Paper only: the paper broker's address. Live always uses Kite's own root."),
+    Key("KITE_ACCESS_TOKEN", _token, secret=True, modes=("live",),
+        doc="Live only, optional: an access token to use when data/<User>/session.json is missing "
+            "or expired (a session file from 'orchestrator.py login' wins)."),
+    Key("LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO",
+        doc="Log level of the user's log files and console output."),
+    Key("PAPER_STARTING_CASH", _number(float, 0, lo_open=True), default=1_000_000.0, modes=("paper",),
+        doc="Paper only: the account's starting cash in rupees (read by the paper broker)."),
+    Key("UNIVERSE", _text, default="NIFTY50",
+        doc="Symbols pattern_daily scans: NIFTY50, or a path (relative to the home) to a CSV with "
+            "a ticker/symbol column."),
+    Key("MIN_SCORE", _number(int, 0, 7), default=5,
+        doc="place_orders_daily enters only symbols whose pattern score is at least this (0-7)."),
+    Key("MAX_CNC_POSITIONS", _number(int, 1, 200), default=10,
+        doc="At most this many CNC positions held at once, including existing holdings."),
+    Key("CAPITAL_DEPLOYMENT_PERCENT", _number(float, 0, 100, lo_open=True), default=50.0,
+        doc="Share of available cash that one place_orders_daily run spreads over its entries."),
+    Key("RISK_PER_TRADE_PERCENT", _number(float, 0, 100, lo_open=True), default=None,
+        doc="Optional: cap each entry so that (entry - stop) x shares stays under this share of equity."),
+    Key("MAX_ORDER_VALUE", _number(float, 0, lo_open=True), default=500_000.0,
+        doc="Pre-trade limit: no single order may be worth more than this many rupees."),
+    Key("PRICE_BAND_PERCENT", _number(float, 0, 50, lo_open=True), default=3.0,
+        doc="Pre-trade limit: an order price more than this far from the LTP is refused."),
+    Key("GTT_LIMIT_BUFFER_PERCENT", _number(float, 0, 20, lo_open=True), default=5.0,
+        doc="update_cnc_stoploss: the GTT's limit price sits this far below its trigger."),
+    Key("WATCHDOG_POLL_SECONDS", _number(int, 1, 3600), default=30,
+        doc="hourly_candle_watchdog: simulated seconds between LTP polls."),
+    Key("WATCHDOG_RULE", _choice("hourly_low", "atr_trailing"), default="hourly_low",
+        doc="hourly_candle_watchdog exit rule: hourly_low (the lower of the last two completed hourly "
+            "lows) or atr_trailing (legacy ATR trailing stop; only moves up)."),
+    Key("SCHEDULE_UPDATE_CNC_STOPLOSS", parse_schedule, default=parse_schedule("09:00,14:00"),
+        example="09:00,14:00", doc="When the scheduler runs update_cnc_stoploss (IST times, or off)."),
+    Key("SCHEDULE_HOURLY_CANDLE_WATCHDOG", parse_schedule, default="session", example="session",
+        doc="When the scheduler runs hourly_candle_watchdog: session (open to close) or off."),
+    Key("SCHEDULE_PATTERN_DAILY", parse_schedule, default=parse_schedule("16:00"), example="16:00",
+        doc="When the scheduler runs pattern_daily (after the close), or off."),
+    Key("SCHEDULE_PLACE_ORDERS_DAILY", parse_schedule,
+        mode_default={"paper": parse_schedule("09:20"), "live": None}, example="09:20",
+        doc="When the scheduler runs place_orders_daily. Default 09:20 in paper mode and off in live "
+            "mode: real-money entries are opted into."),
+    Key("ENTRY_CUTOFF", lambda v: time.fromisoformat(v), default=time(11, 0), example="11:00",
+        doc="After downtime, a missed place_orders_daily still runs only before this time (IST)."),
+)
+KEYS: Mapping[str, Key] = MappingProxyType({k.name: k for k in SCHEMA})
+
+
+def api_key_fingerprint(api_key: str) -> str:
+    """First 4 characters, a colon, then the first 12 hex digits of the key's SHA-256."""
+    return f"{api_key[:4]}:{hashlib.sha256(api_key.encode()).hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    user: str
+    env_file: Path
+    values: Mapping[str, object]
+    #: keys actually present in the env file
+    file_keys: frozenset[str] = field(default_factory=frozenset)
+
+    def __getitem__(self, key: str) -> object:
+        return self.values[key]
+
+    def get(self, key: str, default: object = None) -> object:
+        return self.values.get(key, default)
+
+    @property
+    def mode(self) -> str:
+        return str(self.values["TRADER_MODE"])
+
+    @property
+    def is_paper(self) -> bool:
+        return self.mode == "paper"
+
+    @property
+    def api_key(self) -> str:
+        return str(self.values["KITE_API_KEY"])
+
+    @property
+    def api_secret(self) -> str:
+        return str(self.values["KITE_API_SECRET"])
+
+    @property
+    def kite_root(self) -> str:
+        return str(self.values["KITE_ROOT"]) if self.is_paper else LIVE_ROOT
+
+    @property
+    def log_level(self) -> str:
+        return str(self.values["LOG_LEVEL"])
+
+    @property
+    def fingerprint(self) -> str:
+        return api_key_fingerprint(self.api_key)
+
+    @property
+    def data_source(self) -> str:
+        """Which market-data folder this user reads: ``live`` or the paper broker's address."""
+        return self.kite_root if self.is_paper else "live"
+
+    def secrets(self) -> Iterator[str]:
+        for key in SCHEMA:
+            if key.secret and self.values.get(key.name):
+                yield str(self.values[key.name])
+
+    def __repr__(self) -> str:  # never show secrets, even in a traceback
+        return f"Settings(user={self.user!r}, mode={self.mode!r}, api_key={self.fingerprint!r})"
+
+    __str__ = __repr__
+
+
+def _rel(path: Path, home: Home) -> str:
+    try:
+        return str(path.relative_to(home.root))
+    except ValueError:
+        return str(path)
+
+
+def load_settings(home: Home, user: str) -> Settings:
+    """Read and validate ``env/<user>.env``. Raises ConfigError (one line) on any problem."""
+    validate_user_name(user)
+    path = home.env_file(user)
+    shown = _rel(path, home)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: no such env file; copy env/example.env to {shown} and fill it in") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{shown}: not a regular file")
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"{shown}: readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"run: chmod 600 {path}"
+        )
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{shown}: not valid UTF-8 (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot be read ({exc.strerror})") from None
+    return parse_settings(text, user=user, env_file=path, shown=shown)
+
+
+def parse_settings(text: str, *, user: str, env_file: Path, shown: str) -> Settings:
+    problems: list[str] = []
+    bad_lines = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
+    for line in bad_lines:
+        problems.append(f"line {line} does not parse")
+    raw = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    if not raw and not bad_lines:
+        raise ConfigError(f"{shown}: empty env file; copy the keys from env/example.env")
+
+    values: dict[str, object] = {}
+    mode_raw = raw.get("TRADER_MODE")
+    mode = mode_raw if mode_raw in MODES else None
+    for name, value in raw.items():
+        key = KEYS.get(name)
+        if key is None:
+            close = difflib.get_close_matches(name, list(KEYS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"unknown key {name}{hint}")
+            continue
+        if value is None:
+            problems.append(f"{name} has no '=value'")
+            continue
+        value = value.strip()
+        if mode is not None and mode not in key.modes:
+            problems.append(f"{name} is not allowed with TRADER_MODE={mode}")
+            continue
+        try:
+            values[name] = key.parse(value)
+        except (_Bad, ValueError) as exc:
+            shown_value = "" if key.secret else f"={value!r}"
+            reason = str(exc) if isinstance(exc, _Bad) else "has the wrong format"
+            problems.append(f"{name}{shown_value} {reason}")
+    for key in SCHEMA:
+        if key.required and key.name not in raw:
+            problems.append(f"missing required key {key.name}")
+    if problems:
+        raise ConfigError(f"{shown}: " + "; ".join(problems))
+
+    file_keys = frozenset(values)
+    assert mode is not None
+    for key in SCHEMA:
+        if key.name not in values:
+            if key.mode_default is not None:
+                values[key.name] = key.mode_default.get(mode)
+            elif mode in key.modes:
+                values[key.name] = key.default
+            else:
+                values[key.name] = None
+    return Settings(user=user, env_file=env_file, values=MappingProxyType(values), file_keys=file_keys)
+
+
+def example_env_text() -> str:
+    """The text of env/example.env, generated from the schema (a test keeps the file in sync)."""
+    lines = [
+        "# kitefleet: one env file per user, env/<User>.env, mode 0600 (chmod 600 env/<User>.env).",
+        "# The user's name is the file's stem. Copy this file, fill in the keys, delete what you",
+        "# do not need: every key below except the first three is optional and shows its default.",
+        "",
+    ]
+    for key in SCHEMA:
+        lines.extend(f"# {line}" for line in _wrap(key.doc))
+        if len(key.modes) == 1:
+            lines.append(f"# ({key.modes[0]} mode only)")
+        if key.required:
+            lines.append(f"{key.name}={key.example}")
+        else:
+            default = key.example if key.example is not None else key.default
+            if key.mode_default is not None:
+                shown_default = ", ".join(f"{m}: {_fmt(v)}" for m, v in key.mode_default.items())
+                lines.append(f"# default: {shown_default}")
+                lines.append(f"#{key.name}={_fmt(default)}")
+            else:
+                lines.append(f"#{key.name}={_fmt(default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "off" if False else ""
+    if isinstance(v, tuple):
+        return ",".join(t.strftime("%H:%M") for t in v)
+    if isinstance(v, time):
+        return v.strftime("%H:%M")
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _wrap(text: str, width: int = 96) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]

@@ -1,0 +1,142 @@
+"""The single worker entry: ``python -m workers JOB --user USER [--dry-run] [job args]``.
+
+One process serves exactly one user. Start-up, in order: parse the command line; validate the
+user name; check it against supervisord's ``SUPERVISOR_PROCESS_NAME`` when set; read the user's
+own ``env/<User>.env`` (never into ``os.environ``); refuse a simulated clock in live mode; set up
+per-user logging with secret redaction; take the per-(user, job) lock for trading jobs; run the
+job. Every failure ends with one line on stderr and a stable exit code (kitefleet.exitcodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType, ModuleType
+
+from kitefleet import clock
+from kitefleet.errors import ConfigError, KitefleetError, UsageError
+from kitefleet.exitcodes import ExitCode
+from kitefleet.home import Home
+from kitefleet.settings import load_settings
+from kitefleet.users import validate_user_name
+from workers.context import STOP, JobContext
+
+#: Job name -> module. Modules are imported only when their job runs, so the scheduler stays lean.
+JOBS: dict[str, str] = {
+    "whoami": "workers.jobs.whoami",
+    "pattern_daily": "workers.jobs.pattern_daily",
+    "place_orders_daily": "workers.jobs.place_orders_daily",
+    "update_cnc_stoploss": "workers.jobs.update_cnc_stoploss",
+    "hourly_candle_watchdog": "workers.jobs.hourly_candle_watchdog",
+    "summary": "workers.jobs.summary",
+    "daemon": "workers.daemon",
+}
+
+
+def available_jobs() -> list[str]:
+    return sorted(name for name, module in JOBS.items() if importlib.util.find_spec(module) is not None)
+
+
+def _build_parser(job_module: ModuleType | None, job: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m workers {job}", description=f"run {job} for one user")
+    parser.add_argument("--user", required=True, help="the one user this process serves (env/<USER>.env)")
+    parser.add_argument("--dry-run", action="store_true", help="plan and log, send nothing to the broker")
+    add_arguments = getattr(job_module, "add_arguments", None)
+    if add_arguments is not None:
+        add_arguments(parser)
+    return parser
+
+
+def _install_signal_handlers(handles_stop: bool) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        already = STOP.is_set()
+        STOP.set()
+        if not handles_stop or already:
+            raise SystemExit(ExitCode.OK)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _check_identity(user: str) -> None:
+    supervised_as = os.environ.get("SUPERVISOR_PROCESS_NAME")
+    if supervised_as is not None and supervised_as != user:
+        raise ConfigError(
+            f"user mismatch: --user {user} but supervisord runs this process as {supervised_as!r}; "
+            "regenerate the config with 'orchestrator.py supervisor-conf'"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-"):
+        print(f"usage: python -m workers JOB --user USER [--dry-run] [args]; jobs: {', '.join(available_jobs())}",
+              file=sys.stderr)
+        return ExitCode.USAGE
+    job, rest = argv[0], argv[1:]
+    log: logging.Logger | None = None
+    try:
+        if job not in JOBS:
+            raise UsageError(f"unknown job {job!r}; jobs: {', '.join(available_jobs())}")
+        try:
+            module = importlib.import_module(JOBS[job])
+        except ModuleNotFoundError as exc:
+            if exc.name == JOBS[job]:
+                raise UsageError(f"job {job!r} is not available in this version") from None
+            raise
+        parser = _build_parser(module, job)
+        try:
+            args = parser.parse_args(rest)
+        except SystemExit as exc:
+            return ExitCode.USAGE if exc.code else ExitCode.OK
+        user = validate_user_name(args.user)
+        _check_identity(user)
+        home = Home.resolve()
+        settings = load_settings(home, user)
+        current_clock = clock.get_clock()
+        if current_clock.simulated and not settings.is_paper:
+            raise ConfigError(
+                f"{home.env_file(user).name}: TRADER_MODE=live with a simulated clock "
+                f"({clock.ENV_VAR} is set); unset {clock.ENV_VAR} for live trading"
+            )
+        from workers.logs import register_secret, setup_logging
+
+        for secret in settings.secrets():
+            register_secret(secret)
+        register_secret(settings.api_key, keep=4)
+        log = setup_logging(home, user, job, level=settings.log_level,
+                            console=getattr(module, "LOG_TO_CONSOLE", True))
+        _install_signal_handlers(getattr(module, "HANDLES_STOP", False))
+        ctx = JobContext(user=user, job=job, home=home, settings=settings, args=args, log=log)
+        if getattr(module, "TAKES_JOB_LOCK", False):
+            from kitefleet.locks import job_lock
+
+            with job_lock(home, user, job):
+                return int(module.run(ctx))
+        return int(module.run(ctx))
+    except KitefleetError as exc:
+        if log is not None:
+            log.error("%s", exc)
+        from workers.logs import redact
+
+        print(f"{job}: error: {redact(str(exc))}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return ExitCode.OK
+    except Exception:
+        if log is not None:
+            log.exception("job %s failed", job)
+        else:
+            import traceback
+
+            traceback.print_exc()
+        return ExitCode.JOB_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
