@@ -1,0 +1,254 @@
+"""place_orders_daily's pure rules: which scanned symbols to enter, how many shares, and the
+pre-trade limits checked before every order.
+
+Rules and defaults (the env keys are in ``kitefleet/settings.py``; the defaults here match them):
+
+* Selection (:func:`select_candidates`): rows in :func:`~workers.strategy.patterns.scan_sort_key`
+  order (score desc, risk-reward desc, symbol). A row is skipped, with its reason, when its score
+  is below ``MIN_SCORE`` (default 5; legacy golden "≥ 5"; HEAD's "exactly 5/7" is not kept), when
+  the scan left a reason (insufficient data, no valid stop), when it has no usable entry/stop
+  (stop ≥ entry), when the symbol is already held (holdings quantity + t1_quantity, today's CNC
+  positions) or has an open BUY order (the caller builds those two sets; legacy golden checked the
+  state file only and HEAD did not check at all), when it repeats an earlier row, or when
+  ``MAX_CNC_POSITIONS`` (default 10) minus the positions already held are taken.
+* Size (:func:`size_entry`): budget = available cash × ``CAPITAL_DEPLOYMENT_PERCENT`` (default 50)
+  / 100 / number selected; limit price = the LTP on the instrument's tick grid rounded **up**, so a
+  BUY LIMIT is marketable (legacy HEAD: LIMIT at the LTP; golden: MARKET); shares =
+  floor(budget / limit price), so the order value never exceeds the budget. Legacy worked example:
+  cash 1,371,768, 50 %, 10 selected, LTP 241.69 → 283 shares. If ``RISK_PER_TRADE_PERCENT`` is set
+  (default unset), shares are also capped at floor(equity × percent / 100 / (limit − stop)), so the
+  loss to the stop stays within that share of equity; a risk cap without a stop below the entry
+  refuses the entry. Zero shares → quantity 0 and a reason. Order: BUY, LIMIT, CNC, DAY, NSE.
+* Pre-trade limits (:func:`check_pre_trade`), each refusal a reason, empty list = send: the pause
+  flag; quantity 0; a limit price off the tick grid; order value > ``MAX_ORDER_VALUE`` (default
+  ₹5,00,000); limit price more than ``PRICE_BAND_PERCENT`` (default 3 %) away from a fresh LTP
+  (also catches a stale plan or a bad quote); no valid LTP.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+from kitefleet.ticks import on_tick, round_to_tick
+from workers.strategy.patterns import ScanResult, scan_sort_key
+
+DEFAULT_MIN_SCORE = 5
+DEFAULT_MAX_CNC_POSITIONS = 10
+DEFAULT_CAPITAL_DEPLOYMENT_PERCENT = 50.0
+DEFAULT_MAX_ORDER_VALUE = 500_000.0
+DEFAULT_PRICE_BAND_PERCENT = 3.0
+
+EXCHANGE = "NSE"
+PRODUCT = "CNC"
+ORDER_TYPE = "LIMIT"
+TRANSACTION_TYPE = "BUY"
+VALIDITY = "DAY"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    symbol: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class EntryPlan:
+    """One BUY LIMIT CNC order, or quantity 0 with ``reason``."""
+
+    quantity: int
+    limit_price: float
+    ltp: float
+    tick_size: float
+    budget: float
+    symbol: str = ""
+    stop: float | None = None
+    risk_per_share: float | None = None
+    #: the most shares the risk cap allows (None when no cap applies)
+    risk_cap_shares: int | None = None
+    capped_by_risk: bool = False
+    reason: str | None = None
+
+    @property
+    def order_value(self) -> float:
+        return round(self.quantity * self.limit_price, 2)
+
+    @property
+    def ok(self) -> bool:
+        return self.quantity > 0
+
+
+def _as_scan(row: ScanResult | Mapping[str, Any]) -> ScanResult:
+    return row if isinstance(row, ScanResult) else ScanResult.from_row(row)
+
+
+def select_candidates(
+    scan_rows: Iterable[ScanResult | Mapping[str, Any]],
+    held_symbols: set[str],
+    pending_symbols: set[str],
+    min_score: int = DEFAULT_MIN_SCORE,
+    max_positions: int = DEFAULT_MAX_CNC_POSITIONS,
+    held_count: int | None = None,
+) -> tuple[list[ScanResult], list[Skipped]]:
+    """Which scan rows to enter, best first, and why every other row was skipped.
+
+    ``held_count`` is the number of CNC positions already held (default: ``len(held_symbols)``).
+    Rows may be :class:`ScanResult` or scan-CSV dicts.
+    """
+    held = {s.upper() for s in held_symbols}
+    pending = {s.upper() for s in pending_symbols}
+    slots = max(0, max_positions - (len(held) if held_count is None else held_count))
+    rows = sorted((_as_scan(r) for r in scan_rows), key=scan_sort_key)
+    selected: list[ScanResult] = []
+    skipped: list[Skipped] = []
+    seen: set[str] = set()
+    for r in rows:
+        if r.symbol in seen:
+            skipped.append(Skipped(r.symbol, "duplicate scan row"))
+            continue
+        seen.add(r.symbol)
+        if r.reason:
+            reason = f"scan: {r.reason}"
+        elif r.score < min_score:
+            reason = f"score {r.score} below MIN_SCORE {min_score}"
+        elif r.entry is None or r.stop_loss is None or not 0 < r.stop_loss < r.entry:
+            reason = f"no usable entry/stop (entry {r.entry}, stop {r.stop_loss})"
+        elif r.symbol in held:
+            reason = "already held"
+        elif r.symbol in pending:
+            reason = "open BUY order pending"
+        elif len(selected) >= slots:
+            reason = (f"MAX_CNC_POSITIONS {max_positions} reached "
+                      f"({max_positions - slots} held + {len(selected)} selected)")
+        else:
+            selected.append(r)
+            continue
+        skipped.append(Skipped(r.symbol, reason))
+    return selected, skipped
+
+
+def _floor_div(a: Decimal, b: Decimal) -> int:
+    return int((a / b).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def _dec(x: float) -> Decimal:
+    return Decimal(repr(float(x)))
+
+
+def size_entry(
+    available_cash: float,
+    deployment_percent: float,
+    n_selected: int,
+    ltp: float,
+    tick_size: float,
+    stop: float | None = None,
+    equity: float | None = None,
+    risk_per_trade_percent: float | None = None,
+    *,
+    symbol: str = "",
+) -> EntryPlan:
+    """Shares and limit price of one entry; quantity 0 comes with a reason."""
+    limit = round_to_tick(ltp, tick_size, "ceil") if ltp > 0 else 0.0
+
+    def plan(qty: int, budget: float = 0.0, reason: str | None = None, **kw: Any) -> EntryPlan:
+        return EntryPlan(qty, limit, ltp, tick_size, round(budget, 2), symbol, stop, reason=reason, **kw)
+
+    if not (math.isfinite(ltp) and ltp > 0):
+        return plan(0, reason=f"no valid LTP ({ltp})")
+    if n_selected <= 0:
+        return plan(0, reason="no symbols selected")
+    if not available_cash > 0:
+        return plan(0, reason=f"no available cash ({available_cash:.2f})")
+    if not deployment_percent > 0:
+        return plan(0, reason=f"deployment percent {deployment_percent} is not positive")
+    budget_d = _dec(available_cash) * _dec(deployment_percent) / 100 / n_selected
+    budget = float(budget_d)
+    qty = _floor_div(budget_d, _dec(limit))
+    cap: int | None = None
+    risk_per_share: float | None = None
+    capped = False
+    if risk_per_trade_percent is not None and risk_per_trade_percent > 0:
+        if stop is None or equity is None or not equity > 0:
+            return plan(0, budget, f"RISK_PER_TRADE_PERCENT set but no stop/equity (stop {stop}, "
+                                   f"equity {equity})")
+        rps = _dec(limit) - _dec(stop)
+        risk_per_share = float(rps)
+        if rps <= 0:
+            return plan(0, budget, f"stop {stop} is not below the entry {limit}",
+                        risk_per_share=risk_per_share)
+        cap = _floor_div(_dec(equity) * _dec(risk_per_trade_percent) / 100, rps)
+        if cap < qty:
+            qty, capped = cap, True
+    elif stop is not None:
+        risk_per_share = float(_dec(limit) - _dec(stop))
+    reason = None
+    if qty <= 0:
+        reason = (f"risk cap allows 0 shares (risk/share {risk_per_share}, equity {equity}, "
+                  f"{risk_per_trade_percent} %)" if capped
+                  else f"budget {budget:.2f} buys no share at {limit}")
+        qty = 0
+    return plan(qty, budget, reason, risk_per_share=risk_per_share, risk_cap_shares=cap,
+                capped_by_risk=capped)
+
+
+def check_pre_trade(
+    plan: EntryPlan,
+    ltp: float,
+    max_order_value: float | None = DEFAULT_MAX_ORDER_VALUE,
+    price_band_percent: float | None = DEFAULT_PRICE_BAND_PERCENT,
+    paused: bool = False,
+) -> list[str]:
+    """Reasons to refuse ``plan`` given a fresh ``ltp``; an empty list means send it."""
+    refusals: list[str] = []
+    if paused:
+        refusals.append("trading paused (pause flag set)")
+    if plan.quantity <= 0:
+        refusals.append(f"quantity 0: {plan.reason or 'nothing to buy'}")
+    if not on_tick(plan.limit_price, plan.tick_size):
+        refusals.append(f"limit price {plan.limit_price} is off the {plan.tick_size} tick grid")
+    if max_order_value is not None and max_order_value > 0 and plan.order_value > max_order_value:
+        refusals.append(f"order value ₹{plan.order_value:,.2f} exceeds MAX_ORDER_VALUE "
+                        f"₹{max_order_value:,.2f}")
+    if not (math.isfinite(ltp) and ltp > 0):
+        refusals.append(f"no valid LTP ({ltp}) for the price sanity band")
+    elif price_band_percent is not None and price_band_percent > 0:
+        away = abs(plan.limit_price - ltp) / ltp * 100
+        if away > price_band_percent:
+            refusals.append(f"limit price {plan.limit_price} is {away:.2f} % from LTP {ltp}, outside "
+                            f"the ±{price_band_percent:g} % sanity band")
+    return refusals
+
+
+def order_params(plan: EntryPlan) -> dict[str, Any]:
+    """The ``kite.place_order`` keyword arguments for ``plan`` (variety "regular"; the caller adds
+    the tag)."""
+    return {
+        "variety": "regular", "exchange": EXCHANGE, "tradingsymbol": plan.symbol,
+        "transaction_type": TRANSACTION_TYPE, "quantity": plan.quantity, "product": PRODUCT,
+        "order_type": ORDER_TYPE, "price": plan.limit_price, "validity": VALIDITY,
+    }
+
+
+def held_and_pending(
+    holdings: Sequence[Mapping[str, Any]],
+    positions_net: Sequence[Mapping[str, Any]],
+    orders: Sequence[Mapping[str, Any]],
+) -> tuple[set[str], set[str]]:
+    """Held and pending symbols from Kite's ``holdings()``, ``positions()["net"]`` and ``orders()``.
+
+    Held: holdings with quantity + t1_quantity > 0 (T1 shares are bought but not yet delivered),
+    and CNC net positions with quantity > 0 (today's buys). Pending: BUY orders still open (OPEN,
+    TRIGGER PENDING, AMO REQ RECEIVED, or any status not final).
+    """
+    held = {str(h["tradingsymbol"]).upper() for h in holdings
+            if (h.get("quantity") or 0) + (h.get("t1_quantity") or 0) > 0}
+    held |= {str(p["tradingsymbol"]).upper() for p in positions_net
+             if p.get("product") == PRODUCT and (p.get("quantity") or 0) > 0}
+    final = {"COMPLETE", "CANCELLED", "REJECTED"}
+    pending = {str(o["tradingsymbol"]).upper() for o in orders
+               if o.get("transaction_type") == TRANSACTION_TYPE
+               and str(o.get("status", "")).upper() not in final}
+    return held, pending
