@@ -1,0 +1,155 @@
+"""Instance and job locks between real processes: refusal with the holder's pid, release on
+SIGKILL, independence per (user, job), and no lock kept alive by a forked child."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+
+from kitefleet.errors import AlreadyRunning, UsageError
+from kitefleet.exitcodes import ExitCode
+from kitefleet.home import Home
+from kitefleet.locks import ProcessLock, instance_lock, job_lock, lock_holder, pid_sidecar
+from tests.state import Child
+from tests.support.homes import make_home
+
+HOLD = r"""
+import sys
+from kitefleet.home import Home
+from kitefleet.locks import instance_lock, job_lock
+
+home = Home.resolve()
+lock = instance_lock(home, sys.argv[1]) if sys.argv[2] == "-" else job_lock(home, sys.argv[1], sys.argv[2])
+lock.acquire()
+print("held", flush=True)
+sys.stdin.readline()
+lock.release()
+print("released", flush=True)
+"""
+
+HOLD_AND_FORK = r"""
+import os, sys, time
+from kitefleet.home import Home
+from kitefleet.locks import instance_lock
+
+lock = instance_lock(Home.resolve(), "Som")
+lock.acquire()
+pid = os.fork()
+if pid == 0:  # a forked child (no exec) that outlives its parent
+    sys.stdin.readline()
+    os._exit(0)
+print(f"held child={pid}", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    return make_home(tmp_path)
+
+
+def test_second_instance_refused_with_holder_pid_until_sigkill(home: Home) -> None:
+    holder = Child(home, HOLD, "Som", "-")
+    try:
+        holder.expect("held")
+        lock = instance_lock(home, "Som")
+        assert lock.path == home.locks_dir("Som") / "instance.lock"
+        assert lock_holder(lock.path) == holder.pid
+        with pytest.raises(AlreadyRunning) as err:
+            lock.acquire()
+        assert err.value.holder_pid == holder.pid
+        assert err.value.exit_code == ExitCode.ALREADY_RUNNING == 3
+        assert str(err.value) == f"Som's worker is already running (pid {holder.pid}, lock {lock.path})"
+        assert not lock.held
+
+        holder.kill()
+        assert lock_holder(lock.path) is None  # the kernel released it with the process
+        with lock:
+            assert lock.held
+            assert lock_holder(lock.path) == os.getpid()
+        assert not lock.held
+        assert lock_holder(lock.path) is None
+        assert lock.path.exists()  # lock files are never deleted
+    finally:
+        holder.close()
+
+
+def test_clean_release_frees_the_lock(home: Home) -> None:
+    holder = Child(home, HOLD, "Som", "-")
+    try:
+        holder.expect("held")
+        assert holder.proc.stdin is not None
+        holder.proc.stdin.write(b"\n")
+        holder.proc.stdin.flush()
+        holder.expect("released")
+        with instance_lock(home, "Som") as lock:
+            assert lock.held
+    finally:
+        holder.close()
+
+
+def test_job_locks_independent_per_user_and_job(home: Home) -> None:
+    holder = Child(home, HOLD, "Som", "sl_watchdog")
+    try:
+        holder.expect("held")
+        with pytest.raises(AlreadyRunning, match=r"Som's sl_watchdog job is already running \(pid "):
+            job_lock(home, "Som", "sl_watchdog").acquire()
+        others = [job_lock(home, "Som", "place_orders_daily"), job_lock(home, "Sai", "sl_watchdog"),
+                  instance_lock(home, "Som"), instance_lock(home, "Sai")]
+        for lock in others:
+            lock.acquire()
+        assert all(lock.held for lock in others)
+        assert others[0].path == home.locks_dir("Som") / "job-place_orders_daily.lock"
+        for lock in others:
+            lock.release()
+    finally:
+        holder.close()
+
+
+def test_second_object_in_same_process_is_refused(home: Home) -> None:
+    first = instance_lock(home, "Som")
+    first.acquire()
+    first.acquire()  # idempotent on the holding object
+    try:
+        with pytest.raises(AlreadyRunning) as err:
+            instance_lock(home, "Som").acquire()
+        assert err.value.holder_pid == os.getpid()
+    finally:
+        first.release()
+    assert not first.held
+    first.release()  # releasing twice is harmless
+
+
+def test_forked_child_does_not_keep_lock_alive(home: Home) -> None:
+    parent = Child(home, HOLD_AND_FORK)
+    child_pid = None
+    try:
+        line = parent.expect("held")
+        child_pid = int(line.split("child=")[1])
+        parent.kill()
+        os.kill(child_pid, 0)  # the forked child is still alive ...
+        with instance_lock(home, "Som") as lock:  # ... yet the lock is free
+            assert lock.held
+    finally:
+        parent.close()  # closing its stdin pipe ends the forked child too
+        if child_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child_pid, 9)
+
+
+def test_lock_holder_and_names(home: Home, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "x.lock"
+    assert lock_holder(missing) is None
+    assert not missing.parent.exists()  # probing never creates anything
+    lock = ProcessLock(tmp_path / "locks" / "a.lock", "test lock")
+    with lock:
+        assert pid_sidecar(lock.path).read_text().strip() == str(os.getpid())
+    # A stale sidecar is not trusted: the lock is free.
+    assert lock_holder(lock.path) is None
+    with pytest.raises(UsageError):
+        job_lock(home, "Som", "../x")
+    with pytest.raises(UsageError):
+        instance_lock(home, "example")
