@@ -1,0 +1,85 @@
+"""``python -m paper_broker [--port 8765] [--data-dir DIR] ...``: run the paper broker until SIGTERM.
+
+Prints one line ``paper broker listening on http://HOST:PORT`` to stdout when ready and writes
+``<data-dir>/broker.json`` ({pid, port, url, host}) atomically. ``--port 0`` picks a free port.
+SIGTERM or SIGINT stops it cleanly (exit 0). ``orchestrator.py paper-broker`` calls ``main(argv)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from kitefleet.errors import KitefleetError
+from kitefleet.exitcodes import ExitCode
+from kitefleet.home import Home
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paper_broker",
+                                     description="Local paper broker speaking Kite Connect v3.")
+    parser.add_argument("--port", type=int, default=8765, help="TCP port (0: pick a free one); default 8765")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind; default 127.0.0.1")
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: <home>/data/paper")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="kitefleet home (default: KITEFLEET_HOME or the project)")
+    parser.add_argument("--scenario", type=Path, default=None, help="scenario file of scripted price moves")
+    parser.add_argument("--no-rate-limits", action="store_true", help="turn Kite's rate limits off")
+    parser.add_argument("--symbols", default=None, help="comma-separated universe subset, e.g. INFY,TCS")
+    parser.add_argument("--seed", type=int, default=1, help="market simulation seed; default 1")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def _setup_logging(data_dir: Path, level: str) -> None:
+    handler = logging.FileHandler(data_dir / "paper_broker.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from paper_broker.app import BrokerConfig, PaperBroker
+
+    home = Home(args.home.expanduser().resolve()) if args.home else Home.resolve()
+    data_dir = (args.data_dir.expanduser().resolve() if args.data_dir else home.paper_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _setup_logging(data_dir, args.log_level)
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    config = BrokerConfig(home=home, data_dir=data_dir, host=args.host, port=args.port,
+                          scenario=args.scenario, symbols=symbols, seed=args.seed,
+                          rate_limits=not args.no_rate_limits)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        broker = PaperBroker(config)
+    except KitefleetError as exc:
+        logging.getLogger("paper_broker").error("cannot start: %s", exc)
+        print(f"paper broker: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except OSError as exc:
+        logging.getLogger("paper_broker").error("cannot start: %s", exc)
+        print(f"paper broker: cannot start on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return int(ExitCode.CONFIG)
+    broker.start()
+    print(f"paper broker listening on {broker.url}", flush=True)
+    while not stop.wait(0.25):
+        pass
+    broker.stop()
+    return int(ExitCode.OK)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

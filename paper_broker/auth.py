@@ -1,0 +1,274 @@
+"""Paper accounts, the login flow and sessions.
+
+Accounts come from the home's paper-mode env files (``env/<User>.env`` with ``TRADER_MODE=paper``):
+``KITE_API_KEY``, ``KITE_API_SECRET`` and ``PAPER_STARTING_CASH``. They are stored in the
+``accounts`` table; a reload updates the secret, name and starting cash of a known key (the
+starting cash only matters when the order engine first creates the account's ledger). An env file
+that is live, invalid, or repeats another file's key is skipped with one log line (no secrets).
+Accounts whose env file is gone stay in the database but can neither log in nor use a session.
+
+Login (Kite's flow, without the browser):
+  ``GET /connect/login?api_key=K&v=3`` → 302 whose Location carries a one-time ``request_token``
+  (plus ``action=login&status=success`` as Kite sends). A request token is valid for
+  REQUEST_TOKEN_WALL_SECONDS of *wall* time (the simulated clock may be jumped between the two
+  calls of one login) and can be exchanged once.
+  ``POST /session/token`` (api_key, request_token, checksum = sha256(api_key + request_token +
+  api_secret)) → the session object. Its access token expires at the next 06:00 IST after the
+  login by the shared (simulated) clock; ``DELETE /session/token`` revokes it. Sessions live in
+  the ``sessions`` table, so a worker's token keeps working across a broker restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import time as dtime
+
+from kitefleet.clock import IST
+from kitefleet.errors import KitefleetError
+from kitefleet.home import Home
+from kitefleet.settings import api_key_fingerprint, load_settings
+from kitefleet.users import list_users
+from paper_broker.db import Account, Database
+from paper_broker.errors import input_error, token_error
+
+log = logging.getLogger("paper_broker.auth")
+
+REQUEST_TOKEN_WALL_SECONDS = 300.0
+SESSION_EXPIRY = dtime(6, 0)
+KITE_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+def session_expiry(login: datetime) -> datetime:
+    """The first 06:00 IST strictly after ``login``."""
+    local = login.astimezone(IST)
+    expiry = datetime.combine(local.date(), SESSION_EXPIRY, IST)
+    return expiry if local < expiry else expiry + timedelta(days=1)
+
+
+def checksum(api_key: str, token: str, api_secret: str) -> str:
+    return hashlib.sha256(f"{api_key}{token}{api_secret}".encode()).hexdigest()
+
+
+def _user_id_for(api_key: str, taken: set[str]) -> str:
+    """A Kite-style client id ("PA" + 4 digits) derived from the key; stable once stored."""
+    n = int(hashlib.sha256(api_key.encode()).hexdigest(), 16) % 10000
+    for step in range(10000):
+        candidate = f"PA{(n + step) % 10000:04d}"
+        if candidate not in taken:
+            return candidate
+    raise RuntimeError("no free paper user id")
+
+
+@dataclass(frozen=True)
+class Session:
+    access_token: str
+    api_key: str
+    login_time: datetime
+    expires_at: datetime
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    added: list[str]
+    updated: list[str]
+    skipped: list[str]
+    active: int
+
+
+class Accounts:
+    """The registry of active paper accounts and their sessions. Thread-safe."""
+
+    def __init__(self, db: Database, home: Home) -> None:
+        self.db = db
+        self.home = home
+        self._lock = threading.Lock()
+        self._active: dict[str, Account] = {}
+        self._sessions: dict[str, Session] = {}
+
+    # --- accounts ----------------------------------------------------------------------------
+    def reload(self, now: datetime) -> ReloadResult:
+        """Read the home's paper env files and upsert them into the ``accounts`` table."""
+        found: dict[str, tuple[str, str, float]] = {}
+        skipped: list[str] = []
+        for user in list_users(self.home):
+            try:
+                settings = load_settings(self.home, user)
+            except KitefleetError as exc:
+                log.warning("skipping env file of %s: %s", user, exc)
+                skipped.append(user)
+                continue
+            if not settings.is_paper:
+                log.info("skipping %s: TRADER_MODE=%s", user, settings.mode)
+                skipped.append(user)
+                continue
+            if settings.api_key in found:
+                log.warning("skipping %s: same API key %s as %s", user, settings.fingerprint,
+                            found[settings.api_key][0])
+                skipped.append(user)
+                continue
+            cash = float(settings.get("PAPER_STARTING_CASH") or 1_000_000.0)
+            found[settings.api_key] = (user, settings.api_secret, cash)
+
+        added: list[str] = []
+        updated: list[str] = []
+        with self.db.transaction() as conn:
+            rows = {r["api_key"]: r for r in conn.execute("SELECT * FROM accounts")}
+            taken = {r["user_id"] for r in rows.values()}
+            for api_key, (user, secret, cash) in found.items():
+                row = rows.get(api_key)
+                if row is None:
+                    user_id = _user_id_for(api_key, taken)
+                    taken.add(user_id)
+                    conn.execute(
+                        "INSERT INTO accounts (api_key, api_secret, user_id, user_name, starting_cash, "
+                        "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (api_key, secret, user_id, user, cash, now.isoformat()),
+                    )
+                    added.append(user)
+                elif (row["api_secret"], row["user_name"], row["starting_cash"]) != (secret, user, cash):
+                    conn.execute(
+                        "UPDATE accounts SET api_secret = ?, user_name = ?, starting_cash = ? "
+                        "WHERE api_key = ?",
+                        (secret, user, cash, api_key),
+                    )
+                    updated.append(user)
+            active = {
+                r["api_key"]: Account(r["api_key"], r["api_secret"], r["user_id"], r["user_name"],
+                                      float(r["starting_cash"]))
+                for r in conn.execute("SELECT * FROM accounts")
+                if r["api_key"] in found
+            }
+        with self._lock:
+            self._active = active
+        for user in added:
+            log.info("account added: %s", user)
+        return ReloadResult(added, updated, skipped, len(active))
+
+    def all(self) -> list[Account]:
+        with self._lock:
+            return sorted(self._active.values(), key=lambda a: a.user_name)
+
+    def get(self, api_key: str) -> Account | None:
+        with self._lock:
+            return self._active.get(api_key)
+
+    # --- login -------------------------------------------------------------------------------
+    def new_request_token(self, api_key: str, now: datetime) -> str:
+        if self.get(api_key) is None:
+            raise input_error("Invalid `api_key`.")
+        token = secrets.token_urlsafe(24)
+        with self.db.transaction() as conn:
+            # created_at is wall time: the request token's life is a wall-clock timeout.
+            conn.execute(
+                "INSERT INTO request_tokens (request_token, api_key, created_at) VALUES (?, ?, ?)",
+                (token, api_key, repr(time.time())),
+            )
+            conn.execute("DELETE FROM request_tokens WHERE CAST(created_at AS REAL) < ?",
+                         (time.time() - 24 * 3600,))
+        return token
+
+    def create_session(self, api_key: str, request_token: str, given_checksum: str, now: datetime) -> Session:
+        account = self.get(api_key)
+        if account is None:
+            raise token_error("Invalid `api_key`.")
+        if not request_token or not given_checksum:
+            raise input_error("Missing `request_token` or `checksum`.")
+        expected = checksum(api_key, request_token, account.api_secret)
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT * FROM request_tokens WHERE request_token = ?",
+                               (request_token,)).fetchone()
+            if (row is None or row["used"] or row["api_key"] != api_key
+                    or time.time() - float(row["created_at"]) > REQUEST_TOKEN_WALL_SECONDS):
+                raise token_error("Token is invalid or has expired.")
+            if not hmac.compare_digest(expected, given_checksum.lower()):
+                raise token_error("Invalid `checksum`.")
+            conn.execute("UPDATE request_tokens SET used = 1 WHERE request_token = ?", (request_token,))
+            session = Session(secrets.token_hex(16), api_key, now, session_expiry(now))
+            conn.execute(
+                "INSERT INTO sessions (access_token, api_key, login_time, expires_at) VALUES (?, ?, ?, ?)",
+                (session.access_token, api_key, now.isoformat(), session.expires_at.isoformat()),
+            )
+        with self._lock:
+            self._sessions[session.access_token] = session
+        log.info("login: %s (%s), session until %s", account.user_name, account.user_id,
+                 session.expires_at.strftime(KITE_TIME))
+        return session
+
+    def _session(self, access_token: str) -> Session | None:
+        with self._lock:
+            session = self._sessions.get(access_token)
+        if session is not None:
+            return session
+        row = self.db.conn().execute("SELECT * FROM sessions WHERE access_token = ?",
+                                     (access_token,)).fetchone()
+        if row is None:
+            return None
+        session = Session(row["access_token"], row["api_key"], datetime.fromisoformat(row["login_time"]),
+                          datetime.fromisoformat(row["expires_at"]), bool(row["revoked"]))
+        with self._lock:
+            self._sessions[access_token] = session
+        return session
+
+    def authenticate(self, authorization: str | None, now: datetime) -> Account:
+        """The account of a valid ``Authorization: token api_key:access_token``, else 403."""
+        if not authorization or not authorization.startswith("token "):
+            raise token_error()
+        api_key, _, access_token = authorization[6:].strip().partition(":")
+        account = self.get(api_key)
+        session = self._session(access_token) if access_token else None
+        if account is None or session is None or session.api_key != api_key or session.revoked:
+            raise token_error()
+        if now >= session.expires_at:
+            raise token_error("Token is invalid or has expired.")
+        return account
+
+    def revoke(self, api_key: str, access_token: str) -> None:
+        session = self._session(access_token)
+        if session is None or session.api_key != api_key:
+            raise token_error()
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE sessions SET revoked = 1 WHERE access_token = ?", (access_token,))
+        with self._lock:
+            self._sessions[access_token] = Session(session.access_token, session.api_key,
+                                                   session.login_time, session.expires_at, True)
+        account = self.get(api_key)
+        log.info("logout: %s", account.user_name if account else api_key_fingerprint(api_key))
+
+
+def session_payload(account: Account, session: Session) -> dict[str, object]:
+    """The object ``POST /session/token`` returns (kite-api.md section 2)."""
+    return {
+        **profile_payload(account),
+        "api_key": account.api_key,
+        "access_token": session.access_token,
+        "public_token": hashlib.sha256(f"public:{session.access_token}".encode()).hexdigest()[:32],
+        "enctoken": hashlib.sha256(f"enc:{session.access_token}".encode()).hexdigest(),
+        "refresh_token": "",
+        "silo": "",
+        "login_time": session.login_time.astimezone(IST).strftime(KITE_TIME),
+    }
+
+
+def profile_payload(account: Account) -> dict[str, object]:
+    return {
+        "user_id": account.user_id,
+        "user_type": "individual",
+        "email": f"{account.user_name.lower()}@paper.invalid",
+        "user_name": account.user_name,
+        "user_shortname": account.user_name,
+        "broker": "ZERODHA",
+        "exchanges": ["NSE", "BSE"],
+        "products": ["CNC", "MIS", "NRML"],
+        "order_types": ["MARKET", "LIMIT", "SL", "SL-M"],
+        "avatar_url": None,
+        "meta": {"demat_consent": "consent"},
+    }
+

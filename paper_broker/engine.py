@@ -1,0 +1,994 @@
+"""The paper broker's order engine: orders, fills, GTTs, CNC settlement and funds, in SQLite.
+
+On-disk contract (tables in the broker's ``paper.db``, created here with CREATE TABLE IF NOT
+EXISTS; written only by this engine, inside ``Database.transaction()``):
+
+* ``engine_state``: ``hw`` = the simulated instant up to which everything due has been processed
+  (ISO, aware). A restart resumes from it, so fills, triggers, expiries and settlement rolls that
+  fell between the last tick and the restart happen on start, in order.
+* ``ledger``: one row per account (by api_key): cash, the day's opening balance, today's sale
+  proceeds and filled buys, cumulative realised P&L.
+* ``orders`` (latest state), ``order_history`` (one JSON snapshot per status change),
+  ``trades`` (JSON), ``cnc`` (per account and instrument: see ``portfolio.CncBook``), ``gtts``.
+
+Rules chosen (where Kite is silent or the paper broker simplifies), situation -> behaviour:
+
+* regular order outside 09:15-15:30 of a trading day -> InputException, no order (use ``amo``).
+* ``amo`` during the session -> InputException; outside the session it is accepted at any hour.
+* AMO release at the next session open (09:15): the circuit is checked then (REJECTED if outside);
+  MARKET and LIMIT AMOs match the first minute from the day's open; SL/SL-M wait as TRIGGER
+  PENDING. Modify/cancel accept variety ``regular`` or ``amo`` for any order.
+* CNC on NSE only (MIS, NRML, MTF, other exchanges: InputException); indices are refused.
+* validity DAY, and IOC (a non-marketable IOC is CANCELLED at once; not for SL/SL-M).
+* MARKET fills at once at the LTP; it needs ``market_protection`` (-1 = auto = 3 %, or 1-100).
+* LIMIT marketable on arrival (BUY LTP <= price, SELL LTP >= price) fills at once at the LTP.
+* A resting LIMIT fills in the first completed minute whose low (BUY) / high (SELL) reaches the
+  price, at the price; in the first minute of a session at the day's open when the open is
+  already through the price (a gap); never outside the minute's range.
+* SL / SL-M wait as TRIGGER PENDING until a minute's high (BUY) / low (SELL) reaches the trigger;
+  when placed, the trigger must be on the far side of the LTP (InputException otherwise). Once
+  triggered, SL fills at the trigger (or the gap open) if that is within its price, else rests as
+  a LIMIT; SL-M fills at the trigger (or gap open) within its protection, else rests as a LIMIT at
+  the protection bound.
+* Minutes that count for an order: those completing after it was placed or last modified.
+* DAY orders still open at the close are CANCELLED at 15:30 with a status_message.
+* Circuit: a LIMIT/SL price or trigger outside the day's band -> order row REJECTED with Kite's
+  message; a modify outside the band -> OrderException, the order is unchanged.
+* Funds and holdings are checked at placement and modify: MarginException / HoldingException
+  (HTTP 400), no order. A BUY blocks quantity x (LIMIT/SL price; MARKET AMO: the LTP's protection
+  bound; SL-M: the trigger's protection bound) while open.
+* At most 25 modifications; the 26th -> OrderException "Maximum allowed order modifications
+  exceeded."
+* The order book lists orders placed or updated on the current calendar day plus any still open;
+  ``trades`` lists today's fills. Another account's order or GTT id gets the same "not found"
+  error as an unknown id.
+* Settlement rolls at midnight after each trading day (see ``portfolio``); holidays and weekends
+  do not roll. No charges are simulated.
+
+GTT rules: see ``paper_broker.gtt``. Times: the engine never reads the wall clock for "now": it
+is given ``now`` or asks its ``Clock``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import defaultdict
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from kitefleet.calendar import NseCalendar
+from kitefleet.clock import IST, Clock
+from paper_broker import gtt as gttlib
+from paper_broker.db import Account, Database
+from paper_broker.errors import KiteError, holding_error, input_error, margin_error, order_error
+from paper_broker.orders import (
+    MAX_MODIFICATIONS,
+    OPEN_STATES,
+    VARIETIES,
+    OrderRequest,
+    check_prices,
+    exchange_order_id_for,
+    fmt_ts,
+    order_id_for,
+    order_wire,
+    parse_modification,
+    parse_order,
+    protected_limit,
+    request_of,
+    trade_id_for,
+)
+from paper_broker.portfolio import CncBook, empty_segment, holding_wire, position_wire, segment_wire
+
+ONE_MINUTE = timedelta(minutes=1)
+EXPIRY_MESSAGE = "Order cancelled by the system at market close (DAY validity)."
+NOT_FOUND_ORDER = "Couldn't find that `order_id`."
+NOT_FOUND_GTT = "Couldn't find that trigger."
+FUNDS_EPS = 1e-6
+_OPEN_SQL = "('OPEN','TRIGGER PENDING','AMO REQ RECEIVED')"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS engine_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (
+    api_key         TEXT PRIMARY KEY,
+    user_id         TEXT NOT NULL,
+    user_name       TEXT NOT NULL,
+    starting_cash   REAL NOT NULL,
+    cash            REAL NOT NULL,
+    opening_balance REAL NOT NULL,
+    day_payin       REAL NOT NULL DEFAULT 0,
+    day_spent       REAL NOT NULL DEFAULT 0,
+    realised        REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS orders (
+    seq                 INTEGER PRIMARY KEY,
+    order_id            TEXT NOT NULL UNIQUE,
+    api_key             TEXT NOT NULL,
+    user_id             TEXT NOT NULL,
+    variety             TEXT NOT NULL,
+    exchange            TEXT NOT NULL,
+    tradingsymbol       TEXT NOT NULL,
+    instrument_token    INTEGER NOT NULL,
+    transaction_type    TEXT NOT NULL,
+    order_type          TEXT NOT NULL,
+    product             TEXT NOT NULL,
+    validity            TEXT NOT NULL,
+    quantity            INTEGER NOT NULL,
+    disclosed_quantity  INTEGER NOT NULL,
+    price               REAL NOT NULL,
+    trigger_price       REAL NOT NULL,
+    market_protection   INTEGER NOT NULL,
+    tag                 TEXT,
+    guid                TEXT,
+    status              TEXT NOT NULL,
+    status_message      TEXT,
+    filled_quantity     INTEGER NOT NULL DEFAULT 0,
+    cancelled_quantity  INTEGER NOT NULL DEFAULT 0,
+    average_price       REAL NOT NULL DEFAULT 0,
+    order_timestamp     TEXT NOT NULL,
+    exchange_timestamp  TEXT,
+    exchange_update_timestamp TEXT,
+    exchange_order_id   TEXT,
+    modifications       INTEGER NOT NULL DEFAULT 0,
+    block_price         REAL NOT NULL DEFAULT 0,
+    limit_price         REAL NOT NULL DEFAULT 0,
+    active_from         TEXT NOT NULL,
+    updated_day         TEXT NOT NULL,
+    gtt_id              INTEGER
+);
+CREATE INDEX IF NOT EXISTS orders_account_status ON orders(api_key, status);
+CREATE INDEX IF NOT EXISTS orders_account_day ON orders(api_key, updated_day);
+CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
+CREATE TABLE IF NOT EXISTS order_history (
+    id       INTEGER PRIMARY KEY,
+    order_id TEXT NOT NULL,
+    api_key  TEXT NOT NULL,
+    body     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS order_history_order ON order_history(order_id);
+CREATE TABLE IF NOT EXISTS trades (
+    seq      INTEGER PRIMARY KEY,
+    trade_id TEXT NOT NULL UNIQUE,
+    order_id TEXT NOT NULL,
+    api_key  TEXT NOT NULL,
+    day      TEXT NOT NULL,
+    body     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trades_account_day ON trades(api_key, day);
+CREATE INDEX IF NOT EXISTS trades_order ON trades(order_id);
+CREATE TABLE IF NOT EXISTS cnc (
+    api_key          TEXT NOT NULL,
+    instrument_token INTEGER NOT NULL,
+    tradingsymbol    TEXT NOT NULL,
+    exchange         TEXT NOT NULL,
+    settled_qty      INTEGER NOT NULL DEFAULT 0,
+    t1_qty           INTEGER NOT NULL DEFAULT 0,
+    hold_cost        REAL NOT NULL DEFAULT 0,
+    used_settled     INTEGER NOT NULL DEFAULT 0,
+    used_t1          INTEGER NOT NULL DEFAULT 0,
+    used_cost        REAL NOT NULL DEFAULT 0,
+    lot_qty          INTEGER NOT NULL DEFAULT 0,
+    lot_cost         REAL NOT NULL DEFAULT 0,
+    day_buy_qty      INTEGER NOT NULL DEFAULT 0,
+    day_buy_value    REAL NOT NULL DEFAULT 0,
+    day_sell_qty     INTEGER NOT NULL DEFAULT 0,
+    day_sell_value   REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (api_key, instrument_token)
+);
+CREATE TABLE IF NOT EXISTS gtts (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    api_key          TEXT NOT NULL,
+    user_id          TEXT NOT NULL,
+    type             TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    instrument_token INTEGER NOT NULL,
+    condition        TEXT NOT NULL,
+    orders           TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    expires_at       TEXT NOT NULL,
+    expires_iso      TEXT NOT NULL,
+    active_from      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gtts_account ON gtts(api_key, status);
+CREATE INDEX IF NOT EXISTS gtts_status ON gtts(status);
+"""
+
+_ORDER_MUTABLE = (
+    "status", "status_message", "filled_quantity", "cancelled_quantity", "average_price", "exchange_timestamp",
+    "exchange_update_timestamp", "exchange_order_id", "modifications", "order_type", "validity", "quantity",
+    "disclosed_quantity", "price", "trigger_price", "market_protection", "block_price", "limit_price",
+    "active_from", "updated_day",
+)
+# Column names below come from constants in this module, never from requests.
+_ORDER_UPDATE_SQL = "UPDATE orders SET " + ", ".join(f"{c}=?" for c in _ORDER_MUTABLE) + " WHERE seq=?"  # noqa: S608
+_CNC_COLUMNS = CncBook.columns()
+_CNC_UPSERT_SQL = (
+    f"INSERT OR REPLACE INTO cnc ({', '.join(_CNC_COLUMNS)}) VALUES ({', '.join('?' for _ in _CNC_COLUMNS)})"  # noqa: S608
+)
+
+
+def _floor_minute(at: datetime) -> datetime:
+    return at.replace(second=0, microsecond=0)
+
+
+def _px(value: float) -> float:
+    return round(value, 4)
+
+
+class OrderEngine:
+    def __init__(self, db: Database, market: Any, calendar: NseCalendar, clock: Clock) -> None:
+        self.db = db
+        self.market = market
+        self.calendar = calendar
+        self.clock = clock
+        self._lock = threading.RLock()
+        conn = db.conn()
+        conn.executescript(SCHEMA)
+        row = conn.execute("SELECT value FROM engine_state WHERE key='hw'").fetchone()
+        if row is None:
+            self._hw = clock.now().astimezone(IST)
+            conn.execute("INSERT OR REPLACE INTO engine_state(key, value) VALUES ('hw', ?)",
+                         (self._hw.isoformat(),))
+        else:
+            self._hw = datetime.fromisoformat(row["value"]).astimezone(IST)
+        self._due = _floor_minute(self._hw) + ONE_MINUTE
+        self.advance()  # catch up on whatever happened while the broker was down
+
+    # === the clock ==========================================================================
+    @property
+    def high_water_mark(self) -> datetime:
+        return self._hw
+
+    def _now(self, now: datetime | None) -> datetime:
+        return (now or self.clock.now()).astimezone(IST)
+
+    def advance(self, now: datetime | None = None) -> None:
+        """Process everything due in (high-water mark, now]. Cheap when no minute has completed."""
+        now = self._now(now)
+        if now < self._due:
+            return
+        with self._lock:
+            if now < self._due:
+                return
+            with self.db.transaction() as conn:
+                self._process(conn, self._hw, now)
+                conn.execute("INSERT OR REPLACE INTO engine_state(key, value) VALUES ('hw', ?)",
+                             (now.isoformat(),))
+            self._hw = now
+            self._due = _floor_minute(now) + ONE_MINUTE
+
+    def _process(self, conn: sqlite3.Connection, t0: datetime, t1: datetime) -> None:
+        day = t0.date()
+        while day <= t1.date():
+            if self.calendar.is_trading_day(day):
+                opening, closing = self.calendar.session_bounds(day)
+                if t0 < opening <= t1:
+                    self._release_amos(conn, day, opening)
+                lo, hi = max(t0, opening), min(t1, closing)
+                if lo < hi:
+                    self._run_minutes(conn, opening, lo, hi)
+                if t0 < closing <= t1:
+                    self._expire_day_orders(conn, closing)
+                midnight = datetime.combine(day + timedelta(days=1), time(0), IST)
+                if t0 < midnight <= t1:
+                    self._roll(conn, midnight)
+            day += timedelta(days=1)
+
+    # === scheduled events ===================================================================
+    def _release_amos(self, conn: sqlite3.Connection, day: date, opening: datetime) -> None:
+        rows = conn.execute("SELECT * FROM orders WHERE status='AMO REQ RECEIVED' ORDER BY seq").fetchall()
+        for row in rows:
+            o = dict(row)
+            inst = self.market.instrument(int(o["instrument_token"]))
+            req = request_of(o)
+            reason = self._circuit_reason(req, int(o["instrument_token"]), day)
+            o["updated_day"] = opening.date().isoformat()
+            if reason is not None:
+                self._set_status(conn, o, "REJECTED", opening, message=reason)
+                continue
+            o["exchange_order_id"] = exchange_order_id_for(int(o["seq"]))
+            o["exchange_timestamp"] = fmt_ts(opening)
+            o["active_from"] = opening.isoformat()
+            if req.order_type == "MARKET":
+                bound = protected_limit(self.market.prev_close(int(o["instrument_token"]), day),
+                                        req.market_protection, req.transaction_type, inst.tick_size)
+                if req.is_buy:
+                    bound = min(bound, float(o["block_price"]))
+                o["limit_price"] = bound
+            self._history(conn, o, "OPEN PENDING", opening)
+            self._set_status(conn, o, "TRIGGER PENDING" if req.needs_trigger else "OPEN", opening)
+
+    def _run_minutes(self, conn: sqlite3.Connection, opening: datetime, lo: datetime, hi: datetime) -> None:
+        orders = [dict(r) for r in conn.execute(
+            "SELECT * FROM orders WHERE status IN ('OPEN','TRIGGER PENDING') ORDER BY seq")]
+        gtts = [dict(r) for r in conn.execute("SELECT * FROM gtts WHERE status='active' ORDER BY id")]
+        if not orders and not gtts:
+            return
+        orders_by: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        gtts_by: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for o in orders:
+            o["_from"] = datetime.fromisoformat(o["active_from"])
+            orders_by[int(o["instrument_token"])].append(o)
+        for g in gtts:
+            g["_from"] = datetime.fromisoformat(g["active_from"])
+            g["_cond"] = json.loads(g["condition"])
+            gtts_by[int(g["instrument_token"])].append(g)
+        events: list[tuple[datetime, int, tuple[datetime, float, float, float]]] = []
+        for token in set(orders_by) | set(gtts_by):
+            items = orders_by.get(token, []) + gtts_by.get(token, [])
+            start = max(lo, _floor_minute(min(i["_from"] for i in items)))
+            if start >= hi:
+                continue
+            for bar in self.market.minutes_between(token, start, hi):
+                events.append((bar[0], token, bar))
+        events.sort(key=lambda e: (e[0], e[1]))
+        day_open: dict[int, float] = {}
+        for start, token, (_s, low, high, close) in events:
+            end = start + ONE_MINUTE
+            for g in gtts_by.get(token, ()):
+                if g["status"] != "active" or g["_from"] >= end:
+                    continue
+                cond = g["_cond"]
+                leg = gttlib.fires(g["type"], cond["trigger_values"], float(cond["last_price"]), low, high)
+                if leg is not None:
+                    placed = self._fire_gtt(conn, g, leg, end, close)
+                    if placed is not None and placed["status"] in ("OPEN", "TRIGGER PENDING"):
+                        placed["_from"] = end
+                        orders_by[token].append(placed)
+            for o in orders_by.get(token, ()):
+                if o["status"] not in ("OPEN", "TRIGGER PENDING") or o["_from"] >= end:
+                    continue
+                gap = None
+                if start == opening and o["_from"] <= opening:
+                    if token not in day_open:
+                        day_open[token] = float(self.market.day_ohlcv(token, end)[0])
+                    gap = day_open[token]
+                self._match(conn, o, low, high, gap, end)
+
+    def _match(self, conn: sqlite3.Connection, o: dict[str, Any], low: float, high: float,
+               gap: float | None, at: datetime) -> None:
+        buy = o["transaction_type"] == "BUY"
+        limit = float(o["limit_price"])
+        if o["status"] == "TRIGGER PENDING":
+            trigger = float(o["trigger_price"])
+            if buy:
+                gapped = gap is not None and gap >= trigger
+                hit = gapped or high >= trigger
+            else:
+                gapped = gap is not None and gap <= trigger
+                hit = gapped or low <= trigger
+            if not hit:
+                return
+            ref = gap if gapped and gap is not None else trigger
+            self._set_status(conn, o, "OPEN", at)
+            if (buy and ref <= limit) or (not buy and ref >= limit):
+                self._fill(conn, o, ref, at)
+            return
+        if buy:
+            if gap is not None and gap <= limit:
+                self._fill(conn, o, gap, at)
+            elif low <= limit:
+                self._fill(conn, o, min(limit, high), at)
+        else:
+            if gap is not None and gap >= limit:
+                self._fill(conn, o, gap, at)
+            elif high >= limit:
+                self._fill(conn, o, max(limit, low), at)
+
+    def _expire_day_orders(self, conn: sqlite3.Connection, closing: datetime) -> None:
+        rows = conn.execute("SELECT * FROM orders WHERE status IN ('OPEN','TRIGGER PENDING') ORDER BY seq")
+        for row in rows.fetchall():
+            o = dict(row)
+            o["cancelled_quantity"] = int(o["quantity"]) - int(o["filled_quantity"])
+            o["updated_day"] = closing.date().isoformat()
+            self._set_status(conn, o, "CANCELLED", closing, message=EXPIRY_MESSAGE)
+
+    def _roll(self, conn: sqlite3.Connection, at: datetime) -> None:
+        for row in conn.execute("SELECT * FROM cnc").fetchall():
+            book = CncBook.from_row(row)
+            book.roll()
+            if book.empty:
+                conn.execute("DELETE FROM cnc WHERE api_key=? AND instrument_token=?",
+                             (book.api_key, book.instrument_token))
+            else:
+                conn.execute(_CNC_UPSERT_SQL, book.values())
+        conn.execute("UPDATE ledger SET opening_balance=cash, day_payin=0, day_spent=0")
+        conn.execute("UPDATE gtts SET status='expired', updated_at=? WHERE status='active' AND expires_iso<=?",
+                     (fmt_ts(at), at.isoformat()))
+
+    # === order state changes ================================================================
+    def _history(self, conn: sqlite3.Connection, o: dict[str, Any], status: str, at: datetime) -> None:
+        snapshot = order_wire({**o, "status": status})
+        if snapshot["exchange_update_timestamp"] is None and status not in ("PUT ORDER REQ RECEIVED",):
+            snapshot["exchange_update_timestamp"] = fmt_ts(at)
+        conn.execute("INSERT INTO order_history(order_id, api_key, body) VALUES (?, ?, ?)",
+                     (o["order_id"], o["api_key"], json.dumps(snapshot, separators=(",", ":"))))
+
+    def _save(self, conn: sqlite3.Connection, o: dict[str, Any]) -> None:
+        conn.execute(_ORDER_UPDATE_SQL, (*[o[c] for c in _ORDER_MUTABLE], o["seq"]))
+
+    def _set_status(self, conn: sqlite3.Connection, o: dict[str, Any], status: str, at: datetime, *,
+                    message: str | None = None) -> None:
+        o["status"] = status
+        if message is not None:
+            o["status_message"] = message
+        o["exchange_update_timestamp"] = fmt_ts(at)
+        o["updated_day"] = at.date().isoformat()
+        self._save(conn, o)
+        self._history(conn, o, status, at)
+
+    def _book(self, conn: sqlite3.Connection, api_key: str, token: int, symbol: str) -> CncBook:
+        row = conn.execute("SELECT * FROM cnc WHERE api_key=? AND instrument_token=?", (api_key, token)).fetchone()
+        return CncBook.from_row(row) if row is not None else CncBook(api_key, token, symbol)
+
+    def _fill(self, conn: sqlite3.Connection, o: dict[str, Any], price: float, at: datetime) -> None:
+        price = _px(price)
+        quantity = int(o["quantity"]) - int(o["filled_quantity"])
+        api_key = o["api_key"]
+        token = int(o["instrument_token"])
+        book = self._book(conn, api_key, token, o["tradingsymbol"])
+        value = quantity * price
+        if o["transaction_type"] == "BUY":
+            book.buy(quantity, price)
+            conn.execute("UPDATE ledger SET cash=cash-?, day_spent=day_spent+? WHERE api_key=?",
+                         (value, value, api_key))
+        else:
+            try:
+                realised = book.sell(quantity, price)
+            except ValueError:
+                # Reservations make this unreachable; refuse rather than sell short.
+                self._set_status(conn, o, "REJECTED", at, message="Insufficient stock holding at execution.")
+                return
+            conn.execute("UPDATE ledger SET cash=cash+?, day_payin=day_payin+?, realised=realised+? WHERE api_key=?",
+                         (value, value, realised, api_key))
+        conn.execute(_CNC_UPSERT_SQL, book.values())
+        o["filled_quantity"] = int(o["quantity"])
+        o["average_price"] = price
+        self._set_status(conn, o, "COMPLETE", at)
+        seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM trades").fetchone()[0]
+        trade = {
+            "trade_id": trade_id_for(seq),
+            "order_id": o["order_id"],
+            "exchange_order_id": o["exchange_order_id"],
+            "tradingsymbol": o["tradingsymbol"],
+            "exchange": o["exchange"],
+            "instrument_token": token,
+            "product": o["product"],
+            "average_price": price,
+            "quantity": quantity,
+            "transaction_type": o["transaction_type"],
+            "fill_timestamp": fmt_ts(at),
+            "exchange_timestamp": fmt_ts(at),
+            "order_timestamp": o["order_timestamp"][11:],  # Kite sends the order's time only here
+        }
+        conn.execute("INSERT INTO trades(seq, trade_id, order_id, api_key, day, body) VALUES (?, ?, ?, ?, ?, ?)",
+                     (seq, trade["trade_id"], o["order_id"], api_key, at.date().isoformat(),
+                      json.dumps(trade, separators=(",", ":"))))
+
+    # === checks ==============================================================================
+    def _instrument(self, exchange: str, symbol: str) -> Any:
+        inst = self.market.instrument(f"{exchange}:{symbol}")
+        if inst is None or inst.exchange != exchange:
+            raise input_error(f"Invalid `tradingsymbol`: {exchange}:{symbol} is not a known instrument.")
+        if not inst.tradable:
+            raise input_error(f"{exchange}:{symbol} is an index and cannot be traded.")
+        return inst
+
+    def _circuit_reason(self, req: OrderRequest, token: int, day: date) -> str | None:
+        lower, upper = self.market.circuit_limits(token, day)
+        for value, what in ((req.price, "price"), (req.trigger_price, "trigger price")):
+            if not value:
+                continue
+            if value < lower:
+                return (f"Your order {what} is lower than the current lower circuit limit of {lower:g}. "
+                        "Place an order within the daily range.")
+            if value > upper:
+                return (f"Your order {what} is higher than the current upper circuit limit of {upper:g}. "
+                        "Place an order within the daily range.")
+        return None
+
+    def _ensure_ledger(self, conn: sqlite3.Connection, api_key: str, user_id: str, user_name: str,
+                       starting_cash: float) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO ledger(api_key, user_id, user_name, starting_cash, cash, opening_balance) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (api_key, user_id, user_name, starting_cash, starting_cash, starting_cash),
+        )
+
+    def _blocked(self, conn: sqlite3.Connection, api_key: str, exclude_seq: int | None = None) -> float:
+        row = conn.execute(
+            "SELECT COALESCE(SUM((quantity - filled_quantity) * block_price), 0) FROM orders "  # noqa: S608
+            f"WHERE api_key=? AND status IN {_OPEN_SQL} AND transaction_type='BUY' AND seq IS NOT ?",
+            (api_key, exclude_seq),
+        ).fetchone()
+        return float(row[0])
+
+    def _pending_sells(self, conn: sqlite3.Connection, api_key: str, token: int,
+                       exclude_seq: int | None = None) -> int:
+        row = conn.execute(
+            "SELECT COALESCE(SUM(quantity - filled_quantity), 0) FROM orders "  # noqa: S608
+            f"WHERE api_key=? AND status IN {_OPEN_SQL} AND transaction_type='SELL' AND instrument_token=? "
+            "AND seq IS NOT ?",
+            (api_key, token, exclude_seq),
+        ).fetchone()
+        return int(row[0])
+
+    def _available_cash(self, conn: sqlite3.Connection, api_key: str, exclude_seq: int | None = None) -> float:
+        cash = float(conn.execute("SELECT cash FROM ledger WHERE api_key=?", (api_key,)).fetchone()[0])
+        return cash - self._blocked(conn, api_key, exclude_seq)
+
+    def _check_cover(self, conn: sqlite3.Connection, api_key: str, req: OrderRequest, token: int,
+                     unit_price: float, exclude_seq: int | None = None) -> None:
+        if req.is_buy:
+            required = req.quantity * unit_price
+            available = self._available_cash(conn, api_key, exclude_seq)
+            if required > available + FUNDS_EPS:
+                raise margin_error(
+                    f"Insufficient funds. Margin required: {required:.2f}. Margin available: {max(available, 0):.2f}."
+                )
+        else:
+            book = self._book(conn, api_key, token, req.tradingsymbol)
+            if req.quantity > book.sellable - self._pending_sells(conn, api_key, token, exclude_seq):
+                raise holding_error(
+                    "Insufficient stock holding or there are pending sell orders for this stock. Check the orderbook."
+                )
+
+    def _check_trigger_side(self, req: OrderRequest, ltp: float) -> None:
+        if not req.needs_trigger:
+            return
+        if req.is_buy and req.trigger_price <= ltp:
+            raise input_error("Trigger price for stoploss buy orders should be higher than the last traded price.")
+        if not req.is_buy and req.trigger_price >= ltp:
+            raise input_error("Trigger price for stoploss sell orders should be lower than the last traded price.")
+
+    def _prices_for(self, req: OrderRequest, inst: Any, ltp: float, variety: str) -> tuple[float, float]:
+        """(block_price per share for a BUY, matching limit) for a new or modified order."""
+        if req.order_type in ("LIMIT", "SL"):
+            limit = req.price
+        elif req.order_type == "SL-M":
+            limit = protected_limit(req.trigger_price, req.market_protection, req.transaction_type, inst.tick_size)
+        elif variety == "amo":
+            limit = protected_limit(ltp, req.market_protection, req.transaction_type, inst.tick_size)
+        else:
+            limit = ltp  # a MARKET order in the session fills at once at the LTP
+        return (limit if req.is_buy else 0.0), limit
+
+    # === order creation (shared by the API and GTTs) =========================================
+    def _create_order(self, conn: sqlite3.Connection, *, api_key: str, user_id: str, variety: str,
+                      req: OrderRequest, inst: Any, now: datetime, ltp: float,
+                      gtt_id: int | None = None) -> dict[str, Any]:
+        token = int(inst.instrument_token)
+        block_price, limit = self._prices_for(req, inst, ltp, variety)
+        self._check_cover(conn, api_key, req, token, block_price if req.is_buy else 0.0)
+        reason = None if variety == "amo" else self._circuit_reason(req, token, now.date())
+        seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM orders").fetchone()[0])
+        o: dict[str, Any] = {
+            "seq": seq,
+            "order_id": order_id_for(now, seq),
+            "api_key": api_key,
+            "user_id": user_id,
+            "variety": variety,
+            "exchange": req.exchange,
+            "tradingsymbol": req.tradingsymbol,
+            "instrument_token": token,
+            "transaction_type": req.transaction_type,
+            "order_type": req.order_type,
+            "product": req.product,
+            "validity": req.validity,
+            "quantity": req.quantity,
+            "disclosed_quantity": req.disclosed_quantity,
+            "price": req.price,
+            "trigger_price": req.trigger_price,
+            "market_protection": req.market_protection,
+            "tag": req.tag,
+            "guid": None,
+            "status": "PUT ORDER REQ RECEIVED",
+            "status_message": None,
+            "filled_quantity": 0,
+            "cancelled_quantity": 0,
+            "average_price": 0.0,
+            "order_timestamp": fmt_ts(now),
+            "exchange_timestamp": None,
+            "exchange_update_timestamp": None,
+            "exchange_order_id": None,
+            "modifications": 0,
+            "block_price": block_price,
+            "limit_price": limit,
+            "active_from": now.isoformat(),
+            "updated_day": now.date().isoformat(),
+            "gtt_id": gtt_id,
+        }
+        self._history(conn, o, "PUT ORDER REQ RECEIVED", now)
+        self._history(conn, o, "VALIDATION PENDING", now)
+        if reason is not None:
+            o["status"], o["status_message"] = "REJECTED", reason
+            o["exchange_update_timestamp"] = fmt_ts(now)
+        elif variety == "amo":
+            o["status"] = "AMO REQ RECEIVED"
+        else:
+            self._history(conn, o, "OPEN PENDING", now)
+            o["exchange_order_id"] = exchange_order_id_for(seq)
+            o["exchange_timestamp"] = fmt_ts(now)
+            o["status"] = "TRIGGER PENDING" if req.needs_trigger else "OPEN"
+        columns = list(o)
+        sql = f"INSERT INTO orders ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"  # noqa: S608
+        conn.execute(sql, [o[c] for c in columns])
+        self._history(conn, o, o["status"], now)
+        if o["status"] == "OPEN":
+            self._match_on_arrival(conn, o, ltp, now)
+        return o
+
+    def _match_on_arrival(self, conn: sqlite3.Connection, o: dict[str, Any], ltp: float, now: datetime) -> None:
+        buy = o["transaction_type"] == "BUY"
+        limit = float(o["limit_price"])
+        if o["order_type"] == "MARKET" or (buy and ltp <= limit) or (not buy and ltp >= limit):
+            self._fill(conn, o, ltp, now)
+        elif o["validity"] == "IOC":
+            o["cancelled_quantity"] = int(o["quantity"]) - int(o["filled_quantity"])
+            self._set_status(conn, o, "CANCELLED", now, message="IOC order cancelled: not marketable on arrival.")
+
+    # === public API: orders ==================================================================
+    def ensure_account(self, account: Account) -> None:
+        with self.db.transaction() as conn:
+            self._ensure_ledger(conn, account.api_key, account.user_id, account.user_name, account.starting_cash)
+
+    def _session_check(self, variety: str, now: datetime) -> None:
+        if variety not in VARIETIES:
+            raise input_error(f"Variety {variety!r} is not supported by the paper broker; use regular or amo.")
+        in_session = self.calendar.session_open_at(now)
+        if variety == "regular" and not in_session:
+            raise input_error("Markets are closed right now. Use variety amo to place an after market order, "
+                              "or a GTT for a long standing order.")
+        if variety == "amo" and in_session:
+            raise input_error("After market orders can be placed only outside market hours; use variety regular.")
+
+    def place_order(self, account: Account, variety: str, params: dict[str, str]) -> dict[str, str]:
+        req = parse_order(params)
+        if req.validity == "IOC" and req.needs_trigger:
+            raise input_error("IOC validity is not supported for SL and SL-M orders by the paper broker.")
+        inst = self._instrument(req.exchange, req.tradingsymbol)
+        check_prices(req, float(inst.tick_size))
+        with self._lock:
+            now = self._now(None)
+            self.advance(now)
+            self._session_check(variety, now)
+            ltp = float(self.market.ltp(int(inst.instrument_token), now))
+            if variety == "regular":
+                self._check_trigger_side(req, ltp)
+            with self.db.transaction() as conn:
+                self._ensure_ledger(conn, account.api_key, account.user_id, account.user_name,
+                                    account.starting_cash)
+                o = self._create_order(conn, api_key=account.api_key, user_id=account.user_id, variety=variety,
+                                       req=req, inst=inst, now=now, ltp=ltp)
+        return {"order_id": o["order_id"]}
+
+    def _load_order(self, conn: sqlite3.Connection, account: Account, order_id: str) -> dict[str, Any]:
+        row = conn.execute("SELECT * FROM orders WHERE order_id=? AND api_key=?",
+                           (str(order_id), account.api_key)).fetchone()
+        if row is None:
+            raise input_error(NOT_FOUND_ORDER)
+        return dict(row)
+
+    def modify_order(self, account: Account, variety: str, order_id: str, params: dict[str, str]) -> dict[str, str]:
+        if variety not in VARIETIES:
+            raise input_error(f"Variety {variety!r} is not supported by the paper broker; use regular or amo.")
+        with self._lock:
+            now = self._now(None)
+            self.advance(now)
+            with self.db.transaction() as conn:
+                o = self._load_order(conn, account, order_id)
+                if o["status"] not in OPEN_STATES:
+                    raise order_error(f"Order cannot be modified as it is {o['status'].lower()}.")
+                if int(o["modifications"]) >= MAX_MODIFICATIONS:
+                    raise order_error("Maximum allowed order modifications exceeded.")
+                inst = self.market.instrument(int(o["instrument_token"]))
+                new = parse_modification(request_of(o), params)
+                check_prices(new, float(inst.tick_size))
+                if new.validity == "IOC" and new.needs_trigger:
+                    raise input_error("IOC validity is not supported for SL and SL-M orders by the paper broker.")
+                waiting_amo = o["status"] == "AMO REQ RECEIVED"
+                ltp = float(self.market.ltp(int(inst.instrument_token), now))
+                if not waiting_amo:
+                    if not self.calendar.session_open_at(now):
+                        raise order_error("Markets are closed right now; the order can no longer be modified.")
+                    self._check_trigger_side(new, ltp)
+                    reason = self._circuit_reason(new, int(inst.instrument_token), now.date())
+                    if reason is not None:
+                        raise order_error(reason)
+                block_price, limit = self._prices_for(new, inst, ltp, "amo" if waiting_amo else "regular")
+                self._check_cover(conn, account.api_key, new, int(inst.instrument_token),
+                                  block_price, exclude_seq=int(o["seq"]))
+                o.update(
+                    order_type=new.order_type, quantity=new.quantity, price=new.price,
+                    trigger_price=new.trigger_price, validity=new.validity,
+                    disclosed_quantity=new.disclosed_quantity, market_protection=new.market_protection,
+                    block_price=block_price, limit_price=limit, active_from=now.isoformat(),
+                    modifications=int(o["modifications"]) + 1,
+                )
+                for status in ("MODIFY VALIDATION PENDING", "MODIFY PENDING", "MODIFIED"):
+                    self._history(conn, o, status, now)
+                status = "AMO REQ RECEIVED" if waiting_amo else "TRIGGER PENDING" if new.needs_trigger else "OPEN"
+                self._set_status(conn, o, status, now)
+                if status == "OPEN":
+                    self._match_on_arrival(conn, o, ltp, now)
+        return {"order_id": o["order_id"]}
+
+    def cancel_order(self, account: Account, variety: str, order_id: str,
+                     params: dict[str, str] | None = None) -> dict[str, str]:
+        if variety not in VARIETIES:
+            raise input_error(f"Variety {variety!r} is not supported by the paper broker; use regular or amo.")
+        with self._lock:
+            now = self._now(None)
+            self.advance(now)
+            with self.db.transaction() as conn:
+                o = self._load_order(conn, account, order_id)
+                if o["status"] not in OPEN_STATES:
+                    raise order_error(f"Order cannot be cancelled as it is {o['status'].lower()}.")
+                o["cancelled_quantity"] = int(o["quantity"]) - int(o["filled_quantity"])
+                self._history(conn, o, "CANCEL PENDING", now)
+                self._set_status(conn, o, "CANCELLED", now)
+        return {"order_id": o["order_id"]}
+
+    def orders(self, account: Account) -> list[dict[str, Any]]:
+        today = self._now(None).date().isoformat()
+        rows = self.db.conn().execute(
+            f"SELECT * FROM orders WHERE api_key=? AND (updated_day=? OR status IN {_OPEN_SQL}) ORDER BY seq",  # noqa: S608
+            (account.api_key, today),
+        ).fetchall()
+        return [order_wire(dict(r)) for r in rows]
+
+    def order_history(self, account: Account, order_id: str) -> list[dict[str, Any]]:
+        rows = self.db.conn().execute(
+            "SELECT body FROM order_history WHERE order_id=? AND api_key=? ORDER BY id",
+            (str(order_id), account.api_key),
+        ).fetchall()
+        if not rows:
+            raise input_error(NOT_FOUND_ORDER)
+        return [json.loads(r["body"]) for r in rows]
+
+    def order_trades(self, account: Account, order_id: str) -> list[dict[str, Any]]:
+        conn = self.db.conn()
+        if conn.execute("SELECT 1 FROM orders WHERE order_id=? AND api_key=?",
+                        (str(order_id), account.api_key)).fetchone() is None:
+            raise input_error(NOT_FOUND_ORDER)
+        rows = conn.execute("SELECT body FROM trades WHERE order_id=? AND api_key=? ORDER BY seq",
+                            (str(order_id), account.api_key)).fetchall()
+        return [json.loads(r["body"]) for r in rows]
+
+    def trades(self, account: Account) -> list[dict[str, Any]]:
+        today = self._now(None).date().isoformat()
+        rows = self.db.conn().execute("SELECT body FROM trades WHERE api_key=? AND day=? ORDER BY seq",
+                                      (account.api_key, today)).fetchall()
+        return [json.loads(r["body"]) for r in rows]
+
+    # === public API: portfolio and funds =====================================================
+    def _quote_day(self, now: datetime) -> date:
+        day = now.date()
+        return day if self.calendar.is_trading_day(day) else self.calendar.previous_trading_day(day)
+
+    def _prices(self, token: int, now: datetime) -> tuple[float, float]:
+        last = float(self.market.ltp(token, now))
+        close = float(self.market.prev_close(token, self._quote_day(now)))
+        return last, close
+
+    def _books(self, account: Account) -> list[CncBook]:
+        rows = self.db.conn().execute("SELECT * FROM cnc WHERE api_key=? ORDER BY tradingsymbol",
+                                      (account.api_key,)).fetchall()
+        return [CncBook.from_row(r) for r in rows]
+
+    def holdings(self, account: Account) -> list[dict[str, Any]]:
+        now = self._now(None)
+        out = []
+        for book in self._books(account):
+            if book.settled_qty + book.t1_qty <= 0:
+                continue
+            last, close = self._prices(book.instrument_token, now)
+            out.append(holding_wire(book, last_price=last, close_price=close))
+        return out
+
+    def positions(self, account: Account) -> dict[str, list[dict[str, Any]]]:
+        now = self._now(None)
+        rows = []
+        for book in self._books(account):
+            if book.day_buy_qty + book.day_sell_qty <= 0:
+                continue
+            last, close = self._prices(book.instrument_token, now)
+            rows.append(position_wire(book, last_price=last, close_price=close))
+        return {"net": rows, "day": [dict(r) for r in rows]}
+
+    def _ledger(self, account: Account) -> sqlite3.Row:
+        conn = self.db.conn()
+        row = conn.execute("SELECT * FROM ledger WHERE api_key=?", (account.api_key,)).fetchone()
+        if row is None:
+            self.ensure_account(account)
+            row = conn.execute("SELECT * FROM ledger WHERE api_key=?", (account.api_key,)).fetchone()
+        return row
+
+    def margins(self, account: Account, segment: str | None = None) -> dict[str, Any]:
+        ledger = self._ledger(account)
+        blocked = self._blocked(self.db.conn(), account.api_key)
+        equity = segment_wire(
+            opening_balance=float(ledger["opening_balance"]), payin=float(ledger["day_payin"]),
+            spent=float(ledger["day_spent"]), blocked=blocked,
+            turnover=float(ledger["day_spent"]) + float(ledger["day_payin"]),
+        )
+        both = {"equity": equity, "commodity": empty_segment()}
+        if segment is None:
+            return both
+        if segment not in both:
+            raise input_error(f"Invalid segment: {segment!r}.")
+        return both[segment]
+
+    def order_margins(self, account: Account, orders: list[dict[str, Any]],
+                      query: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """``POST /margins/orders``: for CNC the margin is the order value (VAR 100 %) for a BUY."""
+        now = self._now(None)
+        out = []
+        for item in orders:
+            if not isinstance(item, dict):
+                raise input_error("Each order must be a JSON object.")
+            inst = self._instrument(str(item.get("exchange") or "NSE"), str(item.get("tradingsymbol") or ""))
+            try:
+                quantity = int(item.get("quantity") or 0)
+                price = float(item.get("price") or 0) or float(item.get("trigger_price") or 0)
+            except (TypeError, ValueError):
+                raise input_error("Invalid quantity or price.") from None
+            if not price:
+                price = float(self.market.ltp(int(inst.instrument_token), now))
+            total = quantity * price if str(item.get("transaction_type")) == "BUY" else 0.0
+            out.append({
+                "type": "equity", "tradingsymbol": inst.tradingsymbol, "exchange": inst.exchange,
+                "span": 0, "exposure": 0, "option_premium": 0, "additional": 0, "bo": 0,
+                "cash": 0, "var": round(total, 4), "pnl": {"realised": 0, "unrealised": 0},
+                "leverage": 1, "charges": {"total": 0}, "total": round(total, 4),
+            })
+        return out
+
+    def account_summary(self, account: Account) -> dict[str, Any]:
+        now = self._now(None)
+        ledger = self._ledger(account)
+        holdings = []
+        unrealised = 0.0
+        for book in self._books(account):
+            quantity = book.settled_qty - book.used_settled + book.t1_qty - book.used_t1 + book.lot_qty
+            if quantity <= 0:
+                continue
+            last = float(self.market.ltp(book.instrument_token, now))
+            cost = book.cost_basis
+            unrealised += last * quantity - cost
+            holdings.append({"tradingsymbol": book.tradingsymbol, "quantity": quantity,
+                             "t1_quantity": book.t1_qty, "average_price": round(cost / quantity, 4),
+                             "last_price": last})
+        count = self.db.conn().execute("SELECT COUNT(*) FROM orders WHERE api_key=?",
+                                       (account.api_key,)).fetchone()[0]
+        return {
+            "user_name": account.user_name,
+            "api_key": account.api_key,
+            "cash": round(float(ledger["cash"]), 4),
+            "available_cash": round(float(ledger["cash"]) - self._blocked(self.db.conn(), account.api_key), 4),
+            "holdings": holdings,
+            "holdings_at_cost": round(sum(b.cost_basis for b in self._books(account)), 4),
+            "realised_pnl": round(float(ledger["realised"]), 4),
+            "unrealised_pnl": round(unrealised, 4),
+            "orders": int(count),
+        }
+
+    # === public API: GTT =====================================================================
+    def _gtt_row(self, conn: sqlite3.Connection, account: Account, trigger_id: int) -> dict[str, Any]:
+        row = conn.execute("SELECT * FROM gtts WHERE id=? AND api_key=?", (int(trigger_id), account.api_key)).fetchone()
+        if row is None:
+            raise input_error(NOT_FOUND_GTT)
+        return dict(row)
+
+    def _parse_gtt(self, params: dict[str, str]) -> tuple[gttlib.GttRequest, Any]:
+        req = gttlib.parse_gtt(params)
+        inst = self._instrument(req.exchange, req.tradingsymbol)
+        gttlib.check_leg_ticks(req, float(inst.tick_size))
+        return req, inst
+
+    def place_gtt(self, account: Account, params: dict[str, str]) -> dict[str, int]:
+        req, inst = self._parse_gtt(params)
+        with self._lock:
+            now = self._now(None)
+            self.advance(now)
+            with self.db.transaction() as conn:
+                self._ensure_ledger(conn, account.api_key, account.user_id, account.user_name,
+                                    account.starting_cash)
+                active = conn.execute("SELECT COUNT(*) FROM gtts WHERE api_key=? AND status='active'",
+                                      (account.api_key,)).fetchone()[0]
+                if active >= gttlib.MAX_ACTIVE:
+                    raise input_error(f"Maximum of {gttlib.MAX_ACTIVE} active GTT triggers allowed per account.")
+                expires = now + timedelta(days=gttlib.VALID_DAYS)
+                cur = conn.execute(
+                    "INSERT INTO gtts(api_key, user_id, type, status, instrument_token, condition, orders, "
+                    "created_at, updated_at, expires_at, expires_iso, active_from) "
+                    "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (account.api_key, account.user_id, req.type, int(inst.instrument_token),
+                     json.dumps(gttlib.condition_json(req, int(inst.instrument_token))),
+                     json.dumps(gttlib.orders_json(req)), fmt_ts(now), fmt_ts(now), fmt_ts(expires),
+                     expires.isoformat(), now.isoformat()),
+                )
+                trigger_id = int(cur.lastrowid or 0)
+        return {"trigger_id": trigger_id}
+
+    def gtts(self, account: Account) -> list[dict[str, Any]]:
+        rows = self.db.conn().execute("SELECT * FROM gtts WHERE api_key=? AND status!='deleted' ORDER BY id DESC",
+                                      (account.api_key,)).fetchall()
+        return [gttlib.gtt_wire(r) for r in rows]
+
+    def get_gtt(self, account: Account, trigger_id: int) -> dict[str, Any]:
+        return gttlib.gtt_wire(self._gtt_row(self.db.conn(), account, trigger_id))
+
+    def modify_gtt(self, account: Account, trigger_id: int, params: dict[str, str]) -> dict[str, int]:
+        req, inst = self._parse_gtt(params)
+        with self._lock:
+            now = self._now(None)
+            self.advance(now)
+            with self.db.transaction() as conn:
+                g = self._gtt_row(conn, account, trigger_id)
+                if g["status"] != "active":
+                    raise input_error(f"Trigger cannot be modified as it is {g['status']}.")
+                conn.execute(
+                    "UPDATE gtts SET type=?, instrument_token=?, condition=?, orders=?, updated_at=?, active_from=? "
+                    "WHERE id=?",
+                    (req.type, int(inst.instrument_token),
+                     json.dumps(gttlib.condition_json(req, int(inst.instrument_token))),
+                     json.dumps(gttlib.orders_json(req)), fmt_ts(now), now.isoformat(), int(g["id"])),
+                )
+        return {"trigger_id": int(trigger_id)}
+
+    def delete_gtt(self, account: Account, trigger_id: int) -> dict[str, int]:
+        with self._lock:
+            now = self._now(None)
+            self.advance(now)
+            with self.db.transaction() as conn:
+                g = self._gtt_row(conn, account, trigger_id)
+                if g["status"] == "deleted":
+                    raise input_error(NOT_FOUND_GTT)
+                conn.execute("UPDATE gtts SET status='deleted', updated_at=? WHERE id=?", (fmt_ts(now), int(g["id"])))
+        return {"trigger_id": int(trigger_id)}
+
+    def _fire_gtt(self, conn: sqlite3.Connection, g: dict[str, Any], leg_index: int, at: datetime,
+                  ltp: float) -> dict[str, Any] | None:
+        legs = json.loads(g["orders"])
+        leg = legs[leg_index]
+        inst = self.market.instrument(int(g["instrument_token"]))
+        req = OrderRequest(
+            exchange=leg["exchange"], tradingsymbol=leg["tradingsymbol"], transaction_type=leg["transaction_type"],
+            quantity=int(leg["quantity"]), product=leg["product"], order_type="LIMIT", price=float(leg["price"]),
+            trigger_price=0.0, validity="DAY", disclosed_quantity=0, market_protection=0, tag=None,
+        )
+        placed: dict[str, Any] | None = None
+        try:
+            placed = self._create_order(conn, api_key=g["api_key"], user_id=g["user_id"], variety="regular",
+                                        req=req, inst=inst, now=at, ltp=ltp, gtt_id=int(g["id"]))
+        except KiteError as exc:
+            order_result = {"status": "failed", "order_id": "", "rejection_reason": exc.message}
+        else:
+            if placed["status"] == "REJECTED":
+                order_result = {"status": "failed", "order_id": placed["order_id"],
+                                "rejection_reason": placed["status_message"] or ""}
+            else:
+                order_result = {"status": "success", "order_id": placed["order_id"], "rejection_reason": ""}
+        leg["result"] = {
+            "account_id": g["user_id"],
+            "exchange": req.exchange,
+            "tradingsymbol": req.tradingsymbol,
+            "validity": "DAY",
+            "product": req.product,
+            "order_type": "LIMIT",
+            "transaction_type": req.transaction_type,
+            "quantity": req.quantity,
+            "price": req.price,
+            "meta": json.dumps({"app_id": 0, "gtt": int(g["id"])}),
+            "timestamp": fmt_ts(at),
+            "triggered_at": ltp,
+            "order_result": order_result,
+        }
+        g["status"] = "triggered"
+        g["orders"] = json.dumps(legs)
+        conn.execute("UPDATE gtts SET status='triggered', orders=?, updated_at=? WHERE id=?",
+                     (g["orders"], fmt_ts(at), int(g["id"])))
+        return placed

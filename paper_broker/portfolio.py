@@ -1,0 +1,251 @@
+"""CNC book keeping, holdings, positions and funds (pure; the engine stores the numbers).
+
+One ``CncBook`` per (account, instrument), stored as a row of the ``cnc`` table:
+
+* ``settled_qty`` / ``t1_qty``: holdings at the start of the trading day (settled, and bought on
+  the previous trading day). They do not shrink intraday: a sale from holdings shows as
+  ``used_quantity`` in holdings and as a negative CNC position, as on Kite, so
+  ``quantity + t1_quantity + net position`` is always what is really held.
+* ``hold_cost``: the cost of ``settled_qty + t1_qty``; ``used_cost`` the cost of what was sold out
+  of them today. One average price per holding (Kite shows one).
+* ``lot_qty`` / ``lot_cost``: today's CNC buys not yet sold today. A sale nets against these
+  first (intraday), then settled shares, then T1 shares (BTST).
+* ``day_*``: today's traded quantities and values (the positions).
+
+At the end of each trading day (the ``roll``, applied at midnight after it): settled and T1 minus
+what was sold become settled, today's remaining buys become T1, the day resets. So a buy on day T
+is a position on T, ``t1_quantity`` on the next trading day, and ``quantity`` after that; a holiday
+or weekend in between does not count.
+
+Realised P&L is booked at the fill: (sale price - cost) × quantity. Hence for every account:
+``cash + holdings at cost - realised P&L == starting cash`` (no charges are simulated).
+
+Funds (reference 3.2): ``opening_balance`` is the cash at the start of the trading day;
+``utilised.debits`` = today's filled CNC buys + value blocked by open BUY orders;
+``intraday_payin`` = today's sale proceeds (usable at once: 100 % of sale proceeds since Oct 2024;
+the BTST next-day restriction is not simulated); ``net == live_balance == opening_balance +
+intraday_payin - debits == cash - blocked``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+EPS = 1e-9
+
+
+@dataclass
+class CncBook:
+    api_key: str
+    instrument_token: int
+    tradingsymbol: str
+    exchange: str = "NSE"
+    settled_qty: int = 0
+    t1_qty: int = 0
+    hold_cost: float = 0.0
+    used_settled: int = 0
+    used_t1: int = 0
+    used_cost: float = 0.0
+    lot_qty: int = 0
+    lot_cost: float = 0.0
+    day_buy_qty: int = 0
+    day_buy_value: float = 0.0
+    day_sell_qty: int = 0
+    day_sell_value: float = 0.0
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_row(cls, row: Any) -> CncBook:
+        return cls(**{name: row[name] for name in cls.columns()})
+
+    def values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.columns())
+
+    # --- quantities -------------------------------------------------------------------------
+    @property
+    def hold_avg(self) -> float:
+        held = self.settled_qty + self.t1_qty
+        return self.hold_cost / held if held else 0.0
+
+    @property
+    def sellable(self) -> int:
+        """Shares a CNC SELL may use now, before subtracting pending sell orders."""
+        return (self.settled_qty - self.used_settled) + (self.t1_qty - self.used_t1) + self.lot_qty
+
+    @property
+    def cost_basis(self) -> float:
+        """What the shares still held cost (holdings at cost, today's buys included)."""
+        return self.hold_cost - self.used_cost + self.lot_cost
+
+    @property
+    def net_qty(self) -> int:
+        return self.day_buy_qty - self.day_sell_qty
+
+    @property
+    def empty(self) -> bool:
+        return self.settled_qty == 0 and self.t1_qty == 0 and self.lot_qty == 0 and self.day_buy_qty == 0 \
+            and self.day_sell_qty == 0
+
+    # --- fills -------------------------------------------------------------------------------
+    def buy(self, quantity: int, price: float) -> None:
+        self.lot_qty += quantity
+        self.lot_cost += quantity * price
+        self.day_buy_qty += quantity
+        self.day_buy_value += quantity * price
+
+    def sell(self, quantity: int, price: float) -> float:
+        """Book a sale; returns the realised P&L. Raises ValueError if not enough is held."""
+        if quantity > self.sellable:
+            raise ValueError(f"sell {quantity} > sellable {self.sellable}")
+        realised = 0.0
+        from_lot = min(quantity, self.lot_qty)
+        if from_lot:
+            lot_avg = self.lot_cost / self.lot_qty
+            realised += from_lot * (price - lot_avg)
+            self.lot_qty -= from_lot
+            self.lot_cost = 0.0 if self.lot_qty == 0 else self.lot_cost - from_lot * lot_avg
+        rest = quantity - from_lot
+        if rest:
+            avg = self.hold_avg
+            from_settled = min(rest, self.settled_qty - self.used_settled)
+            from_t1 = rest - from_settled
+            self.used_settled += from_settled
+            self.used_t1 += from_t1
+            self.used_cost += rest * avg
+            if self.used_settled == self.settled_qty and self.used_t1 == self.t1_qty:
+                self.used_cost = self.hold_cost  # no float residue once everything is sold
+            realised += rest * (price - avg)
+        self.day_sell_qty += quantity
+        self.day_sell_value += quantity * price
+        return realised
+
+    def roll(self) -> None:
+        """End of a trading day: T1 and settled (less sales) settle, today's buys become T1."""
+        self.settled_qty = self.settled_qty - self.used_settled + self.t1_qty - self.used_t1
+        self.t1_qty = self.lot_qty
+        self.hold_cost = self.hold_cost - self.used_cost + self.lot_cost
+        if self.settled_qty + self.t1_qty == 0:
+            self.hold_cost = 0.0
+        self.used_settled = self.used_t1 = 0
+        self.used_cost = 0.0
+        self.lot_qty = 0
+        self.lot_cost = 0.0
+        self.day_buy_qty = self.day_sell_qty = 0
+        self.day_buy_value = self.day_sell_value = 0.0
+
+
+def holding_wire(book: CncBook, *, last_price: float, close_price: float, isin: str = "") -> dict[str, Any]:
+    """Reference 3.10. ``pnl`` = (last - average) × (quantity + t1_quantity): the reference's
+    formula with T1 shares included (they are owned; every sample had t1 = 0)."""
+    held = book.settled_qty + book.t1_qty
+    avg = round(book.hold_avg, 4)
+    day_change = last_price - close_price if close_price else 0.0
+    return {
+        "tradingsymbol": book.tradingsymbol,
+        "exchange": book.exchange,
+        "instrument_token": book.instrument_token,
+        "isin": isin,
+        "product": "CNC",
+        "price": 0,
+        "quantity": book.settled_qty,
+        "used_quantity": book.used_settled + book.used_t1,
+        "t1_quantity": book.t1_qty,
+        "realised_quantity": book.settled_qty,
+        "authorised_quantity": 0,
+        "authorised_date": None,
+        "authorisation": {},
+        "opening_quantity": held,
+        "short_quantity": 0,
+        "collateral_quantity": 0,
+        "collateral_type": "",
+        "discrepancy": False,
+        "average_price": avg,
+        "last_price": last_price,
+        "close_price": close_price,
+        "pnl": round((last_price - book.hold_avg) * held, 4),
+        "day_change": round(day_change, 4),
+        "day_change_percentage": round(day_change / close_price * 100, 4) if close_price else 0.0,
+        "mtf": {"quantity": 0, "used_quantity": 0, "average_price": 0, "value": 0, "initial_margin": 0},
+    }
+
+
+def position_wire(book: CncBook, *, last_price: float, close_price: float) -> dict[str, Any]:
+    """Reference 3.11. CNC positions never carry overnight (they become holdings), so ``net``
+    and ``day`` rows are equal and the m2m prices nothing at close_price."""
+    qty = book.net_qty
+    buy_price = book.day_buy_value / book.day_buy_qty if book.day_buy_qty else 0.0
+    sell_price = book.day_sell_value / book.day_sell_qty if book.day_sell_qty else 0.0
+    value = book.day_sell_value - book.day_buy_value
+    pnl = value + qty * last_price
+    average = buy_price if qty > 0 else sell_price if qty < 0 else 0.0
+    return {
+        "tradingsymbol": book.tradingsymbol,
+        "exchange": book.exchange,
+        "instrument_token": book.instrument_token,
+        "product": "CNC",
+        "quantity": qty,
+        "overnight_quantity": 0,
+        "multiplier": 1,
+        "average_price": round(average, 4),
+        "close_price": close_price,
+        "last_price": last_price,
+        "value": round(value, 4),
+        "pnl": round(pnl, 4),
+        "m2m": round(pnl, 4),
+        "unrealised": round(pnl, 4),
+        "realised": 0,
+        "buy_quantity": book.day_buy_qty,
+        "buy_price": round(buy_price, 4),
+        "buy_value": round(book.day_buy_value, 4),
+        "buy_m2m": round(book.day_buy_value, 4),
+        "sell_quantity": book.day_sell_qty,
+        "sell_price": round(sell_price, 4),
+        "sell_value": round(book.day_sell_value, 4),
+        "sell_m2m": round(book.day_sell_value, 4),
+        "day_buy_quantity": book.day_buy_qty,
+        "day_buy_price": round(buy_price, 4),
+        "day_buy_value": round(book.day_buy_value, 4),
+        "day_sell_quantity": book.day_sell_qty,
+        "day_sell_price": round(sell_price, 4),
+        "day_sell_value": round(book.day_sell_value, 4),
+    }
+
+
+def segment_wire(*, opening_balance: float, payin: float, spent: float, blocked: float,
+                 turnover: float = 0.0, enabled: bool = True) -> dict[str, Any]:
+    debits = spent + blocked
+    net = opening_balance + payin - debits
+    return {
+        "enabled": enabled,
+        "net": round(net, 4),
+        "available": {
+            "adhoc_margin": 0,
+            "cash": round(opening_balance, 4),
+            "opening_balance": round(opening_balance, 4),
+            "live_balance": round(net, 4),
+            "collateral": 0,
+            "intraday_payin": round(payin, 4),
+        },
+        "utilised": {
+            "debits": round(debits, 4),
+            "exposure": 0,
+            "m2m_realised": 0,
+            "m2m_unrealised": 0,
+            "option_premium": 0,
+            "payout": 0,
+            "span": 0,
+            "holding_sales": 0,
+            "turnover": round(turnover, 4),
+            "liquid_collateral": 0,
+            "stock_collateral": 0,
+            "delivery": 0,
+        },
+    }
+
+
+def empty_segment() -> dict[str, Any]:
+    return segment_wire(opening_balance=0.0, payin=0.0, spent=0.0, blocked=0.0, enabled=False)
