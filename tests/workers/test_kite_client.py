@@ -1,0 +1,287 @@
+"""The worker's Kite client against the real paper broker (real kiteconnect, real HTTP, file clock)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from kitefleet import clock
+from kitefleet.clock import IST, clock_from_value, write_clock_file
+from kitefleet.errors import BrokerTemporaryError, TokenError
+from kitefleet.exitcodes import ExitCode
+from kitefleet.home import Home
+from kitefleet.settings import load_settings
+from tests.support.broker import RunningBroker, broker_factory, clock_file  # noqa: F401 (fixture)
+from tests.support.homes import make_home, write_env
+from tests.workers.jobs_for_tests import MARKET_OPEN, paper_home, point_users_at, run_job
+from workers.broker_errors import BrokerRejected, BrokerUnavailable, WriteOutcomeUnknown
+from workers.kite_client import KiteApi, build_kite, read_session, save_session, session_expiry
+from workers.ratelimit import RateLimiter
+
+
+@pytest.fixture
+def paper(tmp_path: Path, broker_factory: Callable[..., RunningBroker]  # noqa: F811
+          ) -> Iterator[tuple[Home, RunningBroker, Path]]:
+    home = paper_home(tmp_path / "home")
+    clock_path = tmp_path / "clock"
+    value = clock_file(clock_path, MARKET_OPEN)
+    broker = broker_factory(home, clock=value, symbols=["INFY", "TCS"])
+    point_users_at(home, broker.url)
+    clock.set_clock(clock_from_value(value))
+    yield home, broker, clock_path
+    clock.set_clock(None)
+
+
+def test_session_expiry_is_the_next_six_am() -> None:
+    assert session_expiry(datetime(2026, 3, 4, 10, 0, tzinfo=IST)) == datetime(2026, 3, 5, 6, 0, tzinfo=IST)
+    assert session_expiry(datetime(2026, 3, 4, 5, 59, tzinfo=IST)) == datetime(2026, 3, 4, 6, 0, tzinfo=IST)
+
+
+def test_paper_login_writes_a_private_session_that_the_next_process_reuses(paper) -> None:
+    home, broker, _ = paper
+    settings = load_settings(home, "Som")
+    kite = build_kite(home, settings)
+    assert kite.logins == 1
+    assert kite.profile()["user_name"] == "Som"
+    path = home.session_file("Som")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    data = json.loads(path.read_text())
+    assert set(data) >= {"access_token", "login_time", "expires_at"}
+    assert datetime.fromisoformat(data["expires_at"]) == datetime(2026, 3, 5, 6, 0, tzinfo=IST)
+    assert data["mode"] == "paper" and data["root"] == broker.url
+
+    again = build_kite(home, settings)
+    assert again.logins == 0  # adopted the session file
+    assert again.holdings() == []
+    assert [r["path"] for r in broker.audit(api_key=settings.api_key)].count("/session/token") == 1
+
+
+def test_expired_paper_session_is_renewed_mid_job_and_at_start(paper) -> None:
+    home, broker, clock_path = paper
+    settings = load_settings(home, "Som")
+    kite = build_kite(home, settings)
+    first = read_session(home, "Som")
+    assert first is not None
+    # Next morning: the broker (same clock file) now refuses the token with TokenException.
+    write_clock_file(clock_path, MARKET_OPEN + timedelta(days=1))
+    deadline = time.monotonic() + 10
+    while clock.now() < MARKET_OPEN + timedelta(days=1) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert kite.margins()["equity"]["enabled"] is True  # renewed once, call repeated
+    assert kite.logins == 2
+    second = read_session(home, "Som")
+    assert second is not None and second["access_token"] != first["access_token"]
+    statuses = [(r["path"], r["status"]) for r in broker.audit(api_key=settings.api_key)]
+    assert ("/user/margins", 403) in statuses and statuses[-1] == ("/user/margins", 200)
+
+    # A process starting after the jump with an expired file logs in before its first call.
+    save_session(home, "Som", access_token=second["access_token"], login_time=MARKET_OPEN,
+                 expires_at=MARKET_OPEN + timedelta(hours=1), mode="paper", root=broker.url)
+    fresh = build_kite(home, settings)
+    assert fresh.logins == 1
+    assert fresh.positions() == {"net": [], "day": []}
+
+
+def test_processes_of_one_user_share_one_login(paper) -> None:
+    home, broker, _ = paper
+    settings = load_settings(home, "Som")
+    errors: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            build_kite(home, settings).profile()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=connect) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert [r["path"] for r in broker.audit(api_key=settings.api_key)].count("/session/token") == 1
+
+
+def _live_home(tmp_path: Path, **extra: object) -> Home:
+    home = make_home(tmp_path / "live")
+    write_env(home, "Som", mode="live", **extra)
+    return home
+
+
+def test_expired_live_session_ends_the_job_with_the_token_code(tmp_path: Path) -> None:
+    home = _live_home(tmp_path)
+    login = clock.now() - timedelta(days=2)  # the real clock: live mode refuses a simulated one
+    save_session(home, "Som", access_token="livetoken0123456789", login_time=login,
+                 expires_at=session_expiry(login), mode="live")
+    done = run_job(home, "Som", "connect")
+    assert done.returncode == ExitCode.TOKEN, done.stderr
+    assert "log in again: orchestrator.py login Som" in done.stderr
+    assert "livetoken0123456789" not in done.stderr
+    log_text = (home.user_logs_dir("Som") / "connect.log").read_text()
+    assert "log in again" in log_text and "livetoken0123456789" not in log_text
+
+    (home.session_file("Som")).unlink()
+    done = run_job(home, "Som", "connect")
+    assert done.returncode == ExitCode.TOKEN and "no session file" in done.stderr
+
+
+def test_live_uses_its_session_file_then_the_access_token_setting_and_never_logs_in(tmp_path: Path) -> None:
+    home = _live_home(tmp_path, KITE_ACCESS_TOKEN="fallbacktoken0001")
+    settings = load_settings(home, "Som")
+    limiter = RateLimiter(tmp_path / "rl")
+    kite = KiteApi(user="Som", home=home, settings=settings, limiter=limiter)
+    kite.connect()  # no session file: the setting
+    assert kite._kite.access_token == "fallbacktoken0001"
+    now = clock.now()
+    save_session(home, "Som", access_token="filetoken0002", login_time=now, expires_at=now + timedelta(hours=2),
+                 mode="live")
+    kite.connect()
+    assert kite._kite.access_token == "filetoken0002"
+    assert kite.logins == 0 and kite.calls == {}
+
+    # A paper session file never stands in for a live one.
+    save_session(home, "Som", access_token="papertoken0003", login_time=now, expires_at=now + timedelta(hours=2),
+                 mode="paper", root="http://127.0.0.1:1")
+    no_fallback = _live_home(tmp_path / "b")
+    save_session(no_fallback, "Som", access_token="papertoken0003", login_time=now,
+                 expires_at=now + timedelta(hours=2), mode="paper", root="http://127.0.0.1:1")
+    other = KiteApi(user="Som", home=no_fallback, settings=load_settings(no_fallback, "Som"), limiter=limiter)
+    with pytest.raises(TokenError, match="log in again"):
+        other.connect()
+
+
+def test_http_429_is_retried_with_backoff(tmp_path: Path, broker_factory) -> None:  # noqa: F811
+    home = paper_home(tmp_path / "home")
+    value = clock_file(tmp_path / "clock", MARKET_OPEN)
+    broker = broker_factory(home, clock=value, symbols=["INFY"], rate_limits=True)
+    point_users_at(home, broker.url)
+    clock.set_clock(clock_from_value(value))
+    settings = load_settings(home, "Som")
+    # A limiter that allows far more than Kite's 1 quote/s provokes real 429s from the broker.
+    loose = RateLimiter(tmp_path / "loose", per_second={"quote": 100, "historical": 100, "orders": 100,
+                                                          "other": 100})
+    kite = KiteApi(user="Som", home=home, settings=settings, limiter=loose, backoff_initial=0.3,
+                   backoff_max=1.5, attempts=8)
+    kite.connect()
+    for _ in range(4):
+        assert kite.ltp("NSE:INFY")["NSE:INFY"]["last_price"] > 0
+    statuses = [r["status"] for r in broker.audit(api_key=settings.api_key) if r["path"] == "/quote/ltp"]
+    assert statuses.count(200) == 4 and statuses.count(429) >= 1
+
+
+def test_broker_refusals_map_onto_permanent_errors(paper) -> None:
+    home, _, _ = paper
+    kite = build_kite(home, load_settings(home, "Som"))
+    with pytest.raises(BrokerRejected) as info:
+        kite.historical_data(408065, "2026-03-01", "2026-03-02", "fortnight")
+    assert info.value.error_type == "InputException" and info.value.exit_code == ExitCode.JOB_FAILED
+    with pytest.raises(BrokerRejected):
+        kite.place_order("regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY", quantity=0,
+                         product="CNC", order_type="LIMIT", price=100.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SilentServer:
+    """Accepts connections, reads the request, never answers: a broker that timed out."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = int(self.sock.getsockname()[1])
+        self.requests: list[bytes] = []
+        self.conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                self.requests.append(conn.recv(65536))
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+def _api_against(tmp_path: Path, port: int, **options: object) -> KiteApi:
+    home = make_home(tmp_path / f"h{port}")
+    write_env(home, "Som", KITE_ROOT=f"http://127.0.0.1:{port}")
+    settings = load_settings(home, "Som")
+    api = KiteApi(user="Som", home=home, settings=settings, limiter=RateLimiter(tmp_path / f"rl{port}"),
+                  backoff_initial=0.05, backoff_max=0.1, **options)  # type: ignore[arg-type]
+    api._kite.set_access_token("sometoken0001")
+    return api
+
+
+def test_a_write_that_times_out_is_never_resent_and_reads_are_retried(tmp_path: Path) -> None:
+    server = SilentServer()
+    try:
+        api = _api_against(tmp_path, server.port, timeout=0.5, attempts=3)
+        with pytest.raises(WriteOutcomeUnknown) as info:
+            api.place_order("regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY", quantity=1,
+                            product="CNC", order_type="LIMIT", price=100.0, tag="ENTRYTAG")
+        assert isinstance(info.value, BrokerTemporaryError)
+        deadline = time.monotonic() + 5
+        while len(server.requests) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [r.split(b" ")[:2] for r in server.requests] == [[b"POST", b"/orders/regular"]]
+
+        with pytest.raises(BrokerUnavailable):
+            api.orders()
+        deadline = time.monotonic() + 5
+        while len(server.requests) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [r.split(b" ")[1] for r in server.requests[1:]] == [b"/orders"] * 3
+    finally:
+        server.close()
+
+
+def test_connection_refused_is_retried_then_temporary(tmp_path: Path) -> None:
+    api = _api_against(tmp_path, _free_port(), attempts=3)
+    with pytest.raises(BrokerUnavailable) as info:
+        api.place_order("regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY", quantity=1,
+                        product="CNC", order_type="LIMIT", price=100.0)
+    assert info.value.exit_code == ExitCode.BROKER_TEMPORARY
+    assert api.calls == {"order.place": 3}  # never sent, so retrying is safe
+
+
+def test_paper_login_against_a_dead_broker_is_temporary(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    write_env(home, "Som", KITE_ROOT=f"http://127.0.0.1:{_free_port()}")
+    with pytest.raises(BrokerUnavailable):
+        build_kite(home, load_settings(home, "Som"), attempts=2, backoff_initial=0.05)
+    assert not home.session_file("Som").exists()
+
+
+def test_session_file_is_written_atomically_private(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    now = datetime(2026, 3, 4, 9, 0, tzinfo=IST)
+    path = save_session(home, "Som", access_token="abc123456", login_time=now, expires_at=session_expiry(now),
+                        mode="live")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert read_session(home, "Som") == {"access_token": "abc123456", "login_time": now.isoformat(),
+                                         "expires_at": "2026-03-05T06:00:00+05:30", "mode": "live"}
+    assert [p.name for p in path.parent.iterdir()] == ["session.json"]

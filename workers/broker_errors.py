@@ -1,0 +1,118 @@
+"""What a Kite failure means for the worker: retry, stop for a new login, give up, or reconcile.
+
+kiteconnect raises its own exception classes (chosen by the ``error_type`` of the answer, with
+``.code`` the HTTP status) and lets ``requests`` exceptions through untouched. This module maps
+them onto the project's shallow hierarchy (kitefleet.errors):
+
+    TokenException                                  -> TokenError (exit 5): log in again
+    NetworkException 429 / "Too many requests"      -> retried (reads and writes: a 429 was refused
+                                                       before it was processed); then BrokerUnavailable
+    NetworkException, DataException, 5xx General,   -> reads: retried, then BrokerUnavailable (exit 7)
+      requests ConnectionError / Timeout               writes: WriteOutcomeUnknown (exit 7), resolved
+                                                       by reconciliation, never by sending again
+    connection refused / connect timeout            -> nothing reached the broker: retried like a read
+    InputException, OrderException, Permission-,    -> BrokerRejected (a BrokerPermanentError, exit 1)
+      General (< 500), Margin-/HoldingException        carrying Kite's own message
+"""
+
+from __future__ import annotations
+
+import requests
+from kiteconnect import exceptions as kex
+
+from kitefleet.errors import BrokerPermanentError, BrokerTemporaryError, TokenError
+
+
+class BrokerUnavailable(BrokerTemporaryError):
+    """The broker did not answer usefully (network, 5xx, rate limited) even after retries."""
+
+
+class WriteOutcomeUnknown(BrokerTemporaryError):
+    """A write (order or GTT) may or may not have reached the broker. Never resend blindly:
+    reconcile (order book by tag, GTT list by symbol) and act on what the broker shows."""
+
+    def __init__(self, operation: str, cause: BaseException) -> None:
+        super().__init__(f"{operation}: outcome unknown ({describe(cause)}); reconcile before any resend")
+        self.operation = operation
+        self.cause = cause
+
+
+class BrokerRejected(BrokerPermanentError):
+    """Kite refused the request for a reason a retry will not fix."""
+
+    def __init__(self, operation: str, error_type: str, message: str, status: int | None) -> None:
+        super().__init__(f"{operation}: Kite {error_type} ({status}): {message}")
+        self.operation = operation
+        self.error_type = error_type
+        self.kite_message = message
+        self.status = status
+
+
+def token_error(user: str, detail: str) -> TokenError:
+    return TokenError(f"Kite session of {user} is missing, expired or invalid ({detail}); "
+                      f"log in again: orchestrator.py login {user}")
+
+
+def describe(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    text = str(exc).strip() or type(exc).__name__
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{type(exc).__name__}{f' {code}' if code else ''}: {text}"
+
+
+def is_token(exc: BaseException) -> bool:
+    return isinstance(exc, kex.TokenException)
+
+
+def is_rate_limited(exc: BaseException) -> bool:
+    # Kite sometimes sends the 429 body with HTTP 200 (kite-api.md section 4): judge by both.
+    return isinstance(exc, kex.NetworkException) and (
+        getattr(exc, "code", None) == 429 or "too many requests" in str(exc).lower()
+    )
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when the request provably never reached the server (no connection was made)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        # A refused or unresolvable connection. A reset on a reused keep-alive connection is
+        # NOT this: the request may have been read before the reset.
+        text = repr(exc)
+        return "NewConnectionError" in text or "Connection refused" in text
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure a retry may fix (for reads; for writes see ``retryable``)."""
+    if isinstance(exc, (kex.NetworkException, kex.DataException)):
+        return True
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        return True
+    code = getattr(exc, "code", None)
+    return type(exc) is kex.GeneralException and isinstance(code, int) and code >= 500
+
+
+def retryable(exc: BaseException, *, write: bool) -> bool:
+    if is_rate_limited(exc) or never_sent(exc):
+        return True
+    return not write and is_transient(exc)
+
+
+def map_error(exc: BaseException, *, operation: str, write: bool, user: str) -> Exception:
+    """The project error for a kiteconnect/requests exception that retries did not cure."""
+    if is_token(exc):
+        return token_error(user, describe(exc))
+    if is_rate_limited(exc) or never_sent(exc):
+        return BrokerUnavailable(f"{operation}: {describe(exc)} (after retries)")
+    if is_transient(exc):
+        if write:
+            return WriteOutcomeUnknown(operation, exc)
+        return BrokerUnavailable(f"{operation}: {describe(exc)} (after retries)")
+    if isinstance(exc, kex.KiteException):
+        return BrokerRejected(operation, type(exc).__name__, str(exc), getattr(exc, "code", None))
+    if isinstance(exc, requests.exceptions.RequestException):
+        # Anything else from requests (invalid URL, too many redirects): a setup problem.
+        return BrokerRejected(operation, type(exc).__name__, str(exc), None)
+    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))

@@ -1,0 +1,403 @@
+"""Intent first, then the broker, reconciled: no order or GTT is ever sent twice for one intent.
+
+Before any ``place_order`` or ``place_gtt`` the worker records an *intent* in the user's state
+file, under a deterministic Kite ``tag`` (``make_tag``); after the call it records the broker's
+id. On every start, and before every new write, open intents are reconciled with the broker:
+orders by tag in today's order book, GTTs (which carry no tag) by symbol, trigger values and
+quantity in the GTT list.
+
+On-disk contract: ``state["intents"][TAG]`` in ``data/trading_state_<User>.json`` (StateStore)::
+
+    {"tag", "kind": "order"|"gtt", "symbol", "purpose", "job", "session": "YYYY-MM-DD",
+     "placed_on": "YYYY-MM-DD" (trading-clock date of the attempt: the order book that shows it),
+     "params": {...}, "status": see below, "broker_id": str|null, "order_status": str|null,
+     "created_at": ISO, "updated_at": ISO, "note": str}
+
+Statuses: ``pending`` (recorded; not known to be sent), ``unknown`` (the write timed out or hit a
+server error: it may have been placed), ``sent`` (broker id known), ``failed`` (the broker refused
+it: nothing was placed), ``unresolved`` (parked: its symbol is blocked until a person looks;
+``doctor`` shows it), ``resolved`` (closed by a person, ``mark_resolved``).
+
+Restart behaviour (tests/workers/test_intents.py enforces each row):
+
+    situation at restart                                   outcome
+    ----------------------------------------------------   -----------------------------------------
+    crash after intent, before send (today)                not in the book -> sent once now
+    crash after send, before recording the id              found by tag -> id recorded, not resent
+    write timed out / 5xx (WriteOutcomeUnknown)            book polled; found -> recorded; else the
+                                                           job stops (exit 7); the next run re-checks
+                                                           the book and only then sends
+    broker refused (BrokerRejected)                        status failed; a rerun re-checks the book
+    earlier day's intent, never confirmed, not in book     unresolved, symbol blocked (SymbolBlocked)
+    GTT intent, GTT with the same symbol/triggers/qty      that GTT's id recorded, not resent
+    two orders in the book with one tag                    unresolved, symbol blocked, reported
+    intent already sent                                    no API call, the recorded id is returned
+
+Never call ``send_order_once``/``send_gtt_once`` (or any IntentLog write) inside a
+``StateStore.transaction()`` block: the outer transaction's copy of the state would be written
+last and drop the intent. Read the state, leave the block, then send.
+
+Tag collisions: a tag is 2 characters of the purpose plus 18 base32 characters (90 bits) of a
+SHA-256 over user, job, session date, symbol and purpose; a collision among a million tags has a
+probability near 1e-15. The same inputs always give the same tag, so a second entry for one symbol
+on one day needs another purpose (e.g. ``entry2``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Protocol
+
+from kitefleet import clock
+from kitefleet.errors import ReconcileError
+from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
+from workers.faults import fault_point
+
+log = logging.getLogger("workers.intents")
+
+TAG_LENGTH = 20
+PENDING, UNKNOWN, SENT, FAILED, UNRESOLVED, RESOLVED = (
+    "pending", "unknown", "sent", "failed", "unresolved", "resolved")
+OPEN_STATUSES = (PENDING, UNKNOWN)
+#: after a WriteOutcomeUnknown: how long to look for the order in the book before giving up
+UNKNOWN_POLL_SECONDS = 6.0
+UNKNOWN_POLL_INTERVAL = 1.0
+
+
+class SymbolBlocked(ReconcileError):
+    """An intent for this symbol could not be reconciled; no new write until a person looks."""
+
+
+class Broker(Protocol):
+    def orders(self) -> list[dict[str, Any]]: ...
+
+    def get_gtts(self) -> list[dict[str, Any]]: ...
+
+    def place_order(self, variety: str, **params: Any) -> str: ...
+
+    def place_gtt(self, trigger_type: str, tradingsymbol: str, exchange: str, trigger_values: list[float],
+                  last_price: float, orders: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+
+def make_tag(user: str, job: str, session_date: date, symbol: str, purpose: str) -> str:
+    """Deterministic Kite order tag: <= 20 characters, [A-Z0-9] only."""
+    text = "|".join((user, job, session_date.isoformat(), symbol.strip().upper(), purpose))
+    digest = base64.b32encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii").rstrip("=")
+    prefix = (re.sub(r"[^A-Za-z0-9]", "", purpose).upper() + "XX")[:2]
+    return (prefix + digest)[:TAG_LENGTH]
+
+
+def _order_tags(order: dict[str, Any]) -> set[str]:
+    tags = set(order.get("tags") or [])
+    if order.get("tag"):
+        tags.add(order["tag"])
+    return tags
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    try:
+        return abs(float(a) - float(b)) < 1e-6
+    except (TypeError, ValueError):
+        return False
+
+
+def gtt_matches(gtt: dict[str, Any], symbol: str, params: dict[str, Any]) -> bool:
+    """A broker GTT that this GTT intent would have created: symbol, trigger values, quantities."""
+    condition = gtt.get("condition") or {}
+    if str(condition.get("tradingsymbol", "")).upper() != symbol.upper():
+        return False
+    if params.get("exchange") and condition.get("exchange") not in (None, params["exchange"]):
+        return False
+    want, have = list(params.get("trigger_values") or []), list(condition.get("trigger_values") or [])
+    if len(want) != len(have) or not all(_same_number(a, b) for a, b in zip(want, have, strict=True)):
+        return False
+    want_q = [int(o.get("quantity", 0)) for o in params.get("orders") or []]
+    have_q = [int(o.get("quantity", 0)) for o in gtt.get("orders") or []]
+    return want_q == have_q
+
+
+@dataclass
+class ReconcileReport:
+    checked: int = 0
+    #: tag -> broker id found for it (order id, or GTT trigger id as a string)
+    found: dict[str, str] = field(default_factory=dict)
+    #: today's intents the broker does not show: safe to send (again)
+    resendable: list[str] = field(default_factory=list)
+    #: parked: their symbols are blocked
+    unresolved: list[str] = field(default_factory=list)
+    #: tag -> every broker id that matched (more than one: a person should look)
+    duplicates: dict[str, list[str]] = field(default_factory=dict)
+
+    def merge(self, other: ReconcileReport) -> None:
+        self.checked += other.checked
+        self.found.update(other.found)
+        self.resendable += other.resendable
+        self.unresolved += other.unresolved
+        self.duplicates.update(other.duplicates)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    tag: str
+    broker_id: str | None
+    #: True when this call placed it; False when the broker already had it (or a person closed it)
+    sent_now: bool
+    order_status: str | None = None
+
+
+class IntentLog:
+    """The intents of one user's state file (a kitefleet.state.StateStore)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    # --- reading -----------------------------------------------------------------------------
+    def all(self) -> dict[str, dict[str, Any]]:
+        return dict(self.store.read().get("intents") or {})
+
+    def get(self, tag: str) -> dict[str, Any] | None:
+        return self.all().get(tag)
+
+    def open_intents(self) -> dict[str, dict[str, Any]]:
+        return {t: i for t, i in self.all().items() if i.get("status") in OPEN_STATUSES}
+
+    def blocked_symbols(self) -> set[str]:
+        return {str(i["symbol"]).upper() for i in self.all().values() if i.get("status") == UNRESOLVED}
+
+    # --- writing (each a state transaction) ----------------------------------------------------
+    def record(self, tag: str, kind: str, symbol: str, purpose: str, params: dict[str, Any], *,
+               job: str = "", session: date | None = None) -> dict[str, Any]:
+        """Record the intent before the call; an existing intent with this tag is left as it is."""
+        if kind not in ("order", "gtt"):
+            raise ValueError(f"intent kind must be order or gtt, not {kind!r}")
+        now = clock.now()
+        with self.store.transaction() as state:
+            intents = state.setdefault("intents", {})
+            if tag in intents:
+                return dict(intents[tag])
+            intents[tag] = {
+                "tag": tag, "kind": kind, "symbol": symbol.upper(), "purpose": purpose, "job": job,
+                "session": (session or now.date()).isoformat(), "placed_on": now.date().isoformat(),
+                "params": params, "status": PENDING, "broker_id": None, "order_status": None,
+                "created_at": now.isoformat(), "updated_at": now.isoformat(), "note": "",
+            }
+            return dict(intents[tag])
+
+    def _update(self, tag: str, *, only_from: tuple[str, ...] | None = None, **changes: Any) -> dict[str, Any]:
+        with self.store.transaction() as state:
+            intent = (state.get("intents") or {}).get(tag)
+            if intent is None:
+                raise KeyError(f"no intent with tag {tag}")
+            if only_from is not None and intent.get("status") not in only_from:
+                return dict(intent)
+            intent.update(changes)
+            intent["updated_at"] = clock.now().isoformat()
+            return dict(intent)
+
+    def mark_sent(self, tag: str, broker_id: str, *, order_status: str | None = None) -> dict[str, Any]:
+        return self._update(tag, status=SENT, broker_id=str(broker_id), order_status=order_status)
+
+    def mark_unknown(self, tag: str, note: str) -> dict[str, Any]:
+        return self._update(tag, only_from=OPEN_STATUSES, status=UNKNOWN, note=note)
+
+    def mark_failed(self, tag: str, note: str) -> dict[str, Any]:
+        return self._update(tag, only_from=OPEN_STATUSES, status=FAILED, note=note)
+
+    def reopen(self, tag: str) -> dict[str, Any]:
+        """A failed intent is tried again (same tag: the book is checked first, by reconcile)."""
+        return self._update(tag, only_from=(FAILED,), status=PENDING, placed_on=clock.today().isoformat())
+
+    def mark_resolved(self, tag: str, note: str, *, broker_id: str | None = None) -> dict[str, Any]:
+        """A person (or doctor) closes an intent after looking; unblocks its symbol."""
+        return self._update(tag, status=RESOLVED, note=note, broker_id=broker_id)
+
+    def prune(self, keep_days: int = 30) -> int:
+        """Forget closed intents older than ``keep_days`` (open and unresolved ones stay)."""
+        cutoff = clock.today().toordinal() - keep_days
+        with self.store.transaction() as state:
+            intents = state.get("intents") or {}
+            old = [t for t, i in intents.items()
+                   if i.get("status") in (SENT, FAILED, RESOLVED)
+                   and date.fromisoformat(i.get("placed_on", "1970-01-01")).toordinal() < cutoff]
+            for t in old:
+                del intents[t]
+        return len(old)
+
+    # --- reconciliation ------------------------------------------------------------------------
+    def reconcile(self, kite: Broker, *, tags: list[str] | None = None) -> ReconcileReport:
+        """Settle open intents (all, or just ``tags``) against the broker. No API call when none
+        is open."""
+        report = ReconcileReport()
+        snapshot = self.all()
+        open_ = {t: i for t, i in snapshot.items() if i.get("status") in OPEN_STATUSES
+                 and (tags is None or t in tags)}
+        if not open_:
+            return report
+        today = clock.today().isoformat()
+        book: dict[str, list[dict[str, Any]]] = {}
+        if any(i["kind"] == "order" for i in open_.values()):
+            for order in kite.orders():
+                for tag in _order_tags(order):
+                    book.setdefault(tag, []).append(order)
+        gtts: list[dict[str, Any]] = []
+        claimed: set[str] = set()
+        if any(i["kind"] == "gtt" for i in open_.values()):
+            gtts = kite.get_gtts()
+            claimed = {str(i["broker_id"]) for i in snapshot.values()
+                       if i.get("kind") == "gtt" and i.get("broker_id") is not None}
+
+        decisions: dict[str, dict[str, Any]] = {}
+        for tag, intent in sorted(open_.items(), key=lambda kv: kv[1].get("created_at", "")):
+            report.checked += 1
+            if intent["kind"] == "order":
+                ids = sorted({str(o["order_id"]) for o in book.get(tag, [])})
+                latest = {str(o["order_id"]): o for o in book.get(tag, [])}
+            else:
+                matches = sorted((g for g in gtts if str(g.get("id")) not in claimed
+                                  and gtt_matches(g, intent["symbol"], intent.get("params") or {})),
+                                 key=lambda g: int(g.get("id", 0)))
+                ids = [str(g["id"]) for g in matches]
+                latest = {str(g["id"]): g for g in matches}
+            if len(ids) > 1:
+                report.duplicates[tag] = ids
+            if len(ids) > 1 and intent["kind"] == "order":
+                # One tag, two orders: something already sent twice. Stop everything on this symbol.
+                decisions[tag] = {"status": UNRESOLVED, "note": f"several orders carry this tag: {ids}"}
+                report.unresolved.append(tag)
+            elif ids:
+                chosen = ids[0]  # GTT duplicates: keep the oldest, report the rest
+                claimed.add(chosen)
+                decisions[tag] = {"status": SENT, "broker_id": chosen,
+                                  "order_status": latest[chosen].get("status")}
+                report.found[tag] = chosen
+            elif intent.get("placed_on") == today:
+                report.resendable.append(tag)
+            else:
+                decisions[tag] = {
+                    "status": UNRESOLVED,
+                    "note": (f"intent of {intent.get('placed_on')} never confirmed and not in today's "
+                             f"{'order book' if intent['kind'] == 'order' else 'GTT list'}: check the "
+                             f"account, then mark it resolved"),
+                }
+                report.unresolved.append(tag)
+
+        if decisions:
+            stamp = clock.now().isoformat()
+            with self.store.transaction() as state:
+                intents = state.get("intents") or {}
+                for tag, change in decisions.items():
+                    current = intents.get(tag)
+                    # Another process of this user may have settled it meanwhile: keep its answer.
+                    if current is None or current.get("status") not in OPEN_STATUSES:
+                        continue
+                    current.update(change)
+                    current["updated_at"] = stamp
+        for tag in report.unresolved:
+            log.warning("intent %s (%s %s) unresolved: %s", tag, open_[tag]["kind"], open_[tag]["symbol"],
+                        decisions[tag]["note"])
+        for tag, ids in report.duplicates.items():
+            log.warning("intent %s matches several broker ids %s", tag, ids)
+        return report
+
+
+def intent_log_for(ctx: Any) -> IntentLog:
+    """The intent log of a job's user (their state file, their mode)."""
+    from kitefleet.state import StateStore
+
+    return IntentLog(StateStore(ctx.home, ctx.user, ctx.settings.mode))
+
+
+def _existing_result(intent: dict[str, Any]) -> SendResult:
+    return SendResult(intent["tag"], intent.get("broker_id"), False, intent.get("order_status"))
+
+
+def _prepare(kite: Broker, intents: IntentLog, tag: str, symbol: str) -> dict[str, Any] | None:
+    """Reconcile before a write. Returns the existing intent if the write must not happen again,
+    None if it may be sent (the intent, if any, is open and the broker does not have it)."""
+    if intents.open_intents():
+        intents.reconcile(kite)
+    intent = intents.get(tag)
+    if symbol.upper() in intents.blocked_symbols():
+        parked = sorted(t for t, i in intents.all().items()
+                        if i.get("status") == UNRESOLVED and str(i.get("symbol")).upper() == symbol.upper())
+        raise SymbolBlocked(f"{symbol}: unresolved intent(s) {', '.join(parked)}; no new order or GTT for "
+                            "it until a person checks the account and marks them resolved")
+    if intent is None:
+        return None
+    status = intent.get("status")
+    if status in (SENT, RESOLVED):
+        return intent
+    if status == FAILED:
+        intents.reopen(tag)
+    return None
+
+
+def _after_unknown(kite: Broker, intents: IntentLog, tag: str, exc: WriteOutcomeUnknown) -> SendResult:
+    intents.mark_unknown(tag, str(exc))
+    deadline = time.monotonic() + UNKNOWN_POLL_SECONDS
+    while True:
+        report = intents.reconcile(kite, tags=[tag])
+        if tag in report.found:
+            log.info("%s: outcome of the write found after the error: %s", tag, report.found[tag])
+            intent = intents.get(tag) or {}
+            return SendResult(tag, report.found[tag], True, intent.get("order_status"))
+        if tag in report.unresolved:
+            raise SymbolBlocked(f"{tag}: write outcome unknown and not reconcilable; a person must look")
+        if time.monotonic() >= deadline:
+            raise exc
+        time.sleep(UNKNOWN_POLL_INTERVAL)
+
+
+def send_order_once(kite: Broker, intents: IntentLog, tag: str, params: dict[str, Any], *, purpose: str,
+                    job: str = "", session: date | None = None) -> SendResult:
+    """Place ``params`` (kite.place_order arguments incl. variety and tradingsymbol) at most once
+    for ``tag``: reconcile, record the intent, send with ``tag=tag``, record the order id."""
+    symbol = str(params["tradingsymbol"])
+    existing = _prepare(kite, intents, tag, symbol)
+    if existing is not None:
+        return _existing_result(existing)
+    intents.record(tag, "order", symbol, purpose, params, job=job, session=session)
+    fault_point("after_intent", symbol)
+    try:
+        order_id = kite.place_order(tag=tag, **params)
+    except WriteOutcomeUnknown as exc:
+        return _after_unknown(kite, intents, tag, exc)
+    except BrokerRejected as exc:
+        intents.mark_failed(tag, str(exc))
+        raise
+    fault_point("after_send", symbol)
+    intents.mark_sent(tag, order_id)
+    log.info("order %s sent for %s (%s): %s", tag, symbol, purpose, order_id)
+    return SendResult(tag, str(order_id), True)
+
+
+def send_gtt_once(kite: Broker, intents: IntentLog, tag: str, *, purpose: str, trigger_type: str,
+                  tradingsymbol: str, exchange: str, trigger_values: list[float], last_price: float,
+                  orders: list[dict[str, Any]], job: str = "", session: date | None = None) -> SendResult:
+    """Place a GTT at most once for ``tag``. GTTs carry no tag: a GTT of the same symbol, trigger
+    values and quantities in the GTT list (not claimed by another intent) counts as this one."""
+    params = {"trigger_type": trigger_type, "exchange": exchange, "trigger_values": list(trigger_values),
+              "last_price": last_price, "orders": orders}
+    existing = _prepare(kite, intents, tag, tradingsymbol)
+    if existing is not None:
+        return _existing_result(existing)
+    intents.record(tag, "gtt", tradingsymbol, purpose, params, job=job, session=session)
+    fault_point("after_intent", tradingsymbol)
+    try:
+        answer = kite.place_gtt(trigger_type, tradingsymbol, exchange, list(trigger_values), last_price, orders)
+    except WriteOutcomeUnknown as exc:
+        return _after_unknown(kite, intents, tag, exc)
+    except BrokerRejected as exc:
+        intents.mark_failed(tag, str(exc))
+        raise
+    trigger_id = str(answer["trigger_id"])
+    fault_point("after_send", tradingsymbol)
+    intents.mark_sent(tag, trigger_id)
+    log.info("GTT %s placed for %s (%s): %s", tag, tradingsymbol, purpose, trigger_id)
+    return SendResult(tag, trigger_id, True)
