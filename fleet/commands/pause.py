@@ -1,0 +1,90 @@
+"""``pause USER [--reason TEXT]`` / ``pause --all`` and ``resume USER`` / ``resume --all``.
+
+Sets or clears the per-user pause flag ``data/<User>/paused`` (workers.pause): while it is set,
+place_orders_daily refuses every new entry of that user and reports the refusal. Stops and exits
+keep working. ``--all`` acts on every user that has an env file now (a user added later is not
+paused). ``pause`` with neither a user nor ``--all`` lists who is paused.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fleet.output import print_json, table
+from kitefleet.errors import UsageError
+from kitefleet.exitcodes import ExitCode
+from kitefleet.home import Home
+from kitefleet.users import list_users, validate_user_name
+from workers import pause as flag
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("pause", help="stop new entries of a user (or --all) until resumed",
+                       usage="orchestrator.py pause [USER | --all] [--reason TEXT]")
+    p.add_argument("user", nargs="?", help="the user to pause (none: list the pause flags)")
+    p.add_argument("--all", action="store_true", help="pause every user")
+    p.add_argument("--reason", default="", help="why (shown in every refused entry)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_pause)
+
+    r = sub.add_parser("resume", help="allow new entries again for a user (or --all)",
+                       usage="orchestrator.py resume (USER | --all)")
+    r.add_argument("user", nargs="?", help="the user to resume")
+    r.add_argument("--all", action="store_true", help="resume every user")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.set_defaults(func=run_resume)
+
+
+def _targets(home: Home, args: argparse.Namespace, verb: str) -> list[str]:
+    if args.all and args.user:
+        raise UsageError(f"{verb}: give a user or --all, not both")
+    if args.all:
+        return list_users(home)
+    if not args.user:
+        raise UsageError(f"{verb}: give a user or --all")
+    user = validate_user_name(args.user)
+    if user not in list_users(home):
+        raise UsageError(f"{verb}: no such user {user!r} (no env/{user}.env)")
+    return [user]
+
+
+def _list(home: Home, as_json: bool) -> int:
+    rows = [{"user": u, "paused": flag.is_paused(home, u), "info": flag.pause_info(home, u)}
+            for u in list_users(home)]
+    if as_json:
+        print_json(rows)
+    else:
+        table(("user", "entries"), [(r["user"], flag.describe(r["info"]) if r["paused"] else "allowed")
+                                    for r in rows])
+    return ExitCode.OK
+
+
+def run_pause(args: argparse.Namespace) -> int:
+    home = Home.resolve()
+    if not args.user and not args.all:
+        return _list(home, args.json)
+    done = []
+    for user in _targets(home, args, "pause"):
+        info = flag.pause(home, user, reason=args.reason)
+        done.append({"user": user, "paused": True, "info": info})
+    if args.json:
+        print_json(done)
+    else:
+        for row in done:
+            print(f"{row['user']}: new entries paused ({flag.describe(row['info'])}); "
+                  f"undo with: orchestrator.py resume {row['user']}")
+    return ExitCode.OK
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    home = Home.resolve()
+    done = []
+    for user in _targets(home, args, "resume"):
+        done.append({"user": user, "was_paused": flag.resume(home, user)})
+    if args.json:
+        print_json(done)
+    else:
+        for row in done:
+            print(f"{row['user']}: entries allowed" + ("" if row["was_paused"] else " (was not paused)"))
+    return ExitCode.OK
