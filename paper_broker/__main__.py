@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("paper_broker").error("cannot start: %s", exc)
         print(f"paper broker: {exc}", file=sys.stderr)
         return int(exc.exit_code)
+    except ValueError as exc:  # e.g. --symbols naming a symbol outside the universe
+        logging.getLogger("paper_broker").error("cannot start: %s", exc)
+        print(f"paper broker: {exc}", file=sys.stderr)
+        return int(ExitCode.USAGE)
     except OSError as exc:
         logging.getLogger("paper_broker").error("cannot start: %s", exc)
         print(f"paper broker: cannot start on {args.host}:{args.port}: {exc}", file=sys.stderr)

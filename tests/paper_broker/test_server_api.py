@@ -356,3 +356,45 @@ def test_keep_alive_connection_is_reused(som: KiteConnect) -> None:
     # Many requests over the client's one session: none may fail or hang.
     for _ in range(50):
         assert som.ltp("NSE:TCS")["NSE:TCS"]["last_price"] > 0
+
+
+def test_concurrent_clients_each_audited_under_their_own_key(broker: RunningBroker) -> None:
+    import threading
+
+    clients = [("Som", broker.kite("Som")) for _ in range(3)] + [("Sai", broker.kite("Sai")) for _ in range(3)]
+    seen = len(broker.audit())
+    errors: list[BaseException] = []
+
+    def work(kite: KiteConnect) -> None:
+        try:
+            for i in range(20):
+                (kite.ltp, kite.ohlc)[i % 2]("NSE:INFY")
+                kite.margins("equity")
+                kite.historical_data(INFY, date(2026, 11, 25), date(2026, 11, 25), "15minute")
+        except BaseException as exc:  # collected and re-raised in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(kite,)) for _, kite in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    rows = broker.audit()[seen:]
+    assert len(rows) == 6 * 60 and all(r["status"] == 200 for r in rows)
+    assert sum(r["api_key"] == "keysom0001" for r in rows) == 3 * 60
+    assert sum(r["api_key"] == "keysai0001" for r in rows) == 3 * 60
+
+
+def test_audit_carries_the_order_id_of_a_placed_order(broker: RunningBroker, som: KiteConnect) -> None:
+    seen = len(broker.audit())
+    price = round(som.ltp("NSE:INFY")["NSE:INFY"]["last_price"] * 0.95, 1)
+    order_id = som.place_order(variety="regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY",
+                               quantity=1, product="CNC", order_type="LIMIT", price=price, tag="srvaudit")
+    som.cancel_order(variety="regular", order_id=order_id)
+    rows = broker.audit()[seen:]
+    placed = [r for r in rows if r["method"] == "POST" and r["path"] == "/orders/regular"]
+    assert placed == [{"time": placed[0]["time"], "api_key": "keysom0001", "method": "POST",
+                       "path": "/orders/regular", "status": 200, "order_id": order_id}]
+    cancelled = [r for r in rows if r["method"] == "DELETE"]
+    assert cancelled and "order_id" not in cancelled[0], "only a request that created an order carries it"

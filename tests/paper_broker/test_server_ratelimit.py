@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
-from pathlib import Path
 
 import pytest
 from kiteconnect import KiteConnect

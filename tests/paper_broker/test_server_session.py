@@ -19,7 +19,7 @@ LOGIN_AT = datetime(2026, 11, 25, 15, 0, tzinfo=IST)
 FROZEN = 1e-6
 
 
-def test_token_expires_at_six_next_morning(tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:
+def test_token_expires_at_six_next_morning(tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
     home = make_home(tmp_path / "home")
     write_env(home, "Som")
     clock = tmp_path / "clock"
@@ -61,7 +61,7 @@ def _wait_for_broker_now(broker: RunningBroker, target: datetime) -> None:
 
 
 def test_restart_keeps_accounts_and_sessions(tmp_path: Path,
-                                             broker_factory: Callable[..., RunningBroker]) -> None:
+                                             broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
     home = make_home(tmp_path / "home")
     write_env(home, "Som")
     write_env(home, "Sai")
@@ -82,7 +82,7 @@ def test_restart_keeps_accounts_and_sessions(tmp_path: Path,
     assert len(second.audit()) == audited + 1
 
 
-def test_reload_picks_up_new_accounts(tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:
+def test_reload_picks_up_new_accounts(tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
     home = make_home(tmp_path / "home")
     write_env(home, "Som")
     broker = broker_factory(home, clock=clock_file(tmp_path / "clock", LOGIN_AT, speed=FROZEN), symbols=["INFY"])
@@ -104,7 +104,7 @@ def test_reload_picks_up_new_accounts(tmp_path: Path, broker_factory: Callable[.
 
 
 def test_sigterm_stops_cleanly_and_rebinding_works(tmp_path: Path,
-                                                    broker_factory: Callable[..., RunningBroker]) -> None:
+                                                    broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
     home = make_home(tmp_path / "home")
     write_env(home, "Som")
     broker = broker_factory(home, clock=clock_file(tmp_path / "clock", LOGIN_AT, speed=FROZEN), symbols=["INFY"])
