@@ -94,7 +94,7 @@ class AuditLog:
               limit: int | None = None) -> list[dict[str, object]]:
         """Rows oldest first, as the admin API returns them."""
         self.flush()
-        sql = "SELECT time, api_key, method, path, status, order_id FROM audit"
+        sql = "SELECT time, wall_time, api_key, method, path, status, order_id FROM audit"
         where: list[str] = []
         args: list[object] = []
         if since is not None:
@@ -114,6 +114,8 @@ class AuditLog:
             item: dict[str, object] = {
                 "time": row["time"], "api_key": row["api_key"], "method": row["method"],
                 "path": row["path"], "status": row["status"],
+                # wall-clock Unix time of the request: benchmarks measure reaction in wall seconds
+                "wall_time": row["wall_time"],
             }
             if row["order_id"] is not None:
                 item["order_id"] = row["order_id"]

@@ -1,0 +1,440 @@
+"""hourly_candle_watchdog: pure helpers on plain data, then end to end with real worker processes,
+the real kiteconnect client, the real paper broker (a subprocess with a pinned scenario) and a
+simulated ``file:`` clock that the test moves and jumps.
+
+The pinned INFY day (2026-03-04) makes the hourly lows exact (a waypoint minute's low is its
+close when the path falls into it, and the path between waypoints stays above the lower one):
+
+    hour   09:15  10:15  11:15  12:15  13:15
+    low    1490   1480   1485   1495   1483 (at 13:40)
+
+So from 11:15 the level is min(1490, 1480) = 1480 (the 11:40 dip to 1485 is below the first low
+but not the second: no exit), from 13:15 it is min(1485, 1495) = 1485, and the 13:40 minute
+closing at 1483 (visible from 13:41:00) fires the exit at floor(1485 × 0.995, 0.1) = 1477.5.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kiteconnect import KiteConnect
+
+from kitefleet.calendar import NseCalendar
+from kitefleet.clock import IST, write_clock_file
+from kitefleet.home import Home
+from kitefleet.settings import load_settings
+from kitefleet.state import StateStore
+from kitefleet.ticks import round_to_tick
+from tests.support.broker import RunningBroker, broker_factory, clock_file  # noqa: F401 (fixture)
+from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home, write_env
+from workers.intents import make_tag
+from workers.strategy.patterns import Candle
+from workers.watchdog import (
+    JOB,
+    AtrTrail,
+    exit_pending,
+    gtt_actions,
+    last_completed_hour,
+    next_exit_purpose,
+    pending_sell_quantity,
+    reduced_legs,
+)
+
+DAY = date(2026, 3, 4)
+PREV_DAY = date(2026, 3, 2)  # 2026-03-03 is a holiday (Holi)
+
+
+def at(hhmm: str, day: date = DAY) -> datetime:
+    return datetime.combine(day, datetime.strptime(hhmm, "%H:%M:%S" if hhmm.count(":") == 2 else "%H:%M").time(),
+                            IST)
+
+
+INFY_PATH = [["09:15", 1500], ["09:40", 1490], ["10:10", 1500], ["10:45", 1480], ["11:10", 1500],
+             ["11:40", 1485], ["12:05", 1500], ["12:30", 1495], ["13:10", 1500], ["13:40", 1483], ["14:00", 1490]]
+# TCS for the ATR rule: up while the test lets the clock run (11:16-11:19, 11:40-11:43), flat until
+# 13:20, then a slide far below any ATR stop.
+TCS_PATH = [["09:15", 3100], ["11:16", 3100], ["11:17", 3130], ["11:18", 3160], ["11:19", 3190],
+            ["11:41", 3230], ["11:42", 3260], ["13:20", 3260], ["13:40", 2800], ["14:30", 2850]]
+EXIT_PRICE = 1477.5
+SPEED = 60.0
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def calendar() -> NseCalendar:
+    days = (date(2026, 2, 27), PREV_DAY, DAY, date(2026, 3, 5))
+    return NseCalendar(days)
+
+
+@pytest.mark.parametrize("now", ["09:00", "09:15", "10:14:59"])
+def test_last_completed_hour_before_the_first_one_ends(calendar: NseCalendar, now: str) -> None:
+    # the previous session's last candle (15:15, ending at its 15:30 close), across the holiday
+    assert last_completed_hour(calendar, at(now)) == at("15:15", PREV_DAY)
+
+
+@pytest.mark.parametrize(("now", "expected"), [
+    ("10:15", "09:15"), ("11:14:59", "09:15"), ("11:15", "10:15"), ("15:14:59", "13:15"),
+    ("15:15", "14:15"), ("15:29:59", "14:15"), ("15:30", "15:15"), ("18:00", "15:15"),
+])
+def test_last_completed_hour_in_and_after_the_session(calendar: NseCalendar, now: str, expected: str) -> None:
+    assert last_completed_hour(calendar, at(now)) == at(expected)
+
+
+def _gtt(gid: int, symbol: str = "INFY", qty: int = 10, side: str = "SELL", status: str = "active",
+         legs: int = 1) -> dict[str, Any]:
+    return {"id": gid, "type": "single" if legs == 1 else "two-leg", "status": status,
+            "condition": {"exchange": "NSE", "tradingsymbol": symbol, "trigger_values": [1400.0] * legs,
+                          "last_price": 1500.0},
+            "orders": [{"exchange": "NSE", "tradingsymbol": symbol, "transaction_type": side, "quantity": qty,
+                        "order_type": "LIMIT", "product": "CNC", "price": 1330.0}] * legs}
+
+
+def test_gtt_actions_delete_when_nothing_is_left_and_reduce_otherwise() -> None:
+    gtts = [_gtt(1), _gtt(2, qty=3), _gtt(3, side="BUY"), _gtt(4, status="triggered"), _gtt(5, symbol="TCS"),
+            _gtt(6, legs=2)]
+    assert [(a.trigger_id, a.action) for a in gtt_actions(gtts, "INFY", 0)] == [(1, "delete"), (2, "delete"),
+                                                                               (6, "delete")]
+    reduce = gtt_actions(gtts, "INFY", 4)
+    assert [(a.trigger_id, a.action, a.quantity) for a in reduce] == [(1, "reduce", 4), (6, "reduce", 4)]
+    assert [leg["quantity"] for leg in reduced_legs(reduce[1].gtt, 4)] == [4, 4]
+    assert reduced_legs(reduce[0].gtt, 4)[0] | {"quantity": 10} == _gtt(1)["orders"][0]
+    assert gtt_actions(gtts, "INFY", 10) == []  # nothing sells more than is held
+
+
+def test_pending_sell_quantity_counts_open_cnc_sells_only() -> None:
+    orders = [
+        {"tradingsymbol": "INFY", "transaction_type": "SELL", "product": "CNC", "status": "OPEN",
+         "quantity": 5, "filled_quantity": 2, "pending_quantity": 3},
+        {"tradingsymbol": "INFY", "transaction_type": "SELL", "product": "CNC", "status": "COMPLETE",
+         "quantity": 4, "filled_quantity": 4, "pending_quantity": 0},
+        {"tradingsymbol": "INFY", "transaction_type": "BUY", "product": "CNC", "status": "OPEN",
+         "quantity": 9, "filled_quantity": 0, "pending_quantity": 9},
+        {"tradingsymbol": "TCS", "transaction_type": "SELL", "product": "CNC", "status": "OPEN",
+         "quantity": 9, "filled_quantity": 0, "pending_quantity": 9},
+    ]
+    assert pending_sell_quantity(orders, "INFY") == 3
+
+
+def test_exit_attempts_pending_retry_and_cap() -> None:
+    assert next_exit_purpose([]) == "exit"
+    sent_open = {"purpose": "exit", "status": "sent", "order_status": "OPEN"}
+    assert exit_pending([sent_open])
+    assert not exit_pending([{**sent_open, "order_status": "COMPLETE"}])
+    assert exit_pending([{"purpose": "exit", "status": "unknown", "order_status": None}])
+    # never reached the broker: the same tag again; anything else: a fresh tag, three at most
+    assert next_exit_purpose([{"purpose": "exit", "status": "not_sent"}]) == "exit"
+    cancelled = {"purpose": "exit", "status": "sent", "order_status": "CANCELLED"}
+    assert next_exit_purpose([cancelled]) == "exit2"
+    assert next_exit_purpose([cancelled, {"purpose": "exit2", "status": "rejected"}]) == "exit3"
+    assert next_exit_purpose([cancelled, {"purpose": "exit2", "status": "rejected"},
+                              {"purpose": "exit3", "status": "sent", "order_status": "REJECTED"}]) is None
+
+
+def _daily(n: int = 25, close: float = 1000.0, rng: float = 20.0) -> list[Candle]:
+    start = datetime(2026, 1, 1, tzinfo=IST)
+    return [Candle(start + timedelta(days=i), close, close + rng / 2, close - rng / 2, close) for i in range(n)]
+
+
+def test_atr_trail_never_lowers_its_stop() -> None:
+    trail = AtrTrail(_daily())  # ATR 20 = 2 % of 1000: Medium, 1.5 x -> stop = anchor - 30
+    stops = []
+    for ltp in (1000, 1010, 1005, 1040, 990, 1020, 900, 1041, 1000):
+        trail.update(ltp, 0.05)
+        stops.append(trail.stop)
+    assert stops == sorted(stops)
+    assert stops[0] == 970.0 and stops[-1] == 1011.0
+    assert trail.anchor == 1041
+
+
+def test_atr_trail_resumes_from_a_carried_stop() -> None:
+    trail = AtrTrail(_daily(), anchor=1100.0, stop=1070.0)
+    assert trail.update(1000.0, 0.05) is False  # a lower LTP never moves it
+    assert trail.stop == 1070.0
+
+
+def test_outside_a_session_it_exits_at_once(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    write_env(home, "Som")
+    from tests.support.broker import ensure_calendar
+
+    ensure_calendar(home, DAY)
+    for moment in (datetime(2026, 3, 7, 11, 0, tzinfo=IST), at("15:30"), at("16:05")):  # Saturday, close, after
+        env = child_env(home, TRADER_CLOCK=moment.isoformat(), PYTHONPATH=str(PROJECT_ROOT))
+        started = time.monotonic()
+        proc = subprocess.run([str(VENV_PYTHON), "-m", "workers", JOB, "--user", "Som", "--json"], cwd=PROJECT_ROOT,
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["outcome"] == "no session"
+        assert "nothing to watch" in proc.stderr
+        assert time.monotonic() - started < 20
+
+
+# --- end to end ----------------------------------------------------------------------------------
+@dataclass
+class Paper:
+    home: Home
+    broker: RunningBroker
+    clock_path: Path
+    clock_value: str
+    kites: dict[str, KiteConnect] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+
+    def set_time(self, moment: datetime, speed: float = 1.0) -> None:
+        if moment.date() != self.broker.now().date():
+            self.kites.clear()  # Kite tokens expire at 06:00: log in again on the new day
+        write_clock_file(self.clock_path, moment, speed)
+        deadline = time.monotonic() + 10
+        while self.broker.now() < moment:  # the broker re-reads the clock file on its next request
+            assert time.monotonic() < deadline, "paper broker did not follow the clock file"
+            time.sleep(0.01)
+
+    def wait_until(self, moment: datetime, timeout: float = 30) -> None:
+        wait_for(lambda: self.broker.now() >= moment, timeout, f"simulated {moment:%H:%M:%S}")
+
+    def kite(self, user: str) -> KiteConnect:
+        if user not in self.kites:
+            self.kites[user] = self.broker.kite(user)
+        return self.kites[user]
+
+    def api_key(self, user: str) -> str:
+        return load_settings(self.home, user).api_key
+
+    def start(self, user: str, *args: str, **env: str) -> subprocess.Popen[str]:
+        full = child_env(self.home, TRADER_CLOCK=self.clock_value, PYTHONPATH=str(PROJECT_ROOT), **env)
+        proc = subprocess.Popen([str(VENV_PYTHON), "-m", "workers", JOB, "--user", user, "--json", *args],
+                                cwd=PROJECT_ROOT, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        self.procs[user] = proc
+        return proc
+
+    def finish(self, user: str, timeout: float = 30) -> tuple[int, dict[str, Any], str]:
+        out, err = self.procs[user].communicate(timeout=timeout)
+        lines = [line for line in out.strip().splitlines() if line.startswith("{")]
+        return self.procs[user].returncode, (json.loads(lines[-1]) if lines else {}), err
+
+    def watch_state(self, user: str) -> dict[str, Any]:
+        data = StateStore(self.home, user, "paper").read().get("watchdog") or {}
+        return data.get(DAY.isoformat()) or {}
+
+    def symbol_state(self, user: str, symbol: str) -> dict[str, Any]:
+        return (self.watch_state(user).get("symbols") or {}).get(symbol) or {}
+
+    def sells(self, user: str, symbol: str) -> list[dict[str, Any]]:
+        return [o for o in self.kite(user).orders()
+                if o["tradingsymbol"] == symbol and o["transaction_type"] == "SELL"]
+
+    def buy(self, user: str, symbol: str, qty: int) -> None:
+        kite = self.kite(user)
+        ltp = kite.ltp(f"NSE:{symbol}")[f"NSE:{symbol}"]["last_price"]
+        kite.place_order("regular", exchange="NSE", tradingsymbol=symbol, transaction_type="BUY", quantity=qty,
+                         product="CNC", order_type="LIMIT", price=round_to_tick(ltp * 1.01, 0.1, "ceil"))
+
+    def stop_gtt(self, user: str, symbol: str, qty: int) -> int:
+        kite = self.kite(user)
+        ltp = kite.ltp(f"NSE:{symbol}")[f"NSE:{symbol}"]["last_price"]
+        trigger = round_to_tick(ltp * 0.9, 0.1, "floor")
+        return int(kite.place_gtt("single", symbol, "NSE", [trigger], ltp,
+                                  [{"exchange": "NSE", "tradingsymbol": symbol, "transaction_type": "SELL",
+                                    "quantity": qty, "order_type": "LIMIT", "product": "CNC",
+                                    "price": round_to_tick(trigger * 0.95, 0.1, "floor")}])["trigger_id"])
+
+    def cleanup(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _paper(tmp_path: Path, factory: Callable[..., RunningBroker], users: dict[str, dict[str, object]],
+           paths: dict[str, list[list[Any]]], start: datetime) -> Paper:
+    home = make_home(tmp_path / "home")
+    for user, extra in users.items():
+        write_env(home, user, **extra)
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text(json.dumps({"paths": [{"symbol": s, "date": DAY.isoformat(), "waypoints": w}
+                                              for s, w in paths.items()]}), encoding="utf-8")
+    clock_path = tmp_path / "clock"
+    value = clock_file(clock_path, start)
+    broker = factory(home, clock=value, scenario=scenario, symbols=sorted(paths))
+    for user, extra in users.items():  # same keys, now pointing at this broker
+        write_env(home, user, KITE_ROOT=broker.url, **extra)
+    return Paper(home, broker, clock_path, value)
+
+
+@pytest.fixture
+def papers() -> Iterator[list[Paper]]:
+    made: list[Paper] = []
+    yield made
+    for paper in made:
+        paper.cleanup()
+
+
+def _level(paper: Paper, user: str, symbol: str) -> tuple[str | None, float | None, list[Any]]:
+    hourly = paper.symbol_state(user, symbol).get("hourly") or {}
+    return hourly.get("as_of"), hourly.get("level"), hourly.get("lows") or []
+
+
+def test_exits_at_the_expected_hour_and_price_per_user_and_tidies_the_gtt(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker], papers: list[Paper]) -> None:  # noqa: F811
+    users: dict[str, dict[str, object]] = {"Som": {}, "Sai": {}, "Ana": {},
+                                           "Raj": {"WATCHDOG_RULE": "atr_trailing"}}
+    paper = _paper(tmp_path, broker_factory, users, {"INFY": INFY_PATH, "TCS": TCS_PATH},
+                   at("14:00", PREV_DAY))
+    papers.append(paper)
+    # Som holds 10 INFY bought on the previous session (t1_quantity today); Sai bought 7 today and
+    # has 3 of them on a resting manual sell; Ana holds 5 (dry run); Raj holds 4 TCS (ATR rule).
+    paper.buy("Som", "INFY", 10)
+    paper.set_time(at("09:20"))
+    paper.buy("Sai", "INFY", 7)
+    paper.buy("Ana", "INFY", 5)
+    paper.buy("Raj", "TCS", 4)
+    holding = next(h for h in paper.kite("Som").holdings() if h["tradingsymbol"] == "INFY")
+    assert (holding["quantity"], holding["t1_quantity"]) == (0, 10)
+    paper.kite("Sai").place_order("regular", exchange="NSE", tradingsymbol="INFY", transaction_type="SELL",
+                                  quantity=3, product="CNC", order_type="LIMIT", price=1580.0)
+    gtt_som = paper.stop_gtt("Som", "INFY", 10)
+    gtt_sai = paper.stop_gtt("Sai", "INFY", 7)
+
+    paper.set_time(at("11:16"), SPEED)
+    for user in ("Som", "Sai", "Raj"):
+        paper.start(user)
+    paper.start("Ana", "--dry-run")
+    for user in ("Som", "Sai"):
+        wait_for(lambda u=user: _level(paper, u, "INFY")[1] is not None, 30, f"{user}'s first level")
+        as_of, level, lows = _level(paper, user, "INFY")
+        assert (as_of, level) == (at("10:15").isoformat(), 1480.0)
+        assert lows == [[at("09:15").isoformat(), 1490.0], [at("10:15").isoformat(), 1480.0]]
+    wait_for(lambda: (paper.symbol_state("Raj", "TCS").get("atr") or {}).get("stop"), 30, "Raj's ATR stop")
+    paper.wait_until(at("11:19:30"))
+
+    raj_stops: list[float] = []
+
+    def sample_raj() -> None:
+        stop = (paper.symbol_state("Raj", "TCS").get("atr") or {}).get("stop")
+        if stop is not None and (not raj_stops or raj_stops[-1] != stop):
+            raj_stops.append(stop)
+
+    # 11:40 closes at 1485 and the next minutes stay under 1490 (the path climbs back slowly): below
+    # the 09:15 low (1490) but not the 10:15 one (1480) -> no exit
+    paper.set_time(at("11:40:30"), SPEED)
+    while paper.broker.now() < at("11:44"):
+        sample_raj()
+        time.sleep(0.05)
+    ltp_calls = [r for r in paper.broker.audit(since=at("11:41"), api_key=paper.api_key("Som"))
+                 if r["path"] == "/quote/ltp" and r["time"] < at("11:43").isoformat()]
+    assert ltp_calls, "the watchdog did not poll while the dip was the LTP"
+    assert paper.sells("Som", "INFY") == []
+    assert [o["quantity"] for o in paper.sells("Sai", "INFY")] == [3]  # only the manual one
+
+    # 13:15: the level moves up to min(1485, 1495); the 13:40 close at 1483 fires the exit
+    paper.set_time(at("13:14:30"), SPEED)
+    for user in ("Som", "Sai"):
+        wait_for(lambda u=user: _level(paper, u, "INFY")[0] == at("12:15").isoformat(), 30, f"{user}'s 13:15 level")
+        assert _level(paper, user, "INFY")[1:] == (1485.0, [[at("11:15").isoformat(), 1485.0],
+                                                            [at("12:15").isoformat(), 1495.0]])
+    paper.set_time(at("13:39:30"), SPEED)
+    exits: dict[str, dict[str, Any]] = {}
+    for user, qty in (("Som", 10), ("Sai", 4)):
+        tag = make_tag(user, JOB, DAY, "INFY", "exit")
+        order = wait_for(lambda u=user, t=tag: next((o for o in paper.sells(u, "INFY") if o["tag"] == t), None),
+                         30, f"{user}'s exit order")
+        exits[user] = order
+        assert (order["quantity"], order["price"], order["order_type"], order["product"]) == \
+            (qty, EXIT_PRICE, "LIMIT", "CNC")
+        placed = order["order_timestamp"].replace(tzinfo=IST)
+        assert at("13:41") <= placed <= at("13:41") + timedelta(seconds=30 + 4 * SPEED), placed
+        wait_for(lambda u=user, oid=order["order_id"]: any(
+            o["order_id"] == oid and o["status"] == "COMPLETE" for o in paper.kite(u).orders()), 20, "the fill")
+    # each with its own key, each only its own quantity
+    for user in ("Som", "Sai"):
+        placed = [r for r in paper.broker.audit(since=at("13:30"), api_key=paper.api_key(user))
+                  if r["method"] == "POST" and r["path"] == "/orders/regular"]
+        assert [r.get("order_id") for r in placed] == [exits[user]["order_id"]]
+    # the GTTs: Som's deleted (nothing left), Sai's reduced to the 3 shares on the manual sell
+    wait_for(lambda: paper.kite("Som").get_gtt(gtt_som)["status"] == "deleted", 20, "Som's GTT deleted")
+    wait_for(lambda: [o["quantity"] for o in paper.kite("Sai").get_gtt(gtt_sai)["orders"]] == [3], 20,
+             "Sai's GTT reduced")
+    assert paper.kite("Sai").get_gtt(gtt_sai)["status"] == "active"
+    wait_for(lambda: (paper.symbol_state("Som", "INFY")["exits"][0].get("gtt") or {}).get("actions"), 20,
+             "the GTT action recorded")
+    # the dry run placed nothing; Raj's ATR stop only rose and its exit sold at it
+    assert paper.sells("Ana", "INFY") == []
+    raj = wait_for(lambda: paper.sells("Raj", "TCS"), 30, "Raj's ATR exit")
+    sample_raj()
+    assert raj_stops == sorted(raj_stops) and len(raj_stops) >= 2, raj_stops
+    raj_exit = paper.symbol_state("Raj", "TCS")["exits"][0]
+    assert raj_exit["rule"] == "atr_trailing" and raj_exit["level"] == raj_stops[-1]
+    assert raj[0]["price"] == round_to_tick(raj_stops[-1] * 0.995, 0.1, "floor")
+    assert raj[0]["quantity"] == 4
+
+    # the close ends every watchdog with 0
+    paper.set_time(at("15:29:45"), SPEED)
+    results = {user: paper.finish(user) for user in users}
+    for code, summary, err in results.values():
+        assert code == 0, err
+        assert summary["outcome"] == "closed"
+        assert err.count("polling as often as that allows") == 1  # 30 s polls at speed 60: said once
+    _code, summary, err = results["Ana"]
+    assert "dry run: would SELL 5 INFY LIMIT 1477.5" in err
+    assert summary["exits_placed"] == 0 and summary["calls"].get("order.place") is None
+
+
+def test_restart_mid_session_resumes_levels_and_places_no_second_exit(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker], papers: list[Paper]) -> None:  # noqa: F811
+    paper = _paper(tmp_path, broker_factory, {"Som": {}}, {"INFY": INFY_PATH}, at("09:20"))
+    papers.append(paper)
+    paper.buy("Som", "INFY", 10)
+    gtt = paper.stop_gtt("Som", "INFY", 10)
+    paper.set_time(at("13:16"), SPEED)
+    # killed right after the broker accepted the exit, before its id was recorded
+    paper.start("Som", KITEFLEET_FAULT="after_send:INFY")
+    wait_for(lambda: _level(paper, "Som", "INFY")[1] == 1485.0, 30, "the 13:15 level")
+    levels = _level(paper, "Som", "INFY")
+    paper.set_time(at("13:39:30"), SPEED)
+    code, _summary, err = paper.finish("Som", timeout=60)
+    assert code == -signal.SIGKILL, err
+    assert len(paper.sells("Som", "INFY")) == 1
+    record = paper.symbol_state("Som", "INFY")["exits"][0]
+    assert record["status"] == "sending" and record["order_id"] is None
+
+    restarted_at = paper.broker.now()
+    paper.start("Som")
+    wait_for(lambda: paper.symbol_state("Som", "INFY")["exits"][0]["status"] == "sent", 30, "the exit adopted")
+    order = paper.sells("Som", "INFY")
+    assert len(order) == 1 and order[0]["tag"] == make_tag("Som", JOB, DAY, "INFY", "exit")
+    assert paper.symbol_state("Som", "INFY")["exits"][0]["order_id"] == order[0]["order_id"]
+    wait_for(lambda: paper.kite("Som").get_gtt(gtt)["status"] == "deleted", 30, "the GTT deleted")
+    assert _level(paper, "Som", "INFY") == levels
+    paper.wait_until(paper.broker.now() + timedelta(minutes=3))
+    audit = paper.broker.audit(since=restarted_at, api_key=paper.api_key("Som"))
+    assert [r for r in audit if r["path"].startswith("/instruments/historical/")] == []  # same levels, no refetch
+    assert [r for r in audit if r["method"] == "POST" and r["path"] == "/orders/regular"] == []
+    assert len(paper.sells("Som", "INFY")) == 1
+
+    # SIGTERM (supervisord, the scheduler at the close) ends it in order, with 0
+    started = time.monotonic()
+    paper.procs["Som"].send_signal(signal.SIGTERM)
+    code, summary, err = paper.finish("Som")
+    assert code == 0, err
+    assert time.monotonic() - started < 5
+    assert summary["outcome"] == "stopped" and summary["exits_placed"] == 0

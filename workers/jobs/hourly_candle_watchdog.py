@@ -1,0 +1,76 @@
+"""``hourly_candle_watchdog``: intraday exits on hourly-candle lows (or an ATR trailing stop),
+coordinated with the GTT stops. Runs from the session open (or its own start, if later) until the
+close, then exits 0; outside a session it exits 0 at once. The loop, the rules it applies and its
+state (``state["watchdog"]``) are described in workers.watchdog.
+
+    python -m workers hourly_candle_watchdog --user Som [--dry-run] [--json]
+
+Settings: WATCHDOG_RULE (hourly_low | atr_trailing), WATCHDOG_POLL_SECONDS (simulated seconds
+between LTP polls). ``--dry-run`` logs the exits it would place and writes nothing: no order, no
+GTT change, no state. ``--json`` prints a one-line summary (polls, API calls by route, exits) at
+the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+from kitefleet import clock
+from kitefleet.calendar import load_calendar
+from kitefleet.state import StateStore
+from workers.context import STOP, JobContext
+
+TAKES_JOB_LOCK = True
+HANDLES_STOP = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a one-line JSON summary when done")
+
+
+def _summary(ctx: JobContext, outcome: str, **extra: object) -> None:
+    if getattr(ctx.args, "json", False):
+        print(json.dumps({"user": ctx.user, "outcome": outcome, **extra}, separators=(",", ":"), default=str),
+              flush=True)
+
+
+def run(ctx: JobContext) -> int:
+    clk = clock.get_clock()
+    now = clk.now()
+    calendar = load_calendar(ctx.home.calendar_file, now.date())
+    day = now.date()
+    if not calendar.is_trading_day(day):
+        ctx.log.info("%s is not an NSE trading day: nothing to watch", day)
+        _summary(ctx, "no session")
+        return 0
+    opening, closing = calendar.session_bounds(day)
+    if now >= closing:
+        ctx.log.info("the session of %s closed at %s: nothing to watch", day, closing.strftime("%H:%M"))
+        _summary(ctx, "no session")
+        return 0
+    if now < opening:
+        ctx.log.info("waiting for the session open at %s", opening.strftime("%H:%M"))
+        if not clk.sleep_until(opening, stop=STOP):
+            _summary(ctx, "stopped")
+            return 0
+
+    from workers.kite_client import get_kite
+    from workers.marketdata import MarketData
+    from workers.watchdog import Watchdog
+
+    kite = get_kite(ctx)
+    market = MarketData(ctx.home, ctx.settings.data_source, kite, calendar=calendar)
+    store = StateStore(ctx.home, ctx.user, ctx.settings.mode)
+    rule = str(ctx.settings["WATCHDOG_RULE"])
+    poll = float(ctx.settings["WATCHDOG_POLL_SECONDS"])  # type: ignore[arg-type]
+    ctx.log.info("watching %s's CNC positions until %s: rule %s, poll every %g s%s", ctx.user,
+                 closing.strftime("%H:%M"), rule, poll, " (dry run)" if ctx.dry_run else "")
+    watchdog = Watchdog(user=ctx.user, kite=kite, market=market, store=store, calendar=calendar, clock=clk,
+                        rule=rule, poll_seconds=poll, dry_run=ctx.dry_run, log=ctx.log, stop=STOP)
+    stats = watchdog.run()
+    ctx.log.info("done: %d polls, %d exits placed, %d GTT changes, API calls %s", stats.polls,
+                 stats.exits_placed, stats.gtt_actions, kite.calls)
+    _summary(ctx, "stopped" if STOP.is_set() else "closed", calls=kite.calls, **asdict(stats))
+    return 0
