@@ -13,7 +13,17 @@ from kitefleet.errors import KitefleetError
 from kitefleet.exitcodes import ExitCode
 
 #: command name -> module under fleet.commands (each defines add_parser(subparsers) and run(args)).
-COMMANDS = ("users", "run", "run_all", "paper_broker", "pause")
+COMMANDS = (
+    "users",
+    "run",
+    "run_all",
+    "paper_broker",
+    "pause",
+    "exec_",
+    "supervisor_conf",
+    "status",
+    "stop",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,7 @@
-"""``run-all JOB [--users A,B] [--max-parallel N] [-- args]``: one process per user, concurrently."""
+"""``run-all [JOB] [--users A,B] [--max-parallel N] [-- args]``: one process per user, concurrently.
+
+Without JOB: every user's scheduler (``daemon``) in the foreground, one process each, the
+no-supervisord way to run the fleet; Ctrl-C stops them all (each stops its own jobs first)."""
 
 from __future__ import annotations
 
@@ -12,11 +15,16 @@ from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 from kitefleet.users import list_users, validate_user_name
 
+SCHEDULER_JOB = "daemon"
+#: more than the scheduler's default --stop-grace (20 s)
+SCHEDULER_STOP_WAIT = 30.0
+
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("run-all", help="run one job for every user, one process each",
-                       usage="orchestrator.py run-all JOB [--users A,B] [--max-parallel N] [-- JOB_ARGS...]")
-    p.add_argument("job")
+    p = sub.add_parser("run-all", help="run one job (default: the scheduler) for every user, one process each",
+                       usage="orchestrator.py run-all [JOB] [--users A,B] [--max-parallel N] [-- JOB_ARGS...]")
+    p.add_argument("job", nargs="?", default=None,
+                   help="the job to run (default: every user's scheduler, in the foreground)")
     p.add_argument("--users", help="comma-separated subset of users (default: every env file)")
     p.add_argument("--max-parallel", type=int, default=None, help="at most N users at once")
     p.set_defaults(func=run)
@@ -38,12 +46,15 @@ def select_users(home: Home, wanted: str | None) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     home = Home.resolve()
     users = select_users(home, args.users)
-    children, stopped = run_all(home, users, args.job, args.passthrough, max_parallel=args.max_parallel)
+    job = args.job or SCHEDULER_JOB
+    # A scheduler stops its own jobs on SIGTERM (up to its stop grace): give it time before SIGKILL.
+    grace = SCHEDULER_STOP_WAIT if job == SCHEDULER_JOB else 5.0
+    children, stopped = run_all(home, users, job, args.passthrough, max_parallel=args.max_parallel, grace=grace)
     print()
     rows = []
     for c in children:
         rc = "not started" if c.returncode is None else c.returncode
-        rows.append((c.user, rc, f"{c.duration:.1f}s", home.user_logs_dir(c.user) / f"{args.job}.log"))
+        rows.append((c.user, rc, f"{c.duration:.1f}s", home.user_logs_dir(c.user) / f"{job}.log"))
     table(("user", "exit", "duration", "log"), rows)
     if stopped:
         print(f"stopped by {stopped}: every child was stopped by process group")

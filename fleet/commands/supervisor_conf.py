@@ -1,0 +1,88 @@
+"""``supervisor-conf [--check]``: write the generated part of supervisord's config from env/.
+
+Writes ``run/supervisord.d/trader.conf`` (see fleet.supervisor) and, for a home other than the
+project root, ``<home>/supervisord.conf`` (a copy of the static one: ``%(here)s`` is the
+config's folder). Creates the log folders supervisord needs. ``--check`` writes nothing and exits
+1 when the generated part is missing or out of date with env/.
+
+Adding or removing a user changes the membership of group ``trader``, and supervisord's
+``update`` then restarts the whole group: the command warns when run during market hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from fleet import supervisor
+from kitefleet import clock
+from kitefleet.atomic import atomic_write_text
+from kitefleet.calendar import read_calendar
+from kitefleet.errors import ConfigError
+from kitefleet.exitcodes import ExitCode
+from kitefleet.home import Home
+from kitefleet.users import list_users
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("supervisor-conf", help="write supervisord's generated config (group trader) from env/",
+                       usage="orchestrator.py supervisor-conf [--check]")
+    p.add_argument("--check", action="store_true", help="exit 1 if the generated config is out of date")
+    # Short timings for tests and the demo; hidden from --help.
+    p.add_argument("--startsecs", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--startretries", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--stopwaitsecs", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def _market_open(home: Home) -> bool:
+    try:
+        return read_calendar(home.calendar_file).session_open_at(clock.now())
+    except ConfigError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    home = Home.resolve()
+    users = list_users(home)
+    probes = supervisor.probe_all(home, users)
+    target = supervisor.generated_path(home)
+    current = target.read_text(encoding="utf-8") if target.exists() else None
+    # Timings not given keep the ones the current file was written with (or the defaults).
+    base = supervisor.timings_of(current) or supervisor.Timings()
+    timings = supervisor.Timings(
+        base.startsecs if args.startsecs is None else args.startsecs,
+        base.startretries if args.startretries is None else args.startretries,
+        base.stopwaitsecs if args.stopwaitsecs is None else args.stopwaitsecs,
+    )
+    text, warnings = supervisor.render(home, probes, timings)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for p in probes:
+        if not p.valid:
+            print(f"warning: {p.user}: {p.error} (its program will go FATAL until fixed)", file=sys.stderr)
+    home_conf = home.supervisord_conf if supervisor.home_conf_needed(home) else None
+    home_conf_stale = home_conf is not None and (
+        not home_conf.exists() or home_conf.read_text(encoding="utf-8") != supervisor.static_conf_text())
+    if args.check:
+        if current != text or home_conf_stale:
+            what = "missing" if current is None else "out of date with env/"
+            print(f"{target}: {what}; run 'orchestrator.py supervisor-conf'", file=sys.stderr)
+            return ExitCode.JOB_FAILED
+        print(f"{target}: up to date ({len(users)} user(s))")
+        return ExitCode.OK
+    supervisor.ensure_dirs(home, users)
+    if home_conf is not None and home_conf_stale:
+        atomic_write_text(home_conf, supervisor.static_conf_text(), mode=0o644)
+        print(f"wrote {home_conf}")
+    if current == text:
+        print(f"{target}: already up to date ({len(users)} user(s))")
+        return ExitCode.OK
+    atomic_write_text(target, text, mode=0o600)
+    print(f"wrote {target} ({len(users)} user(s))")
+    print(f"apply with: supervisorctl -c {home.supervisord_conf} update")
+    if _market_open(home):
+        print("warning: the market is open: 'supervisorctl update' restarts every program of group "
+              f"{supervisor.GROUP} when its membership changes; apply it after the close", file=sys.stderr)
+    return ExitCode.OK

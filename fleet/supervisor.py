@@ -1,0 +1,282 @@
+"""supervisord: the generated part of its config, and its XML-RPC socket.
+
+On-disk contract:
+
+    supervisord.conf                  tracked, static (socket, pid file, supervisord's log inside the
+                                      home via %(here)s; include of run/supervisord.d/*.conf). A home
+                                      other than the project root gets a copy (written by
+                                      ``supervisor-conf``), since %(here)s is the config's folder.
+    run/supervisord.d/trader.conf     generated from env/ by ``supervisor-conf``; untracked. Group
+                                      ``trader`` with one program per env file (an invalid one too, so
+                                      its error lands in its log and it goes FATAL), and a
+                                      ``paper-broker`` program when any valid user is in paper mode.
+    logs/<User>/scheduler.out.log     the program's stdout+stderr (supervisord rotates it)
+    logs/paper-broker.out.log         the paper broker program's stdout+stderr
+    run/supervisor.sock               the XML-RPC socket (mode 0700)
+
+No secret is in any of these: a program's only variable is ``KITEFLEET_HOME``; each worker reads
+its own env file. Each user's mode and ``KITE_ROOT`` are learnt from a short process of that
+user (``summary --settings-only``), never by reading env files here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import subprocess
+import sys
+import xmlrpc.client
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from kitefleet.errors import ConfigError
+from kitefleet.exitcodes import PERMANENT_EXIT_CODES
+from kitefleet.home import PROJECT_ROOT, Home, ensure_dir
+from kitefleet.launcher import spawn_worker
+
+GROUP = "trader"
+PAPER_BROKER = "paper-broker"
+GENERATED_NAME = "trader.conf"
+STATIC_CONF = PROJECT_ROOT / "supervisord.conf"
+ORCHESTRATOR = PROJECT_ROOT / "orchestrator.py"
+#: Characters supervisord accepts in a program name (no ':' — it separates group and program).
+_SAFE_PROGRAM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+@dataclass(frozen=True)
+class Timings:
+    """supervisord timings of the trader programs. ``stop_grace`` (the scheduler's own wait for its
+    jobs) stays well inside ``stopwaitsecs`` so supervisord never has to SIGKILL a scheduler."""
+
+    startsecs: int = 5
+    startretries: int = 3
+    stopwaitsecs: int = 30
+
+    @property
+    def stop_grace(self) -> float:
+        return max(1.0, self.stopwaitsecs * 0.5)
+
+
+@dataclass(frozen=True)
+class UserProbe:
+    user: str
+    valid: bool
+    mode: str | None = None
+    kite_root: str | None = None
+    error: str | None = None
+    details: dict[str, Any] | None = None
+
+
+def probe_settings(home: Home, user: str, *, live: bool = False, timeout: float = 30.0) -> UserProbe:
+    """Run ``summary`` for one user in a process of its own and parse its JSON line."""
+    args = [] if live else ["--settings-only"]
+    try:
+        proc = spawn_worker(user, "summary", args, home=home, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except Exception as exc:  # an invalid user name, for instance
+        return UserProbe(user, False, error=str(exc))
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return UserProbe(user, False, error=f"no answer within {timeout:.0f}s")
+    if proc.returncode == 0:
+        with contextlib.suppress(ValueError, IndexError):
+            info = json.loads(out.decode().strip().splitlines()[-1])
+            return UserProbe(user, True, info.get("mode"), info.get("kite_root"), details=info)
+        return UserProbe(user, False, error="summary printed no JSON")
+    lines = err.decode("utf-8", "replace").strip().splitlines()
+    message = lines[-1].split("error: ", 1)[-1] if lines else f"exit code {proc.returncode}"
+    return UserProbe(user, False, error=message, details={"exit_code": proc.returncode})
+
+
+def probe_all(home: Home, users: list[str], *, live: bool = False, timeout: float = 30.0) -> list[UserProbe]:
+    if not users:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(users))) as pool:
+        return list(pool.map(lambda u: probe_settings(home, u, live=live, timeout=timeout), users))
+
+
+# --- the config ------------------------------------------------------------------------------------
+def generated_path(home: Home) -> Path:
+    return home.generated_conf_dir / GENERATED_NAME
+
+
+def program_name_ok(name: str) -> bool:
+    return bool(name) and set(name) <= _SAFE_PROGRAM
+
+
+def _value(text: str) -> str:
+    """A value safe inside supervisord's ini: '%' would start an expansion."""
+    return text.replace("%", "%%")
+
+
+def _quoted(path: Path | str) -> str:
+    return _value(shlex.quote(str(path)))
+
+
+def paper_broker_address(probes: list[UserProbe]) -> tuple[str, int] | None:
+    """(host, port) the supervised paper broker listens on, or None when no valid user is in paper
+    mode (or they point at a broker elsewhere). Refuses valid paper users that disagree."""
+    roots = {p.user: p.kite_root for p in probes if p.valid and p.mode == "paper" and p.kite_root}
+    if not roots:
+        return None
+    if len(set(roots.values())) > 1:
+        detail = ", ".join(f"{u}: {r}" for u, r in sorted(roots.items()))
+        raise ConfigError(f"paper users disagree on KITE_ROOT ({detail}); one supervised paper broker "
+                          "serves them all: give them the same KITE_ROOT")
+    parsed = urlparse(next(iter(roots.values())))
+    host = parsed.hostname or "127.0.0.1"
+    if host not in _LOCAL_HOSTS:
+        return None
+    return host, parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+TIMINGS_PREFIX = "; timings: "
+
+
+def timings_of(text: str | None) -> Timings | None:
+    """The timings a generated config was written with (so ``--check`` compares like with like)."""
+    for line in (text or "").splitlines():
+        if line.startswith(TIMINGS_PREFIX):
+            with contextlib.suppress(ValueError):
+                fields = dict(f.split("=", 1) for f in line[len(TIMINGS_PREFIX):].split())
+                return Timings(int(fields["startsecs"]), int(fields["startretries"]), int(fields["stopwaitsecs"]))
+    return None
+
+
+def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
+           python: str | None = None) -> tuple[str, list[str]]:
+    """The generated config's text, and warnings (users left out)."""
+    timings = timings or Timings()
+    python = python or sys.executable
+    warnings: list[str] = []
+    users = []
+    for p in sorted(probes, key=lambda p: p.user):
+        if program_name_ok(p.user):
+            users.append(p.user)
+        else:
+            warnings.append(f"env/{p.user}.env: {p.user!r} cannot be a supervisord program name; left out")
+    exitcodes = ",".join(str(int(c)) for c in sorted(PERMANENT_EXIT_CODES))
+    home_env = f'KITEFLEET_HOME="{_value(str(home.root))}"'
+    lines = [
+        "; Generated by 'orchestrator.py supervisor-conf' from env/; do not edit (it is rewritten).",
+        "; Untracked: user names stay private. No secrets: each worker reads its own env file.",
+        f"{TIMINGS_PREFIX}startsecs={timings.startsecs} startretries={timings.startretries} "
+        f"stopwaitsecs={timings.stopwaitsecs}",
+        "",
+    ]
+    if users:
+        lines += [f"[group:{GROUP}]", f"programs={','.join(users)}", "priority=999", ""]
+    for user in users:
+        lines += [
+            f"[program:{user}]",
+            f"command={_quoted(python)} {_quoted(ORCHESTRATOR)} exec %(program_name)s "
+            f"--stop-grace {timings.stop_grace:g}",
+            f"directory={_quoted(PROJECT_ROOT)}",
+            f"environment={home_env}",
+            "autostart=true",
+            "autorestart=unexpected",
+            f"exitcodes={exitcodes}",
+            f"startsecs={timings.startsecs}",
+            f"startretries={timings.startretries}",
+            "stopsignal=TERM",
+            f"stopwaitsecs={timings.stopwaitsecs}",
+            "stopasgroup=true",
+            "killasgroup=true",
+            f"stdout_logfile={_value(str(home.user_logs_dir(user) / 'scheduler.out.log'))}",
+            "stdout_logfile_maxbytes=5MB",
+            "stdout_logfile_backups=5",
+            "redirect_stderr=true",
+            "",
+        ]
+    address = paper_broker_address(probes)
+    if address is not None:
+        host, port = address
+        lines += [
+            f"[program:{PAPER_BROKER}]",
+            f"command={_quoted(python)} {_quoted(ORCHESTRATOR)} paper-broker --port {port} -- --host {host}",
+            f"directory={_quoted(PROJECT_ROOT)}",
+            f"environment={home_env}",
+            "; started before the trader group (lower priority number starts first)",
+            "priority=100",
+            "autostart=true",
+            "autorestart=true",
+            "startsecs=2",
+            "stopsignal=TERM",
+            f"stopwaitsecs={timings.stopwaitsecs}",
+            "stopasgroup=true",
+            "killasgroup=true",
+            f"stdout_logfile={_value(str(home.logs_dir / 'paper-broker.out.log'))}",
+            "stdout_logfile_maxbytes=5MB",
+            "stdout_logfile_backups=5",
+            "redirect_stderr=true",
+            "",
+        ]
+    return "\n".join(lines), warnings
+
+
+def needed_dirs(home: Home, users: list[str]) -> list[Path]:
+    """supervisord refuses a config whose log folders do not exist."""
+    return [home.run_dir, home.generated_conf_dir, home.logs_dir,
+            *(home.user_logs_dir(u) for u in users if program_name_ok(u))]
+
+
+def home_conf_needed(home: Home) -> bool:
+    return home.root.resolve() != PROJECT_ROOT.resolve()
+
+
+def static_conf_text() -> str:
+    return STATIC_CONF.read_text(encoding="utf-8")
+
+
+def ensure_dirs(home: Home, users: list[str]) -> None:
+    for path in needed_dirs(home, users):
+        ensure_dir(path)
+
+
+# --- XML-RPC ---------------------------------------------------------------------------------------
+def socket_path(home: Home) -> Path:
+    return home.run_dir / "supervisor.sock"
+
+
+def rpc(home: Home) -> Any:
+    from supervisor.xmlrpc import SupervisorTransport
+
+    transport = SupervisorTransport(None, None, f"unix://{socket_path(home)}")
+    # The host part is ignored: the transport talks to the unix socket.
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+
+def supervisor_running(home: Home) -> bool:
+    if not socket_path(home).exists():
+        return False
+    try:
+        return rpc(home).supervisor.getState().get("statename") == "RUNNING"
+    except (OSError, xmlrpc.client.Error):
+        return False  # a stale socket left by a SIGKILLed supervisord
+
+
+def process_infos(home: Home) -> dict[str, dict[str, Any]] | None:
+    """``{"trader:Som": info, "paper-broker": info}`` from supervisord, or None when it is not running."""
+    if not socket_path(home).exists():
+        return None
+    try:
+        infos = rpc(home).supervisor.getAllProcessInfo()
+    except (OSError, xmlrpc.client.Error):
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    for info in infos:
+        name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
+        out[name] = info
+    return out
+
+
+def namespec(user: str) -> str:
+    return f"{GROUP}:{user}"

@@ -1,0 +1,70 @@
+"""``summary``: one user's figures for ``orchestrator.py status``, from a short process of its own.
+
+Prints one JSON object on one line (stdout) and exits 0::
+
+    {"user": "Som", "mode": "paper", "kite_root": "http://127.0.0.1:8765" | null,
+     "schedules": {"update_cnc_stoploss": "09:00,14:00", ...}, "entry_cutoff": "11:00",
+     "open_positions": 2, "holdings": 3, "day_pnl": 1234.5, "cash": 100000.0}
+
+``--settings-only`` prints only the first five keys and never contacts the broker (used by
+``supervisor-conf`` to learn each user's mode and paper-broker address without the orchestrator
+reading any env file). Without it, the figures come from the broker (paper users log in by
+themselves; a live user without a valid session exits 5). No secret is printed.
+
+``day_pnl`` = the P&L of today's positions plus today's change of the holdings (quantity x
+day_change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from workers.context import JobContext
+from workers.schedule import SCHEDULED_JOBS, format_schedule, schedule_key
+
+LOG_TO_CONSOLE = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--settings-only", action="store_true",
+                        help="print the user's non-secret settings; do not contact the broker")
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def figures(kite: Any) -> dict[str, Any]:
+    positions = kite.positions() or {}
+    holdings = kite.holdings() or []
+    net = [p for p in positions.get("net", []) if _number(p.get("quantity"))]
+    held = [h for h in holdings if _number(h.get("quantity")) + _number(h.get("t1_quantity"))]
+    day_pnl = sum(_number(p.get("pnl")) for p in positions.get("day", []))
+    day_pnl += sum(_number(h.get("day_change")) * (_number(h.get("quantity")) + _number(h.get("t1_quantity")))
+                   for h in held)
+    margins = kite.margins("equity") or {}
+    cash = margins.get("available", {}).get("cash") if isinstance(margins.get("available"), dict) else None
+    return {"open_positions": len(net), "holdings": len(held), "day_pnl": round(day_pnl, 2),
+            "cash": None if cash is None else _number(cash)}
+
+
+def run(ctx: JobContext) -> int:
+    settings = ctx.settings
+    out: dict[str, Any] = {
+        "user": ctx.user,
+        "mode": settings.mode,
+        "kite_root": settings.kite_root if settings.is_paper else None,
+        "schedules": {job: format_schedule(settings.get(schedule_key(job))) for job in SCHEDULED_JOBS},  # type: ignore[arg-type]
+        "entry_cutoff": settings.get("ENTRY_CUTOFF").strftime("%H:%M"),  # type: ignore[union-attr]
+    }
+    if not ctx.args.settings_only:
+        from workers.kite_client import get_kite  # heavy (kiteconnect): only when figures are wanted
+
+        out.update(figures(get_kite(ctx)))
+    print(json.dumps(out, separators=(",", ":")), flush=True)
+    return 0
