@@ -35,6 +35,8 @@ JOBS: dict[str, str] = {
     "hourly_candle_watchdog": "workers.jobs.hourly_candle_watchdog",
     "summary": "workers.jobs.summary",
     "daemon": "workers.daemon",
+    "login": "workers.jobs.login",
+    "doctor_checks": "workers.jobs.doctor_checks",
 }
 
 

@@ -1,0 +1,414 @@
+"""Readers for the legacy single-user system's files (reference/legacy-system.md), and the pure
+logic that maps them onto kitefleet: env files from ``config.ini``, per-user attribution of the
+shared ``trading_state.json`` positions from ``Current_Orders/<User>/*.json``.
+
+Everything here reads; nothing writes. The commands (import_config, migrate_state) do the writing.
+
+Legacy files read:
+
+    Daily/config.ini                 ``[DEFAULT]`` trading settings and one
+                                     ``[API_CREDENTIALS_<User>]`` section per account
+                                     (api_key, api_secret, access_token)
+    data/trading_state.json          ``{"meta", "positions": {TICKER: {...}}, "daily_tickers", ...}``,
+                                     one file shared by every user, no user field
+    Daily/Current_Orders/<User>/*.json
+                                     ``orders_<User>_<ts>.json`` (place_orders_daily),
+                                     ``orders_consolidated_<User>_<ts>.json``,
+                                     ``g_pattern_orders_<User>_<ts>.json`` and the server-sync
+                                     variants (``{"metadata": {...}, "orders": [...]}`` with
+                                     ``order_id`` "SYNC_<TICKER>_<ts>" and ``tradingsymbol``)
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kitefleet.errors import ConfigError
+from kitefleet.settings import KEYS
+from kitefleet.users import RESERVED_NAMES, USER_NAME_RE
+
+CREDENTIALS_PREFIX = "API_CREDENTIALS_"
+
+# --------------------------------------------------------------------------------------------
+# config.ini
+# --------------------------------------------------------------------------------------------
+
+#: legacy [DEFAULT] key -> env key of kitefleet.settings.SCHEMA
+DEFAULT_KEY_MAP: Mapping[str, str] = {
+    "max_cnc_positions": "MAX_CNC_POSITIONS",
+    "capital_deployment_percent": "CAPITAL_DEPLOYMENT_PERCENT",
+    "log_level": "LOG_LEVEL",
+}
+
+#: legacy [DEFAULT] keys deliberately not mapped, and why (shown in the import report)
+DEFAULT_KEYS_IGNORED: Mapping[str, str] = {
+    "exchange": "kitefleet trades NSE only",
+    "product_type": "entries, exits and GTT stops are always CNC in kitefleet",
+    "profit_target_exits": "no env key yet (WATCHDOG_RULE picks the exit rule); "
+                           "would need a new key such as WATCHDOG_PROFIT_TARGETS",
+    "psar_watchdog_enabled": "the PSAR watchdog is not part of kitefleet",
+}
+
+
+@dataclass
+class LegacyUser:
+    section: str
+    name: str
+    api_key: str | None
+    api_secret: str | None
+    has_access_token: bool
+    #: env key -> value (validated), from [DEFAULT] or overridden in the user's own section
+    settings: dict[str, str] = field(default_factory=dict)
+    #: human-readable notes: "max_cnc_positions=abc: must be an integer"
+    problems: list[str] = field(default_factory=list)
+    #: keys of the section itself (not inherited) that have no meaning in kitefleet
+    ignored_keys: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.api_key) and bool(self.api_secret)
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"LegacyUser({self.name!r}, complete={self.complete})"
+
+
+@dataclass
+class LegacyConfig:
+    path: Path
+    users: list[LegacyUser]
+    #: env key -> (legacy key, raw value) for [DEFAULT] values that map
+    mapped_defaults: dict[str, tuple[str, str]]
+    #: legacy key -> reason, for [DEFAULT] values that do not map
+    ignored_defaults: dict[str, str]
+    other_sections: list[str]
+
+
+_NO_DEFAULT = "\0no default section"
+
+
+def _read_ini(path: Path) -> configparser.ConfigParser:
+    # interpolation=None: a secret may contain '%'. strict: a repeated section or key is an error.
+    # [DEFAULT] is read as an ordinary section, so each section shows only its own keys; the
+    # inheritance configparser would apply is done by hand below.
+    parser = configparser.ConfigParser(interpolation=None, strict=True, default_section=_NO_DEFAULT)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.MissingSectionHeaderError as exc:
+        raise ConfigError(f"{path}: not a valid INI file (line {exc.lineno} comes before any [section])") from None
+    except configparser.ParsingError as exc:
+        # The message quotes the offending lines, which may hold a secret: keep only their numbers.
+        lines = sorted({n for n, _ in exc.errors})
+        raise ConfigError(f"{path}: not a valid INI file (line(s) {', '.join(map(str, lines))} do not parse)") from None
+    except configparser.DuplicateOptionError as exc:
+        raise ConfigError(f"{path}: key {exc.option!r} repeated in [{exc.section}] (line {exc.lineno})") from None
+    except configparser.DuplicateSectionError as exc:
+        raise ConfigError(f"{path}: section [{exc.section}] appears twice (line {exc.lineno})") from None
+    except configparser.Error as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise ConfigError(f"{path}: not a valid INI file ({first})") from None
+    return parser
+
+
+def _convert(env_key: str, raw: str) -> str:
+    """The env-file text for a legacy value, validated by the schema's own parser."""
+    value = raw.strip()
+    if env_key == "LOG_LEVEL":
+        value = value.upper()
+    KEYS[env_key].parse(value)  # raises ValueError (the schema's _Bad) with the reason
+    return value
+
+
+def _own_value(section: Mapping[str, str], key: str) -> str | None:
+    value = section.get(key)
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def read_legacy_config(path: Path) -> LegacyConfig:
+    parser = _read_ini(path)
+    defaults: dict[str, str] = dict(parser["DEFAULT"]) if parser.has_section("DEFAULT") else {}
+    mapped: dict[str, tuple[str, str]] = {}
+    ignored: dict[str, str] = {}
+    for key, raw in defaults.items():
+        if key in DEFAULT_KEY_MAP:
+            mapped[DEFAULT_KEY_MAP[key]] = (key, raw)
+        elif key in DEFAULT_KEYS_IGNORED:
+            ignored[key] = DEFAULT_KEYS_IGNORED[key]
+        elif key in ("api_key", "api_secret", "access_token"):
+            ignored[key] = "credentials belong in a user's own section"
+        else:
+            ignored[key] = "unknown to kitefleet"
+    users: list[LegacyUser] = []
+    others: list[str] = []
+    for section in parser.sections():
+        if section == "DEFAULT":
+            continue
+        if not section.startswith(CREDENTIALS_PREFIX):
+            others.append(section)
+            continue
+        name = section[len(CREDENTIALS_PREFIX):]
+        own = dict(parser[section])
+        # Only the section's own credentials count: a key in [DEFAULT] would be everybody's.
+        user = LegacyUser(
+            section=section,
+            name=name,
+            api_key=_own_value(own, "api_key"),
+            api_secret=_own_value(own, "api_secret"),
+            has_access_token=_own_value(own, "access_token") is not None,
+        )
+        if not USER_NAME_RE.match(name) or name.lower() in RESERVED_NAMES:
+            user.problems.append(f"section name gives the invalid user name {name!r}")
+        for label, value in (("api_key", user.api_key), ("api_secret", user.api_secret)):
+            if value is not None and any(c.isspace() for c in value):
+                user.problems.append(f"{label} contains whitespace")
+        effective = {**defaults, **own}
+        for legacy_key, env_key in DEFAULT_KEY_MAP.items():
+            raw = effective.get(legacy_key)
+            if raw is None or not raw.strip():
+                continue
+            try:
+                user.settings[env_key] = _convert(env_key, raw)
+            except ValueError as exc:
+                user.problems.append(f"{legacy_key}={raw.strip()!r} {exc} (not imported)")
+        user.ignored_keys = sorted(
+            k for k in own if k not in ("api_key", "api_secret", "access_token") and k not in DEFAULT_KEY_MAP
+        )
+        users.append(user)
+    return LegacyConfig(path=path, users=users, mapped_defaults=mapped, ignored_defaults=ignored,
+                        other_sections=others)
+
+
+def env_file_text(user: LegacyUser, source: Path, stamp: str) -> str:
+    assert user.api_key and user.api_secret
+    lines = [
+        f"# {user.name}: imported from the legacy {source.name} ([{user.section}]) on {stamp}.",
+        "# Keep this file mode 0600. Daily login: orchestrator.py login " + user.name,
+        "TRADER_MODE=live",
+        f"KITE_API_KEY={user.api_key}",
+        f"KITE_API_SECRET={user.api_secret}",
+    ]
+    lines += [f"{k}={v}" for k, v in user.settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# trading_state.json
+# --------------------------------------------------------------------------------------------
+
+#: position fields that name the account explicitly (none in the legacy writers; some hand edits)
+USER_FIELDS = ("user", "user_name", "username", "user_profile", "account", "account_name")
+
+
+@dataclass
+class LegacyState:
+    path: Path
+    raw: bytes
+    data: dict[str, Any]
+
+    @property
+    def positions(self) -> dict[str, dict[str, Any]]:
+        return self.data["positions"]  # type: ignore[no-any-return]
+
+    def other_top_level(self) -> dict[str, Any]:
+        return {k: v for k, v in self.data.items() if k != "positions"}
+
+
+def parse_legacy_state(path: Path, raw: bytes) -> LegacyState:
+    """Parse and check the shape; ConfigError (exit 4) for anything unusable."""
+    if not raw.strip():
+        raise ConfigError(f"{path}: legacy state file is empty; nothing can be migrated from it")
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: legacy state file is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: legacy state file is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "nothing was written; repair it or restore it from a backup"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level is a JSON {type(data).__name__}, not an object")
+    positions = data.get("positions")
+    if positions is None:
+        raise ConfigError(f"{path}: no 'positions' object; is this a legacy trading_state.json?")
+    if not isinstance(positions, dict):
+        raise ConfigError(f"{path}: 'positions' is a JSON {type(positions).__name__}, not an object")
+    bad = sorted(t for t, p in positions.items() if not isinstance(p, dict))
+    if bad:
+        raise ConfigError(f"{path}: position(s) {', '.join(bad)} are not JSON objects")
+    return LegacyState(path=path, raw=raw, data=data)
+
+
+def read_legacy_state(path: Path) -> LegacyState:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such legacy state file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give the trading_state.json file itself") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    return parse_legacy_state(path, raw)
+
+
+# --------------------------------------------------------------------------------------------
+# Current_Orders/<User>/*.json
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OrderIndex:
+    """Which users' legacy order records mention an order id or a ticker."""
+
+    users: list[str] = field(default_factory=list)
+    by_order_id: dict[str, set[str]] = field(default_factory=dict)
+    by_ticker: dict[str, set[str]] = field(default_factory=dict)
+    files: dict[str, list[Path]] = field(default_factory=dict)
+    #: folders whose name is not a valid user name (reported, not used)
+    skipped_folders: list[str] = field(default_factory=list)
+
+    def add(self, user: str, order_ids: Iterable[str], tickers: Iterable[str]) -> None:
+        for oid in order_ids:
+            self.by_order_id.setdefault(oid, set()).add(user)
+        for ticker in tickers:
+            self.by_ticker.setdefault(ticker, set()).add(user)
+
+
+def _records(data: Any) -> list[dict[str, Any]]:
+    if isinstance(data, list):
+        return [r for r in data if isinstance(r, dict)]
+    if not isinstance(data, dict):
+        return []
+    out: list[dict[str, Any]] = []
+    for key in ("orders", "positions", "current_positions"):
+        value = data.get(key)
+        if isinstance(value, list):
+            out.extend(r for r in value if isinstance(r, dict))
+        elif isinstance(value, dict):
+            # The obsolete <api_key>_Current_Positions layout keys records by ticker.
+            for ticker, rec in value.items():
+                if isinstance(rec, dict):
+                    out.append({"ticker": ticker, **rec})
+    return out
+
+
+def record_keys(record: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+    """(order ids, tickers) named by one legacy order record."""
+    ids = {str(record[k]).strip() for k in ("order_id", "confirmation", "exchange_order_id")
+           if record.get(k) not in (None, "")}
+    tickers = {str(record[k]).strip().upper() for k in ("ticker", "tradingsymbol", "symbol")
+               if isinstance(record.get(k), str) and record[k].strip()}
+    return ids, tickers
+
+
+def read_orders_dir(orders_dir: Path) -> OrderIndex:
+    """Index every ``*.json`` in each ``<User>`` folder. A file that does not parse is a ConfigError:
+    a silently skipped file could turn a two-user ticker into a one-user one."""
+    if not orders_dir.is_dir():
+        raise ConfigError(f"{orders_dir}: no such folder (expected the legacy Current_Orders folder)")
+    index = OrderIndex()
+    for folder in sorted(p for p in orders_dir.iterdir() if p.is_dir()):
+        user = folder.name
+        if not USER_NAME_RE.match(user) or user.lower() in RESERVED_NAMES:
+            index.skipped_folders.append(user)
+            continue
+        index.users.append(user)
+        index.files[user] = []
+        for path in sorted(folder.glob("*.json")):
+            try:
+                data = json.loads(path.read_bytes().decode("utf-8-sig"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ConfigError(
+                    f"{path}: legacy order file does not parse ({exc}); repair it or move it out of "
+                    f"{orders_dir} (a skipped file could attribute a position to the wrong user)"
+                ) from None
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+            index.files[user].append(path)
+            for record in _records(data):
+                ids, tickers = record_keys(record)
+                index.add(user, ids, tickers)
+    return index
+
+
+# --------------------------------------------------------------------------------------------
+# attribution
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attribution:
+    ticker: str
+    user: str | None
+    #: "field", "order_id", "ticker", "broker" when assigned; else None
+    by: str | None
+    evidence: str
+    #: the users that matched (more than one: the legacy merged record)
+    candidates: tuple[str, ...] = ()
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.user is None and len(self.candidates) > 1
+
+
+def _explicit_user(position: Mapping[str, Any], known: Iterable[str]) -> tuple[str | None, str | None]:
+    """(field name, its value) of an explicit user field, if any."""
+    for key in USER_FIELDS:
+        value = position.get(key)
+        if isinstance(value, str) and value.strip():
+            return key, value.strip()
+    return None, None
+
+
+def attribute(ticker: str, position: Mapping[str, Any], index: OrderIndex, known_users: Iterable[str],
+              holdings: Mapping[str, set[str]] | None = None) -> Attribution:
+    """Decide whose position this is, in the issue's order: explicit field; order id, else ticker,
+    in exactly one user's records; then (if given) exactly one user's broker holdings. Never guesses."""
+    known = sorted(set(known_users) | set(index.users))
+    key, value = _explicit_user(position, known)
+    if key is not None and value is not None:
+        if value in known:
+            return Attribution(ticker, value, "field", f"{key}={value}", (value,))
+        folded = [u for u in known if u.lower() == value.lower()]
+        if len(folded) == 1:
+            return Attribution(ticker, folded[0], "field", f"{key}={value}", (folded[0],))
+        return Attribution(ticker, None, None, f"{key}={value} names no known user", ())
+    confirmation = position.get("confirmation")
+    if confirmation not in (None, ""):
+        by_id = sorted(index.by_order_id.get(str(confirmation).strip(), set()))
+        if len(by_id) == 1:
+            return Attribution(ticker, by_id[0], "order_id", f"order id {confirmation} in {by_id[0]}'s orders",
+                               tuple(by_id))
+        if len(by_id) > 1:
+            return Attribution(ticker, None, None,
+                               f"order id {confirmation} appears in the orders of {', '.join(by_id)}", tuple(by_id))
+    by_ticker = sorted(index.by_ticker.get(ticker.upper(), set()))
+    if len(by_ticker) == 1:
+        return Attribution(ticker, by_ticker[0], "ticker", f"{ticker} only in {by_ticker[0]}'s orders",
+                           tuple(by_ticker))
+    if len(by_ticker) > 1:
+        return Attribution(ticker, None, None,
+                           f"{ticker} is in the orders of {', '.join(by_ticker)} (possibly a merged record "
+                           "of several accounts); decide by hand", tuple(by_ticker))
+    if holdings is not None:
+        holders = sorted(u for u, symbols in holdings.items() if ticker.upper() in symbols)
+        if len(holders) == 1:
+            return Attribution(ticker, holders[0], "broker", f"{ticker} held only by {holders[0]} at the broker",
+                               tuple(holders))
+        if len(holders) > 1:
+            return Attribution(ticker, None, None, f"{ticker} held at the broker by {', '.join(holders)}",
+                               tuple(holders))
+        return Attribution(ticker, None, None, f"{ticker} in no order file and in no asked user's holdings", ())
+    return Attribution(ticker, None, None, f"{ticker} found in no user's order records", ())

@@ -1,0 +1,90 @@
+"""import-config on a legacy-style config.ini with three users, one incomplete."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleet.cli import main
+from kitefleet.exitcodes import ExitCode
+from kitefleet.home import Home
+from kitefleet.settings import load_settings
+from tests.support.homes import PROJECT_ROOT, child_env, make_home
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SECRETS = ("SaiSecret%Value123", "SomSecretValue456", "saiAccessTokenStale001", "somAccessTokenStale002",
+           "momAccessTokenStale003", "twilioTokenValue", "saikey0000001", "somkey0000002")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
+    h = make_home(tmp_path / "home")
+    monkeypatch.setenv("KITEFLEET_HOME", str(h.root))
+    return h
+
+
+def test_three_users_one_incomplete(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    shutil.rmtree(home.env_dir)  # created on demand
+    proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "orchestrator.py"), "import-config",
+                           str(FIXTURES / "config.ini")], env=child_env(home), capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode == ExitCode.CONFIG, proc.stderr  # Mom could not be imported
+    output = proc.stdout + proc.stderr
+    for secret in SECRETS:
+        assert secret not in output
+    assert "Mom" in output and "no api_secret" in output
+    assert "profit_target_exits" in output and "[TWILIO_CREDENTIALS]" in output
+    assert sorted(p.name for p in home.env_dir.iterdir()) == ["Sai.env", "Som.env"]
+    for user in ("Sai", "Som"):
+        assert stat.S_IMODE(home.env_file(user).stat().st_mode) == 0o600
+    sai, som = load_settings(home, "Sai"), load_settings(home, "Som")
+    assert (sai.mode, som.mode) == ("live", "live")
+    assert sai.api_secret == "SaiSecret%Value123" and sai.api_key == "saikey0000001"
+    assert (sai["MAX_CNC_POSITIONS"], som["MAX_CNC_POSITIONS"]) == (2, 5)
+    assert sai["CAPITAL_DEPLOYMENT_PERCENT"] == 1.0 and sai.log_level == "INFO"
+    assert "KITE_ACCESS_TOKEN" not in sai.file_keys  # the stale legacy token is not carried over
+
+
+def test_existing_file_kept_without_force(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    home.env_dir.mkdir(exist_ok=True)
+    mine = "TRADER_MODE=paper\nKITE_API_KEY=mine\nKITE_API_SECRET=mine\n"
+    home.env_file("Sai").write_text(mine)
+    home.env_file("Sai").chmod(0o600)
+    assert main(["import-config", str(FIXTURES / "config.ini")]) == ExitCode.CONFIG
+    assert "use --force" in capsys.readouterr().out
+    assert home.env_file("Sai").read_text() == mine
+    assert main(["import-config", str(FIXTURES / "config.ini"), "--force"]) == ExitCode.CONFIG
+    assert "overwritten" in capsys.readouterr().out
+    assert load_settings(home, "Sai").mode == "live"
+
+
+def test_all_complete_is_exit_zero(home: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ini = tmp_path / "config.ini"
+    ini.write_text("[DEFAULT]\nmax_cnc_positions = abc\n[API_CREDENTIALS_Tinks]\napi_key = k1\napi_secret = s1\n")
+    assert main(["import-config", str(ini)]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "must be an integer" in out  # the bad default is reported, not imported
+    assert "MAX_CNC_POSITIONS" not in load_settings(home, "Tinks").file_keys
+
+
+@pytest.mark.parametrize("text", ["not an ini at all\n", "[API_CREDENTIALS_A]\napi_key=1\napi_key=2\n",
+                                  "[Other]\nx=1\n"])
+def test_unusable_ini_is_a_config_error(home: Home, tmp_path: Path, text: str) -> None:
+    ini = tmp_path / "config.ini"
+    ini.write_text(text)
+    assert main(["import-config", str(ini)]) == ExitCode.CONFIG
+    assert not home.env_dir.exists() or not list(home.env_dir.iterdir())
+
+
+def test_invalid_section_user_name_is_skipped(home: Home, tmp_path: Path) -> None:
+    ini = tmp_path / "config.ini"
+    ini.write_text("[API_CREDENTIALS_../evil]\napi_key = k\napi_secret = s\n[API_CREDENTIALS_Ok]\n"
+                   "api_key = k2\napi_secret = s2\n")
+    assert main(["import-config", str(ini)]) == ExitCode.CONFIG
+    assert sorted(p.name for p in home.env_dir.iterdir()) == ["Ok.env"]

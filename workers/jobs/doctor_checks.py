@@ -1,0 +1,279 @@
+"""``doctor_checks``: the per-user half of ``orchestrator.py doctor``, run in a process of that user.
+
+Prints one JSON line ``{"user", "mode", "checks": [{"check", "status", "detail", "fix"}]}`` with
+status ``ok``, ``warn``, ``fail`` or ``n/a`` (the subsystem is not available in this version or
+could not be checked because an earlier check failed). Read-only: it never writes state, never
+places or changes anything at the broker (a paper user may log in, as any paper worker does).
+
+Checks: env (reaching this point means the env file loaded: valid, 0600), clock, session,
+broker (profile() with the session), state (the StateStore file validates and is this user's and
+mode's), intents (none parked ``unresolved``), gtt (every CNC holding covered by an active GTT
+SELL leg for at least the held quantity), drift (open state positions agree with what the broker
+holds: quantity + t1_quantity + today's net CNC position), instance (instance lock and heartbeat
+agree).
+
+``--holdings-json`` prints ``{"holdings": [SYMBOL, ...]}`` (symbols held, any quantity) and
+exits: what ``migrate-state --ask-broker`` asks each user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kitefleet import clock
+from kitefleet.errors import KitefleetError, TokenError
+from workers.context import JobContext
+
+LOG_TO_CONSOLE = False
+OK, WARN, FAIL, NA = "ok", "warn", "fail", "n/a"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--holdings-json", action="store_true",
+                        help="print the symbols this user holds at the broker as JSON and exit")
+
+
+def check(name: str, status: str, detail: str, fix: str = "") -> dict[str, str]:
+    return {"check": name, "status": status, "detail": detail, "fix": fix}
+
+
+# --- pure checks on plain data (unit-tested) -------------------------------------------------------
+
+
+def held_quantities(holdings: list[dict[str, Any]], positions: dict[str, Any] | None) -> dict[str, int]:
+    """Symbol -> shares really held: quantity + t1_quantity + today's net CNC position."""
+    held: dict[str, int] = {}
+    for h in holdings:
+        sym = str(h.get("tradingsymbol", "")).upper()
+        qty = int(h.get("quantity") or 0) + int(h.get("t1_quantity") or 0)
+        held[sym] = held.get(sym, 0) + qty
+    for p in (positions or {}).get("net", []) or []:
+        if str(p.get("product", "")).upper() == "CNC":
+            sym = str(p.get("tradingsymbol", "")).upper()
+            held[sym] = held.get(sym, 0) + int(p.get("quantity") or 0)
+    return {s: q for s, q in held.items() if s and q != 0}
+
+
+def gtt_coverage(held: dict[str, int], gtts: list[dict[str, Any]]) -> dict[str, str]:
+    """Symbol -> problem, for every long holding without an active GTT SELL leg covering it."""
+    cover: dict[str, int] = {}
+    for g in gtts:
+        if str(g.get("status", "")).lower() != "active":
+            continue
+        sym = str((g.get("condition") or {}).get("tradingsymbol", "")).upper()
+        legs = [o for o in g.get("orders") or [] if str(o.get("transaction_type", "")).upper() == "SELL"]
+        if legs:
+            cover[sym] = max(cover.get(sym, 0), max(int(o.get("quantity") or 0) for o in legs))
+    problems: dict[str, str] = {}
+    for sym, qty in sorted(held.items()):
+        if qty <= 0:
+            continue
+        covered = cover.get(sym, 0)
+        if covered == 0:
+            problems[sym] = f"{sym}: {qty} held, no active GTT stop"
+        elif covered < qty:
+            problems[sym] = f"{sym}: {qty} held, the GTT stop covers only {covered}"
+    return problems
+
+
+def _is_open(position: dict[str, Any]) -> bool:
+    if position.get("exit_price") not in (None, "") or position.get("exit_time"):
+        return False
+    if str(position.get("status", "")).lower() in ("closed", "exited"):
+        return False
+    try:
+        return int(position.get("quantity") or 0) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def position_drift(state_positions: dict[str, Any], held: dict[str, int]) -> list[str]:
+    """Differences between the open positions the state records and what the broker holds."""
+    recorded = {str(t).upper(): int(p.get("quantity") or 0) for t, p in state_positions.items()
+                if isinstance(p, dict) and _is_open(p)}
+    drift = []
+    for sym in sorted(set(recorded) | {s for s, q in held.items() if q > 0}):
+        mine, theirs = recorded.get(sym, 0), max(held.get(sym, 0), 0)
+        if mine != theirs:
+            drift.append(f"{sym}: state {mine}, broker {theirs}")
+    return drift
+
+
+# --- checks that read files or call the broker -----------------------------------------------------
+
+
+def _guard(name: str, fn: Callable[[], dict[str, str]]) -> dict[str, str]:
+    """A check whose subsystem is missing says so instead of crashing the whole doctor."""
+    try:
+        return fn()
+    except ImportError as exc:
+        return check(name, NA, f"not available in this version ({exc.name})")
+    except KitefleetError as exc:
+        return check(name, FAIL, str(exc))
+    except Exception as exc:  # a doctor must finish its table; the detail says what broke
+        return check(name, FAIL, f"check crashed: {type(exc).__name__}: {exc}")
+
+
+def check_clock() -> dict[str, str]:
+    c = clock.get_clock()
+    if c.simulated:
+        return check("clock", OK, f"simulated ({c.describe()}); fine in paper mode")
+    return check("clock", OK, "real clock")
+
+
+def check_session(ctx: JobContext) -> dict[str, str]:
+    from workers.kite_client import read_session, usable_session
+
+    settings = ctx.settings
+    data = read_session(ctx.home, ctx.user)
+    now = clock.now()
+    if usable_session(data, settings, now) is not None:
+        assert data is not None
+        return check("session", OK, f"valid until {data.get('expires_at')}")
+    if settings.is_paper:
+        return check("session", OK, "no current paper session; workers log in automatically")
+    if settings.get("KITE_ACCESS_TOKEN"):
+        return check("session", WARN, "no unexpired session file; falling back to KITE_ACCESS_TOKEN from the env "
+                     "file (it dies at 06:00 IST each day)", f"orchestrator.py login {ctx.user}")
+    detail = "no session file" if data is None else f"session expired at {data.get('expires_at')}"
+    return check("session", FAIL, detail, f"orchestrator.py login {ctx.user}")
+
+
+def check_state(ctx: JobContext) -> tuple[dict[str, str], dict[str, Any] | None]:
+    from kitefleet.state import StateStore
+
+    store = StateStore(ctx.home, ctx.user, ctx.settings.mode)
+    if not store.path.exists():
+        return check("state", OK, "no state file yet (created by the first job)"), {}
+    state = store.read()
+    n = sum(1 for p in (state.get("positions") or {}).values() if isinstance(p, dict) and _is_open(p))
+    return check("state", OK, f"{store.path.name} valid; {n} open position(s)"), state
+
+
+def check_intents(ctx: JobContext, state: dict[str, Any]) -> dict[str, str]:
+    from workers.intents import OPEN_STATUSES, UNRESOLVED
+
+    intents = state.get("intents") or {}
+    parked = sorted(f"{i.get('symbol')} ({tag}: {i.get('note') or i.get('purpose')})"
+                    for tag, i in intents.items() if isinstance(i, dict) and i.get("status") == UNRESOLVED)
+    if parked:
+        return check("intents", FAIL, "unresolved, symbol blocked: " + "; ".join(parked),
+                     "compare with the Kite order book, trades and holdings, then mark each intent resolved "
+                     "(workers.intents.IntentLog.mark_resolved)")
+    pending = [t for t, i in intents.items() if isinstance(i, dict) and i.get("status") in OPEN_STATUSES]
+    if pending:
+        return check("intents", WARN, f"{len(pending)} open intent(s); the next job reconciles them")
+    return check("intents", OK, f"{len(intents)} intent(s), none unresolved")
+
+
+def check_instance(ctx: JobContext) -> dict[str, str]:
+    from kitefleet.locks import lock_holder
+    from workers.heartbeat import is_stale, read_heartbeat
+
+    holder = lock_holder(ctx.home.locks_dir(ctx.user) / "instance.lock")
+    beat = read_heartbeat(ctx.home, ctx.user)
+    wall = time.time()  # heartbeat staleness is judged on wall time, as status does
+    running_state = (beat or {}).get("state") not in (None, "stopped")
+    if holder is None:
+        if beat is not None and running_state and not is_stale(beat, wall):
+            return check("instance", FAIL, f"heartbeat says {beat.get('state')} (pid {beat.get('pid')}) but "
+                         "nobody holds the instance lock", "orchestrator.py status; restart: supervisorctl "
+                         f"restart trader:{ctx.user}")
+        return check("instance", OK, "worker not running (no instance lock held)")
+    if beat is None:
+        return check("instance", FAIL, f"instance lock held by pid {holder} but no heartbeat",
+                     f"a stuck or foreign process? check pid {holder}; supervisorctl restart trader:{ctx.user}")
+    if is_stale(beat, wall):
+        return check("instance", FAIL, f"instance lock held by pid {holder} but the heartbeat is stale",
+                     f"the scheduler is hung: supervisorctl restart trader:{ctx.user}")
+    if beat.get("pid") not in (None, holder):
+        return check("instance", FAIL, f"lock held by pid {holder}, heartbeat written by pid {beat.get('pid')}",
+                     f"two schedulers? orchestrator.py stop {ctx.user}, then supervisorctl start trader:{ctx.user}")
+    return check("instance", OK, f"running (pid {holder}, {beat.get('state')})")
+
+
+def broker_checks(ctx: JobContext, state: dict[str, Any] | None) -> list[dict[str, str]]:
+    from workers.broker_errors import BrokerUnavailable
+    from workers.kite_client import build_kite
+
+    fix_unreachable = ("start the paper broker: orchestrator.py paper-broker" if ctx.settings.is_paper
+                       else "check the network and https://kite.trade/status; try again")
+    try:
+        kite = build_kite(ctx.home, ctx.settings, ctx.log, attempts=2, backoff_initial=0.2, timeout=10)
+        profile = kite.profile()
+    except TokenError as exc:
+        skipped = [check(n, NA, "skipped: no working session") for n in ("gtt", "drift")]
+        return [check("broker", FAIL, str(exc), f"orchestrator.py login {ctx.user}"), *skipped]
+    except BrokerUnavailable as exc:
+        skipped = [check(n, NA, "skipped: broker unreachable") for n in ("gtt", "drift")]
+        return [check("broker", FAIL, str(exc), fix_unreachable), *skipped]
+    out = [check("broker", OK, f"reachable at {ctx.settings.kite_root}; broker user {profile.get('user_id')}")]
+    try:
+        held = held_quantities(kite.holdings(), kite.positions())
+        gtts = kite.get_gtts()
+    except KitefleetError as exc:
+        return [*out, check("gtt", FAIL, f"holdings or GTTs could not be read: {exc}", fix_unreachable),
+                check("drift", NA, "skipped: holdings could not be read")]
+    gaps = gtt_coverage(held, gtts)
+    if gaps:
+        out.append(check("gtt", FAIL, "; ".join(gaps.values()),
+                         f"orchestrator.py run {ctx.user} update_cnc_stoploss (places the missing stops)"))
+    else:
+        out.append(check("gtt", OK, f"{sum(1 for q in held.values() if q > 0)} holding(s), all covered"))
+    if state is None:
+        out.append(check("drift", NA, "skipped: state file unusable"))
+    else:
+        drift = position_drift(state.get("positions") or {}, held)
+        if drift:
+            out.append(check("drift", FAIL, "; ".join(drift) + " (a manual trade or a partial fill?)",
+                             "check the Kite trade book, then correct the state or let update_cnc_stoploss "
+                             "resync it from the holdings"))
+        else:
+            out.append(check("drift", OK, "state positions match the broker's holdings"))
+    return out
+
+
+def _holdings_json(ctx: JobContext) -> int:
+    from workers.kite_client import build_kite
+
+    kite = build_kite(ctx.home, ctx.settings, ctx.log, attempts=2, backoff_initial=0.2, timeout=10)
+    held = held_quantities(kite.holdings(), kite.positions())
+    print(json.dumps({"user": ctx.user, "holdings": sorted(s for s, q in held.items() if q > 0)}), flush=True)
+    return 0
+
+
+def run(ctx: JobContext) -> int:
+    if ctx.args.holdings_json:
+        return _holdings_json(ctx)
+    checks = [check("env", OK, f"{ctx.settings.env_file.name} valid, mode 0600, {ctx.settings.mode} mode"),
+              _guard("clock", check_clock), _guard("session", lambda: check_session(ctx))]
+    state: dict[str, Any] | None = None
+
+    def state_check() -> dict[str, str]:
+        nonlocal state
+        result, state = check_state(ctx)
+        return result
+
+    checks.append(_guard("state", state_check))
+    if state is None:
+        checks.append(check("intents", NA, "skipped: state file unusable"))
+    else:
+        checks.append(_guard("intents", lambda: check_intents(ctx, state or {})))
+    try:
+        checks.extend(broker_checks(ctx, state))
+    except ImportError as exc:
+        checks.append(check("broker", NA, f"not available in this version ({exc.name})"))
+    except KitefleetError as exc:
+        checks.append(check("broker", FAIL, str(exc)))
+    checks.append(_guard("instance", lambda: check_instance(ctx)))
+    from workers.logs import redact
+
+    # A broker error can quote a URL with the API key in it: same redaction as the logs.
+    for c in checks:
+        c["detail"] = redact(c["detail"])
+    print(json.dumps({"user": ctx.user, "mode": ctx.settings.mode, "checks": checks}), flush=True)
+    return 0
