@@ -76,6 +76,8 @@ def user_row(home: Home, user: str, probe: supervisor.UserProbe, infos: dict[str
         "open_positions": details.get("open_positions"),
         "holdings": details.get("holdings"),
         "day_pnl": details.get("day_pnl"),
+        "session_expires_at": details.get("session_expires_at"),
+        "session_expired": details.get("session_expired"),
         "live_error": None,
     }
     problems = []
@@ -94,6 +96,14 @@ def user_row(home: Home, user: str, probe: supervisor.UserProbe, infos: dict[str
     row["problems"] = problems
     row["healthy"] = not problems
     return row
+
+
+def _session_text(row: dict[str, Any]) -> str:
+    expires = row.get("session_expires_at")
+    if not expires:
+        return "-"
+    text = f"until {expires[5:16].replace('T', ' ')}"
+    return text + " EXPIRED" if row.get("session_expired") else text
 
 
 def _short_jobs(row: dict[str, Any]) -> str:
@@ -130,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
         if infos is None:
             print("supervisord: not running (no answer on run/supervisor.sock)")
         table(
-            ("user", "mode", "supervisord", "pid", "heartbeat", "state", "paused", "positions", "day P&L", "jobs"),
+            ("user", "mode", "supervisord", "pid", "heartbeat", "state", "paused", "session", "positions",
+             "day P&L", "jobs"),
             [(
                 r["user"],
                 r["mode"] or "-",
@@ -139,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
                 "-" if r["heartbeat_age"] is None else f"{r['heartbeat_age']:.0f}s" + (" STALE" if r["stale"] else ""),
                 r["error"] if not r["valid"] else (r["state"] or "-"),
                 "yes" if r["paused"] else "no",
+                _session_text(r),
                 (f"n/a: {r['live_error']}" if r["live_error"] else "-") if r["open_positions"] is None
                 else f"{r['open_positions']} (+{r['holdings']} held)",
                 "-" if r["day_pnl"] is None else f"{r['day_pnl']:.2f}",

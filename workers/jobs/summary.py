@@ -4,9 +4,13 @@ Prints one JSON object on one line (stdout) and exits 0::
 
     {"user": "Som", "mode": "paper", "kite_root": "http://127.0.0.1:8765" | null,
      "schedules": {"update_cnc_stoploss": "09:00,14:00", ...}, "entry_cutoff": "11:00",
+     "session_expires_at": "2026-11-27T06:00:00+05:30" | null, "session_expired": false,
      "open_positions": 2, "holdings": 3, "day_pnl": 1234.5, "cash": 100000.0}
 
-``--settings-only`` prints only the first five keys and never contacts the broker (used by
+``session_expires_at`` comes from ``data/<User>/session.json`` (only that key is reported, never
+the token); null when there is no session file.
+
+``--settings-only`` prints only the keys up to the session's and never contacts the broker (used by
 ``supervisor-conf`` to learn each user's mode and paper-broker address without the orchestrator
 reading any env file). Without it, the figures come from the broker (paper users log in by
 themselves; a live user without a valid session exits 5). No secret is printed.
@@ -19,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime
 from typing import Any
 
+from kitefleet import clock
 from workers.context import JobContext
 from workers.schedule import SCHEDULED_JOBS, format_schedule, schedule_key
 
@@ -53,6 +59,18 @@ def figures(kite: Any) -> dict[str, Any]:
             "cash": None if cash is None else _number(cash)}
 
 
+def session_expiry(ctx: JobContext) -> dict[str, Any]:
+    """When the user's Kite session dies (read locally; the token itself is not passed on)."""
+    try:
+        data = json.loads(ctx.home.session_file(ctx.user).read_text(encoding="utf-8"))
+        expires = datetime.fromisoformat(str(data["expires_at"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"session_expires_at": None, "session_expired": None}
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=clock.IST)
+    return {"session_expires_at": expires.isoformat(), "session_expired": expires <= clock.now()}
+
+
 def run(ctx: JobContext) -> int:
     settings = ctx.settings
     out: dict[str, Any] = {
@@ -61,6 +79,7 @@ def run(ctx: JobContext) -> int:
         "kite_root": settings.kite_root if settings.is_paper else None,
         "schedules": {job: format_schedule(settings.get(schedule_key(job))) for job in SCHEDULED_JOBS},  # type: ignore[arg-type]
         "entry_cutoff": settings.get("ENTRY_CUTOFF").strftime("%H:%M"),  # type: ignore[union-attr]
+        **session_expiry(ctx),
     }
     if not ctx.args.settings_only:
         from workers.kite_client import get_kite  # heavy (kiteconnect): only when figures are wanted
