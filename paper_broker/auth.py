@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import string
 import threading
 import time
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ log = logging.getLogger("paper_broker.auth")
 REQUEST_TOKEN_WALL_SECONDS = 300.0
 SESSION_EXPIRY = dtime(6, 0)
 KITE_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+_TOKEN_ALPHABET = string.ascii_letters + string.digits
 
 
 def session_expiry(login: datetime) -> datetime:
@@ -164,7 +168,8 @@ class Accounts:
     def new_request_token(self, api_key: str, now: datetime) -> str:
         if self.get(api_key) is None:
             raise input_error("Invalid `api_key`.")
-        token = secrets.token_urlsafe(24)
+        # Kite's request tokens are 32 letters and digits; clients (our login job) may rely on it.
+        token = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(32))
         with self.db.transaction() as conn:
             # created_at is wall time: the request token's life is a wall-clock timeout.
             conn.execute(
