@@ -17,6 +17,7 @@ import csv
 import io
 from dataclasses import dataclass
 
+from kitefleet.nifty50 import CONSTITUENTS
 from kitefleet.ticks import nse_tick_size
 
 INDEX_SYMBOL = "NIFTY 50"
@@ -49,59 +50,59 @@ class Instrument:
         return f"{self.exchange}:{self.tradingsymbol}"
 
 
-# (tradingsymbol, name as in the Kite dump, exchange_token, late-2026 base price)
-_NIFTY50: tuple[tuple[str, str, int, float], ...] = (
-    ("ADANIENT", "ADANI ENTERPRISES", 25, 2400.0),
-    ("ADANIPORTS", "ADANI PORT & SEZ", 15083, 1450.0),
-    ("APOLLOHOSP", "APOLLO HOSPITALS", 157, 7500.0),
-    ("ASIANPAINT", "ASIAN PAINTS", 236, 2500.0),
-    ("AXISBANK", "AXIS BANK", 5900, 1250.0),
-    ("BAJAJ-AUTO", "BAJAJ AUTO", 16669, 9000.0),
-    ("BAJAJFINSV", "BAJAJ FINSERV", 16675, 2050.0),
-    ("BAJFINANCE", "BAJAJ FINANCE", 317, 1020.0),
-    ("BEL", "BHARAT ELECTRONICS", 383, 410.0),
-    ("BHARTIARTL", "BHARTI AIRTEL", 10604, 2050.0),
-    ("CIPLA", "CIPLA", 694, 1520.0),
-    ("COALINDIA", "COAL INDIA", 20374, 385.0),
-    ("DRREDDY", "DR. REDDY S LABORATORIES", 881, 1250.0),
-    ("EICHERMOT", "EICHER MOTORS", 910, 7000.0),
-    ("ETERNAL", "ETERNAL", 5097, 310.0),
-    ("GRASIM", "GRASIM INDUSTRIES", 1232, 2800.0),
-    ("HCLTECH", "HCL TECHNOLOGIES", 7229, 1600.0),
-    ("HDFCBANK", "HDFC BANK", 1333, 990.0),
-    ("HDFCLIFE", "HDFC LIFE INS CO", 467, 760.0),
-    ("HINDALCO", "HINDALCO INDUSTRIES", 1363, 800.0),
-    ("HINDUNILVR", "HINDUSTAN UNILEVER", 1394, 2450.0),
-    ("ICICIBANK", "ICICI BANK", 4963, 1380.0),
-    ("INDIGO", "INTERGLOBE AVIATION", 11195, 5800.0),
-    ("INFY", "INFOSYS", 1594, 1500.0),
-    ("ITC", "ITC", 1660, 410.0),
-    ("JIOFIN", "JIO FIN SERVICES", 18143, 305.0),
-    ("JSWSTEEL", "JSW STEEL", 11723, 1150.0),
-    ("KOTAKBANK", "KOTAK MAHINDRA BANK", 1922, 2100.0),
-    ("LT", "LARSEN & TOUBRO", 11483, 3950.0),
-    ("M&M", "MAHINDRA & MAHINDRA", 2031, 3600.0),
-    ("MARUTI", "MARUTI SUZUKI INDIA", 10999, 16000.0),
-    ("MAXHEALTH", "MAX HEALTHCARE INS", 22377, 1150.0),
-    ("NESTLEIND", "NESTLE INDIA", 17963, 1250.0),
-    ("NTPC", "NTPC", 11630, 330.0),
-    ("ONGC", "OIL AND NATURAL GAS CORP", 2475, 245.0),
-    ("POWERGRID", "POWER GRID CORP", 14977, 290.0),
-    ("RELIANCE", "RELIANCE INDUSTRIES", 2885, 1500.0),
-    ("SBILIFE", "SBI LIFE INSURANCE CO", 21808, 1950.0),
-    ("SBIN", "STATE BANK OF INDIA", 3045, 950.0),
-    ("SHRIRAMFIN", "SHRIRAM FINANCE", 4306, 820.0),
-    ("SUNPHARMA", "SUN PHARMACEUTICAL IND", 3351, 1750.0),
-    ("TATACONSUM", "TATA CONSUMER PRODUCT", 3432, 1150.0),
-    ("TATASTEEL", "TATA STEEL", 3499, 170.0),
-    ("TCS", "TATA CONSULTANCY SERV LT", 11536, 3100.0),
-    ("TECHM", "TECH MAHINDRA", 13538, 1500.0),
-    ("TITAN", "TITAN COMPANY", 3506, 3800.0),
-    ("TMPV", "TATA MOTORS PASS VEH", 3456, 400.0),
-    ("TRENT", "TRENT", 1964, 4300.0),
-    ("ULTRACEMCO", "ULTRATECH CEMENT", 11532, 11800.0),
-    ("WIPRO", "WIPRO", 3787, 245.0),
-)
+# The plausible late-2026 price level each constituent's simulated history is anchored to.
+_BASE_PRICES: dict[str, float] = {
+    "ADANIENT": 2400.0,
+    "ADANIPORTS": 1450.0,
+    "APOLLOHOSP": 7500.0,
+    "ASIANPAINT": 2500.0,
+    "AXISBANK": 1250.0,
+    "BAJAJ-AUTO": 9000.0,
+    "BAJAJFINSV": 2050.0,
+    "BAJFINANCE": 1020.0,
+    "BEL": 410.0,
+    "BHARTIARTL": 2050.0,
+    "CIPLA": 1520.0,
+    "COALINDIA": 385.0,
+    "DRREDDY": 1250.0,
+    "EICHERMOT": 7000.0,
+    "ETERNAL": 310.0,
+    "GRASIM": 2800.0,
+    "HCLTECH": 1600.0,
+    "HDFCBANK": 990.0,
+    "HDFCLIFE": 760.0,
+    "HINDALCO": 800.0,
+    "HINDUNILVR": 2450.0,
+    "ICICIBANK": 1380.0,
+    "INDIGO": 5800.0,
+    "INFY": 1500.0,
+    "ITC": 410.0,
+    "JIOFIN": 305.0,
+    "JSWSTEEL": 1150.0,
+    "KOTAKBANK": 2100.0,
+    "LT": 3950.0,
+    "M&M": 3600.0,
+    "MARUTI": 16000.0,
+    "MAXHEALTH": 1150.0,
+    "NESTLEIND": 1250.0,
+    "NTPC": 330.0,
+    "ONGC": 245.0,
+    "POWERGRID": 290.0,
+    "RELIANCE": 1500.0,
+    "SBILIFE": 1950.0,
+    "SBIN": 950.0,
+    "SHRIRAMFIN": 820.0,
+    "SUNPHARMA": 1750.0,
+    "TATACONSUM": 1150.0,
+    "TATASTEEL": 170.0,
+    "TCS": 3100.0,
+    "TECHM": 1500.0,
+    "TITAN": 3800.0,
+    "TMPV": 400.0,
+    "TRENT": 4300.0,
+    "ULTRACEMCO": 11800.0,
+    "WIPRO": 245.0,
+}
 
 
 def nifty50_universe() -> list[Instrument]:
@@ -116,11 +117,11 @@ def nifty50_universe() -> list[Instrument]:
             segment="NSE",
             instrument_type="EQ",
             lot_size=1,
-            tick_size=nse_tick_size(base),
-            base_price=base,
+            tick_size=nse_tick_size(_BASE_PRICES[symbol]),
+            base_price=_BASE_PRICES[symbol],
             tradable=True,
         )
-        for symbol, name, exchange_token, base in _NIFTY50
+        for symbol, name, exchange_token in CONSTITUENTS
     ]
     out.append(
         Instrument(

@@ -3,9 +3,8 @@
 ``UNIVERSE`` is either
 
 * ``NIFTY50`` (the default, case-insensitive): the 50 NIFTY 50 constituents as of late 2026. The
-  list lives once, in ``paper_broker/universe.py`` (a dependency-free data module: csv, dataclasses
-  and kitefleet.ticks), so the paper broker's market and the workers' universe cannot drift apart;
-  or
+  list lives once, in ``kitefleet/nifty50.py``, which the paper broker's market uses too, so the
+  two cannot drift apart; or
 * a path to a CSV file, relative to the home (``KITEFLEET_HOME``) unless absolute. The file has a
   header row with a column named ``ticker``, ``symbol`` or ``tradingsymbol`` (case-insensitive; the
   legacy ``Ticker.xlsx`` sheet exported as CSV works as is); other columns are ignored. Values are
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from kitefleet.errors import ConfigError
 from kitefleet.home import Home
+from kitefleet.nifty50 import SYMBOLS
 
 NIFTY50 = "NIFTY50"
 SYMBOL_COLUMNS = ("ticker", "symbol", "tradingsymbol")
@@ -29,9 +29,7 @@ SYMBOL_COLUMNS = ("ticker", "symbol", "tradingsymbol")
 
 def nifty50_symbols() -> tuple[str, ...]:
     """The 50 constituents, alphabetical (the index itself is not tradable and is left out)."""
-    from paper_broker.universe import nifty50_universe
-
-    return tuple(ins.tradingsymbol for ins in nifty50_universe() if ins.tradable)
+    return SYMBOLS
 
 
 def _normalise(value: str) -> str:

@@ -1,0 +1,62 @@
+"""The NIFTY 50 constituents (late 2026): a fact about the market, shared by every side.
+
+Workers scan them (``UNIVERSE=NIFTY50``); the paper broker simulates them. Each row is
+(tradingsymbol, name as in the Kite instrument dump, NSE exchange_token). Kept alphabetical.
+"""
+
+from __future__ import annotations
+
+CONSTITUENTS: tuple[tuple[str, str, int], ...] = (
+    ("ADANIENT", "ADANI ENTERPRISES", 25),
+    ("ADANIPORTS", "ADANI PORT & SEZ", 15083),
+    ("APOLLOHOSP", "APOLLO HOSPITALS", 157),
+    ("ASIANPAINT", "ASIAN PAINTS", 236),
+    ("AXISBANK", "AXIS BANK", 5900),
+    ("BAJAJ-AUTO", "BAJAJ AUTO", 16669),
+    ("BAJAJFINSV", "BAJAJ FINSERV", 16675),
+    ("BAJFINANCE", "BAJAJ FINANCE", 317),
+    ("BEL", "BHARAT ELECTRONICS", 383),
+    ("BHARTIARTL", "BHARTI AIRTEL", 10604),
+    ("CIPLA", "CIPLA", 694),
+    ("COALINDIA", "COAL INDIA", 20374),
+    ("DRREDDY", "DR. REDDY S LABORATORIES", 881),
+    ("EICHERMOT", "EICHER MOTORS", 910),
+    ("ETERNAL", "ETERNAL", 5097),
+    ("GRASIM", "GRASIM INDUSTRIES", 1232),
+    ("HCLTECH", "HCL TECHNOLOGIES", 7229),
+    ("HDFCBANK", "HDFC BANK", 1333),
+    ("HDFCLIFE", "HDFC LIFE INS CO", 467),
+    ("HINDALCO", "HINDALCO INDUSTRIES", 1363),
+    ("HINDUNILVR", "HINDUSTAN UNILEVER", 1394),
+    ("ICICIBANK", "ICICI BANK", 4963),
+    ("INDIGO", "INTERGLOBE AVIATION", 11195),
+    ("INFY", "INFOSYS", 1594),
+    ("ITC", "ITC", 1660),
+    ("JIOFIN", "JIO FIN SERVICES", 18143),
+    ("JSWSTEEL", "JSW STEEL", 11723),
+    ("KOTAKBANK", "KOTAK MAHINDRA BANK", 1922),
+    ("LT", "LARSEN & TOUBRO", 11483),
+    ("M&M", "MAHINDRA & MAHINDRA", 2031),
+    ("MARUTI", "MARUTI SUZUKI INDIA", 10999),
+    ("MAXHEALTH", "MAX HEALTHCARE INS", 22377),
+    ("NESTLEIND", "NESTLE INDIA", 17963),
+    ("NTPC", "NTPC", 11630),
+    ("ONGC", "OIL AND NATURAL GAS CORP", 2475),
+    ("POWERGRID", "POWER GRID CORP", 14977),
+    ("RELIANCE", "RELIANCE INDUSTRIES", 2885),
+    ("SBILIFE", "SBI LIFE INSURANCE CO", 21808),
+    ("SBIN", "STATE BANK OF INDIA", 3045),
+    ("SHRIRAMFIN", "SHRIRAM FINANCE", 4306),
+    ("SUNPHARMA", "SUN PHARMACEUTICAL IND", 3351),
+    ("TATACONSUM", "TATA CONSUMER PRODUCT", 3432),
+    ("TATASTEEL", "TATA STEEL", 3499),
+    ("TCS", "TATA CONSULTANCY SERV LT", 11536),
+    ("TECHM", "TECH MAHINDRA", 13538),
+    ("TITAN", "TITAN COMPANY", 3506),
+    ("TMPV", "TATA MOTORS PASS VEH", 3456),
+    ("TRENT", "TRENT", 1964),
+    ("ULTRACEMCO", "ULTRATECH CEMENT", 11532),
+    ("WIPRO", "WIPRO", 3787),
+)
+
+SYMBOLS: tuple[str, ...] = tuple(row[0] for row in CONSTITUENTS)
