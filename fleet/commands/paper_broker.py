@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from kitefleet.home import PROJECT_ROOT, Home
+from kitefleet.launcher import build_child_env
 
 
 def add_parser(sub: Any) -> None:
@@ -24,4 +25,6 @@ def run(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "paper_broker", "--port", str(args.port), "--data-dir", data_dir,
             "--home", str(home.root), *extra]
     os.chdir(PROJECT_ROOT)
-    os.execv(argv[0], argv)
+    # The broker gets the same scrubbed environment as a worker: under supervisord it would
+    # otherwise inherit whatever the shell that started supervisord exported.
+    os.execve(argv[0], argv, build_child_env(home=home))
