@@ -168,3 +168,15 @@ def test_run_all_reports_failures_and_max_parallel(home: Home) -> None:
     assert any(line.startswith("Bad") and " 4 " in line for line in proc.stdout.splitlines())
     proc = orchestrator(home, "run-all", "whoami", "--users", "Som,Nobody")
     assert proc.returncode == 2 and "Nobody" in proc.stderr
+
+
+def test_run_all_whoami_for_two_users_copied_from_example_env(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    example = (PROJECT_ROOT / "env" / "example.env").read_text()
+    for user in ("Som", "Sai"):
+        home.env_file(user).write_text(example)
+        home.env_file(user).chmod(0o600)
+    proc = orchestrator(home, "run-all", "whoami")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    users = {json.loads(line.partition(" | ")[2])["user"] for line in proc.stdout.splitlines() if " | {" in line}
+    assert users == {"Som", "Sai"}
