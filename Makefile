@@ -21,5 +21,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Benchmarks print tables and append them, dated with machine facts, to BENCHMARKS.md (not run by CI;
+# `make test` keeps a smoke test that each script runs on tiny inputs).
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
 clean-venv:
 	rm -rf $(VENV)

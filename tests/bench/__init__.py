@@ -1,0 +1,1 @@
+"""Smoke tests of the benchmark scripts: each runs on tiny inputs and prints a table (no timing)."""
