@@ -198,6 +198,10 @@ class StateStore:
             return None
 
     def _load(self, raw: bytes | None) -> dict[str, Any]:
+        if raw is None and self.backup_path.exists():
+            # A lock-free reader may have looked before the first writer created the file and
+            # after the second one made the backup: look again before calling it missing.
+            raw = self._read_raw()
         if raw is None:
             if self.backup_path.exists():
                 raise StateError(

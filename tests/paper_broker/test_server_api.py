@@ -326,7 +326,8 @@ def test_audit_records_each_request_with_its_own_key(broker: RunningBroker, som:
         (None, "GET", "/nope", 404),
         ("keysom0001", "GET", "/user/profile", 403),
     ]
-    assert all(set(r) == {"time", "api_key", "method", "path", "status"} for r in rows)
+    assert all(set(r) == {"time", "wall_time", "api_key", "method", "path", "status"} for r in rows)
+    assert all(isinstance(r["wall_time"], float) for r in rows)
     sai_rows = broker.audit(api_key="keysai0001")
     assert sai_rows and all(r["api_key"] == "keysai0001" for r in sai_rows)
     assert ("POST", "/session/token") in {(r["method"], r["path"]) for r in sai_rows}
@@ -394,7 +395,7 @@ def test_audit_carries_the_order_id_of_a_placed_order(broker: RunningBroker, som
     som.cancel_order(variety="regular", order_id=order_id)
     rows = broker.audit()[seen:]
     placed = [r for r in rows if r["method"] == "POST" and r["path"] == "/orders/regular"]
-    assert placed == [{"time": placed[0]["time"], "api_key": "keysom0001", "method": "POST",
-                       "path": "/orders/regular", "status": 200, "order_id": order_id}]
+    assert placed == [{"time": placed[0]["time"], "wall_time": placed[0]["wall_time"], "api_key": "keysom0001",
+                       "method": "POST", "path": "/orders/regular", "status": 200, "order_id": order_id}]
     cancelled = [r for r in rows if r["method"] == "DELETE"]
     assert cancelled and "order_id" not in cancelled[0], "only a request that created an order carries it"
