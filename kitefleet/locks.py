@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 from filelock import FileLock, Timeout
 
-from kitefleet.errors import AlreadyRunning, UsageError
+from kitefleet.errors import AlreadyRunning, LockTimeout, UsageError
 from kitefleet.home import Home, ensure_dir
 from kitefleet.users import validate_user_name
 
@@ -180,3 +181,27 @@ def job_lock(home: Home, user: str, job: str) -> ProcessLock:
     if not JOB_NAME_RE.match(job or ""):
         raise UsageError(f"invalid job name {job!r}: use letters, digits, '_' or '-'")
     return ProcessLock(home.locks_dir(user) / f"job-{job}.lock", f"{user}'s {job} job")
+
+
+@contextlib.contextmanager
+def gtt_lock(home: Home, user: str, timeout: float = 60.0) -> Iterator[None]:
+    """Serialise "read the GTT list, decide, write" between one user's jobs.
+
+    update_cnc_stoploss and the watchdog both change a symbol's stop GTT (the stop job moves it,
+    the watchdog deletes or reduces it after an exit fills). Each must plan from the GTT list and
+    holdings it reads inside this lock, so neither writes back a GTT the other has just changed.
+    Blocking, with a timeout (LockTimeout names the holder)."""
+    validate_user_name(user)
+    path = ensure_dir(home.locks_dir(user)) / "gtt.lock"
+    lock = FileLock(str(path), thread_local=False)
+    try:
+        lock.acquire(timeout=timeout, poll_interval=0.02)
+    except Timeout:
+        holder = recorded_holder_pid(path)
+        who = f" (held by pid {holder})" if holder else ""
+        raise LockTimeout(f"{user}'s GTT lock {path} not acquired within {timeout:.0f}s{who}") from None
+    try:
+        write_holder_pid(path)
+        yield
+    finally:
+        lock.release()

@@ -153,3 +153,32 @@ def test_lock_holder_and_names(home: Home, tmp_path: Path) -> None:
         job_lock(home, "Som", "../x")
     with pytest.raises(UsageError):
         instance_lock(home, "example")
+
+
+def test_gtt_lock_serialises_processes_and_names_the_holder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from kitefleet.errors import LockTimeout
+    from kitefleet.locks import gtt_lock
+
+    home = make_home(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from kitefleet.home import Home; from kitefleet.locks import gtt_lock\n"
+         "with gtt_lock(Home.resolve(), 'Som'):\n    print('held', flush=True); sys.stdin.readline()"],
+        env={**os.environ, "KITEFLEET_HOME": str(home.root)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockTimeout, match=f"pid {holder.pid}"), gtt_lock(home, "Som", timeout=0.2):
+            pass
+        with gtt_lock(home, "Sai", timeout=0.2):  # another user's lock is independent
+            pass
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(timeout=30)
+    with gtt_lock(home, "Som", timeout=5):
+        pass
