@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Two paper users (Som, Sai) trade an accelerated day under a real supervisord, in demo-home/.
+demo: $(STAMP)
+	$(BIN)/python -m demo $(DEMO_ARGS)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 

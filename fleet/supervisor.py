@@ -139,6 +139,15 @@ def paper_broker_address(probes: list[UserProbe]) -> tuple[str, int] | None:
 
 
 TIMINGS_PREFIX = "; timings: "
+BROKER_PREFIX = "; paper broker: "
+
+
+def external_broker_of(text: str | None) -> bool | None:
+    """Whether a generated config was written for a paper broker run outside supervisord."""
+    for line in (text or "").splitlines():
+        if line.startswith(BROKER_PREFIX):
+            return line[len(BROKER_PREFIX):].strip() == "external"
+    return None
 
 
 def timings_of(text: str | None) -> Timings | None:
@@ -152,8 +161,10 @@ def timings_of(text: str | None) -> Timings | None:
 
 
 def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
-           python: str | None = None) -> tuple[str, list[str]]:
-    """The generated config's text, and warnings (users left out)."""
+           python: str | None = None, *, external_broker: bool = False) -> tuple[str, list[str]]:
+    """The generated config's text, and warnings (users left out). With ``external_broker`` the
+    paper users' broker is someone else's to run (the demo's, with its scenario), so no
+    ``paper-broker`` program is generated."""
     timings = timings or Timings()
     python = python or sys.executable
     warnings: list[str] = []
@@ -170,6 +181,7 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
         "; Untracked: user names stay private. No secrets: each worker reads its own env file.",
         f"{TIMINGS_PREFIX}startsecs={timings.startsecs} startretries={timings.startretries} "
         f"stopwaitsecs={timings.stopwaitsecs}",
+        f"{BROKER_PREFIX}{'external' if external_broker else 'supervised'}",
         "",
     ]
     if users:
@@ -196,7 +208,7 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
             "redirect_stderr=true",
             "",
         ]
-    address = paper_broker_address(probes)
+    address = None if external_broker else paper_broker_address(probes)
     if address is not None:
         host, port = address
         lines += [

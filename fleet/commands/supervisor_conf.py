@@ -27,8 +27,14 @@ from kitefleet.users import list_users
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("supervisor-conf", help="write supervisord's generated config (group trader) from env/",
-                       usage="orchestrator.py supervisor-conf [--check]")
+                       usage="orchestrator.py supervisor-conf [--check] [--external-broker | --supervised-broker]")
     p.add_argument("--check", action="store_true", help="exit 1 if the generated config is out of date")
+    broker = p.add_mutually_exclusive_group()
+    broker.add_argument("--external-broker", dest="external_broker", action="store_true", default=None,
+                        help="the paper broker runs outside supervisord: generate no paper-broker program "
+                             "(remembered in the generated file)")
+    broker.add_argument("--supervised-broker", dest="external_broker", action="store_false",
+                        help="generate the paper-broker program again (the default)")
     # Short timings for tests and the demo; hidden from --help.
     p.add_argument("--startsecs", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--startretries", type=int, default=None, help=argparse.SUPPRESS)
@@ -56,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
         base.startretries if args.startretries is None else args.startretries,
         base.stopwaitsecs if args.stopwaitsecs is None else args.stopwaitsecs,
     )
-    text, warnings = supervisor.render(home, probes, timings)
+    external = args.external_broker
+    if external is None:
+        external = bool(supervisor.external_broker_of(current))
+    text, warnings = supervisor.render(home, probes, timings, external_broker=external)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for p in probes:
