@@ -10,19 +10,25 @@ the exit level is 0.985 p. INFY's 11:40 minute closes at 0.98 p (the LTP shows i
 every other symbol stays flat above its level. The watchdog runs as a real worker process from
 11:16 at ``--speed``; once its levels are in the state, the clock jumps to 11:38.
 
-Reported per N:
+Printed: one table, a row per N, then one line per N with the API calls.
 
-* reaction: from 11:41:00 (the first instant the LTP shows the crossing) to the exit order in the
-  broker's book: simulated seconds (the order's timestamp) and wall seconds (when this script saw
-  the order id recorded in the state file, polled every 20 ms: an upper bound). It splits into
-  the wait for the next poll (``decided_at`` of the exit record - 11:41:00: at most one poll
-  interval, where the grid happens to fall) and the processing from that poll to the order in
-  the book (account re-read, intent, place_order); the worst case is one poll interval plus the
-  processing;
+* reaction: from 11:41:00 (the end of the crossing minute, the first instant the LTP can show the
+  crossing) to the exit order in the broker's book, in simulated seconds and in wall seconds
+  (from the broker's request audit: the order request's simulated time, and the wall time it was
+  answered, against the wall instant the file clock reached 11:41:00). It splits at the LTP
+  request that saw the crossing (the job's last LTP request before its exit order):
+  ``poll wait`` = that request - 11:41:00 (between 0 and one poll interval, where the grid happens
+  to fall) and ``processing`` = that request to the order in the book (account re-read, intent,
+  place_order). The poll interval is ``--poll``, or, when ``--poll``/``--speed`` is under Kite's
+  one quote request per wall second, that second (plus the limiter's margin) in simulated seconds.
+  The worst case is one interval plus the processing. The job's own ``decided_at`` is not used:
+  it is the start of the poll, before the client limiter lets the LTP request go, so at fast
+  clocks it can precede the crossing it reacted to;
 * API calls per poll in the steady window 11:38-11:41 (broker audit of this user's key):
-  LTP calls per poll and all calls per poll (positions refreshes every 5 simulated minutes
-  included), plus the start-up cost (levels of N symbols);
-* goal: reaction within one poll interval plus a second, and one LTP call per poll whatever N.
+  LTP calls per poll (the job's own counters) and all calls per poll (positions refreshes every
+  5 simulated minutes included), plus the start-up cost (levels of N symbols);
+* goal: reaction (and worst case) within one poll interval plus a wall second, and one LTP call
+  per poll whatever N.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ if str(PROJECT_ROOT) not in sys.path:
 
 from kitefleet.clock import IST, write_clock_file  # noqa: E402
 from kitefleet.ticks import round_to_tick  # noqa: E402
+from workers.ratelimit import PER_SECOND, QUOTE, WINDOW_MARGIN_S  # noqa: E402
 
 DAY = date(2026, 3, 4)
 USER = "Bench"
@@ -86,6 +93,47 @@ def _wait(predicate: Any, timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def effective_interval(poll: float, speed: float) -> float:
+    """Simulated seconds between polls: the poll setting, unless Kite's one quote request per wall
+    second (plus the client limiter's margin) is longer at this clock speed."""
+    return max(float(poll), (1.0 + WINDOW_MARGIN_S) / PER_SECOND[QUOTE] * speed)
+
+
+def split_reaction(audit: list[dict[str, Any]], order_id: str, cross: datetime,
+                   cross_wall: float) -> dict[str, Any]:
+    """Split the reaction to a crossing visible from ``cross`` (wall instant ``cross_wall``) at the
+    LTP request that saw it: the last LTP request of the job before the exit order it placed.
+
+    The watchdog's own ``decided_at`` is the start of its poll, taken before the LTP request; when
+    the client-side limiter holds that request back (fast clocks), the request, and so the price it
+    sees, comes up to a wall second later, so ``decided_at`` can precede the crossing it reacted to.
+    The audit's simulated ``time`` is when the broker received the request (the instant its LTP
+    describes); ``wall_time`` is when it answered (for the order: when it was in the book).
+    """
+    rows = sorted(audit, key=lambda r: (r["time"], r["wall_time"]))
+    order = next((r for r in rows if r.get("order_id") == order_id and r["method"] == "POST"), None)
+    if order is None:
+        raise SystemExit(f"order {order_id} is not in the broker's audit")
+    seen = [r for r in rows if r["path"] == "/quote/ltp" and r["time"] <= order["time"]]
+    if not seen:
+        raise SystemExit(f"no LTP request before order {order_id} in the audit")
+    saw = seen[-1]
+    saw_at, placed = datetime.fromisoformat(saw["time"]), datetime.fromisoformat(order["time"])
+    if saw_at < cross:
+        raise SystemExit(f"the exit followed an LTP requested at {saw_at:%H:%M:%S}, before the crossing "
+                         f"became visible at {cross:%H:%M:%S}: the scenario crossed early")
+    return {
+        "order_at": placed.strftime("%H:%M:%S"),
+        "seen_at": saw_at.strftime("%H:%M:%S"),
+        "reaction_sim_s": round((placed - cross).total_seconds(), 1),
+        "poll_wait_sim_s": round((saw_at - cross).total_seconds(), 1),
+        "processing_sim_s": round((placed - saw_at).total_seconds(), 1),
+        "reaction_wall_s": round(order["wall_time"] - cross_wall, 2),
+        "poll_wait_wall_s": round(saw["wall_time"] - cross_wall, 2),
+        "processing_wall_s": round(order["wall_time"] - saw["wall_time"], 2),
+    }
 
 
 def run_size(n: int, speed: float, poll: int, workdir: Path) -> dict[str, Any]:
@@ -140,25 +188,25 @@ def run_size(n: int, speed: float, poll: int, workdir: Path) -> dict[str, Any]:
             return any(e.get("order_id") for e in (day.get(CROSSER) or {}).get("exits") or [])
 
         _wait(exit_sent, 120, "the exit order")
-        seen_wall = time.time()
-        order = next(o for o in kite.orders() if o["tradingsymbol"] == CROSSER and o["transaction_type"] == "SELL")
-        placed = order["order_timestamp"].replace(tzinfo=IST)
         day = ((store.read().get("watchdog") or {}).get(DAY.isoformat()) or {}).get("symbols") or {}
-        decided = datetime.fromisoformat(day[CROSSER]["exits"][0]["decided_at"])
+        exit_rec = day[CROSSER]["exits"][0]
         audit = broker.audit(since=jump_to, api_key=kite.api_key)
+        split = split_reaction(audit, str(exit_rec["order_id"]), cross, cross_wall)
         window = [r for r in audit if r["time"] < cross.isoformat()]
         ltp_calls = sum(1 for r in window if r["path"] == "/quote/ltp")
         proc.send_signal(signal.SIGTERM)
         out, _err = proc.communicate(timeout=30)
         summary = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+        interval = effective_interval(poll, speed)
         return {
             "positions": n,
-            "reaction_sim_s": (placed - cross).total_seconds(),
-            "reaction_wall_s": round(seen_wall - cross_wall, 2),
-            "order_at": placed.strftime("%H:%M:%S"),
-            "poll_wait_sim_s": round((decided - cross).total_seconds(), 1),
-            "processing_sim_s": round((placed - decided).total_seconds(), 1),
-            "worst_case_sim_s": round(poll + max(0.0, (placed - decided).total_seconds()), 1),
+            **split,
+            # The job's own stamp: the start of the poll that decided (before its LTP request, which
+            # the client-side limiter may hold back), so it can precede the crossing; kept as a clue.
+            "decided_at": exit_rec["decided_at"][11:19],
+            "interval_sim_s": round(interval, 1),
+            "worst_case_sim_s": round(interval + max(0.0, split["processing_sim_s"]), 1),
+            "goal_sim_s": round(interval + speed, 1),  # one poll interval plus one wall second
             "window_polls": ltp_calls,
             # the job's own counters over its whole run: LTP requests / polls
             "ltp_calls_per_poll": round(summary["calls"].get("market.quote.ltp", 0) / max(1, summary["polls"]), 2),
@@ -169,13 +217,36 @@ def run_size(n: int, speed: float, poll: int, workdir: Path) -> dict[str, Any]:
             "job_polls": summary["polls"],
             "job_calls": summary["calls"],
             "rate_limited": summary["rate_limited"],
-            "goal_sim_s": poll + speed,  # one poll interval plus one wall second, in simulated seconds
         }
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(5)
         broker.stop()
+
+
+COLUMNS = (  # (header, key, format)
+    ("positions", "positions", "d"), ("exit at", "order_at", "s"), ("reaction sim s", "reaction_sim_s", ".1f"),
+    ("wall s", "reaction_wall_s", ".2f"), ("poll wait sim s", "poll_wait_sim_s", ".1f"),
+    ("processing sim s", "processing_sim_s", ".1f"), ("processing wall s", "processing_wall_s", ".2f"),
+    ("interval sim s", "interval_sim_s", ".1f"), ("worst sim s", "worst_case_sim_s", ".1f"),
+    ("goal sim s", "goal_sim_s", ".1f"), ("polls 11:38-41", "window_polls", "d"),
+    ("LTP calls/poll", "ltp_calls_per_poll", ".2f"), ("calls/poll", "calls_per_poll", ".2f"),
+    ("start-up wall s", "startup_wall_s", ".1f"), ("verdict", "verdict", "s"),
+)
+
+
+def verdict(res: dict[str, Any]) -> str:
+    ok = res["worst_case_sim_s"] <= res["goal_sim_s"] and res["reaction_sim_s"] <= res["goal_sim_s"]
+    return "ok" if ok and res["ltp_calls_per_poll"] == 1 else "MISSED"
+
+
+def table(results: list[dict[str, Any]]) -> list[str]:
+    widths = [max(len(h), *(len(format(r[k], f)) for r in results)) for h, k, f in COLUMNS]
+    lines = ["  ".join(h.rjust(w) for (h, _, _), w in zip(COLUMNS, widths, strict=True))]
+    for r in results:
+        lines.append("  ".join(format(r[k], f).rjust(w) for (_, k, f), w in zip(COLUMNS, widths, strict=True)))
+    return lines
 
 
 def main() -> None:
@@ -190,17 +261,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_watchdog_") as tmp:
         for n in [int(x) for x in args.sizes.split(",") if x]:
             res = run_size(n, args.speed, args.poll, Path(tmp))
+            res["verdict"] = verdict(res)
             results.append(res)
-            ok = res["worst_case_sim_s"] <= res["goal_sim_s"] and res["ltp_calls_per_poll"] == 1
-            print(f"N={n:>3}: exit at {res['order_at']}, reaction {res['reaction_sim_s']:.0f} sim s / "
-                  f"{res['reaction_wall_s']:.2f} wall s (poll wait {res['poll_wait_sim_s']} + processing "
-                  f"{res['processing_sim_s']} sim s; worst case {res['worst_case_sim_s']}, goal <= "
-                  f"{res['goal_sim_s']:.0f} sim s); "
-                  f"polls in the window to 11:41: {res['window_polls']}, "
-                  f"LTP calls/poll {res['ltp_calls_per_poll']}, "
-                  f"all calls/poll {res['calls_per_poll']} {res['window_calls']}; start-up "
-                  f"{res['startup_wall_s']} wall s, calls {res['startup_calls']}  [{'ok' if ok else 'MISSED'}]",
-                  flush=True)
+            print(f"N={n}: {res['reaction_sim_s']} sim s, {res['reaction_wall_s']} wall s", file=sys.stderr, flush=True)
+    limited = any(r["rate_limited"] for r in results)
+    print(f"hourly_candle_watchdog, {CROSSER} crossing visible from 11:41:00 (its 11:40 minute's close); "
+          f"WATCHDOG_POLL_SECONDS={args.poll}, clock speed {args.speed:g}"
+          + (" (rate-limited: polls as fast as Kite's 1 quote/s allows)" if limited else ""))
+    for line in table(results):
+        print(line)
+    print("reaction = poll wait (11:41:00 to the LTP request that saw the crossing) + processing (that "
+          "request to the exit order in the book); worst = interval + processing; goal = interval + 1 wall s")
+    for r in results:
+        print(f"N={r['positions']}: LTP seen at {r['seen_at']} (poll started {r['decided_at']}), "
+              f"calls 11:38-11:41 {r['window_calls']}, start-up calls {r['startup_calls']}")
     if args.json:
         print(json.dumps(results, default=str))
 

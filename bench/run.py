@@ -63,8 +63,8 @@ class Script:
 SCRIPTS: tuple[Script, ...] = (
     Script("1", "bench_fanout", "Fan-out: run-all wall time against the CPU lower bound",
            (), ("--users", "1,2", "--repeat", "1", "--symbols", "3")),
-    Script("2", "bench_memory", "Memory: resident size of idle per-user schedulers",
-           ("--users", "4", "--seconds", "5"), ("--users", "1", "--seconds", "0.5")),
+    Script("2", "bench_memory", "Memory: idle per-user schedulers and each job process",
+           ("--users", "4", "--seconds", "5"), ("--users", "1", "--seconds", "0.5", "--symbols", "3", "--watch", "2")),
     Script("3", "bench_marketdata", "Market-data cost: pattern_daily scans, shared cache on and off",
            (), ("--users", "1", "--symbols", "3")),
     Script("4", "bench_state", "State store: transactions, latency, scaling, contention",
