@@ -25,6 +25,7 @@ from kitefleet.home import Home
 from kitefleet.settings import load_settings
 from kitefleet.users import validate_user_name
 from workers.context import STOP, JobContext
+from workers.lean_imports import install_ticker_placeholder
 
 #: Job name -> module. Modules are imported only when their job runs, so the scheduler stays lean.
 JOBS: dict[str, str] = {
@@ -81,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return ExitCode.USAGE
     job, rest = argv[0], argv[1:]
+    install_ticker_placeholder()
     log: logging.Logger | None = None
     try:
         if job not in JOBS:
