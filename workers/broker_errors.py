@@ -8,11 +8,20 @@ them onto the project's shallow hierarchy (kitefleet.errors):
     NetworkException 429 / "Too many requests"      -> retried (reads and writes: a 429 was refused
                                                        before it was processed); then BrokerUnavailable
     NetworkException, DataException, 5xx General,   -> reads: retried, then BrokerUnavailable (exit 7)
-      requests ConnectionError / Timeout               writes: WriteOutcomeUnknown (exit 7), resolved
-                                                       by reconciliation, never by sending again
+      requests ConnectionError / Timeout, a            writes: WriteOutcomeUnknown (exit 7), resolved
+      truncated or undecodable answer (requests        by reconciliation, never by sending again
+      ChunkedEncodingError / ContentDecodingError)
     connection refused / connect timeout            -> nothing reached the broker: retried like a read
+    any other requests exception                    -> writes: WriteOutcomeUnknown (the request may have
+                                                       been sent); reads: BrokerRejected (a setup
+                                                       problem: invalid URL, too many redirects)
     InputException, OrderException, Permission-,    -> BrokerRejected (a BrokerPermanentError, exit 1)
       General (< 500), Margin-/HoldingException        carrying Kite's own message
+
+A write is mapped to BrokerRejected only when Kite itself answered with a refusal (a
+KiteException), never from a ``requests`` failure: a body cut off after Kite accepted an order
+would otherwise mark the intent failed, and the next run would place a second order. Only a
+refused connection proves nothing was sent.
 """
 
 from __future__ import annotations
@@ -84,11 +93,15 @@ def never_sent(exc: BaseException) -> bool:
     return False
 
 
+#: the answer was cut off or garbled in transit: the server did receive (and may have acted on) it
+_TRUNCATED_ANSWER = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
+
+
 def is_transient(exc: BaseException) -> bool:
     """A failure a retry may fix (for reads; for writes see ``retryable``)."""
     if isinstance(exc, (kex.NetworkException, kex.DataException)):
         return True
-    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, *_TRUNCATED_ANSWER)):
         return True
     code = getattr(exc, "code", None)
     return type(exc) is kex.GeneralException and isinstance(code, int) and code >= 500
@@ -113,6 +126,10 @@ def map_error(exc: BaseException, *, operation: str, write: bool, user: str) -> 
     if isinstance(exc, kex.KiteException):
         return BrokerRejected(operation, type(exc).__name__, str(exc), getattr(exc, "code", None))
     if isinstance(exc, requests.exceptions.RequestException):
-        # Anything else from requests (invalid URL, too many redirects): a setup problem.
+        if write:
+            # Not a refused connection, so the request may have reached Kite: only the order book
+            # (or GTT list) can tell, never a resend.
+            return WriteOutcomeUnknown(operation, exc)
+        # Anything else from requests on a read (invalid URL, too many redirects): a setup problem.
         return BrokerRejected(operation, type(exc).__name__, str(exc), None)
     return exc if isinstance(exc, Exception) else RuntimeError(str(exc))

@@ -13,10 +13,21 @@ On-disk contract: ``state["intents"][TAG]`` in ``data/trading_state_<User>.json`
      "params": {...}, "status": see below, "broker_id": str|null, "order_status": str|null,
      "created_at": ISO, "updated_at": ISO, "note": str}
 
-Statuses: ``pending`` (recorded; not known to be sent), ``unknown`` (the write timed out or hit a
-server error: it may have been placed), ``sent`` (broker id known), ``failed`` (the broker refused
-it: nothing was placed), ``unresolved`` (parked: its symbol is blocked until a person looks;
-``doctor`` shows it), ``resolved`` (closed by a person, ``mark_resolved``).
+Statuses: ``pending`` (recorded; not known to be sent), ``unknown`` (the write timed out, hit a
+server error or got a cut-off answer: it may have been placed), ``sent`` (broker id known),
+``failed`` (Kite answered with a refusal: nothing should have been placed; the book is still
+checked before the tag is sent again), ``unresolved`` (parked: new entries of its symbol are
+blocked until a person looks; ``doctor`` shows it), ``resolved`` (closed by a person,
+``mark_resolved``).
+
+What an unresolved intent blocks. Writes are *entries* (purpose ``entry``, ``entry2``...: they
+add exposure) or *protective* (purpose starting with ``stop`` or ``exit``: the stop GTTs of
+update_cnc_stoploss, the watchdog's exits: they reduce risk). An unresolved intent blocks new
+entries of its symbol (``SymbolBlocked``; ``blocked_symbols()`` lists those symbols), whatever its
+own purpose: yesterday's exit that timed out still bars buying more. It never blocks a protective
+write of another tag: a stop or an exit is what a person would want placed while they look. The
+unresolved tag itself is never sent again, whatever its purpose. A purpose that is neither entry
+nor protective is treated as an entry (blocked): only the known protective ones are let through.
 
 Restart behaviour (tests/workers/test_intents.py enforces each row):
 
@@ -24,13 +35,19 @@ Restart behaviour (tests/workers/test_intents.py enforces each row):
     ----------------------------------------------------   -----------------------------------------
     crash after intent, before send (today)                not in the book -> sent once now
     crash after send, before recording the id              found by tag -> id recorded, not resent
-    write timed out / 5xx (WriteOutcomeUnknown)            book polled; found -> recorded; else the
-                                                           job stops (exit 7); the next run re-checks
+    write timed out / 5xx / cut-off answer                 book polled; found -> recorded; else the
+      (WriteOutcomeUnknown)                                job stops (exit 7); the next run re-checks
                                                            the book and only then sends
-    broker refused (BrokerRejected)                        status failed; a rerun re-checks the book
-    earlier day's intent, never confirmed, not in book     unresolved, symbol blocked (SymbolBlocked)
+    broker refused (BrokerRejected), sent again            status failed; before the tag is sent
+                                                           again the book (GTT list) is checked: an
+                                                           order with the tag is adopted (sent, not
+                                                           resent); two -> unresolved; none -> sent
+    earlier day's intent, never confirmed, not in book     unresolved; new entries of the symbol
+                                                           blocked (SymbolBlocked); stops and exits
+                                                           of the symbol (other tags) still go
     GTT intent, GTT with the same symbol/triggers/qty      that GTT's id recorded, not resent
-    two orders in the book with one tag                    unresolved, symbol blocked, reported
+    two orders in the book with one tag                    unresolved (that tag never resent), new
+                                                           entries of the symbol blocked, reported
     intent already sent                                    no API call, the recorded id is returned
 
 Never call ``send_order_once``/``send_gtt_once`` (or any IntentLog write) inside a
@@ -65,13 +82,21 @@ TAG_LENGTH = 20
 PENDING, UNKNOWN, SENT, FAILED, UNRESOLVED, RESOLVED = (
     "pending", "unknown", "sent", "failed", "unresolved", "resolved")
 OPEN_STATUSES = (PENDING, UNKNOWN)
+#: purposes of writes that reduce risk (stop GTTs, exits): never blocked by another tag's unresolved intent
+PROTECTIVE_PREFIXES = ("stop", "exit")
 #: after a WriteOutcomeUnknown: how long to look for the order in the book before giving up
 UNKNOWN_POLL_SECONDS = 6.0
 UNKNOWN_POLL_INTERVAL = 1.0
 
 
 class SymbolBlocked(ReconcileError):
-    """An intent for this symbol could not be reconciled; no new write until a person looks."""
+    """An intent for this symbol could not be reconciled: no new entry of the symbol (and never
+    this tag again) until a person looks."""
+
+
+def is_protective(purpose: str) -> bool:
+    """A stop or exit: reduces risk, so another tag's unresolved intent does not block it."""
+    return str(purpose).lower().startswith(PROTECTIVE_PREFIXES)
 
 
 class Broker(Protocol):
@@ -168,6 +193,8 @@ class IntentLog:
         return {t: i for t, i in self.all().items() if i.get("status") in OPEN_STATUSES}
 
     def blocked_symbols(self) -> set[str]:
+        """Symbols closed to new entries: those with an unresolved intent (of any purpose).
+        Protective writes (``is_protective``) of these symbols are not blocked."""
         return {str(i["symbol"]).upper() for i in self.all().values() if i.get("status") == UNRESOLVED}
 
     # --- writing (each a state transaction) ----------------------------------------------------
@@ -210,7 +237,8 @@ class IntentLog:
         return self._update(tag, only_from=OPEN_STATUSES, status=FAILED, note=note)
 
     def reopen(self, tag: str) -> dict[str, Any]:
-        """A failed intent is tried again (same tag: the book is checked first, by reconcile)."""
+        """A failed intent is tried again. Callers check the book first (``reconcile`` with
+        ``include_failed``): ``_prepare`` does."""
         return self._update(tag, only_from=(FAILED,), status=PENDING, placed_on=clock.today().isoformat())
 
     def mark_resolved(self, tag: str, note: str, *, broker_id: str | None = None) -> dict[str, Any]:
@@ -230,12 +258,16 @@ class IntentLog:
         return len(old)
 
     # --- reconciliation ------------------------------------------------------------------------
-    def reconcile(self, kite: Broker, *, tags: list[str] | None = None) -> ReconcileReport:
+    def reconcile(self, kite: Broker, *, tags: list[str] | None = None,
+                  include_failed: bool = False) -> ReconcileReport:
         """Settle open intents (all, or just ``tags``) against the broker. No API call when none
-        is open."""
+        is open. With ``include_failed``, failed intents are checked too: one the broker shows
+        after all (a refusal that was not one) becomes sent (or unresolved if the tag is on
+        several orders); one it does not show stays failed and is listed as resendable."""
         report = ReconcileReport()
         snapshot = self.all()
-        open_ = {t: i for t, i in snapshot.items() if i.get("status") in OPEN_STATUSES
+        statuses = OPEN_STATUSES + ((FAILED,) if include_failed else ())
+        open_ = {t: i for t, i in snapshot.items() if i.get("status") in statuses
                  and (tags is None or t in tags)}
         if not open_:
             return report
@@ -276,7 +308,9 @@ class IntentLog:
                 decisions[tag] = {"status": SENT, "broker_id": chosen,
                                   "order_status": latest[chosen].get("status")}
                 report.found[tag] = chosen
-            elif intent.get("placed_on") == today:
+            elif intent.get("placed_on") == today or intent.get("status") == FAILED:
+                # A failed intent was refused by Kite itself (broker_errors maps nothing else to
+                # BrokerRejected): absent from the book, it may be sent again even a day later.
                 report.resendable.append(tag)
             else:
                 decisions[tag] = {
@@ -294,7 +328,7 @@ class IntentLog:
                 for tag, change in decisions.items():
                     current = intents.get(tag)
                     # Another process of this user may have settled it meanwhile: keep its answer.
-                    if current is None or current.get("status") not in OPEN_STATUSES:
+                    if current is None or current.get("status") not in statuses:
                         continue
                     current.update(change)
                     current["updated_at"] = stamp
@@ -317,23 +351,30 @@ def _existing_result(intent: dict[str, Any]) -> SendResult:
     return SendResult(intent["tag"], intent.get("broker_id"), False, intent.get("order_status"))
 
 
-def _prepare(kite: Broker, intents: IntentLog, tag: str, symbol: str) -> dict[str, Any] | None:
+def _prepare(kite: Broker, intents: IntentLog, tag: str, symbol: str, purpose: str) -> dict[str, Any] | None:
     """Reconcile before a write. Returns the existing intent if the write must not happen again,
-    None if it may be sent (the intent, if any, is open and the broker does not have it)."""
+    None if it may be sent (the intent, if any, is open or failed and the broker does not have it).
+    Raises SymbolBlocked when this tag is unresolved, or when the write is an entry and the symbol
+    has an unresolved intent (see the module docstring)."""
     if intents.open_intents():
         intents.reconcile(kite)
     intent = intents.get(tag)
-    if symbol.upper() in intents.blocked_symbols():
+    if intent is not None and intent.get("status") == FAILED:
+        # "Refused" may have been wrong (or the intent predates the stricter error mapping):
+        # look for the tag before sending it again; a found order is adopted, not duplicated.
+        intents.reconcile(kite, tags=[tag], include_failed=True)
+        intent = intents.get(tag)
+    if intent is not None and intent.get("status") == UNRESOLVED:
+        raise SymbolBlocked(f"{symbol}: intent {tag} is unresolved ({intent.get('note') or 'see doctor'}); it is "
+                            "never sent again: a person checks the account and marks it resolved")
+    if intent is not None and intent.get("status") in (SENT, RESOLVED):
+        return intent  # no write: nothing to block
+    if not is_protective(purpose) and symbol.upper() in intents.blocked_symbols():
         parked = sorted(t for t, i in intents.all().items()
                         if i.get("status") == UNRESOLVED and str(i.get("symbol")).upper() == symbol.upper())
-        raise SymbolBlocked(f"{symbol}: unresolved intent(s) {', '.join(parked)}; no new order or GTT for "
-                            "it until a person checks the account and marks them resolved")
-    if intent is None:
-        return None
-    status = intent.get("status")
-    if status in (SENT, RESOLVED):
-        return intent
-    if status == FAILED:
+        raise SymbolBlocked(f"{symbol}: unresolved intent(s) {', '.join(parked)}; no new entry for it until a "
+                            "person checks the account and marks them resolved")
+    if intent is not None and intent.get("status") == FAILED:
         intents.reopen(tag)
     return None
 
@@ -359,7 +400,7 @@ def send_order_once(kite: Broker, intents: IntentLog, tag: str, params: dict[str
     """Place ``params`` (kite.place_order arguments incl. variety and tradingsymbol) at most once
     for ``tag``: reconcile, record the intent, send with ``tag=tag``, record the order id."""
     symbol = str(params["tradingsymbol"])
-    existing = _prepare(kite, intents, tag, symbol)
+    existing = _prepare(kite, intents, tag, symbol, purpose)
     if existing is not None:
         return _existing_result(existing)
     intents.record(tag, "order", symbol, purpose, params, job=job, session=session)
@@ -384,7 +425,7 @@ def send_gtt_once(kite: Broker, intents: IntentLog, tag: str, *, purpose: str, t
     values and quantities in the GTT list (not claimed by another intent) counts as this one."""
     params = {"trigger_type": trigger_type, "exchange": exchange, "trigger_values": list(trigger_values),
               "last_price": last_price, "orders": orders}
-    existing = _prepare(kite, intents, tag, tradingsymbol)
+    existing = _prepare(kite, intents, tag, tradingsymbol, purpose)
     if existing is not None:
         return _existing_result(existing)
     intents.record(tag, "gtt", tradingsymbol, purpose, params, job=job, session=session)

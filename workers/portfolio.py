@@ -100,14 +100,33 @@ def snapshot(kite: Any) -> AccountSnapshot:
     return AccountSnapshot(list(kite.holdings()), list(kite.positions().get("net") or []), list(kite.orders()))
 
 
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def available_cash(equity_margins: Mapping[str, Any]) -> float:
-    """Cash free for new orders from ``margins("equity")``: ``net`` (cash less what open orders
-    and today's buys block), else ``available.cash``."""
-    net = equity_margins.get("net")
-    if isinstance(net, int | float):
-        return float(net)
+    """Cash that can fund CNC buys now, from ``margins("equity")`` (kite-api.md 3.2):
+
+        available.live_balance                                           when present, else
+        available.cash + available.intraday_payin - utilised.debits
+
+    Never ``net``: on live Kite ``net`` also counts ``available.collateral`` (the haircut value
+    of pledged holdings), which margins F&O but cannot pay for a delivery buy; and the entry
+    sizing's equity (cash + held market value) would count pledged shares twice. Collateral is
+    left out of both forms. The paper broker sends ``live_balance == net`` (no collateral), so
+    paper sizing is unchanged. Missing fields count as 0 (no cash: no entries)."""
     available = equity_margins.get("available") or {}
-    return float(available.get("cash") or 0.0)
+    live = _number(available.get("live_balance"))
+    if live is not None:
+        return live
+    utilised = equity_margins.get("utilised") or {}
+    return ((_number(available.get("cash")) or 0.0) + (_number(available.get("intraday_payin")) or 0.0)
+            - (_number(utilised.get("debits")) or 0.0))
 
 
 def plan_key(session: date, source: str) -> str:

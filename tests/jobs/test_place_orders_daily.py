@@ -339,6 +339,23 @@ def test_from_file_json_ticker_list_and_held_symbols_are_skipped(desk: Desk, tmp
     assert [p["symbol"] for p in again["placed"]] == ["TCS"]
 
 
+def test_open_buy_orders_take_position_slots_across_runs(tmp_path: Path,
+                                                         broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    desk = open_desk(tmp_path, broker_factory, {"Som": {"MAX_CNC_POSITIONS": 2}}, DAY_A, SYMBOLS)
+    # An earlier entry that has not filled yet: a BUY LIMIT resting below the market.
+    price = round(desk.ltp("Som", "INFY") * 0.97, 1)
+    desk.kite("Som").place_order("regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY",
+                                 quantity=1, product="CNC", order_type="LIMIT", price=price)
+    assert [o["status"] for o in desk.kite("Som").orders()] == ["OPEN"]
+    pick = tmp_path / "pick.csv"
+    pick.write_text("ticker\nTCS\nSBIN\nRELIANCE\n", encoding="utf-8")
+    out = desk.ok("Som", JOB, "--from", str(pick))
+    # 1 pending + 1 new = MAX_CNC_POSITIONS 2: one slot was left, not two.
+    assert [p["symbol"] for p in out["placed"]] == ["TCS"]
+    assert out["skipped"]["SBIN"].startswith("MAX_CNC_POSITIONS 2 reached (1 held or pending")
+    assert set(out["skipped"]) == {"SBIN", "RELIANCE"}
+
+
 def test_an_unconfirmed_intent_from_an_earlier_day_blocks_its_symbol(desk: Desk) -> None:
     desk.at(DAY_A)
     desk.write_scan("Som", PREV_SESSION, [scan_row("INFY", 6, 1500, 1, 1700), scan_row("TCS", 5, 3000, 1, 3400)])
@@ -460,3 +477,25 @@ def test_pause_flag_records_who_when_why_and_a_damaged_flag_still_pauses(tmp_pat
     assert pause.is_paused(home, "Som") and "unreadable" in pause.describe(pause.pause_info(home, "Som"))
     assert pause.resume(home, "Som") and not pause.resume(home, "Som")
     assert not pause.is_paused(home, "Som")
+
+
+def test_cash_for_cnc_buys_is_the_live_balance_never_collateral() -> None:
+    from workers.portfolio import available_cash
+
+    # Live Kite with pledged holdings: net = live_balance + collateral; collateral cannot fund CNC.
+    live = {"net": 350_000.0, "available": {"cash": 120_000.0, "live_balance": 100_000.0, "collateral": 250_000.0,
+                                            "intraday_payin": 0.0}, "utilised": {"debits": 20_000.0}}
+    assert available_cash(live) == 100_000.0
+    # No live_balance: cash + intraday payin - debits (still no collateral).
+    no_live = {"net": 350_000.0, "available": {"cash": 120_000.0, "collateral": 250_000.0,
+                                               "intraday_payin": 5_000.0}, "utilised": {"debits": 20_000.0}}
+    assert available_cash(no_live) == 105_000.0
+    assert available_cash({"net": 50_000.0}) == 0.0  # nothing but net: no cash figure to trust
+
+
+def test_paper_margins_give_the_same_cash_as_before() -> None:
+    from paper_broker.portfolio import segment_wire
+    from workers.portfolio import available_cash
+
+    equity = segment_wire(opening_balance=1_000_000.0, payin=12_500.0, spent=300_000.0, blocked=40_000.0)
+    assert available_cash(equity) == pytest.approx(equity["net"]) == pytest.approx(672_500.0)

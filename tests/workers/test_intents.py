@@ -34,6 +34,7 @@ from workers.intents import (
     UNRESOLVED,
     IntentLog,
     SymbolBlocked,
+    is_protective,
     make_tag,
     send_gtt_once,
     send_order_once,
@@ -68,7 +69,9 @@ def test_make_tag_differs_for_every_input() -> None:
 # --- the restart table on plain data ---------------------------------------------------------
 class BookBroker:
     """Today's order book and the GTT list as plain data. ``fail_next`` scripts the next write:
-    "reject" (refused), "lost" (timed out, never arrived), "timeout" (arrived, answer lost)."""
+    "reject" (refused), "lost" (timed out, never arrived), "timeout" (arrived, answer lost),
+    "false_reject" (arrived and placed, yet reported as a refusal: what a cut-off answer looked
+    like before broker_errors mapped it to WriteOutcomeUnknown, and what old state files hold)."""
 
     def __init__(self) -> None:
         self.book: list[dict[str, Any]] = []
@@ -101,6 +104,8 @@ class BookBroker:
                           "tradingsymbol": params["tradingsymbol"], "status": "OPEN"})
         if mode == "timeout":
             raise WriteOutcomeUnknown("place_order", TimeoutError("read timed out"))
+        if mode == "false_reject":
+            raise BrokerRejected("place_order", "ChunkedEncodingError", "IncompleteRead(0 bytes read)", None)
         return order_id
 
     def place_gtt(self, trigger_type: str, tradingsymbol: str, exchange: str, trigger_values: list[float],
@@ -111,6 +116,8 @@ class BookBroker:
         self.gtts.append(gtt(trigger_id, tradingsymbol, trigger_values, orders[0]["quantity"]))
         if mode == "timeout":
             raise WriteOutcomeUnknown("place_gtt", TimeoutError("read timed out"))
+        if mode == "false_reject":
+            raise BrokerRejected("place_gtt", "ChunkedEncodingError", "IncompleteRead(0 bytes read)", None)
         return {"trigger_id": trigger_id}
 
 
@@ -204,8 +211,43 @@ def test_a_refused_order_is_marked_failed_and_a_rerun_checks_then_sends(log_: In
     with pytest.raises(BrokerRejected):
         send_order_once(broker, log_, TAG, order_params(), purpose="entry")
     assert log_.get(TAG)["status"] == FAILED
+    reads = broker.reads
     result = send_order_once(broker, log_, TAG, order_params(), purpose="entry")
     assert result.sent_now and len(broker.book) == 1
+    assert broker.reads == reads + 1  # the book was read for the tag before sending it again
+
+
+@pytest.mark.parametrize("kind", ["order", "gtt"])
+def test_a_failed_intent_the_broker_has_after_all_is_adopted_not_resent(log_: IntentLog, kind: str) -> None:
+    broker = BookBroker()
+    broker.fail_next = "false_reject"
+    if kind == "order":
+        with pytest.raises(BrokerRejected):
+            send_order_once(broker, log_, TAG, order_params(), purpose="entry")
+        assert log_.get(TAG)["status"] == FAILED and len(broker.book) == 1
+        result = send_order_once(broker, log_, TAG, order_params(), purpose="entry")  # the next run
+        assert (result.sent_now, result.broker_id) == (False, broker.book[0]["order_id"])
+        assert len(broker.book) == 1 and log_.get(TAG)["order_status"] == "OPEN"
+        tag = TAG
+    else:
+        tag = make_tag("Som", "update_cnc_stoploss", DAY1, "TCS", "stop")
+        with pytest.raises(BrokerRejected):
+            send_gtt_once(broker, log_, tag, purpose="stop", **gtt_kwargs())
+        result = send_gtt_once(broker, log_, tag, purpose="stop", **gtt_kwargs())
+        assert (result.sent_now, result.broker_id, len(broker.gtts)) == (False, "100", 1)
+    assert broker.writes == 1 and log_.get(tag)["status"] == SENT
+
+
+def test_a_failed_intent_whose_tag_is_on_two_orders_is_parked_and_never_resent(log_: IntentLog) -> None:
+    broker = BookBroker()
+    broker.fail_next = "reject"
+    with pytest.raises(BrokerRejected):
+        send_order_once(broker, log_, TAG, order_params(), purpose="entry")
+    broker.place_order(tag=TAG, **order_params())  # e.g. placed by hand with the same tag, twice
+    broker.place_order(tag=TAG, **order_params())
+    with pytest.raises(SymbolBlocked, match=TAG):
+        send_order_once(broker, log_, TAG, order_params(), purpose="entry")
+    assert log_.get(TAG)["status"] == UNRESOLVED and len(broker.book) == 2 and broker.writes == 3
 
 
 def test_an_earlier_days_unconfirmed_intent_blocks_its_symbol_until_resolved(log_: IntentLog) -> None:
@@ -224,6 +266,36 @@ def test_an_earlier_days_unconfirmed_intent_blocks_its_symbol_until_resolved(log
     log_.mark_resolved(TAG, "checked on Kite web: the order was never placed")
     assert log_.get(TAG)["status"] == RESOLVED and log_.blocked_symbols() == set()
     assert send_order_once(broker, log_, tag2, order_params(), purpose="entry").sent_now
+
+
+def test_an_unresolved_intent_blocks_new_entries_only_never_stops_or_exits(log_: IntentLog) -> None:
+    broker = BookBroker()
+    # Yesterday's watchdog exit of INFY timed out and today's book cannot show it: parked.
+    old_exit = make_tag("Som", "hourly_candle_watchdog", DAY1, "INFY", "exit1")
+    log_.record(old_exit, "order", "INFY", "exit1", order_params())
+    day2 = DAY1 + timedelta(days=1)
+    set_day(day2)
+    assert log_.reconcile(broker).unresolved == [old_exit] and log_.blocked_symbols() == {"INFY"}
+    # A new entry of INFY is blocked...
+    entry = make_tag("Som", "place_orders_daily", day2, "INFY", "entry")
+    with pytest.raises(SymbolBlocked, match=old_exit):
+        send_order_once(broker, log_, entry, order_params(), purpose="entry")
+    with pytest.raises(SymbolBlocked):
+        send_order_once(broker, log_, make_tag("Som", "j", day2, "INFY", "entry2"), order_params(), purpose="entry2")
+    assert broker.writes == 0
+    # ...its protective stop GTT and today's exit are not.
+    stop = make_tag("Som", "update_cnc_stoploss", day2, "INFY", "stop:900:5")
+    assert send_gtt_once(broker, log_, stop, purpose="stop:900:5", **gtt_kwargs("INFY")).sent_now
+    exit_ = make_tag("Som", "hourly_candle_watchdog", day2, "INFY", "exit1")
+    sell = {**order_params(), "transaction_type": "SELL"}
+    assert send_order_once(broker, log_, exit_, sell, purpose="exit1").sent_now
+    assert broker.writes == 2
+    # The unresolved tag itself is never sent again, protective or not.
+    with pytest.raises(SymbolBlocked, match=old_exit):
+        send_order_once(broker, log_, old_exit, sell, purpose="exit1")
+    assert broker.writes == 2 and log_.get(old_exit)["status"] == UNRESOLVED
+    assert [is_protective(p) for p in ("stop", "stop:900:5", "exit1", "entry", "entry2", "target")] == \
+        [True, True, True, False, False, False]
 
 
 def test_two_orders_with_one_tag_block_the_symbol(log_: IntentLog) -> None:

@@ -259,6 +259,79 @@ def test_a_write_that_times_out_is_never_resent_and_reads_are_retried(tmp_path: 
         server.close()
 
 
+class TruncatingServer:
+    """Reads each request, then answers 200 with a chunked body cut off mid-way and hangs up:
+    the broker took the order, the worker got half an answer."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = int(self.sock.getsockname()[1])
+        self.requests: list[bytes] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(5)
+                data = conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests.append(data)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n40\r\n{\"status\": \"succ")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_cut_off_answer_to_a_write_is_outcome_unknown_not_a_refusal(tmp_path: Path) -> None:
+    server = TruncatingServer()
+    try:
+        api = _api_against(tmp_path, server.port, timeout=2, attempts=3)
+        with pytest.raises(WriteOutcomeUnknown) as info:
+            api.place_order("regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY", quantity=1,
+                            product="CNC", order_type="LIMIT", price=100.0, tag="ENTRYTAG")
+        assert "ChunkedEncodingError" in str(info.value)
+        assert len(server.requests) == 1  # sent once, never repeated
+        with pytest.raises(BrokerUnavailable):  # a read: retried, then temporary (not exit 1)
+            api.orders()
+        assert len(server.requests) == 4
+    finally:
+        server.close()
+
+
+def test_only_a_kite_refusal_makes_a_write_rejected() -> None:
+    from kiteconnect import exceptions as kex
+    from requests import exceptions as rex
+
+    from workers.broker_errors import map_error
+
+    def mapped(exc: BaseException, write: bool = True) -> type:
+        return type(map_error(exc, operation="place_order", write=write, user="Som"))
+
+    for exc in (rex.ChunkedEncodingError("IncompleteRead"), rex.ContentDecodingError("bad gzip"),
+                rex.TooManyRedirects("30 redirects"), rex.InvalidJSONError("x"), rex.ReadTimeout("slow"),
+                rex.ConnectionError("Connection reset by peer"), kex.DataException("bad JSON", 502),
+                kex.GeneralException("oops", 503)):
+        assert mapped(exc) is WriteOutcomeUnknown, exc
+    refused = rex.ConnectionError("NewConnectionError: [Errno 111] Connection refused")
+    assert mapped(refused) is BrokerUnavailable
+    assert mapped(kex.InputException("Invalid `price`.", 400)) is BrokerRejected
+    assert mapped(kex.OrderException("Insufficient funds", 400)) is BrokerRejected
+    assert mapped(rex.TooManyRedirects("30 redirects"), write=False) is BrokerRejected
+    assert mapped(rex.ChunkedEncodingError("IncompleteRead"), write=False) is BrokerUnavailable
+
+
 def test_connection_refused_is_retried_then_temporary(tmp_path: Path) -> None:
     api = _api_against(tmp_path, _free_port(), attempts=3)
     with pytest.raises(BrokerUnavailable) as info:

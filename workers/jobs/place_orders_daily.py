@@ -11,13 +11,19 @@ with at least a ``ticker`` (or ``symbol``) column; ``stop_loss``/``stop``, ``tar
 its rows keep their order and ``MIN_SCORE`` applies only if it has a score column.
 
 Rules (workers.strategy.sizing; docs/trading-rules.md): selection (score >= ``MIN_SCORE``, not
-held or pending, at most ``MAX_CNC_POSITIONS`` minus what is held), size (cash x
+held or pending, at most ``MAX_CNC_POSITIONS`` minus the symbols held or with an open BUY order:
+an unfilled entry of an earlier run takes a slot), size (cash x
 ``CAPITAL_DEPLOYMENT_PERCENT`` / number selected / limit price, optional ``RISK_PER_TRADE_PERCENT``
 cap on (entry - stop) x shares against equity = free cash + held market value), the order (BUY
 LIMIT CNC DAY at the LTP rounded up to the tick), and the pre-trade limits checked right before
 every order against a fresh LTP (pause flag, ``MAX_ORDER_VALUE``, ``PRICE_BAND_PERCENT`` around
 the LTP, tick grid, quantity 0). Each refusal is reported and written to the run record. Cash is
-``margins("equity")["net"]``.
+``margins("equity")["available"]["live_balance"]`` (else cash + intraday payin - debits), never
+``net``, which on live Kite includes collateral (workers.portfolio.available_cash).
+
+A symbol with an unresolved intent (workers.intents: any purpose, e.g. yesterday's exit that
+timed out) is skipped as "blocked" until a person resolves it; entries are the writes such an
+intent blocks (stops and exits of that symbol are not blocked, see workers.intents).
 
 Outside the market session the job says so and places nothing (exit 0). It never sends an AMO:
 an after-market order would be priced on yesterday's close, could not be checked against a live
@@ -185,7 +191,7 @@ def read_manual(path: Path) -> tuple[list[ScanResult], bool]:
 def select_manual(rows: list[ScanResult], held: set[str], pending: set[str], *, min_score: int | None,
                   max_positions: int, held_count: int) -> tuple[list[ScanResult], list[Skipped]]:
     """A person's list: file order; skip duplicates, held, pending, scores below ``min_score``
-    (when given) and rows beyond the free position slots."""
+    (when given) and rows beyond the free position slots (``held_count``: the slots taken)."""
     slots = max(0, max_positions - held_count)
     selected: list[ScanResult] = []
     skipped: list[Skipped] = []
@@ -200,7 +206,8 @@ def select_manual(rows: list[ScanResult], held: set[str], pending: set[str], *, 
         elif r.symbol in pending:
             reason = "open BUY order pending"
         elif len(selected) >= slots:
-            reason = f"MAX_CNC_POSITIONS {max_positions} reached ({held_count} held + {len(selected)} selected)"
+            reason = (f"MAX_CNC_POSITIONS {max_positions} reached ({held_count} held or pending + "
+                      f"{len(selected)} selected)")
         else:
             reason = ""
         seen.add(r.symbol)
@@ -392,14 +399,16 @@ def run(ctx: JobContext) -> int:
     else:
         cash = available_cash(equity_margins)
         equity = round(cash + account.market_value(), 2)
-        held = account.held_symbols
+        held, pending = account.held_symbols, account.pending_symbols
+        # An open BUY (an earlier run's entry not filled yet) will become a position: it takes a
+        # slot, or a second input the same day could fill MAX_CNC_POSITIONS twice over.
+        taken = len(held | pending)
         if has_score and args.from_file is None:
-            selected, skipped = select_candidates(rows, held, account.pending_symbols, min_score=min_score,
-                                                  max_positions=max_positions, held_count=len(held))
+            selected, skipped = select_candidates(rows, held, pending, min_score=min_score,
+                                                  max_positions=max_positions, held_count=taken)
         else:
-            selected, skipped = select_manual(rows, held, account.pending_symbols,
-                                              min_score=min_score if has_score else None,
-                                              max_positions=max_positions, held_count=len(held))
+            selected, skipped = select_manual(rows, held, pending, min_score=min_score if has_score else None,
+                                              max_positions=max_positions, held_count=taken)
         skipped = [s for s in skipped if s.reason.startswith(("already held", "open BUY"))] + \
             [s for s in skipped if not s.reason.startswith(("already held", "open BUY"))]
         n_selected = len(selected)
