@@ -62,7 +62,7 @@ def test_max_positions_counts_what_is_already_held():
                                           held_count=3)
     assert [r.symbol for r in selected] == ["S0", "S1"]
     assert [s.symbol for s in skipped] == ["S2", "S3", "S4"]
-    assert all(s.reason == "MAX_CNC_POSITIONS 5 reached (3 held + 2 selected)" for s in skipped)
+    assert all(s.reason == "MAX_CNC_POSITIONS 5 reached (3 held or pending + 2 selected)" for s in skipped)
     full, skipped = select_candidates(rows, set(), set(), max_positions=3, held_count=4)
     assert full == [] and len(skipped) == 5
 

@@ -161,7 +161,7 @@ def check_intents(ctx: JobContext, state: dict[str, Any]) -> dict[str, str]:
     parked = sorted(f"{i.get('symbol')} ({tag}: {i.get('note') or i.get('purpose')})"
                     for tag, i in intents.items() if isinstance(i, dict) and i.get("status") == UNRESOLVED)
     if parked:
-        return check("intents", FAIL, "unresolved, symbol blocked: " + "; ".join(parked),
+        return check("intents", FAIL, "unresolved, new entries of the symbol blocked: " + "; ".join(parked),
                      "compare with the Kite order book, trades and holdings, then mark each intent resolved "
                      "(workers.intents.IntentLog.mark_resolved)")
     pending = [t for t, i in intents.items() if isinstance(i, dict) and i.get("status") in OPEN_STATUSES]

@@ -122,7 +122,7 @@ def select_candidates(
             reason = "open BUY order pending"
         elif len(selected) >= slots:
             reason = (f"MAX_CNC_POSITIONS {max_positions} reached "
-                      f"({max_positions - slots} held + {len(selected)} selected)")
+                      f"({max_positions - slots} held or pending + {len(selected)} selected)")
         else:
             selected.append(r)
             continue
