@@ -4,6 +4,8 @@ prices over four sessions (scenario file), a file clock the test moves, kills at
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -12,9 +14,14 @@ from typing import Any
 import pytest
 
 from kitefleet.clock import IST
+from kitefleet.locks import gtt_lock
+from kitefleet.state import StateStore
 from kitefleet.ticks import round_to_tick
-from tests.jobs.test_place_orders_daily import Desk, open_desk
+from tests.jobs.test_place_orders_daily import Desk, last_json, open_desk
 from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
+from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home
+from workers.intents import make_tag
+from workers.jobs.update_cnc_stoploss import Outcome, _record, bot_stop_ownership, fresh_stop_tag
 from workers.strategy.stops import gtt_limit_price
 
 JOB = "update_cnc_stoploss"
@@ -31,7 +38,7 @@ def _path(symbol: str, day: date, *waypoints: tuple[str, float]) -> dict[str, An
 
 # INFY: lows P ~1400 < A ~1450 (rising: the stop moves up on B) and B ~1425 < A (falling: kept on C);
 # B dips before 10:00, while the stop is still P's low, and is back above 1450 by the B run.
-# TCS: A trades below P's low, so on A its stop would be above the price: not placed.
+# TCS: A trades below P's low, so on A that stop would be above the price: a fallback stop instead.
 SCENARIO = {"paths": [
     _path("INFY", P, ("09:15", 1420.0), ("12:00", 1400.0), ("15:29", 1430.0)),
     _path("INFY", A, ("09:15", 1450.0), ("10:00", 1460.0), ("15:29", 1480.0)),
@@ -78,23 +85,26 @@ def test_stops_follow_the_previous_low_up_never_down_per_user(
     qty = {u: {p["symbol"]: p["quantity"] for p in o["placed"]} for u, o in orders.items()}
     gtt_ids: dict[str, set[int]] = {"Som": set(), "Sai": set()}
 
-    # Day A: today's filled buys get their stop at P's low; TCS trades below it: reported, not placed.
+    # Day A: today's filled buys get their stop at P's low. TCS trades below P's low: that stop
+    # cannot be placed, and with no stop GTT at all it gets a fallback 5 % under the LTP instead.
     out = desk.ok("Som", JOB)
     acts = {a["symbol"]: a for a in out["actions"]}
     assert acts["INFY"]["action"] == "create" and acts["SBIN"]["action"] == "create"
-    assert "TCS" in out["not_placed"] and ">= LTP" in out["not_placed"]["TCS"]
-    assert acts["TCS"]["action"] == "none"
+    assert out["not_placed"] == {} and set(out["fallback"]) == {"TCS"}
+    tcs = acts["TCS"]
+    assert tcs["action"] == "create" and tcs["source"] == "fallback" and "FALLBACK" in tcs["note"]
+    assert tcs["trigger"] < _low(desk, "Som", "TCS", P) and tcs["trigger"] < 0.96 * desk.ltp("Som", "TCS")
     infy_p = round_to_tick(_low(desk, "Som", "INFY", P), 0.05, "floor")
     assert acts["INFY"]["trigger"] == infy_p
     assert acts["INFY"]["limit_price"] == gtt_limit_price(infy_p, 5.0, 0.05)
-    gtt_ids["Som"] |= {acts["INFY"]["gtt_id"], acts["SBIN"]["gtt_id"]}
+    gtt_ids["Som"] |= {acts["INFY"]["gtt_id"], acts["SBIN"]["gtt_id"], tcs["gtt_id"]}
     infy_gtt = acts["INFY"]["gtt_id"]
     g = _active(desk, "Som")["INFY"][0]
     assert g["type"] == "single" and g["condition"]["trigger_values"] == [infy_p]
     (leg,) = g["orders"]
     assert (leg["transaction_type"], leg["order_type"], leg["product"], leg["quantity"]) == \
         ("SELL", "LIMIT", "CNC", qty["Som"]["INFY"])
-    assert set(_active(desk, "Som")) == {"INFY", "SBIN"}
+    assert set(_active(desk, "Som")) == {"INFY", "SBIN", "TCS"}
     sai = desk.ok("Sai", JOB)
     gtt_ids["Sai"] |= {a["gtt_id"] for a in sai["actions"] if a["action"] == "create"}
     assert set(_active(desk, "Sai")) == {"SBIN", "HDFCBANK"}
@@ -105,7 +115,7 @@ def test_stops_follow_the_previous_low_up_never_down_per_user(
     assert desk.writes(before) == []
     stops = desk.state("Som")["stops"]
     assert stops["INFY"] == {**stops["INFY"], "stop": infy_p, "source": "prev_session_low", "gtt_id": infy_gtt}
-    assert "TCS" not in stops
+    assert stops["TCS"]["source"] == "fallback" and stops["TCS"]["gtt_id"] == tcs["gtt_id"]
 
     # Day B: Som sold SBIN by hand before the run; INFY's previous low (A) rose.
     desk.at(_at(B, 10, 5))
@@ -123,11 +133,13 @@ def test_stops_follow_the_previous_low_up_never_down_per_user(
     assert infy_a > infy_p
     assert acts["INFY"]["action"] == "modify" and acts["INFY"]["gtt_id"] == infy_gtt
     assert acts["SBIN"]["action"] == "delete"
-    assert acts["TCS"]["action"] == "create"
-    gtt_ids["Som"].add(acts["TCS"]["gtt_id"])
+    # TCS: A's low is under the price now: the fallback moves up to it, in place.
+    tcs_a = round_to_tick(_low(desk, "Som", "TCS", A), 0.05, "floor")
+    assert (acts["TCS"]["action"], acts["TCS"]["gtt_id"], acts["TCS"]["trigger"]) == ("modify", tcs["gtt_id"], tcs_a)
+    assert desk.state("Som")["stops"]["TCS"]["source"] == "prev_session_low"
     writes = [(w["method"], w["path"]) for w in desk.writes(before)]
-    assert ("PUT", f"/gtt/triggers/{infy_gtt}") in writes
-    assert writes.count(("POST", "/gtt/triggers")) == 1  # TCS only: INFY moved in place
+    assert ("PUT", f"/gtt/triggers/{infy_gtt}") in writes and ("PUT", f"/gtt/triggers/{tcs['gtt_id']}") in writes
+    assert writes.count(("POST", "/gtt/triggers")) == 0  # both moved in place
     active = _active(desk, "Som")
     assert set(active) == {"INFY", "TCS"} and len(active["INFY"]) == 1
     assert active["INFY"][0]["id"] == infy_gtt and active["INFY"][0]["condition"]["trigger_values"] == [infy_a]
@@ -194,3 +206,180 @@ def test_a_kill_at_each_fault_point_and_a_rerun_leave_one_gtt_per_symbol(
     assert [w["path"] for w in desk.writes(before)] == [f"/gtt/triggers/{stops['SBIN']['gtt_id']}"]
     assert desk.state("Raj")["stops"]["INFY"]["stop"] == moved[0]["condition"]["trigger_values"][0]
     assert all(len(g) == 1 for g in _active(desk, "Raj").values())
+
+
+# --- review fixes ---------------------------------------------------------------------------------
+def _wait_for_log(path: Path, text: str, proc: subprocess.Popen[str], deadline_s: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not (path.exists() and text in path.read_text(encoding="utf-8")):
+        assert proc.poll() is None, f"job ended (exit {proc.returncode}) before logging {text!r}"
+        assert time.monotonic() < deadline, f"{path} never said {text!r}"
+        time.sleep(0.05)
+
+
+def _hand_gtt(kite: Any, symbol: str, triggers: list[float], qty: int, ltp: float) -> int:
+    legs = [{"exchange": "NSE", "tradingsymbol": symbol, "transaction_type": "SELL", "quantity": qty,
+             "order_type": "LIMIT", "product": "CNC", "price": t} for t in triggers]
+    kind = "single" if len(triggers) == 1 else "two-leg"
+    return int(kite.place_gtt(kind, symbol, "NSE", triggers, ltp, legs)["trigger_id"])
+
+
+def test_a_vanished_stop_is_placed_again_the_same_day_and_hand_gtts_are_left_alone(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, _at(A, 10, 5), SYMBOLS, SCENARIO)
+    _buy(desk, "Som", ["INFY", "SBIN"], tmp_path)
+    first = {a["symbol"]: a for a in desk.ok("Som", JOB)["actions"]}
+    infy_old, sbin_stop = first["INFY"]["gtt_id"], first["SBIN"]["gtt_id"]
+    kite = desk.kite("Som")
+    # A person adds a take-profit (single SELL above the price) and an OCO on SBIN.
+    sbin_ltp, sbin_qty = desk.ltp("Som", "SBIN"), first["SBIN"]["quantity"]
+    tick = 0.05
+    tp = _hand_gtt(kite, "SBIN", [round_to_tick(sbin_ltp * 1.1, tick, "floor")], sbin_qty, sbin_ltp)
+    oco = _hand_gtt(kite, "SBIN", [round_to_tick(sbin_ltp * 0.9, tick, "floor"),
+                                   round_to_tick(sbin_ltp * 1.15, tick, "floor")], sbin_qty, sbin_ltp)
+    hand = {g["id"]: g for g in kite.get_gtts() if g["id"] in (tp, oco)}
+
+    # 14:00: the run waits for the GTT lock (held here, as the watchdog would); meanwhile INFY's
+    # stop GTT goes away (deleted by hand; a fired GTT whose limit did not fill is gone the same way).
+    desk.at(_at(A, 14, 0))
+    before = desk.audit_len()
+    log_path = desk.home.user_logs_dir("Som") / f"{JOB}.log"
+    env = child_env(desk.home, TRADER_CLOCK=desk.clock_value, PYTHONPATH=str(PROJECT_ROOT))
+    with gtt_lock(desk.home, "Som", timeout=10):
+        proc = subprocess.Popen([str(VENV_PYTHON), "-m", "workers", JOB, "--user", "Som", "--json"],
+                                cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for_log(log_path, "waiting for Som's GTT lock", proc)
+            assert not [w for w in desk.writes(before)]
+            kite.delete_gtt(infy_old)
+        except BaseException:
+            proc.kill()
+            raise
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, f"{stdout}\n{stderr}"
+    acts = {a["symbol"]: a for a in last_json(stdout)["actions"]}
+
+    # INFY: a new GTT under a fresh tag (not "already at the broker"), and the state names it.
+    infy = acts["INFY"]
+    assert infy["action"] == "create" and infy["done"] and infy["gtt_id"] not in (None, infy_old)
+    writes = [(w["method"], w["path"]) for w in desk.writes(before)]
+    assert writes == [("DELETE", f"/gtt/triggers/{infy_old}"), ("POST", "/gtt/triggers")]
+    active = _active(desk, "Som")
+    assert [g["id"] for g in active["INFY"]] == [infy["gtt_id"]]
+    state = desk.state("Som")
+    assert state["stops"]["INFY"]["gtt_id"] == infy["gtt_id"] == state["positions"]["INFY"]["gtt_order_id"]
+    stop_intents = sorted((i["purpose"], i["status"], i["broker_id"]) for i in state["intents"].values()
+                          if i["kind"] == "gtt" and i["symbol"] == "INFY")
+    base = f"stop:{infy['trigger']:.2f}:{infy['quantity']}"
+    assert stop_intents == [(base, "sent", str(infy_old)), (f"{base}:2", "sent", str(infy["gtt_id"]))]
+    # SBIN: the bot's stop stays; the take-profit and the OCO are neither deleted nor modified.
+    assert acts["SBIN"]["action"] == "none" and acts["SBIN"]["gtt_id"] == sbin_stop
+    assert {g["id"] for g in active["SBIN"]} == {sbin_stop, tp, oco}
+    assert {g["id"]: g for g in active["SBIN"] if g["id"] in (tp, oco)} == hand
+
+    # A lost state (stops, intents, GTT ids gone): the stop-shaped GTTs are adopted, the
+    # take-profit does not become the never-lower floor, nothing is sent.
+    with StateStore(desk.home, "Som", "paper").transaction() as lost:
+        lost["stops"], lost["intents"] = {}, {}
+        for pos in lost["positions"].values():
+            pos.pop("gtt_order_id", None)
+    before = desk.audit_len()
+    out = desk.ok("Som", JOB)
+    assert desk.writes(before) == [] and out["not_placed"] == {}
+    stops = desk.state("Som")["stops"]
+    assert {s: v["gtt_id"] for s, v in stops.items()} == {"INFY": infy["gtt_id"], "SBIN": sbin_stop}
+    assert stops["SBIN"]["stop"] == first["SBIN"]["trigger"]
+
+
+def test_a_fired_stop_without_a_fill_gets_a_fallback_and_an_unresolved_intent_does_not_freeze_stops(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    # INFY: lows P ~1400, A ~1450; on B it crashes from 1475 to 1300 in the 11:01 minute: the stop
+    # at A's low fires and its limit (5 % under, ~1377) is above the market, so it does not fill.
+    crash = {"paths": [
+        _path("INFY", P, ("09:15", 1420.0), ("12:00", 1400.0), ("15:29", 1430.0)),
+        _path("INFY", A, ("09:15", 1450.0), ("10:00", 1460.0), ("15:29", 1480.0)),
+        _path("INFY", B, ("09:15", 1480.0), ("11:00", 1475.0), ("11:01", 1300.0), ("15:29", 1290.0)),
+    ]}
+    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, _at(A, 10, 5), ["INFY"], crash)
+    _buy(desk, "Som", ["INFY"], tmp_path)
+    first = desk.ok("Som", JOB)["actions"][0]
+    assert first["action"] == "create"
+
+    # Yesterday's entry intent for INFY was never confirmed: it is parked, INFY is blocked for
+    # entries, but its stop still follows the holdings: it moves up to A's low on B.
+    old = make_tag("Som", "place_orders_daily", P, "INFY", "entry")
+    with StateStore(desk.home, "Som", "paper").transaction() as state:
+        state["intents"][old] = {
+            "tag": old, "kind": "order", "symbol": "INFY", "purpose": "entry", "job": "place_orders_daily",
+            "session": P.isoformat(), "placed_on": P.isoformat(), "params": {}, "status": "pending",
+            "broker_id": None, "order_status": None, "created_at": "2026-03-02T09:20:00+05:30",
+            "updated_at": "2026-03-02T09:20:00+05:30", "note": ""}
+    desk.at(_at(B, 10, 5))
+    moved = desk.ok("Som", JOB)["actions"][0]
+    infy_a = round_to_tick(_low(desk, "Som", "INFY", A), 0.05, "floor")
+    assert (moved["action"], moved["gtt_id"], moved["trigger"], moved["error"]) == (
+        "modify", first["gtt_id"], infy_a, None)
+    assert desk.state("Som")["intents"][old]["status"] == "unresolved"
+
+    # 12:00: the GTT fired, its sell rests unfilled; the never-lowered stop is above the price.
+    desk.at(_at(B, 12, 0))
+    fired = desk.kite("Som").get_gtt(first["gtt_id"])
+    assert fired["status"] == "triggered"
+    proc = desk.run("Som", JOB, "--json")
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    out = last_json(proc.stdout)
+    (fb,) = out["actions"]
+    ltp = desk.ltp("Som", "INFY")
+    assert fb["action"] == "create" and fb["done"] and fb["source"] == "fallback"
+    assert ltp * 0.94 < fb["trigger"] < ltp * 0.96 and out["fallback"] == {"INFY": fb["trigger"]}
+    assert "WARNING" in proc.stderr and "a person should look" in proc.stderr
+    (g,) = _active(desk, "Som")["INFY"]
+    assert g["id"] == fb["gtt_id"] and g["condition"]["trigger_values"] == [fb["trigger"]]
+    state = desk.state("Som")
+    assert state["stops"]["INFY"] == {**state["stops"]["INFY"], "stop": fb["trigger"], "source": "fallback",
+                                      "gtt_id": fb["gtt_id"]}
+    assert state["positions"]["INFY"]["stop_loss_source"] == "fallback_gtt"
+    # and it holds: a second run sends nothing
+    before = desk.audit_len()
+    assert desk.ok("Som", JOB)["sent"] == 0 and desk.writes(before) == []
+
+
+# --- the job's pure pieces, on plain data -------------------------------------------------------------
+def test_a_new_stop_gtt_after_a_sent_one_gets_the_next_tag_never_a_spent_one() -> None:
+    def tag(purpose: str) -> str:
+        return make_tag("Som", JOB, A, "INFY", purpose)
+
+    assert fresh_stop_tag("Som", A, "INFY", 1450.0, 10, {}) == (tag("stop:1450.00:10"), "stop:1450.00:10")
+    for status in ("pending", "unknown", "failed"):  # not known to be at the broker: the protocol checks first
+        intents = {tag("stop:1450.00:10"): {"status": status}}
+        assert fresh_stop_tag("Som", A, "INFY", 1450.0, 10, intents)[1] == "stop:1450.00:10"
+    spent = {tag("stop:1450.00:10"): {"status": "sent"}, tag("stop:1450.00:10:2"): {"status": "unresolved"},
+             tag("stop:1450.00:10:3"): {"status": "resolved"}}
+    assert fresh_stop_tag("Som", A, "INFY", 1450.0, 10, spent) == (tag("stop:1450.00:10:4"), "stop:1450.00:10:4")
+
+
+def test_the_bot_owns_the_gtt_ids_of_its_state_and_its_intents() -> None:
+    state = {
+        "stops": {"INFY": {"gtt_id": 7}, "TCS": {"gtt_id": None}},
+        "positions": {"SBIN": {"gtt_order_id": 8}, "HDFCBANK": {"gtt": {"trigger_id": "9"}}, "WIPRO": {}},
+        "intents": {"a": {"kind": "gtt", "job": JOB, "symbol": "ITC", "broker_id": "10"},
+                    "b": {"kind": "gtt", "job": JOB, "symbol": "ONGC", "broker_id": None},
+                    "c": {"kind": "order", "job": "place_orders_daily", "symbol": "LT", "broker_id": "11"}},
+    }
+    owned, known = bot_stop_ownership(state)
+    assert owned == {7, 8, 9, 10}
+    assert known == {"INFY", "TCS", "SBIN", "HDFCBANK", "ITC", "ONGC"}
+
+
+def test_the_state_never_names_a_stop_gtt_that_is_gone(tmp_path: Path) -> None:
+    store = StateStore(make_home(tmp_path / "home"), "Som", "paper")
+    with store.transaction() as state:
+        state["stops"] = {"INFY": {"stop": 1450.0, "source": "prev_session_low", "gtt_id": 7, "trigger": 1450.0,
+                                   "limit_price": 1377.5, "quantity": 10, "updated_at": "x"}}
+        state["positions"] = {"INFY": {"quantity": 10, "gtt_order_id": 7, "stop_loss": 1450.0}}
+    # GTT 7 is gone and the new one was refused: the stop stays as the floor, the id goes.
+    refused = Outcome("INFY", "create", None, 1235.0, 1173.25, 10, error="refused", source="fallback")
+    _record(store, [refused], {"INFY": 10}, _at(A, 14, 0))
+    state = store.read()
+    assert state["stops"]["INFY"]["gtt_id"] is None and state["stops"]["INFY"]["stop"] == 1450.0
+    assert state["positions"]["INFY"]["gtt_order_id"] is None

@@ -14,15 +14,22 @@ from workers.strategy.stops import (
     CREATE,
     DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
     DELETE,
+    FALLBACK,
     MODIFY,
     NONE,
+    PREV_SESSION_LOW,
     DesiredGtt,
     GttAction,
     compute_stop,
+    decide_stop,
+    fallback_stop,
     gtt_limit_price,
     gtt_params,
+    is_stop_gtt,
+    managed_stop_gtts,
     plan_gtt_changes,
     previous_session_low,
+    stop_floors,
 )
 
 
@@ -87,10 +94,13 @@ def test_gtt_limit_price_is_below_the_trigger_and_floored():
 
 
 def gtt(gid: int, symbol: str, trigger: float, price: float, qty: int, *, status: str = "active",
-        side: str = "SELL", legs: int = 1, exchange: str = "NSE") -> dict:
+        side: str = "SELL", legs: int = 1, exchange: str = "NSE", last_price: float | None = None) -> dict:
+    """A GTT as ``kite.get_gtts()`` lists it; by default a stop (set when the LTP was 10 % higher)."""
     triggers = [trigger] if legs == 1 else [trigger, trigger * 1.2]
+    ltp = last_price if last_price is not None else (trigger * 1.1)
     return {"id": gid, "status": status, "type": "single" if legs == 1 else "two-leg",
-            "condition": {"exchange": exchange, "tradingsymbol": symbol, "trigger_values": triggers},
+            "condition": {"exchange": exchange, "tradingsymbol": symbol, "trigger_values": triggers,
+                          "last_price": ltp},
             "orders": [{"exchange": exchange, "tradingsymbol": symbol, "transaction_type": side,
                         "quantity": qty, "price": price, "order_type": "LIMIT", "product": "CNC"}
                        for _ in range(legs)]}
@@ -117,9 +127,10 @@ def test_plan_modifies_in_place_when_trigger_or_quantity_changes():
     assert "quantity 10 -> 15" in more[0].reason
 
 
-def test_plan_deletes_stops_on_symbols_no_longer_held():
-    existing = [gtt(7, "SOLD", 90.0, 85.5, 10), gtt(8, "ZERO", 50.0, 47.5, 5)]
-    actions = plan_gtt_changes({"ZERO": 0}, {}, existing)
+def test_plan_deletes_owned_stops_on_symbols_no_longer_held():
+    existing = [gtt(7, "SOLD", 90.0, 85.5, 10), gtt(8, "ZERO", 50.0, 47.5, 5), gtt(9, "HANDS", 60.0, 57.0, 5)]
+    actions = plan_gtt_changes({"ZERO": 0}, {}, existing, owned_ids={7, 8})
+    # GTT 9 is not the bot's (a person's stop on a symbol not held): left alone
     assert [(a.action, a.symbol, a.gtt_id) for a in actions] == [(DELETE, "SOLD", 7), (DELETE, "ZERO", 8)]
 
 
@@ -145,13 +156,16 @@ def test_only_active_sell_gtts_on_the_exchange_count():
     assert [(a.action, a.symbol) for a in actions] == [(CREATE, "INFY")]
 
 
-def test_a_two_leg_sell_gtt_is_replaced_by_the_single_stop():
-    existing = [gtt(4, "INFY", 1400.0, 1330.0, 10, legs=2)]
-    actions = plan_gtt_changes({"INFY": 10}, {"INFY": (1479.45, 1405.45, 10)}, existing)
-    assert [(a.action, a.gtt_id) for a in actions] == [(MODIFY, 4)]
-    with_single = [*existing, gtt(6, "INFY", 1479.45, 1405.45, 10)]
+def test_a_two_leg_gtt_is_never_touched_and_never_the_stop():
+    oco = gtt(4, "INFY", 1400.0, 1330.0, 10, legs=2, last_price=1500.0)
+    for owned in (set(), {4}):  # even an id the state names: a person made it an OCO
+        actions = plan_gtt_changes({"INFY": 10}, {"INFY": (1479.45, 1405.45, 10)}, [oco], owned_ids=owned,
+                                   known_symbols={"INFY"} if owned else ())
+        assert [(a.action, a.gtt_id) for a in actions] == [(CREATE, None)]
+    with_single = [oco, gtt(6, "INFY", 1479.45, 1405.45, 10)]
     actions = plan_gtt_changes({"INFY": 10}, {"INFY": (1479.45, 1405.45, 10)}, with_single)
-    assert [(a.action, a.gtt_id) for a in actions] == [(DELETE, 4), (NONE, 6)]
+    assert [(a.action, a.gtt_id) for a in actions] == [(NONE, 6)]
+    assert managed_stop_gtts([oco], {"INFY": 10}) == {} and stop_floors(managed_stop_gtts([oco], {"INFY": 10})) == {}
 
 
 def test_held_without_a_new_stop_keeps_its_gtt():
@@ -180,3 +194,76 @@ def test_duplicates_without_a_new_stop_keep_the_tightest():
 def test_a_desired_quantity_of_zero_creates_nothing():
     actions = plan_gtt_changes({"INFY": 10}, {"INFY": (1479.45, 1405.45, 0)}, [])
     assert [a.action for a in actions] == [NONE]
+
+
+# --- which GTTs are the bot's (review: every active all-SELL GTT was treated as its own) -----------
+def test_only_single_sell_gtts_below_their_last_price_are_stop_shaped():
+    assert is_stop_gtt(gtt(1, "INFY", 950.0, 902.5, 10, last_price=1000.0))
+    assert not is_stop_gtt(gtt(2, "INFY", 1100.0, 1100.0, 10, last_price=1000.0))  # take-profit
+    assert not is_stop_gtt(gtt(3, "INFY", 940.0, 893.0, 10, legs=2, last_price=1000.0))  # OCO
+    assert not is_stop_gtt(gtt(4, "INFY", 950.0, 960.0, 10, side="BUY"))
+    assert not is_stop_gtt(gtt(5, "INFY", 950.0, 902.5, 10, status="triggered"))
+    assert not is_stop_gtt(gtt(6, "INFY", 950.0, 902.5, 10, exchange="BSE"))
+    no_direction = gtt(7, "INFY", 950.0, 902.5, 10)
+    del no_direction["condition"]["last_price"]
+    assert not is_stop_gtt(no_direction)
+
+
+def test_a_hand_take_profit_with_a_lost_state_neither_sets_the_floor_nor_is_touched():
+    # The reviewer's case: no stop in the state; the bot's stop at 950 and a person's take-profit
+    # at 1100 (LTP 1000). Before: the floor became 1100 (>= LTP, so nothing placed) and the plan
+    # kept the take-profit and deleted the real stop.
+    gtts = [gtt(1, "INFY", 950.0, 902.5, 10, last_price=1000.0), gtt(2, "INFY", 1100.0, 1100.0, 10, last_price=1000.0)]
+    managed = managed_stop_gtts(gtts, {"INFY": 10})
+    assert [g["id"] for g in managed["INFY"]] == [1]
+    assert stop_floors(managed) == {"INFY": 950.0}
+    d = decide_stop(960.0, stop_floors(managed)["INFY"], 1000.0, 0.05, has_stop_gtt=True)
+    assert (d.stop, d.place) == (960.0, True)
+    actions = plan_gtt_changes({"INFY": 10}, {"INFY": (960.0, 912.0, 10)}, gtts)
+    assert [(a.action, a.gtt_id) for a in actions] == [(MODIFY, 1)]
+    kept = plan_gtt_changes({"INFY": 10}, {}, gtts)  # no new stop: the stop stays, nothing deleted
+    assert [(a.action, a.gtt_id) for a in kept] == [(NONE, 1)]
+
+
+def test_a_known_symbol_manages_only_its_owned_gtts():
+    bot, hand = gtt(5, "INFY", 950.0, 902.5, 10), gtt(6, "INFY", 900.0, 855.0, 10)
+    actions = plan_gtt_changes({"INFY": 10}, {"INFY": (960.0, 912.0, 10)}, [bot, hand], owned_ids={5},
+                               known_symbols={"INFY"})
+    assert [(a.action, a.gtt_id) for a in actions] == [(MODIFY, 5)]  # the person's stop 6 is not a duplicate
+    # the bot's stop is gone: a new one, not an adopted hand stop
+    actions = plan_gtt_changes({"INFY": 10}, {"INFY": (960.0, 912.0, 10)}, [hand], owned_ids={5},
+                               known_symbols={"INFY"})
+    assert [(a.action, a.gtt_id) for a in actions] == [(CREATE, None)]
+    # an unknown held symbol (lost state) adopts stop-shaped GTTs; a symbol not held adopts nothing
+    assert set(managed_stop_gtts([hand], {"INFY": 10})) == {"INFY"}
+    assert managed_stop_gtts([hand], {"TCS": 10}) == {}
+
+
+# --- fallback: "never lowered" must not mean "no stop" ----------------------------------------------
+def test_no_stop_gtt_and_the_kept_stop_above_the_ltp_gives_a_fallback_under_the_ltp():
+    # the GTT at 1450 fired, its limit did not fill, the price is 1300; yesterday's low is 1449
+    d = decide_stop(1449.0, 1450.0, 1300.0, 0.05, has_stop_gtt=False)
+    assert (d.stop, d.place, d.source) == (1235.0, True, FALLBACK)  # 1300 * 0.95
+    assert "a person should look" in (d.reason or "") and "1450.0 >= LTP 1300.0" in (d.reason or "")
+    # with a GTT at the broker the never-lower rule stands: nothing placed
+    kept = decide_stop(1449.0, 1450.0, 1300.0, 0.05, has_stop_gtt=True)
+    assert not kept.place and kept.source == PREV_SESSION_LOW and kept == compute_stop(1449.0, 1450.0, 1300.0, 0.05)
+
+
+def test_the_fallback_is_the_previous_low_when_it_is_clearly_under_the_ltp():
+    d = decide_stop(1280.07, 1450.0, 1300.0, 0.05, has_stop_gtt=False)
+    assert (d.stop, d.source) == (1280.05, FALLBACK)
+    # within Kite's 0.25 % disable band of the LTP: 5 % under the LTP instead
+    assert fallback_stop(1298.0, 1300.0, 0.05) == 1235.0
+    assert fallback_stop(1296.7, 1300.0, 0.05) == 1296.7
+    assert fallback_stop(None, 1300.0, 0.05, buffer_percent=2.5) == 1267.5
+
+
+def test_fallback_without_a_previous_low_and_none_without_an_ltp():
+    d = decide_stop(None, None, 1000.0, 0.05, has_stop_gtt=False)
+    assert (d.stop, d.place, d.source) == (950.0, True, FALLBACK)
+    assert "no previous session low" in (d.reason or "")
+    no_ltp = decide_stop(1449.0, 1450.0, None, 0.05, has_stop_gtt=False)
+    assert not no_ltp.place and no_ltp.source == PREV_SESSION_LOW
+    normal = decide_stop(1449.0, None, 1500.0, 0.05, has_stop_gtt=False)
+    assert (normal.stop, normal.place, normal.source) == (1449.0, True, PREV_SESSION_LOW)

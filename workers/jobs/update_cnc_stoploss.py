@@ -8,84 +8,161 @@ held symbol (rules in workers.strategy.stops and docs/trading-rules.md):
 
 * stop = low of the previous **completed** session (the NSE calendar export and the shared
   clock; during a session that is yesterday's, after 15:30 today's), floored to the tick; the
-  stop recorded in state (else the trigger of the symbol's active stop GTT) is never lowered;
-  a stop at or above the LTP is reported and not placed (Kite would fire it at once);
+  stop recorded in state (else the trigger of the symbol's managed stop GTT) is never lowered;
+  a stop at or above the LTP is reported and not placed (Kite would fire it at once) **unless the
+  symbol has no stop GTT at all**: then a fallback stop below the LTP is placed, recorded with
+  source ``fallback``, and a WARNING asks a person to look;
 * the GTT: single trigger at the stop, one SELL LIMIT CNC leg for the full held quantity, limit
   ``GTT_LIMIT_BUFFER_PERCENT`` (default 5) below the trigger, floored to the tick;
-* an existing stop GTT whose trigger, limit or quantity differ is **modified in place** (the
-  legacy job deleted and re-created, leaving moments without a stop); duplicates are deleted;
-  stop GTTs on symbols no longer held are deleted; nothing changed -> nothing sent.
+* only the bot's own stop GTTs are managed: ids recorded in state (``stops[S].gtt_id``, the
+  positions' ``gtt_order_id`` and legacy ``gtt.trigger_id``) or in this job's GTT intents, and, on
+  a held symbol the state has no record of (lost or migrated state), stop-shaped ones (single
+  SELL leg, trigger below the GTT's ``last_price``). Two-leg (OCO) and take-profit GTTs placed by
+  a person are never modified or deleted and never set the floor;
+* a managed GTT whose trigger, limit or quantity differ is **modified in place** (the legacy job
+  deleted and re-created, leaving moments without a stop); duplicates are deleted; owned stop
+  GTTs on symbols no longer held are deleted; nothing changed -> nothing sent.
+
+Reading the holdings and the GTT list, planning and writing happen under the user's GTT lock
+(kitefleet.locks.gtt_lock, also taken by the watchdog when it cuts GTTs after an exit): neither
+job writes back a GTT the other has just changed. Waiting more than 60 s for it fails the run
+(exit 1); the next run plans afresh.
 
 Writes. A new GTT goes through workers.intents.send_gtt_once with the tag
-``make_tag(user, "update_cnc_stoploss", session, symbol, "stop:<trigger>:<qty>")`` (a GTT carries
-no tag: a crash after the send is resolved by finding the GTT of that symbol, trigger and
-quantity). Open intents are reconciled before any write. Modifications and deletions are not
+``make_tag(user, "update_cnc_stoploss", session, symbol, purpose)``, purpose
+``stop:<trigger>:<qty>``, or ``stop:<trigger>:<qty>:<n>`` (n = 2, 3, ...) when the stop GTT placed
+under the earlier purpose that day is gone (deleted by hand, or fired and its limit did not
+fill): a tag that was sent is never sent again, so a new GTT needs a new tag. (A GTT carries no
+tag: a crash after the send is resolved by finding the GTT of that symbol, trigger and
+quantity.) Open intents are reconciled before any write. Modifications and deletions are not
 intents: they are full replacements and removals, so repeating one is harmless, and the next
 run plans again from the broker's GTT list. A write whose outcome is unknown stops the run
-(exit 7); the next run re-reads the GTT list before doing anything. GTTs of a symbol blocked by
-an unresolved intent are left alone and reported. The test-only fault point ``after_send``
-(workers.faults) also follows a modification and a deletion: the broker has it, the state not.
+(exit 7); the next run re-reads the GTT list before doing anything. An unresolved intent on a
+symbol (an entry or exit whose outcome nobody knows) does not freeze its stop: stops always
+follow the live holdings. The test-only fault point ``after_send`` (workers.faults) also follows
+a modification and a deletion: the broker has it, the state not.
 
-State (data/trading_state_<User>.json): ``stops[SYMBOL] = {stop, source: "prev_session_low",
-gtt_id, trigger, limit_price, quantity, updated_at}`` for every symbol whose stop GTT is in
-place (written only once the broker has it; removed when the symbol is no longer held); the
-position record gets the legacy annotations ``stop_loss``, ``stop_loss_source``
-(``previous_day_low_gtt``), ``stop_loss_updated``, ``gtt_order_id``; positions follow the held
+State (data/trading_state_<User>.json): ``stops[SYMBOL] = {stop, source: "prev_session_low" |
+"fallback", gtt_id, trigger, limit_price, quantity, updated_at}`` for every held symbol whose stop
+GTT is or was in place (written only once the broker has it; removed when the symbol is no longer
+held). ``gtt_id`` is the id of an **active** stop GTT or null: when the GTT is gone and no new one
+could be placed the id is cleared, and ``stop`` stays as the never-lower floor. The position
+record gets the legacy annotations ``stop_loss``, ``stop_loss_source`` (``previous_day_low_gtt``,
+or ``fallback_gtt``), ``stop_loss_updated``, ``gtt_order_id``; positions follow the held
 quantities (workers.portfolio.sync_held_positions). ``--dry-run`` prints the changes, sends and
-writes nothing.
+writes nothing, and takes no GTT lock.
 
-Exit codes: 0 done (stops not placed are reported, not failures); 5 Kite session; 6 an
-unresolved intent (reported per symbol, the others proceed: 0); 7 broker unavailable or a
-write's outcome unknown.
+Exit codes: 0 done (stops not placed and fallbacks are reported, not failures); 1 the GTT lock
+was not free within 60 s; 5 Kite session; 6 an intent the broker cannot confirm blocked a write
+(reported per symbol, the others proceed); 7 broker unavailable or a write's outcome unknown.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from kitefleet import clock
+from kitefleet.errors import LockTimeout
 from kitefleet.exitcodes import ExitCode
+from kitefleet.locks import gtt_lock
 from kitefleet.state import StateStore
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.faults import fault_point
-from workers.intents import IntentLog, SymbolBlocked, make_tag, send_gtt_once
+from workers.intents import RESOLVED, SENT, UNRESOLVED, IntentLog, SymbolBlocked, make_tag, send_gtt_once
 from workers.portfolio import record_entry_fills, snapshot, sync_held_positions
 from workers.strategy.stops import (
     CREATE,
     DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
     DELETE,
+    FALLBACK,
     MODIFY,
     NONE,
+    PREV_SESSION_LOW,
     DesiredGtt,
     GttAction,
     StopDecision,
-    compute_stop,
+    decide_stop,
     gtt_limit_price,
     gtt_params,
+    managed_stop_gtts,
     plan_gtt_changes,
     previous_session_low,
+    stop_floors,
 )
 
 TAKES_JOB_LOCK = True
 JOB = "update_cnc_stoploss"
 EXCHANGE = "NSE"
-SOURCE = "prev_session_low"
-LEGACY_SOURCE = "previous_day_low_gtt"
+SOURCE = PREV_SESSION_LOW
+LEGACY_SOURCE = {PREV_SESSION_LOW: "previous_day_low_gtt", FALLBACK: "fallback_gtt"}
 #: calendar days of daily candles read to find the previous completed session (holidays included)
 CANDLE_LOOKBACK_DAYS = 14
+#: how long to wait for the user's GTT lock (the watchdog holds it for one GTT tidy step)
+GTT_LOCK_TIMEOUT_S = 60.0
+#: intent statuses whose tag must never be sent again (it named a GTT, or may have)
+_USED_TAG_STATUSES = (SENT, RESOLVED, UNRESOLVED)
+#: a GTT found for an intent but no longer active: try the next tag at most this often per run
+_CREATE_ATTEMPTS = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
 
 
-def stop_purpose(trigger: float, quantity: int) -> str:
-    return f"stop:{trigger:.2f}:{quantity}"
+def stop_purpose(trigger: float, quantity: int, attempt: int = 1) -> str:
+    base = f"stop:{trigger:.2f}:{quantity}"
+    return base if attempt <= 1 else f"{base}:{attempt}"
+
+
+def fresh_stop_tag(user: str, session: date, symbol: str, trigger: float, quantity: int,
+                   intents: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
+    """(tag, purpose) for a new stop GTT: the first purpose of the sequence whose intent was never
+    sent. An open or failed intent keeps its tag (the intent protocol checks the broker first);
+    a sent, resolved or unresolved one named a GTT that is gone now, so it gets a successor."""
+    attempt = 1
+    while True:
+        purpose = stop_purpose(trigger, quantity, attempt)
+        tag = make_tag(user, JOB, session, symbol, purpose)
+        if (intents.get(tag) or {}).get("status") not in _USED_TAG_STATUSES:
+            return tag, purpose
+        attempt += 1
+
+
+def _as_id(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def bot_stop_ownership(state: Mapping[str, Any]) -> tuple[set[int], set[str]]:
+    """(GTT ids this job placed or adopted, symbols it has any stop record of), from the state:
+    ``stops``, the positions' ``gtt_order_id`` (and legacy ``gtt.trigger_id``), its GTT intents."""
+    owned: set[int] = set()
+    known: set[str] = set()
+    for sym, rec in (state.get("stops") or {}).items():
+        known.add(str(sym).upper())
+        if (gid := _as_id((rec or {}).get("gtt_id"))) is not None:
+            owned.add(gid)
+    for sym, pos in (state.get("positions") or {}).items():
+        legacy = (pos or {}).get("gtt")
+        for value in ((pos or {}).get("gtt_order_id"), legacy.get("trigger_id") if isinstance(legacy, dict) else None):
+            if (gid := _as_id(value)) is not None:
+                owned.add(gid)
+                known.add(str(sym).upper())
+    for intent in (state.get("intents") or {}).values():
+        if intent.get("kind") == "gtt" and intent.get("job") == JOB:
+            known.add(str(intent.get("symbol", "")).upper())
+            if (gid := _as_id(intent.get("broker_id"))) is not None:
+                owned.add(gid)
+    return owned, known
 
 
 @dataclass
@@ -99,35 +176,22 @@ class Outcome:
     note: str = ""
     done: bool = False
     error: str | None = None
+    source: str = SOURCE
 
     def as_dict(self) -> dict[str, Any]:
         return {"symbol": self.symbol, "action": self.action, "gtt_id": self.gtt_id, "trigger": self.trigger,
                 "limit_price": self.limit_price, "quantity": self.quantity, "note": self.note,
-                "done": self.done, "error": self.error}
+                "done": self.done, "error": self.error, "source": self.source}
 
 
-def _active_stop_triggers(gtts: list[dict[str, Any]]) -> dict[str, float]:
-    """Symbol -> the highest trigger among its active stop GTTs (the floor when state has none)."""
-    out: dict[str, float] = {}
-    for g in gtts:
-        cond = g.get("condition") or {}
-        legs = g.get("orders") or []
-        if (str(g.get("status", "")).lower() == "active" and str(cond.get("exchange") or EXCHANGE) == EXCHANGE
-                and len(cond.get("trigger_values") or []) == 1 and legs
-                and all(str(leg.get("transaction_type", "")).upper() == "SELL" for leg in legs)):
-            sym = str(cond["tradingsymbol"]).upper()
-            out[sym] = max(out.get(sym, 0.0), float(g["condition"]["trigger_values"][0]))
-    return out
-
-
-def decide_stops(ctx: JobContext, md: Any, kite: Any, held: dict[str, int], state: dict[str, Any],
-                 gtts: list[dict[str, Any]], now: datetime) -> tuple[dict[str, StopDecision], dict[str, float],
-                                                                      dict[str, float]]:
+def decide_stops(md: Any, kite: Any, held: dict[str, int], state: dict[str, Any],
+                 managed: Mapping[str, list[Mapping[str, Any]]], now: datetime, buffer: float,
+                 ) -> tuple[dict[str, StopDecision], dict[str, float], dict[str, float]]:
     """Per held symbol: the stop decision, its tick size and its LTP."""
     last_completed: date = md.calendar.last_completed_session(now)
     start = last_completed - timedelta(days=CANDLE_LOOKBACK_DAYS)
     ltp_answer = kite.ltp(*[f"{EXCHANGE}:{s}" for s in sorted(held)]) if held else {}
-    broker_floor = _active_stop_triggers(gtts)
+    broker_floor = stop_floors(managed)
     recorded_stops = state.get("stops") or {}
     decisions: dict[str, StopDecision] = {}
     ticks: dict[str, float] = {}
@@ -139,22 +203,41 @@ def decide_stops(ctx: JobContext, md: Any, kite: Any, held: dict[str, int], stat
         rec = (recorded_stops.get(sym) or {}).get("stop")
         recorded = float(rec) if isinstance(rec, int | float) else broker_floor.get(sym)
         ltp = float((ltp_answer.get(f"{EXCHANGE}:{sym}") or {}).get("last_price") or 0.0)
-        decisions[sym] = compute_stop(prev_low, recorded, ltp or None, tick)
+        decisions[sym] = decide_stop(prev_low, recorded, ltp or None, tick, has_stop_gtt=bool(managed.get(sym)),
+                                     buffer_percent=buffer)
         ticks[sym], ltps[sym] = tick, ltp
     return decisions, ticks, ltps
+
+
+def _gtt_locked(ctx: JobContext) -> contextlib.ExitStack[bool | None]:
+    """The user's GTT lock (none for a dry run); says so in the log when it has to wait."""
+    stack = contextlib.ExitStack()
+    if ctx.dry_run:
+        return stack
+    try:
+        stack.enter_context(gtt_lock(ctx.home, ctx.user, timeout=0))
+    except LockTimeout:
+        ctx.log.info("waiting for %s's GTT lock (another job is changing GTTs), up to %.0f s", ctx.user,
+                     GTT_LOCK_TIMEOUT_S)
+        stack.enter_context(gtt_lock(ctx.home, ctx.user, timeout=GTT_LOCK_TIMEOUT_S))
+    return stack
 
 
 def run(ctx: JobContext) -> int:
     from workers.kite_client import get_kite
     from workers.marketdata import market_data_for
 
-    log = ctx.log
-    now = clock.now()
-    today = now.date()
     kite = get_kite(ctx)
     md = market_data_for(ctx)
     store = StateStore(ctx.home, ctx.user, ctx.settings.mode)
-    intents = IntentLog(store)
+    with _gtt_locked(ctx):
+        return _run_locked(ctx, kite, md, store, IntentLog(store))
+
+
+def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents: IntentLog) -> int:
+    log = ctx.log
+    now = clock.now()
+    today = now.date()
     if not ctx.dry_run:
         report = intents.reconcile(kite)
         if report.checked:
@@ -168,21 +251,29 @@ def run(ctx: JobContext) -> int:
             sync_held_positions(state, account, now)
     state = store.read()
     gtts = list(kite.get_gtts())
-    decisions, ticks, ltps = decide_stops(ctx, md, kite, held, state, gtts, now)
+    owned, known = bot_stop_ownership(state)
+    managed = managed_stop_gtts(gtts, held, owned_ids=owned, known_symbols=known, exchange=EXCHANGE)
     buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
+    decisions, ticks, ltps = decide_stops(md, kite, held, state, managed, now, buffer)
     desired: dict[str, DesiredGtt] = {}
     for sym, d in decisions.items():
         if d.place and d.stop is not None:
             desired[sym] = DesiredGtt(d.stop, gtt_limit_price(d.stop, buffer, ticks[sym]), held[sym])
-    actions = plan_gtt_changes(held, desired, gtts, EXCHANGE)
-    blocked = intents.blocked_symbols()
+    actions = plan_gtt_changes(held, desired, gtts, EXCHANGE, owned_ids=owned, known_symbols=known)
+    recorded_stops = state.get("stops") or {}
     outcomes: list[Outcome] = []
     for a in actions:
         note = a.reason
         d = decisions.get(a.symbol)
-        if d is not None and d.reason and a.action in (NONE, CREATE, MODIFY):
-            note = f"{note}; {d.reason}" if note else d.reason
-        outcomes.append(Outcome(a.symbol, a.action, a.gtt_id, a.trigger, a.limit_price, a.quantity, note))
+        source = SOURCE
+        if d is not None and a.action in (NONE, CREATE, MODIFY):
+            if d.reason:
+                note = f"{note}; {d.reason}" if note else d.reason
+            rec = recorded_stops.get(a.symbol) or {}
+            # A kept stop keeps the source it was placed with (a fallback stays a fallback).
+            source = d.source if d.moved or rec.get("stop") != d.stop else str(rec.get("source") or d.source)
+        outcomes.append(Outcome(a.symbol, a.action, a.gtt_id, a.trigger, a.limit_price, a.quantity, note,
+                                source=source))
 
     if ctx.dry_run:
         _print(ctx, outcomes, decisions, ltps, dry_run=True)
@@ -194,10 +285,6 @@ def run(ctx: JobContext) -> int:
     try:
         for out, action in zip(outcomes, actions, strict=True):
             if out.action == NONE:
-                continue
-            if out.symbol in blocked:
-                out.error = "blocked: an unresolved intent needs a person (see doctor); GTT left as it is"
-                exit_code = ExitCode.RECONCILE_FAILED
                 continue
             try:
                 _apply(ctx, kite, intents, out, action, ltps, today)
@@ -244,13 +331,28 @@ def _apply(ctx: JobContext, kite: Any, intents: IntentLog, out: Outcome, action:
         out.done = True
         log.info("%s: GTT %s modified: %s", out.symbol, action.gtt_id, action.reason)
         return
-    purpose = stop_purpose(action.trigger, action.quantity)
-    tag = make_tag(ctx.user, JOB, today, out.symbol, purpose)
-    result = send_gtt_once(kite, intents, tag, purpose=purpose, job=JOB, session=today, **params)
-    out.gtt_id = int(result.broker_id) if result.broker_id is not None else None
+    for _ in range(_CREATE_ATTEMPTS):
+        # The plan creates only when no managed stop GTT is active, so an earlier GTT of this
+        # purpose today is gone: its tag is spent, and a new GTT gets the next one.
+        tag, purpose = fresh_stop_tag(ctx.user, today, out.symbol, action.trigger, action.quantity, intents.all())
+        result = send_gtt_once(kite, intents, tag, purpose=purpose, job=JOB, session=today, **params)
+        gtt_id = int(result.broker_id) if result.broker_id is not None else None
+        if result.sent_now:
+            break
+        # Reconciliation matched an intent to a GTT already listed: claim it only if it is active.
+        status = str(kite.get_gtt(gtt_id).get("status")) if gtt_id is not None else "unknown"
+        if status == "active":
+            break
+        log.warning("%s: intent %s matched GTT %s, which is %s; placing under the next tag", out.symbol, tag,
+                    gtt_id, status)
+    else:
+        out.error = f"no active stop GTT after {_CREATE_ATTEMPTS} attempts; the next run tries again"
+        log.error("%s: %s", out.symbol, out.error)
+        return
+    out.gtt_id = gtt_id
     out.done = True
-    log.info("%s: stop GTT %s at %.2f (limit %.2f, qty %d)%s", out.symbol, out.gtt_id, action.trigger,
-             action.limit_price, action.quantity, "" if result.sent_now else " (already at the broker)")
+    log.info("%s: stop GTT %s at %.2f (limit %.2f, qty %d, tag %s)%s", out.symbol, out.gtt_id, action.trigger,
+             action.limit_price, action.quantity, tag, "" if result.sent_now else " (already at the broker)")
 
 
 def _record(store: StateStore, outcomes: list[Outcome], held: dict[str, int], now: datetime) -> None:
@@ -258,7 +360,12 @@ def _record(store: StateStore, outcomes: list[Outcome], held: dict[str, int], no
     with store.transaction() as state:
         stops = state.setdefault("stops", {})
         positions = state.setdefault("positions", {})
+        live: dict[str, int | None] = {}
         for out in outcomes:
+            if out.action in (NONE, MODIFY):
+                live[out.symbol] = out.gtt_id
+            elif out.action == CREATE:
+                live[out.symbol] = out.gtt_id if out.done and out.error is None else None
             if out.error is not None:
                 continue
             if out.action == DELETE and out.done and out.symbol not in held:
@@ -268,15 +375,25 @@ def _record(store: StateStore, outcomes: list[Outcome], held: dict[str, int], no
                 continue
             if out.action != NONE and not out.done:
                 continue
-            entry = {"stop": out.trigger, "source": SOURCE, "gtt_id": out.gtt_id, "trigger": out.trigger,
+            entry = {"stop": out.trigger, "source": out.source, "gtt_id": out.gtt_id, "trigger": out.trigger,
                      "limit_price": out.limit_price, "quantity": out.quantity}
             old = stops.get(out.symbol) or {}
             if {k: old.get(k) for k in entry} != entry:
                 stops[out.symbol] = {**entry, "updated_at": stamp}
             pos = positions.get(out.symbol)
             if pos is not None and (pos.get("stop_loss") != out.trigger or pos.get("gtt_order_id") != out.gtt_id):
-                pos.update({"stop_loss": out.trigger, "stop_loss_source": LEGACY_SOURCE,
+                pos.update({"stop_loss": out.trigger, "stop_loss_source": LEGACY_SOURCE.get(out.source, out.source),
                             "stop_loss_updated": stamp, "gtt_order_id": out.gtt_id})
+        for sym, gtt_id in live.items():
+            if gtt_id is not None:
+                continue
+            # The stop GTT is gone (deleted by hand, or fired without a fill) and none replaced it:
+            # the state must not name a dead GTT. The stop stays: it is still the never-lower floor.
+            if sym in stops and stops[sym].get("gtt_id") is not None:
+                stops[sym] = {**stops[sym], "gtt_id": None, "updated_at": stamp}
+            pos = positions.get(sym)
+            if pos is not None and pos.get("gtt_order_id") is not None:
+                pos.update({"gtt_order_id": None, "stop_loss_updated": stamp})
         for sym in [s for s in stops if s not in held]:
             # Sold out while its GTT was already gone (fired, or deleted by hand): nothing to protect.
             if not any(o.symbol == sym and o.error for o in outcomes):
@@ -288,6 +405,7 @@ def _summary(outcomes: list[Outcome], decisions: dict[str, StopDecision]) -> dic
         "actions": [o.as_dict() for o in outcomes],
         "sent": sum(1 for o in outcomes if o.done and o.action != NONE),
         "not_placed": {s: d.reason for s, d in decisions.items() if not d.place},
+        "fallback": {s: d.stop for s, d in decisions.items() if d.place and d.source == FALLBACK},
         "stops": {s: d.stop for s, d in decisions.items()},
     }
 
@@ -304,7 +422,9 @@ def _print(ctx: JobContext, outcomes: list[Outcome], decisions: dict[str, StopDe
         ltp = f" (LTP {ltps[o.symbol]:.2f})" if o.symbol in ltps else ""
         status = f" FAILED: {o.error}" if o.error else ""
         print(f"  {o.symbol:<12} {verb}{level}{ltp}{' - ' + o.note if o.note else ''}{status}")
-    not_placed = [s for s, d in decisions.items() if not d.place]
-    for sym in not_placed:
-        ctx.log.warning("%s: stop %s", sym, decisions[sym].reason)
-
+    for sym, d in decisions.items():
+        if not d.place:
+            ctx.log.warning("%s: stop %s", sym, d.reason)
+        elif d.source == FALLBACK:
+            ctx.log.warning("%s: %s (LTP %.2f)%s", sym, d.reason, ltps.get(sym, 0.0),
+                            " [dry run: not placed]" if dry_run else "")

@@ -1,5 +1,5 @@
-"""update_cnc_stoploss's pure rules: the previous-session-low stop and the GTT plan that keeps
-exactly one stop GTT per held symbol.
+"""update_cnc_stoploss's pure rules: the previous-session-low stop, the fallback stop, which GTTs
+are the bot's stops, and the GTT plan that keeps exactly one stop GTT per held symbol.
 
 Rules and defaults (legacy section 4.3, ``update_cnc_stoploss.py``, with its faults fixed):
 
@@ -9,23 +9,36 @@ Rules and defaults (legacy section 4.3, ``update_cnc_stoploss.py``, with its fau
   lowered (legacy replaced the GTT every run, lowering it after a down day). A stop at or above the
   LTP is reported ("not placed: stop >= LTP") and not placed: Kite would fire it at once (legacy
   silently replaced it with 95 % of the LTP).
+* Fallback (:func:`decide_stop`, :func:`fallback_stop`): "never lowered" must not mean "no stop".
+  When a held symbol has **no** active stop GTT and the rule above gives none below the LTP (the
+  never-lowered stop is at or above it: the GTT fired and its limit did not fill, or the stop is
+  old; or there is no previous session low), a fallback stop is placed: the previous session's
+  low, floored to the tick, if it is more than 0.25 % below the LTP (Kite disables a GTT whose
+  trigger is within 0.25 % of the LTP), else LTP × (1 − ``GTT_LIMIT_BUFFER_PERCENT`` / 100),
+  floored to the tick. Its source is ``fallback``, and the job logs a WARNING: a person should
+  look. A stop GTT that exists is never lowered (it is kept as it is).
 * GTT (:func:`gtt_limit_price`, :func:`gtt_params`): single trigger, one leg: SELL, LIMIT, CNC, the
   full held quantity, trigger = the stop, limit price = trigger × (1 − ``GTT_LIMIT_BUFFER_PERCENT``
   / 100) (default 5 %), floored to the tick; ``last_price`` is the LTP, which must be above the
   trigger for a stop. (Legacy golden order_manager hard-coded product MIS and used no tick rounding.)
-* Plan (:func:`plan_gtt_changes`): only **active** GTTs count, and only stop GTTs: every leg a SELL
-  on the exchange (NSE). BUY GTTs and other exchanges are never touched. Per symbol:
+* Which GTTs are the bot's (:func:`is_stop_gtt`, :func:`managed_stop_gtts`): only **stop-shaped**
+  GTTs count: active, on the exchange (NSE), one trigger below its ``condition.last_price`` (the
+  LTP when it was set: a stop, not a take-profit), one SELL leg. Of those, the bot manages the
+  ones it **owns** (ids recorded in its state or in its GTT intents) and, on a held symbol it has
+  no record of at all (a lost or migrated state), **adopts** the stop-shaped ones. Two-leg (OCO)
+  GTTs, take-profit GTTs (trigger above the price), BUY GTTs, other exchanges and finished GTTs
+  are never touched and never set the never-lower floor (:func:`stop_floors`).
+* Plan (:func:`plan_gtt_changes`), over the managed GTTs, per symbol:
 
   =============================================  ==========================================
-  held, stop wanted, no stop GTT                 create
+  held, stop wanted, no managed GTT              create
   held, stop wanted, one GTT, same values        none (a second run sends nothing)
-  held, stop wanted, trigger/limit/qty differ    modify in place (the lowest id)
-  held, stop wanted, several GTTs                keep one (a matching single-leg one, else
-                                                 the lowest-id single-leg, else the lowest id),
+  held, stop wanted, trigger/limit/qty differ    modify in place
+  held, stop wanted, several GTTs                keep one (a matching one, else the lowest id),
                                                  delete the rest
-  held, no stop wanted (e.g. stop >= LTP)        existing GTT kept (none); of several, the
-                                                 single-leg one with the highest trigger stays
-  not held (quantity 0 or absent)                delete every stop GTT on it
+  held, no stop wanted (e.g. no LTP)             existing GTT kept (none); of several, the one
+                                                 with the highest trigger stays
+  not held (quantity 0 or absent)                delete every **owned** stop GTT on it
   =============================================  ==========================================
 
   Prices compare equal within half a paisa; quantities exactly. Actions come out per symbol in
@@ -35,7 +48,7 @@ Rules and defaults (legacy section 4.3, ``update_cnc_stoploss.py``, with its fau
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -47,14 +60,19 @@ DEFAULT_GTT_LIMIT_BUFFER_PERCENT = 5.0
 EXCHANGE = "NSE"
 PRODUCT = "CNC"
 PRICE_TOLERANCE = 0.005
+#: Kite disables a GTT whose trigger is within this many percent of the LTP (kite-api.md 3.15)
+KITE_DISABLE_BAND_PERCENT = 0.25
 
 CREATE, MODIFY, DELETE, NONE = "create", "modify", "delete", "none"
+#: ``StopDecision.source`` values (recorded in state ``stops[SYMBOL]["source"]``)
+PREV_SESSION_LOW, FALLBACK = "prev_session_low", "fallback"
 
 
 @dataclass(frozen=True)
 class StopDecision:
     """``stop`` is the stop to hold (None only without any stop); ``place`` says whether a GTT
-    may carry it now; ``reason`` says why not (or what happened).
+    may carry it now; ``reason`` says why not (or what happened); ``source`` is
+    ``prev_session_low`` or ``fallback``.
 
     Record ``stop`` as the position's stop only when ``place`` is true and the GTT call
     succeeded: a recorded stop is a floor for every later run, so an unplaced one must not
@@ -67,6 +85,7 @@ class StopDecision:
     previous: float | None = None
     candidate: float | None = None
     reason: str | None = None
+    source: str = PREV_SESSION_LOW
 
 
 def previous_session_low(daily_candles: Iterable[CandleLike], now: dt.datetime,
@@ -82,8 +101,8 @@ def compute_stop(prev_session_low: float | None, recorded_stop: float | None, lt
     the recorded stop, and not placed when at or above the LTP.
 
     ``recorded_stop``: the stop recorded for this position, or, when the state has none (a
-    lost or migrated state), the trigger of its active stop GTT, so that a stop already at the
-    broker is not lowered either."""
+    lost or migrated state), the trigger of its managed stop GTT (:func:`stop_floors`), so that
+    a stop already at the broker is not lowered either."""
     candidate = None if prev_session_low is None or prev_session_low <= 0 else round_to_tick(
         prev_session_low, tick, "floor")
     if candidate is None:
@@ -103,6 +122,36 @@ def compute_stop(prev_session_low: float | None, recorded_stop: float | None, lt
         return StopDecision(stop, moved, False, recorded_stop, candidate,
                             f"not placed: stop {stop} >= LTP {ltp}")
     return StopDecision(stop, moved, True, recorded_stop, candidate, note)
+
+
+def fallback_stop(prev_session_low: float | None, ltp: float, tick: float,
+                  buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT) -> float:
+    """The stop for a held position that has no stop GTT and no rule stop below the LTP: the
+    previous session's low (floored) if it is more than 0.25 % below the LTP, else
+    LTP × (1 − ``buffer_percent`` / 100), floored to the tick."""
+    if prev_session_low is not None and prev_session_low > 0:
+        low = round_to_tick(prev_session_low, tick, "floor")
+        if low < ltp * (1 - KITE_DISABLE_BAND_PERCENT / 100):
+            return low
+    return gtt_limit_price(ltp, buffer_percent, tick)
+
+
+def decide_stop(prev_session_low: float | None, recorded_stop: float | None, ltp: float | None,
+                tick: float, *, has_stop_gtt: bool,
+                buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT) -> StopDecision:
+    """:func:`compute_stop`, plus the fallback: a held symbol without a stop GTT (``has_stop_gtt``
+    false) whose rule stop cannot be placed below the LTP gets :func:`fallback_stop`. Without an
+    LTP nothing can be placed (the GTT needs it as ``last_price``)."""
+    decision = compute_stop(prev_session_low, recorded_stop, ltp, tick)
+    if decision.place or has_stop_gtt or ltp is None or not ltp > 0:
+        return decision
+    stop = fallback_stop(prev_session_low, ltp, tick, buffer_percent)
+    if not 0 < stop < ltp:
+        return decision
+    why = "no previous session low" if decision.stop is None else f"stop {decision.stop} >= LTP {ltp}"
+    return StopDecision(stop, True, True, recorded_stop, decision.candidate,
+                        f"FALLBACK stop {stop} ({why}, and no stop GTT protects the position): "
+                        "a person should look", FALLBACK)
 
 
 def gtt_limit_price(trigger: float, buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
@@ -134,19 +183,58 @@ def _legs(gtt: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return list(gtt.get("orders") or [])
 
 
-def _is_stop_gtt(gtt: Mapping[str, Any], exchange: str) -> bool:
+def gtt_symbol(gtt: Mapping[str, Any]) -> str:
+    return str((gtt.get("condition") or {}).get("tradingsymbol", "")).upper()
+
+
+def is_stop_gtt(gtt: Mapping[str, Any], exchange: str = EXCHANGE) -> bool:
+    """Stop-shaped: active, on ``exchange``, single (one trigger, one SELL leg), and the trigger
+    below ``condition.last_price`` (the LTP when it was set), i.e. it fires on a fall. A trigger
+    above it is a take-profit; a two-leg GTT is an OCO someone set up on purpose."""
     cond = gtt.get("condition") or {}
     legs = _legs(gtt)
-    return (
-        str(gtt.get("status", "")).lower() == "active"
-        and str(cond.get("exchange") or exchange).upper() == exchange
-        and bool(legs)
-        and all(str(leg.get("transaction_type", "")).upper() == "SELL" for leg in legs)
-    )
+    triggers = list(cond.get("trigger_values") or [])
+    if (str(gtt.get("status", "")).lower() != "active"
+            or str(cond.get("exchange") or exchange).upper() != exchange
+            or str(gtt.get("type") or "single") != "single"
+            or len(triggers) != 1 or len(legs) != 1
+            or str(legs[0].get("transaction_type", "")).upper() != "SELL"):
+        return False
+    try:
+        return float(triggers[0]) < float(cond["last_price"])
+    except (KeyError, TypeError, ValueError):
+        return False  # no direction on record: not provably a stop, so not ours to touch
 
 
-def _is_single(gtt: Mapping[str, Any]) -> bool:
-    return len((gtt.get("condition") or {}).get("trigger_values") or []) == 1 and len(_legs(gtt)) == 1
+def managed_stop_gtts(
+    existing_gtts: Iterable[Mapping[str, Any]],
+    holdings: Mapping[str, int],
+    *,
+    owned_ids: Collection[int] = (),
+    known_symbols: Collection[str] = (),
+    exchange: str = EXCHANGE,
+) -> dict[str, list[Mapping[str, Any]]]:
+    """Symbol -> the stop GTTs the bot manages, lowest id first: stop-shaped ones whose id it
+    owns (``owned_ids``: recorded in its state or its GTT intents), and, on a held symbol not in
+    ``known_symbols`` (the bot has no record of its stop: a lost or migrated state), every
+    stop-shaped one (adopted)."""
+    held = {s.upper() for s, q in holdings.items() if q > 0}
+    known = {s.upper() for s in known_symbols}
+    owned = {int(i) for i in owned_ids}
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for g in existing_gtts:
+        if not is_stop_gtt(g, exchange):
+            continue
+        sym = gtt_symbol(g)
+        if int(g["id"]) in owned or (sym in held and sym not in known):
+            out.setdefault(sym, []).append(g)
+    return {s: sorted(gs, key=lambda g: int(g["id"])) for s, gs in out.items()}
+
+
+def stop_floors(managed: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, float]:
+    """Symbol -> the highest trigger among its managed stop GTTs: the never-lower floor when the
+    state records no stop for it."""
+    return {s: max(_trigger(g) for g in gs) for s, gs in managed.items() if gs}
 
 
 def _trigger(gtt: Mapping[str, Any]) -> float:
@@ -158,11 +246,8 @@ def _same_price(a: float, b: float) -> bool:
 
 
 def _matches(gtt: Mapping[str, Any], want: DesiredGtt) -> bool:
-    if not _is_single(gtt):
-        return False
     leg = _legs(gtt)[0]
-    trigger = gtt["condition"]["trigger_values"][0]
-    return (_same_price(trigger, want.trigger) and _same_price(leg.get("price", 0), want.limit_price)
+    return (_same_price(_trigger(gtt), want.trigger) and _same_price(leg.get("price", 0), want.limit_price)
             and int(leg.get("quantity", 0)) == want.quantity)
 
 
@@ -178,23 +263,24 @@ def plan_gtt_changes(
     desired: Mapping[str, DesiredGtt | Sequence[float]],
     existing_gtts: Iterable[Mapping[str, Any]],
     exchange: str = EXCHANGE,
+    *,
+    owned_ids: Collection[int] = (),
+    known_symbols: Collection[str] = (),
 ) -> list[GttAction]:
     """The GTT calls that bring the account to one stop GTT per held symbol (see the table above).
 
     ``holdings``: symbol → held quantity (quantity + t1_quantity). ``desired``: symbol →
     (trigger, limit price, quantity) for every symbol whose stop should be placed now.
-    ``existing_gtts``: ``kite.get_gtts()`` as returned.
+    ``existing_gtts``: ``kite.get_gtts()`` as returned; only the managed ones count
+    (:func:`managed_stop_gtts` with ``owned_ids`` and ``known_symbols``).
     """
     held = {s.upper() for s, q in holdings.items() if q > 0}
     want = {s.upper(): _desired(v) for s, v in desired.items()}
-    by_symbol: dict[str, list[Mapping[str, Any]]] = {}
-    for g in existing_gtts:
-        if _is_stop_gtt(g, exchange):
-            sym = str(g["condition"]["tradingsymbol"]).upper()
-            by_symbol.setdefault(sym, []).append(g)
+    by_symbol = managed_stop_gtts(existing_gtts, holdings, owned_ids=owned_ids, known_symbols=known_symbols,
+                                  exchange=exchange)
     actions: list[GttAction] = []
     for sym in sorted(held | set(by_symbol)):
-        gtts = sorted(by_symbol.get(sym, []), key=lambda g: int(g["id"]))
+        gtts = by_symbol.get(sym, [])
         if sym not in held:
             actions += [GttAction(DELETE, sym, int(g["id"]), reason="symbol no longer held") for g in gtts]
             continue
@@ -204,7 +290,7 @@ def plan_gtt_changes(
                 actions.append(GttAction(NONE, sym, reason="held without a stop to place"))
                 continue
             # No new stop: keep the tightest existing stop rather than loosen the protection.
-            keep = max(gtts, key=lambda g: (_is_single(g), _trigger(g), -int(g["id"])))
+            keep = max(gtts, key=lambda g: (_trigger(g), -int(g["id"])))
             actions += [GttAction(DELETE, sym, int(g["id"]), reason=f"duplicate of GTT {keep['id']}")
                         for g in gtts if g is not keep]
             actions.append(GttAction(NONE, sym, int(keep["id"]), reason="no new stop to place; GTT kept"))
@@ -213,8 +299,8 @@ def plan_gtt_changes(
             actions.append(GttAction(CREATE, sym, None, target.trigger, target.limit_price, target.quantity,
                                      "no stop GTT"))
             continue
-        # A GTT that already matches, else a single-leg one, else the lowest id.
-        keep = min(gtts, key=lambda g: (not _matches(g, target), not _is_single(g), int(g["id"])))
+        # A GTT that already matches, else the lowest id.
+        keep = min(gtts, key=lambda g: (not _matches(g, target), int(g["id"])))
         actions += [GttAction(DELETE, sym, int(g["id"]), reason=f"duplicate of GTT {keep['id']}")
                     for g in gtts if g is not keep]
         if _matches(keep, target):
@@ -227,12 +313,9 @@ def plan_gtt_changes(
 
 
 def _describe_change(gtt: Mapping[str, Any], want: DesiredGtt) -> str:
-    if not _is_single(gtt):
-        return "replace a multi-leg GTT with the single-leg stop"
     leg = _legs(gtt)[0]
-    old = (gtt["condition"]["trigger_values"][0], leg.get("price"), leg.get("quantity"))
-    return (f"trigger {old[0]} -> {want.trigger}, limit {old[1]} -> {want.limit_price}, "
-            f"quantity {old[2]} -> {want.quantity}")
+    return (f"trigger {_trigger(gtt)} -> {want.trigger}, limit {leg.get('price')} -> {want.limit_price}, "
+            f"quantity {leg.get('quantity')} -> {want.quantity}")
 
 
 def gtt_params(symbol: str, trigger: float, limit_price: float, quantity: int, ltp: float,
