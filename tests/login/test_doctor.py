@@ -185,11 +185,21 @@ def test_pure_coverage_and_drift_rules() -> None:
                          {"tradingsymbol": "D", "product": "MIS", "quantity": 7}]}
     held = held_quantities(holdings, positions)
     assert held == {"B": 3, "C": 2}  # A was sold out of holdings today; MIS is not a holding
-    gtts = [{"status": "active", "condition": {"tradingsymbol": "B"},
+    stop = {"trigger_values": [90.0], "last_price": 100.0, "exchange": "NSE"}
+    gtts = [{"status": "active", "type": "single", "condition": {"tradingsymbol": "B", **stop},
              "orders": [{"transaction_type": "SELL", "quantity": 2}]},
-            {"status": "triggered", "condition": {"tradingsymbol": "C"},
+            {"status": "triggered", "type": "single", "condition": {"tradingsymbol": "C", **stop},
              "orders": [{"transaction_type": "SELL", "quantity": 2}]}]
     gaps = gtt_coverage(held, gtts)
     assert set(gaps) == {"B", "C"} and "covers only 2" in gaps["B"]
+    # a take-profit (trigger above the price) is no stop; an OCO of SELL legs is
+    take_profit = {"status": "active", "type": "single",
+                   "condition": {"tradingsymbol": "C", "trigger_values": [120.0], "last_price": 100.0},
+                   "orders": [{"transaction_type": "SELL", "quantity": 2}]}
+    assert "C" in gtt_coverage(held, [take_profit])
+    oco = {"status": "active", "type": "two-leg",
+           "condition": {"tradingsymbol": "C", "trigger_values": [90.0, 120.0], "last_price": 100.0},
+           "orders": [{"transaction_type": "SELL", "quantity": 2}, {"transaction_type": "SELL", "quantity": 2}]}
+    assert "C" not in gtt_coverage(held, [oco])
     state = {"B": {"quantity": 3}, "C": {"quantity": 2, "exit_price": 10.0}, "E": {"quantity": 1}}
     assert position_drift(state, held) == ["C: state 0, broker 2", "E: state 1, broker 0"]

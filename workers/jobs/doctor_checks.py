@@ -27,6 +27,7 @@ from typing import Any
 from kitefleet import clock
 from kitefleet.errors import KitefleetError, TokenError
 from workers.context import JobContext
+from workers.strategy.stops import is_stop_gtt
 
 LOG_TO_CONSOLE = False
 OK, WARN, FAIL, NA = "ok", "warn", "fail", "n/a"
@@ -59,10 +60,14 @@ def held_quantities(holdings: list[dict[str, Any]], positions: dict[str, Any] | 
 
 
 def gtt_coverage(held: dict[str, int], gtts: list[dict[str, Any]]) -> dict[str, str]:
-    """Symbol -> problem, for every long holding without an active GTT SELL leg covering it."""
+    """Symbol -> problem, for every long holding without an active stop covering it. A stop is a
+    stop-shaped single GTT (workers.strategy.stops.is_stop_gtt) or a two-leg OCO of SELL legs
+    (its lower leg is a stop); a take-profit above the price protects nothing on a fall."""
     cover: dict[str, int] = {}
     for g in gtts:
         if str(g.get("status", "")).lower() != "active":
+            continue
+        if not (is_stop_gtt(g) or str(g.get("type") or "") == "two-leg"):
             continue
         sym = str((g.get("condition") or {}).get("tradingsymbol", "")).upper()
         legs = [o for o in g.get("orders") or [] if str(o.get("transaction_type", "")).upper() == "SELL"]
