@@ -15,12 +15,35 @@ tracked position. Everything else is paced separately:
 When the clock runs so fast that one poll interval is less than a wall second (Kite allows one
 quote request per second), the polls come as fast as the shared limiter lets them, and a warning
 says so once. A failed poll (broker unreachable after the client's retries) is logged and the
-loop goes on: the GTT stays the backstop meanwhile.
+loop goes on: the GTT stays the backstop meanwhile. A failed *start* (the first reconcile or
+positions read) is retried the same way, with back-off (START_RETRY_SECONDS doubling to
+START_RETRY_MAX_SECONDS of simulated time) until the close; a TokenError still ends the job.
 
 Exits go through workers.intents (tag = make_tag(user, JOB, session, symbol, "exit"|"exit2"|
-"exit3")): at most MAX_EXIT_ATTEMPTS per symbol and session, never while one is pending. After
-an exit fills, every active all-SELL GTT of the symbol is deleted (nothing left) or its legs are
-reduced to the quantity still held, so the broker-side stop cannot sell shares already sold.
+"exit3")): at most MAX_EXIT_ATTEMPTS per symbol and session, never while one is pending, each
+sized as held minus the CNC sells already open. No tag ever names two orders: a tag is sent again
+only when it provably never reached the broker. An unresolved intent of another purpose (e.g.
+yesterday's entry) does not stop an exit (workers.intents lets protective writes through). A
+send that fails does not leave the symbol pending for the session:
+
+* refused before it was processed (429 after the client's retries, connection refused: the
+  intent is still ``pending``, or was never recorded because the reconcile read before it
+  failed): ``not_sent`` at once, intent failed; the next poll may send the same tag;
+* outcome unknown (WriteOutcomeUnknown: intent ``unknown``), or a ``sending`` record left by a
+  killed process: while its tag is not in the book, after EXIT_SETTLE_GRACE_S wall seconds (and
+  at least one more poll) it is settled: never recorded or ``pending`` → ``not_sent`` (same tag);
+  ``unknown`` → intent failed, record ``lost`` (the next exit uses the next purpose's tag). A
+  ``lost`` exit that shows up in the book after all is adopted as sent.
+
+Exit prices come from watchdog_rules (marketable after a gap through the level). An exit that is
+OPEN while the LTP has fallen below its limit is modified (one full replacement of type, quantity
+and price) down to LTP × 0.995 floored to the tick, at most MAX_EXIT_MODIFICATIONS times
+(Kite refuses the 26th); the modification counts are in the record.
+
+After an exit fills, every active all-SELL GTT of the symbol is deleted (nothing left) or its legs
+are reduced to the quantity still held, so the broker-side stop cannot sell shares already sold.
+That step runs under kitefleet.locks.gtt_lock (update_cnc_stoploss takes it around its
+plan-and-apply) and reads the holdings and the GTT list inside it.
 
 On-disk contract: ``state["watchdog"]`` in ``data/trading_state_<User>.json`` (StateStore),
 written by this job only, and only when something changed (a level, a stop, an exit)::
@@ -31,8 +54,9 @@ written by this job only, and only when something changed (a level, a stop, an e
                    "lows": [[ISO start, low], [ISO start, low]], "level": float|null},
         "atr": {"atr": float|null, "anchor": float, "stop": float|null, "carried_from": date|null},
         "exits": [{"purpose", "tag", "rule", "level", "ltp", "price", "quantity", "decided_at",
-                   "status": "sending"|"sent"|"unknown"|"rejected"|"blocked"|"not_sent",
+                   "status": "sending"|"sent"|"unknown"|"rejected"|"blocked"|"not_sent"|"lost",
                    "order_id", "order_status", "filled", "note", "retry_after",
+                   "modifications": int (reprice attempts), "repriced_at": ISO,
                    "gtt": {"synced_filled": int, "actions": [{"id", "action", "quantity", "at"}]}}]}}}}
 
 KEEP_SESSIONS sessions are kept. The ATR anchor and stop carry over from the newest earlier
@@ -45,15 +69,22 @@ session (the stop only moves up). Restart behaviour:
     killed after the send, before the record      reconcile finds the order by tag; not resent
     killed after the intent, before the send      intent marked failed (not in the book); the rule
                                                   decides again, the same tag is reused if it fires
+    killed during the pre-send reconcile (no      record "sending" without an intent: not_sent
+      intent yet)                                 after the grace; the same tag is reused
+    write outcome unknown, not in the book        intent failed, record lost; a new tag if it fires
+    exit open above the market                    modified down to the marketable limit
     exit filled, GTT not yet tidied               GTT tidied at start
+    broker failing at start                       start retried with back-off until the close
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -62,8 +93,19 @@ from typing import Any
 from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST, Clock
 from kitefleet.errors import BrokerTemporaryError, KitefleetError, ReconcileError
+from kitefleet.locks import gtt_lock
 from workers.broker_errors import BrokerRejected
-from workers.intents import FAILED, OPEN_STATUSES, SENT, IntentLog, make_tag, send_order_once
+from workers.intents import (
+    FAILED,
+    PENDING,
+    RESOLVED,
+    SENT,
+    UNKNOWN,
+    UNRESOLVED,
+    IntentLog,
+    make_tag,
+    send_order_once,
+)
 from workers.marketdata import UnknownInstrument
 from workers.portfolio import AccountSnapshot, snapshot
 from workers.ratelimit import PER_SECOND, QUOTE, WINDOW_MARGIN_S
@@ -76,6 +118,7 @@ from workers.strategy.watchdog_rules import (
     atr_trailing_stop,
     completed_hourly_candles,
     exit_order_params,
+    exit_reprice,
     hourly_low_exit,
     hourly_low_level,
 )
@@ -92,6 +135,17 @@ LEVEL_TRIES = 3
 LEVEL_RETRY_SECONDS = 10
 TERMINAL = ("COMPLETE", "CANCELLED", "REJECTED")
 PENDING_STATUSES = ("sending", "sent", "unknown")
+#: an exit whose send failed and whose tag the order book still does not show this many wall
+#: seconds later (and at least one poll later) is given up: resent under its own tag if it never
+#: reached the broker, under the next purpose's tag if it may have
+EXIT_SETTLE_GRACE_S = 3.0
+#: modifications of one exit order at most (Kite refuses the 26th)
+MAX_EXIT_MODIFICATIONS = 10
+#: back-off between failed starts (simulated seconds), doubling up to the cap
+START_RETRY_SECONDS = 5.0
+START_RETRY_MAX_SECONDS = 60.0
+#: how long the GTT tidy step waits for update_cnc_stoploss to finish with the GTT list
+GTT_LOCK_TIMEOUT_S = 60.0
 HOUR = timedelta(hours=1)
 
 
@@ -301,6 +355,7 @@ def _start(when: datetime | date) -> datetime:
 # --- the watchdog ----------------------------------------------------------------------------
 @dataclass
 class Stats:
+    started: bool = False
     polls: int = 0
     exits_placed: int = 0
     exits_planned: list[dict[str, Any]] = field(default_factory=list)
@@ -334,7 +389,6 @@ class Watchdog:
         self.tracked: dict[str, int] = {}
         self.ticks: dict[str, float] = {}
         self.trails: dict[str, AtrTrail] = {}
-        self.blocked: set[str] = set()
         self.level_retry: dict[str, tuple[int, datetime]] = {}
         self.dirty = False
         self.next_positions: datetime = now
@@ -342,6 +396,10 @@ class Watchdog:
         self._would_exit: set[tuple[str, float]] = set()
         self._failing_since: datetime | None = None
         self._carry: dict[str, Any] = {}
+        self._loaded = False
+        #: exit tag -> wall time (monotonic) its failed send was first seen unsettled by this process
+        self._unsettled: dict[str, float] = {}
+        self._said_mod_cap: set[str] = set()
         self.refresher = LevelRefresher(market, calendar, log, stop, clock.now)
 
     # --- state ---------------------------------------------------------------------------------
@@ -374,7 +432,11 @@ class Watchdog:
 
     # --- start ---------------------------------------------------------------------------------
     def start(self) -> None:
-        self.load()
+        """Load the state, reconcile, read the positions. Safe to call again after a failure
+        (the state is loaded once; what was changed since is flushed, not re-read)."""
+        if not self._loaded:
+            self.load()
+            self._loaded = True
         if not self.dry_run:
             report = self.intents.reconcile(self.kite)
             if report.checked:
@@ -408,10 +470,16 @@ class Watchdog:
                 rec.update(status="sent", order_id=intent.get("broker_id"),
                            order_status=intent.get("order_status") or rec.get("order_status"))
                 self.dirty = True
-            elif status in OPEN_STATUSES:
+            elif status == PENDING:
                 # Reconcile just looked: today's book does not have it, so it never reached the broker.
                 self.intents.mark_failed(tag, "not sent: the watchdog stopped before sending; it re-decides")
                 rec.update(status="not_sent", note="stopped before sending")
+                self.dirty = True
+            elif status == UNKNOWN:
+                # Its write may have reached the broker: the tag is used up (no tag names two orders).
+                self.intents.mark_failed(tag, "write outcome unknown and not in the order book at the restart: "
+                                         "given up, the next exit uses a new tag")
+                rec.update(status="lost", note="outcome unknown and not in the order book: given up")
                 self.dirty = True
             elif status == FAILED and rec.get("status") in PENDING_STATUSES:
                 rec.update(status="rejected" if intent.get("note") else "not_sent", note=intent.get("note", ""))
@@ -516,7 +584,9 @@ class Watchdog:
             decision = atr_exit(ltp, trail.stop, tick)
         else:
             decision = hourly_low_exit(ltp, (rec.get("hourly") or {}).get("level"), tick)
-        if decision is None or symbol in self.blocked or exit_pending(rec["exits"]):
+        # An unresolved intent of another purpose (yesterday's entry) never stops an exit: exits are
+        # sized as held minus the sells already open, which cannot oversell.
+        if decision is None or exit_pending(rec["exits"]):
             return None
         retry_after = next((e.get("retry_after") for e in reversed(rec["exits"]) if e.get("retry_after")), None)
         if retry_after and self.clock.now().isoformat() < retry_after:
@@ -543,6 +613,7 @@ class Watchdog:
                 ltp = float(quote.get("last_price") or 0.0)
                 if ltp <= 0:
                     continue
+                self.reprice(symbol, ltp, now)
                 decision = self.evaluate(symbol, ltp)
                 if decision is not None:
                     self.exit(symbol, decision, now)
@@ -586,9 +657,6 @@ class Watchdog:
         self.flush()
         self.log.info("%s: SELL %d LIMIT %s CNC (%s) tag %s", symbol, quantity, decision.limit_price,
                       decision.reason, tag)
-        if not decision.marketable:
-            self.log.warning("%s: LTP %s is already below the exit limit %s: the order rests above the market",
-                             symbol, decision.ltp, decision.limit_price)
         try:
             result = send_order_once(self.kite, self.intents, tag, params, purpose=purpose, job=JOB,
                                      session=self.session)
@@ -597,12 +665,27 @@ class Watchdog:
                           retry_after=(now + self.positions_refresh).isoformat())
             self.log.error("%s: exit refused by the broker: %s", symbol, exc)
         except ReconcileError as exc:
-            record.update(status="blocked", note=str(exc))
-            self.blocked.add(symbol)
-            self.log.error("%s: %s", symbol, exc)
+            # SymbolBlocked. Only this exit's own tag being unreconcilable uses the tag up; either
+            # way the symbol is looked at again later, never skipped for the rest of the session.
+            own = (self.intents.get(tag) or {}).get("status") in (UNRESOLVED, RESOLVED)
+            record.update(status="blocked" if own else "not_sent", note=str(exc),
+                          retry_after=(now + self.positions_refresh).isoformat())
+            self.log.error("%s: exit not sent: %s", symbol, exc)
         except BrokerTemporaryError as exc:
-            record.update(status="unknown", note=str(exc))
-            self.log.warning("%s: exit outcome unknown (%s); the order book will tell", symbol, exc)
+            intent = self.intents.get(tag)
+            if intent is None or intent.get("status") in (PENDING, FAILED):
+                # The intent is marked unknown before any write that may have reached the broker;
+                # still pending (or never recorded: the reconcile read before it failed) means the
+                # request was refused before it was processed (429 after retries, connection
+                # refused, workers.broker_errors.never_sent): the next poll may send the same tag.
+                if intent is not None and intent.get("status") == PENDING:
+                    self.intents.mark_failed(tag, f"not sent: {exc}")
+                record.update(status="not_sent", note=f"not sent: {exc}")
+                self.log.warning("%s: exit not sent (%s); the next poll decides again", symbol, exc)
+            else:
+                record.update(status="unknown", note=str(exc))
+                self._unsettled[tag] = time.monotonic()
+                self.log.warning("%s: exit outcome unknown (%s); the order book will tell", symbol, exc)
         else:
             record.update(status="sent", order_id=result.broker_id, order_status=result.order_status)
             if result.sent_now:
@@ -618,26 +701,117 @@ class Watchdog:
                 by_tag[str(tag)] = o
         for symbol, rec in self.day["symbols"].items():
             for e in rec["exits"]:
-                if e.get("status") not in PENDING_STATUSES:
+                status = e.get("status")
+                if status == "lost" and e["tag"] in by_tag:
+                    # Given up on, then it did arrive: it is an exit like any other (the next one,
+                    # if any, is sized net of it).
+                    order = by_tag[e["tag"]]
+                    self.intents.mark_sent(e["tag"], str(order.get("order_id")), order_status=order.get("status"))
+                    e["status"] = status = "sent"
+                    self.log.warning("%s: exit %s given up on is in the book after all: %s", symbol, e["tag"],
+                                     order.get("order_id"))
+                if status not in PENDING_STATUSES:
                     continue
                 order = by_id.get(str(e.get("order_id"))) if e.get("order_id") else by_tag.get(e["tag"])
                 if order is None:
+                    if not e.get("order_id"):
+                        self._settle_unsent(symbol, e)
                     continue
-                if e.get("status") == "unknown" and not e.get("order_id"):
-                    # The write timed out but the book shows it: settle the intent too.
+                self._unsettled.pop(e["tag"], None)
+                if status in ("unknown", "sending") and not e.get("order_id"):
+                    # The write timed out (or the process died) but the book shows it: settle the intent too.
                     self.intents.reconcile(self.kite, tags=[e["tag"]])
                     e["status"] = "sent"
                 filled = int(order.get("filled_quantity") or 0)
+                price = order.get("price")
                 changed = (str(order.get("order_id")) != e.get("order_id")
-                           or order.get("status") != e.get("order_status") or filled != e.get("filled"))
+                           or order.get("status") != e.get("order_status") or filled != e.get("filled")
+                           or (price is not None and float(price) != e.get("price")))
                 if changed:
                     e.update(order_id=str(order.get("order_id")), order_status=order.get("status"), filled=filled)
+                    if price is not None and float(price) > 0:
+                        e["price"] = float(price)  # the book's price (after a modification) is the truth
                     self.dirty = True
-                    self.log.info("%s: exit %s is %s, %d of %s filled", symbol, e["order_id"], order.get("status"),
-                                  filled, e.get("quantity"))
+                    self.log.info("%s: exit %s is %s at %s, %d of %s filled", symbol, e["order_id"],
+                                  order.get("status"), e.get("price"), filled, e.get("quantity"))
                     if order.get("status") in ("CANCELLED", "REJECTED"):
                         e["retry_after"] = now.isoformat()
         self._tidy_gtts(now)
+
+    def _settle_unsent(self, symbol: str, e: dict[str, Any]) -> None:
+        """An exit whose send failed (or whose process died sending it) and whose tag the book
+        does not show. Left pending, it would block the symbol for the rest of the session; after
+        a grace it is given up: ``not_sent`` (same tag next time) when it never reached the
+        broker, ``lost`` (the next purpose's tag: no tag may name two orders) when it may have."""
+        tag = e["tag"]
+        first = self._unsettled.setdefault(tag, time.monotonic())
+        if time.monotonic() - first < EXIT_SETTLE_GRACE_S:
+            return
+        intent = self.intents.get(tag)
+        status = (intent or {}).get("status")
+        if status == PENDING:
+            # Recorded, never marked unknown: the write was not made, or refused unprocessed.
+            status = (self.intents.mark_failed(tag, "not in the order book: never sent") or {}).get("status")
+            never_sent = status == FAILED
+        elif status == UNKNOWN:
+            status = (self.intents.mark_failed(tag, "write outcome unknown and not in the order book after "
+                                               f"{EXIT_SETTLE_GRACE_S:g} s: given up, the next exit uses "
+                                               "a new tag") or {}).get("status")
+            never_sent = False
+        else:
+            never_sent = status in (None, FAILED)
+        if status == SENT:  # another path recorded it meanwhile; the next book read shows it
+            e.update(status="sent", order_id=(intent or {}).get("broker_id"))
+        elif status in (UNRESOLVED, RESOLVED):
+            e.update(status="blocked", note=(intent or {}).get("note", ""))
+        elif never_sent:
+            e.update(status="not_sent", note="not in the order book: never sent; the next poll may resend it")
+        else:
+            e.update(status="lost", note="outcome unknown and not in the order book: given up")
+        self._unsettled.pop(tag, None)
+        self.dirty = True
+        self.log.warning("%s: exit %s not in the order book %g s after its send failed: %s", symbol, tag,
+                         EXIT_SETTLE_GRACE_S, e["status"])
+
+    def reprice(self, symbol: str, ltp: float, now: datetime) -> None:
+        """An open exit whose limit the market has fallen below would never fill: modify it down
+        to the marketable limit (watchdog_rules.exit_reprice). A modification is a full
+        replacement of price, type and quantity, so repeating one is harmless."""
+        if self.dry_run:
+            return
+        for e in self.sym(symbol)["exits"]:
+            if e.get("status") != "sent" or e.get("order_status") != "OPEN" or not e.get("order_id"):
+                continue
+            new = exit_reprice(float(e.get("price") or 0.0), ltp, self.ticks[symbol])
+            if new is None:
+                continue
+            done = int(e.get("modifications") or 0)
+            if done >= MAX_EXIT_MODIFICATIONS:
+                if e["tag"] not in self._said_mod_cap:
+                    self._said_mod_cap.add(e["tag"])
+                    self.log.error("%s: exit %s rests at %s above the LTP %s, but it was modified %d times "
+                                   "already: leaving it (the GTT stays the backstop)", symbol, e["order_id"],
+                                   e.get("price"), ltp, done)
+                continue
+            e["modifications"] = done + 1  # attempts count: a refused one must not repeat without end
+            self.dirty = True
+            try:
+                self.kite.modify_order("regular", str(e["order_id"]), order_type="LIMIT",
+                                       quantity=int(e.get("quantity") or 0), price=new, validity="DAY")
+            except BrokerRejected as exc:
+                self.stats.errors += 1
+                self.log.warning("%s: exit %s not repriced to %s: %s", symbol, e["order_id"], new, exc)
+                continue
+            except BrokerTemporaryError as exc:
+                # Outcome unknown at worst: the next book read shows the price, the next poll decides.
+                self.stats.errors += 1
+                self.log.warning("%s: repricing exit %s to %s failed (%s); will look again", symbol,
+                                 e["order_id"], new, exc)
+                continue
+            old = e.get("price")
+            e.update(price=new, ltp=ltp, repriced_at=now.isoformat())
+            self.log.warning("%s: exit %s rested at %s above the LTP %s: modified to %s", symbol, e["order_id"],
+                             old, ltp, new)
 
     def _tidy_gtts(self, now: datetime) -> None:
         """After an exit filled (partly or wholly): no stop GTT may sell more than is still held."""
@@ -645,6 +819,19 @@ class Watchdog:
                if int(e.get("filled") or 0) > int((e.get("gtt") or {}).get("synced_filled") or 0)]
         if not due or self.dry_run:
             return
+        home = getattr(self.store, "home", None)
+        lock = gtt_lock(home, self.user, timeout=GTT_LOCK_TIMEOUT_S) if home is not None else contextlib.nullcontext()
+        try:
+            with lock:
+                # Holdings and GTTs read inside the lock: update_cnc_stoploss plans from them too.
+                account = self._tidy_gtts_locked(due, now)
+        except KitefleetError as exc:  # LockTimeout: the stop job held it too long; look again later
+            self.stats.errors += 1
+            self.log.warning("GTTs not tidied after the exit fill (%s); will look again", exc)
+            return
+        self.tracked = {s: q for s, q in account.held_quantities().items() if s in self.ticks}
+
+    def _tidy_gtts_locked(self, due: list[tuple[str, dict[str, Any]]], now: datetime) -> AccountSnapshot:
         account = snapshot(self.kite)
         gtts = self.kite.get_gtts()
         for symbol, e in due:
@@ -675,7 +862,7 @@ class Watchdog:
             if ok:
                 gtt["synced_filled"] = int(e.get("filled") or 0)
             self.dirty = True
-        self.tracked = {s: q for s, q in account.held_quantities().items() if s in self.ticks}
+        return account
 
     # --- the loop ------------------------------------------------------------------------------
     def _note_speed(self) -> None:
@@ -694,12 +881,40 @@ class Watchdog:
     def run(self) -> Stats:
         """Watch until the close (or STOP); returns the counters."""
         try:
-            self.start()
-            self._loop()
+            if self._start():
+                self._loop()
         finally:
             self.refresher.close(2.0)
         self.flush()
         return self.stats
+
+    def _start(self) -> bool:
+        """``start()`` until it succeeds, the close or STOP; False if it never did. A broker that
+        fails at the open must not cost the session its watchdog (the scheduler reruns a failed
+        job only a few times a day); a TokenError (exit 5) and other errors still end the job."""
+        backoff = START_RETRY_SECONDS
+        failing_since: datetime | None = None
+        while not self.stop.is_set():
+            now = self.clock.now()
+            if now >= self.closing:
+                self.log.error("session closed at %s before the watchdog could start",
+                               self.closing.strftime("%H:%M"))
+                return False
+            try:
+                self.start()
+            except BrokerTemporaryError as exc:
+                self.stats.errors += 1
+                failing_since = failing_since or now
+                self.log.warning("start failed (%s); trying again in %g s, the GTT stays the backstop", exc, backoff)
+                self.flush()
+                self.clock.sleep_until(min(now + timedelta(seconds=backoff), self.closing), stop=self.stop)
+                backoff = min(backoff * 2, START_RETRY_MAX_SECONDS)
+                continue
+            if failing_since is not None:
+                self.log.info("started after failures since %s", failing_since.strftime("%H:%M:%S"))
+            self.stats.started = True
+            return True
+        return False
 
     def _loop(self) -> None:
         next_poll = self.clock.now()

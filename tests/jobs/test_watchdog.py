@@ -15,16 +15,21 @@ closing at 1483 (visible from 13:41:00) fires the exit at floor(1485 × 0.995, 0
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 from kiteconnect import KiteConnect
@@ -32,6 +37,7 @@ from kiteconnect import KiteConnect
 from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST, write_clock_file
 from kitefleet.home import Home
+from kitefleet.locks import gtt_lock
 from kitefleet.settings import load_settings
 from kitefleet.state import StateStore
 from kitefleet.ticks import round_to_tick
@@ -39,6 +45,7 @@ from tests.support.broker import RunningBroker, broker_factory, clock_file  # no
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home, write_env
 from workers.intents import make_tag
 from workers.strategy.patterns import Candle
+from workers.strategy.watchdog_rules import exit_limit_price
 from workers.watchdog import (
     JOB,
     AtrTrail,
@@ -133,6 +140,9 @@ def test_exit_attempts_pending_retry_and_cap() -> None:
     assert exit_pending([{"purpose": "exit", "status": "unknown", "order_status": None}])
     # never reached the broker: the same tag again; anything else: a fresh tag, three at most
     assert next_exit_purpose([{"purpose": "exit", "status": "not_sent"}]) == "exit"
+    # given up after an unknown outcome: it may have been placed, so its tag is used up
+    lost = {"purpose": "exit", "status": "lost", "order_status": None}
+    assert not exit_pending([lost]) and next_exit_purpose([lost]) == "exit2"
     cancelled = {"purpose": "exit", "status": "sent", "order_status": "CANCELLED"}
     assert next_exit_purpose([cancelled]) == "exit2"
     assert next_exit_purpose([cancelled, {"purpose": "exit2", "status": "rejected"}]) == "exit3"
@@ -384,8 +394,13 @@ def test_exits_at_the_expected_hour_and_price_per_user_and_tidies_the_gtt(
     assert raj_stops == sorted(raj_stops) and len(raj_stops) >= 2, raj_stops
     raj_exit = paper.symbol_state("Raj", "TCS")["exits"][0]
     assert raj_exit["rule"] == "atr_trailing" and raj_exit["level"] == raj_stops[-1]
-    assert raj[0]["price"] == round_to_tick(raj_stops[-1] * 0.995, 0.1, "floor")
+    # the slide went far through the stop: the exit is priced under the LTP (not at stop x 0.995,
+    # where it would have rested above the market) and fills
+    assert raj[0]["price"] == exit_limit_price(raj_stops[-1], raj_exit["ltp"], 0.1) < raj_exit["ltp"]
+    assert raj[0]["price"] < round_to_tick(raj_stops[-1] * 0.995, 0.1, "floor")
     assert raj[0]["quantity"] == 4
+    wait_for(lambda: any(o["order_id"] == raj[0]["order_id"] and o["status"] == "COMPLETE"
+                         for o in paper.kite("Raj").orders()), 20, "Raj's exit filled")
 
     # the close ends every watchdog with 0
     paper.set_time(at("15:29:45"), SPEED)
@@ -438,3 +453,220 @@ def test_restart_mid_session_resumes_levels_and_places_no_second_exit(
     assert code == 0, err
     assert time.monotonic() - started < 5
     assert summary["outcome"] == "stopped" and summary["exits_placed"] == 0
+
+
+# --- failures, gaps and locks, end to end ----------------------------------------------------------
+class FaultProxy:
+    """A real HTTP hop between the workers and the paper broker. Requests matching a rule get an
+    answer of the proxy's own, in Kite's error format, as a loaded or failing broker would give
+    it (429: refused unprocessed; 500: unknown to the client whether it was processed; 403: token),
+    and never reach the broker; the rest are forwarded unchanged. Every request is logged with
+    its wall time."""
+
+    def __init__(self, target: str) -> None:
+        parsed = urlparse(target)
+        self.host, self.port = parsed.hostname or "127.0.0.1", int(parsed.port or 80)
+        self.rules: list[dict[str, Any]] = []
+        self.seen: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def handle_one(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                auth = self.headers.get("Authorization") or ""
+                api_key = auth.split(" ", 1)[1].split(":", 1)[0] if auth.startswith("token ") else None
+                path = self.path.split("?", 1)[0]
+                canned = proxy.take(api_key, self.command, path)
+                if canned is not None:
+                    status, error_type, message = canned
+                    data = json.dumps({"status": "error", "message": message, "data": None,
+                                       "error_type": error_type}).encode()
+                    headers = [("Content-Type", "application/json")]
+                else:
+                    conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=30)
+                    try:
+                        conn.request(self.command, self.path, body=body or None,
+                                     headers={k: v for k, v in self.headers.items()
+                                              if k.lower() not in ("host", "connection", "keep-alive")})
+                        resp = conn.getresponse()
+                        status, data, headers = resp.status, resp.read(), resp.getheaders()
+                    finally:
+                        conn.close()
+                with proxy.lock:
+                    proxy.seen.append({"wall": time.time(), "api_key": api_key, "method": self.command,
+                                       "path": path, "status": status, "canned": canned is not None})
+                self.send_response(status)
+                for key, value in headers:
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = handle_one
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="fault-proxy", daemon=True)
+        self.thread.start()
+
+    def fail(self, api_key: str, method: str, path: str, status: int, error_type: str, message: str,
+             times: int | None = None) -> None:
+        """Answer ``times`` (None: every) matching requests of ``api_key`` with this error."""
+        with self.lock:
+            self.rules.append({"api_key": api_key, "method": method, "path": path, "status": status,
+                               "error_type": error_type, "message": message, "left": times})
+
+    def take(self, api_key: str | None, method: str, path: str) -> tuple[int, str, str] | None:
+        with self.lock:
+            for rule in self.rules:
+                if (rule["api_key"], rule["method"], rule["path"]) != (api_key, method, path):
+                    continue
+                if rule["left"] is not None:
+                    if rule["left"] <= 0:
+                        continue
+                    rule["left"] -= 1
+                return rule["status"], rule["error_type"], rule["message"]
+        return None
+
+    def requests(self, api_key: str, method: str | None = None, path: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.seen if r["api_key"] == api_key and (method is None or r["method"] == method)
+                    and (path is None or r["path"].startswith(path))]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# INFY_PATH to 13:40 (the level is 1485 from 13:15 and the 13:40 minute closing at 1483 fires the
+# rule at 13:41), then a slide: from 13:43 on every price is within [1432.5, 1440], far below 1485
+# and below the 1477.5 an exit priced at the level rests at.
+SLIDE_PATH = [*INFY_PATH[:-1], ["13:42", 1440], ["15:00", 1430]]
+
+
+def _write_intent(paper: Paper, user: str, tag: str, purpose: str, job: str, on: date, params: dict[str, Any],
+                  at_: datetime) -> None:
+    with StateStore(paper.home, user, "paper").transaction() as state:
+        state.setdefault("intents", {})[tag] = {
+            "tag": tag, "kind": "order", "symbol": "INFY", "purpose": purpose, "job": job,
+            "session": on.isoformat(), "placed_on": on.isoformat(), "params": params, "status": "pending",
+            "broker_id": None, "order_status": None, "created_at": at_.isoformat(), "updated_at": at_.isoformat(),
+            "note": ""}
+
+
+def _intent(paper: Paper, user: str, tag: str) -> dict[str, Any]:
+    return dict((StateStore(paper.home, user, "paper").read().get("intents") or {}).get(tag) or {})
+
+
+def test_failed_sends_a_failing_start_and_a_gap_cost_no_exit(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker], papers: list[Paper]) -> None:  # noqa: F811
+    # Som: the exit's send is refused with 429 until the client's retries are used up (nothing
+    #      reached the broker): sent again at the next poll, under the same tag.
+    # Sai: the send gets a 500 (the client cannot know whether it was placed; it was not): after
+    #      the book has not shown it for a grace, given up and sent under the next tag (exit2).
+    # Raj: every read of the first start fails (429 after retries): the watchdog starts later
+    #      and exits; it does not end the job for the day (exit 7).
+    # Tok: an invalid token at the start still ends the job with exit 5.
+    # Ana: an unresolved entry intent of the previous session does not stop the exit.
+    # Ved: an exit resting above the market (priced at the level before a gap) is modified down
+    #      to a marketable limit and fills; the GTT is tidied only once update_cnc_stoploss's
+    #      lock on the GTT list is free, from holdings and GTTs read inside it.
+    users = ("Som", "Sai", "Raj", "Tok", "Ana", "Ved")
+    paper = _paper(tmp_path, broker_factory, {u: {} for u in users}, {"INFY": SLIDE_PATH}, at("09:20"))
+    papers.append(paper)
+    proxy = FaultProxy(paper.broker.url)
+    try:
+        _run_failures(paper, proxy, users)
+    finally:
+        proxy.close()
+
+
+def _run_failures(paper: Paper, proxy: FaultProxy, users: tuple[str, ...]) -> None:
+    for user in users:
+        write_env(paper.home, user, KITE_ROOT=proxy.url)
+        paper.buy(user, "INFY", 10)
+    key = {u: paper.api_key(u) for u in users}
+    proxy.fail(key["Som"], "POST", "/orders/regular", 429, "NetworkException", "Too many requests", times=5)
+    proxy.fail(key["Sai"], "POST", "/orders/regular", 500, "GeneralException", "Internal server error", times=1)
+    proxy.fail(key["Raj"], "GET", "/portfolio/holdings", 429, "NetworkException", "Too many requests", times=5)
+    proxy.fail(key["Tok"], "GET", "/portfolio/holdings", 403, "TokenException", "Incorrect `api_key` or "
+               "`access_token`.")
+    entry = make_tag("Ana", "place_orders_daily", PREV_DAY, "INFY", "entry")
+    _write_intent(paper, "Ana", entry, "entry", "place_orders_daily", PREV_DAY,
+                  {"variety": "regular", "tradingsymbol": "INFY", "transaction_type": "BUY", "quantity": 5},
+                  at("09:30", PREV_DAY))
+    gtt_ved = paper.stop_gtt("Ved", "INFY", 10)
+
+    paper.set_time(at("13:16"), 10.0)
+    for user in ("Som", "Sai", "Raj", "Tok", "Ana"):
+        paper.start(user)
+    code, _summary, err = paper.finish("Tok")
+    assert code == 5, err
+    for user in ("Som", "Sai", "Ana"):
+        wait_for(lambda u=user: _level(paper, u, "INFY")[1] == 1485.0, 30, f"{user}'s 13:15 level")
+    paper.set_time(at("13:39:30"), SPEED)
+
+    # Ved: the exit an earlier run placed at the level (1485 x 0.995) rests above the slid market
+    paper.wait_until(at("13:43"))
+    exit_ved = make_tag("Ved", JOB, DAY, "INFY", "exit")
+    params = {"variety": "regular", "exchange": "NSE", "tradingsymbol": "INFY", "transaction_type": "SELL",
+              "quantity": 10, "product": "CNC", "order_type": "LIMIT", "price": EXIT_PRICE, "validity": "DAY"}
+    _write_intent(paper, "Ved", exit_ved, "exit", JOB, DAY, params, at("13:41"))
+    resting = paper.kite("Ved").place_order(tag=exit_ved, **params)
+    assert next(o for o in paper.kite("Ved").orders() if o["order_id"] == resting)["status"] == "OPEN"
+    with contextlib.ExitStack() as held:
+        held.enter_context(gtt_lock(paper.home, "Ved", timeout=5))  # update_cnc_stoploss is at work
+        paper.start("Ved")
+        filled = wait_for(lambda: next((o for o in paper.kite("Ved").orders()
+                                        if o["order_id"] == resting and o["status"] == "COMPLETE"), None),
+                          30, "Ved's resting exit repriced and filled")
+        modify = wait_for(lambda: proxy.requests(key["Ved"], "PUT", f"/orders/regular/{resting}"), 10, "the modify")
+        wait_for(lambda: [r for r in proxy.requests(key["Ved"], "GET", "/orders") if r["wall"] > modify[0]["wall"]],
+                 10, "Ved's watchdog seeing the fill")
+        assert len(modify) == 1 and filled["price"] <= round_to_tick(1440 * 0.995, 0.1, "floor")
+        # the watchdog now waits for the lock: the GTT is left alone meanwhile
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            assert paper.kite("Ved").get_gtt(gtt_ved)["status"] == "active"
+            time.sleep(0.05)
+        released = time.time()
+    wait_for(lambda: paper.kite("Ved").get_gtt(gtt_ved)["status"] == "deleted", 20, "Ved's GTT deleted")
+    after_fill = [r for r in proxy.requests(key["Ved"], "GET") if r["wall"] > modify[0]["wall"]
+                  and r["path"] in ("/gtt/triggers", "/portfolio/holdings")]
+    assert after_fill and all(r["wall"] >= released for r in after_fill), after_fill  # read inside the lock
+
+    # Som: one order, the first tag, after the refused attempts
+    tag_som = make_tag("Som", JOB, DAY, "INFY", "exit")
+    som = wait_for(lambda: paper.sells("Som", "INFY"), 30, "Som's exit")
+    assert [o["tag"] for o in som] == [tag_som]
+    assert len([r for r in proxy.requests(key["Som"], "POST", "/orders/regular") if r["canned"]]) == 5
+    wait_for(lambda: _intent(paper, "Som", tag_som).get("status") == "sent", 10, "Som's intent sent")
+    assert som[0]["price"] < EXIT_PRICE  # decided again after the slide: priced under the LTP, so it fills
+    # Sai: the first tag is given up (it may have been placed), the second one is sent
+    sai = wait_for(lambda: paper.sells("Sai", "INFY"), 40, "Sai's second exit")
+    assert [o["tag"] for o in sai] == [make_tag("Sai", JOB, DAY, "INFY", "exit2")]
+    wait_for(lambda: [e["status"] for e in paper.symbol_state("Sai", "INFY")["exits"]] == ["lost", "sent"], 10,
+             "Sai's exit records")
+    # Raj: started late, then exited; Ana: exited despite yesterday's unresolved entry
+    raj = wait_for(lambda: paper.sells("Raj", "INFY"), 30, "Raj's exit")
+    assert [o["tag"] for o in raj] == [make_tag("Raj", JOB, DAY, "INFY", "exit")]
+    assert paper.procs["Raj"].poll() is None
+    ana = wait_for(lambda: paper.sells("Ana", "INFY"), 20, "Ana's exit")
+    assert [o["quantity"] for o in ana] == [10]
+    assert _intent(paper, "Ana", entry)["status"] == "unresolved"
+    for user in ("Som", "Sai", "Raj", "Ana", "Ved"):
+        wait_for(lambda u=user: all(o["status"] == "COMPLETE" for o in paper.sells(u, "INFY")), 20, f"{user}'s fill")
+
+    paper.set_time(at("15:29:45"), SPEED)
+    results = {user: paper.finish(user) for user in ("Som", "Sai", "Raj", "Ana", "Ved")}
+    for user, (code, summary, err) in results.items():
+        assert code == 0 and summary["outcome"] == "closed", (user, err[-3000:])
+    assert "start failed" in results["Raj"][2] and "started after failures" in results["Raj"][2]

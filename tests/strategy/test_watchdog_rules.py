@@ -8,6 +8,7 @@ import pytest
 
 from kitefleet.clock import IST
 from kitefleet.settings import KEYS
+from kitefleet.ticks import round_to_tick
 from workers.strategy.patterns import Candle
 from workers.strategy.watchdog_rules import (
     DEFAULT_RULE,
@@ -19,8 +20,10 @@ from workers.strategy.watchdog_rules import (
     atr_trailing_stop,
     completed_hourly_candles,
     exit_order_params,
+    exit_reprice,
     hourly_low_exit,
     hourly_low_level,
+    marketable_limit,
 )
 
 DAY = dt.date(2026, 3, 4)
@@ -85,11 +88,53 @@ def test_hourly_exit_needs_ltp_strictly_below():
 
 
 def test_exit_price_is_floored_to_the_tick():
-    d = hourly_low_exit(1400.0, 1486.9, 0.05)  # 1486.9 x 0.995 = 1479.4655
-    assert d is not None and d.limit_price == 1479.45
-    assert d.marketable is False  # gapped below the limit: the order rests above the market
-    near = hourly_low_exit(1486.0, 1486.9, 0.10)
+    near = hourly_low_exit(1486.0, 1486.9, 0.10)  # 1486.9 x 0.995 = 1479.4655
     assert near is not None and near.limit_price == 1479.4 and near.marketable
+    at_limit = hourly_low_exit(1479.45, 1486.9, 0.05)  # the LTP is the rule's limit: still the rule's
+    assert at_limit is not None and at_limit.limit_price == 1479.45 and at_limit.marketable
+
+
+@pytest.mark.parametrize(("ltp", "tick", "price"), [
+    (1400.0, 0.05, 1393.0),     # 1400 x 0.995
+    (1479.4, 0.05, 1472.0),     # just under the rule's 1479.45: 1472.003 floored
+    (1479.0, 0.10, 1471.6),     # 1471.605 floored to 0.10
+    (7.3, 0.01, 7.26),          # 7.2635: a penny stock's own tick
+])
+def test_a_gap_below_the_rule_limit_prices_the_exit_marketable(ltp, tick, price):
+    # level 1486.9: the rule's limit (1479.45) would rest above an LTP below it
+    d = hourly_low_exit(ltp, 1486.9 if ltp > 100 else 7.5, tick)
+    assert d is not None
+    assert d.limit_price == price
+    assert d.marketable and d.limit_price <= ltp * 0.995 + 1e-9
+    assert d.limit_price == min(round_to_tick(d.level * 0.995, tick, "floor"), marketable_limit(ltp, tick))
+
+
+def test_atr_exit_after_a_gap_is_marketable_too():
+    d = atr_exit(100.0, 107.0, 0.05)  # the stop's limit would be 106.45
+    assert d is not None and d.limit_price == 99.5 and d.marketable
+
+
+@pytest.mark.parametrize(("price", "ltp", "tick", "expected"), [
+    (1479.45, 1440.0, 0.05, 1432.8),   # resting above the market: down to LTP x 0.995
+    (1479.45, 1479.45, 0.05, None),    # at the LTP: it can fill as it is
+    (1432.8, 1440.0, 0.05, None),      # below the LTP: marketable already
+    (1432.8, 1432.0, 0.05, 1424.8),    # the market fell under a repriced limit again
+    (1479.45, 0.0, 0.05, None),        # no LTP
+    (0.06, 0.05, 0.05, None),          # 0.05 x 0.995 floors to 0: never a zero price
+])
+def test_exit_reprice(price, ltp, tick, expected):
+    assert exit_reprice(price, ltp, tick) == expected
+
+
+def test_a_repriced_exit_needs_a_further_fall_of_the_buffer_before_the_next_modification():
+    price, modifications = 1479.45, 0
+    for ltp in (1470.0, 1469.0, 1465.0, 1463.0, 1462.7, 1455.0):
+        new = exit_reprice(price, ltp, 0.05)
+        if new is not None:
+            price, modifications = new, modifications + 1
+            assert price == marketable_limit(ltp, 0.05)
+    # 1470 -> 1462.65; 1469, 1465, 1463 and 1462.7 are above it; 1455 -> 1447.7
+    assert (price, modifications) == (1447.7, 2)
 
 
 def daily(closes: list[float], spread: float = 1.0) -> list[Candle]:

@@ -9,6 +9,11 @@ Settings: WATCHDOG_RULE (hourly_low | atr_trailing), WATCHDOG_POLL_SECONDS (simu
 between LTP polls). ``--dry-run`` logs the exits it would place and writes nothing: no order, no
 GTT change, no state. ``--json`` prints a one-line summary (polls, API calls by route, exits) at
 the end.
+
+A broker that fails while the watchdog starts (the paper login, the first reconcile or positions
+read: BrokerTemporaryError) does not end the job: it tries again with back-off until the close,
+since the scheduler reruns a failed job only a few times a day. A token error still exits 5. If
+it never started by the close it exits 7 (outcome "never started").
 """
 
 from __future__ import annotations
@@ -16,9 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
 
 from kitefleet import clock
 from kitefleet.calendar import load_calendar
+from kitefleet.errors import BrokerTemporaryError
+from kitefleet.exitcodes import ExitCode
 from kitefleet.state import StateStore
 from workers.context import STOP, JobContext
 
@@ -34,6 +43,22 @@ def _summary(ctx: JobContext, outcome: str, **extra: object) -> None:
     if getattr(ctx.args, "json", False):
         print(json.dumps({"user": ctx.user, "outcome": outcome, **extra}, separators=(",", ":"), default=str),
               flush=True)
+
+
+def _connect(ctx: JobContext, clk: clock.Clock, closing: datetime) -> Any | None:
+    """The Kite client, retried with back-off (simulated seconds) until the close or STOP."""
+    from workers.kite_client import get_kite
+    from workers.watchdog import START_RETRY_MAX_SECONDS, START_RETRY_SECONDS
+
+    backoff = START_RETRY_SECONDS
+    while not STOP.is_set() and clk.now() < closing:
+        try:
+            return get_kite(ctx)
+        except BrokerTemporaryError as exc:
+            ctx.log.warning("no Kite session yet (%s); trying again in %g s", exc, backoff)
+            clk.sleep_until(min(clk.now() + timedelta(seconds=backoff), closing), stop=STOP)
+            backoff = min(backoff * 2, START_RETRY_MAX_SECONDS)
+    return None
 
 
 def run(ctx: JobContext) -> int:
@@ -56,11 +81,17 @@ def run(ctx: JobContext) -> int:
             _summary(ctx, "stopped")
             return 0
 
-    from workers.kite_client import get_kite
     from workers.marketdata import MarketData
     from workers.watchdog import Watchdog
 
-    kite = get_kite(ctx)
+    kite = _connect(ctx, clk, closing)
+    if kite is None:
+        if STOP.is_set():
+            _summary(ctx, "stopped")
+            return 0
+        ctx.log.error("the session closed before the watchdog could reach the broker")
+        _summary(ctx, "never started")
+        return int(ExitCode.BROKER_TEMPORARY)
     market = MarketData(ctx.home, ctx.settings.data_source, kite, calendar=calendar)
     store = StateStore(ctx.home, ctx.user, ctx.settings.mode)
     rule = str(ctx.settings["WATCHDOG_RULE"])
@@ -70,6 +101,10 @@ def run(ctx: JobContext) -> int:
     watchdog = Watchdog(user=ctx.user, kite=kite, market=market, store=store, calendar=calendar, clock=clk,
                         rule=rule, poll_seconds=poll, dry_run=ctx.dry_run, log=ctx.log, stop=STOP)
     stats = watchdog.run()
+    if not stats.started and not STOP.is_set():
+        ctx.log.error("the session closed before the watchdog could start: its exits did not run today")
+        _summary(ctx, "never started", calls=kite.calls, **asdict(stats))
+        return int(ExitCode.BROKER_TEMPORARY)
     ctx.log.info("done: %d polls, %d exits placed, %d GTT changes, API calls %s", stats.polls,
                  stats.exits_placed, stats.gtt_actions, kite.calls)
     _summary(ctx, "stopped" if STOP.is_set() else "closed", calls=kite.calls, **asdict(stats))

@@ -8,8 +8,8 @@
   two may straddle days: before 10:15 they are yesterday's 14:15 and 15:15 candles. Fewer than two
   → no level, no exit.
 * Exit when LTP < level (strictly: a tie holds): SELL LIMIT, CNC, the whole quantity, at
-  level × 0.995 **floored** to the tick. Legacy example: lows 414.05 and 416.05, LTP 413.75 → sell
-  at 411.95 (legacy rounded to the nearest tick, ≈ 412.0).
+  level × 0.995 **floored** to the tick (marketable after a gap: see Pricing). Legacy example:
+  lows 414.05 and 416.05, LTP 413.75 → sell at 411.95 (legacy rounded to the nearest tick, ≈ 412.0).
 
 ``atr_trailing`` (legacy section 4.2.3/4.2.4, ``SL_watchdog.py``):
 
@@ -20,11 +20,18 @@
   (pass each polled LTP, or today's high: because the stop never moves down, feeding every LTP
   gives "highest since loaded", as legacy HEAD). The stop **only moves up**.
 * Exit when LTP ≤ stop (legacy used ≤ here): SELL LIMIT, CNC, the whole quantity, at stop × 0.995
-  floored to the tick. Legacy golden's three exit tranches and profit targets are not carried over:
-  its one-shot stop tranche left the remainder without any stop.
+  floored to the tick (marketable after a gap: see Pricing). Legacy golden's three exit tranches
+  and profit targets are not carried over: its one-shot stop tranche left the remainder without
+  any stop.
 
-Both exits are LIMIT orders 0.5 % under the level. After a gap below that price the order rests
-above the market; :attr:`ExitDecision.marketable` says so, so the job can log it and re-evaluate.
+Pricing (both rules): the LIMIT is level × 0.995 floored to the tick when that is at or below
+the LTP (legacy). When the LTP is already below it (a gap through the level), an order there would
+rest above the market and never fill while the price keeps falling, so the limit is made
+marketable instead: LTP × (1 − EXIT_MARKETABLE_BUFFER) floored to the tick (the buffer is 0.5 %),
+i.e. ``min(level × 0.995, LTP × 0.995)`` in that case. :func:`exit_reprice` applies the same
+price to an exit that is already open when the market has fallen below its limit: the watchdog
+modifies the order down to LTP × 0.995. After a modification the LTP has to fall a further 0.5 %
+before the order is above the market again, so the buffer also bounds how often it is modified.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ RULE_ATR_TRAILING = "atr_trailing"
 DEFAULT_RULE = RULE_HOURLY_LOW
 
 EXIT_LIMIT_FACTOR = Decimal("0.995")
+#: how far under the LTP a marketable exit limit goes (0.5 %)
+EXIT_MARKETABLE_BUFFER = Decimal("0.005")
 HOURLY_CANDLE = dt.timedelta(hours=1)
 ATR_PERIOD = 20
 #: Volatility buckets by ATR %: below 2 Low (1.0×), 2 to 4 inclusive Medium (1.5×), above High (2.0×).
@@ -93,15 +102,34 @@ def hourly_low_level(last_two_completed_hourly: Sequence[CandleLike]) -> float |
     return min(c.low for c in to_candles(last_two_completed_hourly[-2:]))
 
 
-def _exit_price(level: float, tick: float) -> float:
-    return round_to_tick(float(Decimal(repr(float(level))) * EXIT_LIMIT_FACTOR), tick, "floor")
+def marketable_limit(ltp: float, tick: float) -> float:
+    """A SELL limit that fills at once: LTP × (1 − EXIT_MARKETABLE_BUFFER), floored to the tick."""
+    return round_to_tick(float(Decimal(repr(float(ltp))) * (1 - EXIT_MARKETABLE_BUFFER)), tick, "floor")
+
+
+def exit_limit_price(level: float, ltp: float, tick: float) -> float:
+    """The exit's SELL limit: level × 0.995 floored to the tick, or the marketable limit when
+    the LTP is already below that (the order would otherwise rest above the market)."""
+    price = round_to_tick(float(Decimal(repr(float(level))) * EXIT_LIMIT_FACTOR), tick, "floor")
+    if price <= ltp:
+        return price
+    return min(price, marketable_limit(ltp, tick))
+
+
+def exit_reprice(order_price: float, ltp: float, tick: float) -> float | None:
+    """The new limit of an open exit SELL that now rests above the market (its price above the
+    LTP): the marketable limit. None when it is at or below the LTP (it can fill as it is)."""
+    if not ltp > 0 or not order_price > ltp:
+        return None
+    new = marketable_limit(ltp, tick)
+    return new if 0 < new < order_price else None
 
 
 def hourly_low_exit(ltp: float, level: float | None, tick: float) -> ExitDecision | None:
     """Exit when the LTP is strictly below the hourly-low level."""
     if level is None or not ltp > 0 or not ltp < level:
         return None
-    price = _exit_price(level, tick)
+    price = exit_limit_price(level, ltp, tick)
     return ExitDecision(RULE_HOURLY_LOW, level, ltp, price,
                         f"LTP {ltp} below the last two completed hourly lows ({level})")
 
@@ -152,7 +180,7 @@ def atr_exit(ltp: float, stop: float | None, tick: float) -> ExitDecision | None
     """Exit when the LTP is at or below the trailing stop."""
     if stop is None or not ltp > 0 or ltp > stop:
         return None
-    return ExitDecision(RULE_ATR_TRAILING, stop, ltp, _exit_price(stop, tick),
+    return ExitDecision(RULE_ATR_TRAILING, stop, ltp, exit_limit_price(stop, ltp, tick),
                         f"LTP {ltp} at or below the ATR trailing stop {stop}")
 
 
