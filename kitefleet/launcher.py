@@ -9,6 +9,7 @@ through any environment, command line or config file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -65,6 +66,20 @@ def spawn_worker(user: str, job: str, args: Sequence[str] = (), *, home: Home | 
     return subprocess.Popen(
         worker_argv(user, job, args), env=env, cwd=str(PROJECT_ROOT), start_new_session=new_session, **popen
     )
+
+
+def signal_leader(pid: int, sig: int) -> None:
+    """Signal ``pid``'s process group when it leads one (workers and jobs are started in their own
+    session, so everything they started goes too), else the pid alone; never our own group."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if pgid == pid and pgid != os.getpgrp():
+            os.killpg(pgid, sig)
+        else:
+            os.kill(pid, sig)
 
 
 def exec_worker(user: str, job: str, args: Sequence[str] = (), *, home: Home | None = None) -> NoReturn:

@@ -44,7 +44,7 @@ from kitefleet.calendar import NseCalendar, read_calendar
 from kitefleet.errors import ConfigError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home, ensure_dir
-from kitefleet.launcher import spawn_worker
+from kitefleet.launcher import signal_leader, spawn_worker
 from kitefleet.locks import instance_lock, job_lock, lock_holder
 from workers import heartbeat as hb
 from workers.context import STOP, JobContext
@@ -85,20 +85,6 @@ class Tracked:
     lock_path: Path
     stop_sent: float | None = None  # monotonic time of the TERM
     interrupted: bool = False  # stopped because the scheduler itself is stopping
-
-
-def signal_job(pid: int, sig: int) -> None:
-    """Signal the job's process group (each job leads one), or only the pid if it does not lead
-    its group: never our own group."""
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if pgid == pid and pgid != os.getpgrp():
-            os.killpg(pgid, sig)
-        else:
-            os.kill(pid, sig)
 
 
 class Scheduler:
@@ -219,7 +205,7 @@ class Scheduler:
                 time.sleep(0.05)
         for t in self.tracked.values():
             self.log.warning("%s (pid %d) did not stop within %.0fs: SIGKILL", t.job, t.run.pid, self.stop_grace)
-            signal_job(t.run.pid, signal.SIGKILL)
+            signal_leader(t.run.pid, signal.SIGKILL)
             if t.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     t.proc.wait(5)
@@ -266,7 +252,7 @@ class Scheduler:
         t.interrupted = interrupted
         self.log.info("stopping %s (pid %d): %s", job, t.run.pid, why)
         t.stop_sent = time.monotonic()
-        signal_job(t.run.pid, signal.SIGTERM)
+        signal_leader(t.run.pid, signal.SIGTERM)
 
     def is_job_process(self, pid: int, job: str) -> bool:
         """Is ``pid`` alive and this user's ``job`` (not a recycled pid)?"""
@@ -295,7 +281,7 @@ class Scheduler:
             if not ended:
                 if t.stop_sent is not None and time.monotonic() - t.stop_sent > self.stop_grace and not final:
                     self.log.warning("%s (pid %d) ignored SIGTERM for %.0fs: SIGKILL", job, t.run.pid, self.stop_grace)
-                    signal_job(t.run.pid, signal.SIGKILL)
+                    signal_leader(t.run.pid, signal.SIGKILL)
                     t.stop_sent = time.monotonic()
                 if not final:
                     continue
@@ -307,7 +293,7 @@ class Scheduler:
                     self._adopt(job, holder, now, t.run.slots)
                     continue
             if t.proc is not None:
-                signal_job(t.run.pid, signal.SIGKILL)  # nothing the job started may outlive it
+                signal_leader(t.run.pid, signal.SIGKILL)  # nothing the job started may outlive it
             self.records[job] = record_exit(self._record(job), job, self.plan, t.run, code, now,
                                             session_mtime=self.session_mtime(), stopped=t.stop_sent is not None,
                                             interrupted=t.interrupted)

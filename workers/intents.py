@@ -159,6 +159,10 @@ class ReconcileReport:
     #: tag -> every broker id that matched (more than one: a person should look)
     duplicates: dict[str, list[str]] = field(default_factory=dict)
 
+    def summary(self) -> str:
+        return (f"reconciled {self.checked} open intent(s): {len(self.found)} found, "
+                f"{len(self.resendable)} resendable, {len(self.unresolved)} unresolved")
+
     def merge(self, other: ReconcileReport) -> None:
         self.checked += other.checked
         self.found.update(other.found)

@@ -440,8 +440,7 @@ class Watchdog:
         if not self.dry_run:
             report = self.intents.reconcile(self.kite)
             if report.checked:
-                self.log.info("reconciled %d open intent(s): %d found in the book, %d not sent, %d unresolved",
-                              report.checked, len(report.found), len(report.resendable), len(report.unresolved))
+                self.log.info("%s", report.summary())
             self._adopt_exit_intents()
         self.refresh_positions(self.clock.now())
         self._note_speed()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import time
 import xmlrpc.client
@@ -21,6 +20,7 @@ from typing import Any
 from fleet import supervisor
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
+from kitefleet.launcher import signal_leader
 from kitefleet.locks import lock_holder
 from kitefleet.users import validate_user_name
 
@@ -31,20 +31,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("user")
     p.add_argument("--grace", type=float, default=35.0, help="seconds between SIGTERM and SIGKILL (default 35)")
     p.set_defaults(func=run)
-
-
-def signal_holder(pid: int, sig: int) -> None:
-    """The holder's process group when it leads one (schedulers and jobs do), else the pid alone;
-    never our own group."""
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if pgid == pid and pgid != os.getpgrp():
-            os.killpg(pgid, sig)
-        else:
-            os.kill(pid, sig)
 
 
 def wait_released(path: Path, pid: int, timeout: float) -> bool:
@@ -58,11 +44,11 @@ def wait_released(path: Path, pid: int, timeout: float) -> bool:
 
 def stop_holder(path: Path, pid: int, grace: float, what: str) -> bool:
     print(f"stopping {what} (pid {pid}): SIGTERM to its process group")
-    signal_holder(pid, signal.SIGTERM)
+    signal_leader(pid, signal.SIGTERM)
     if wait_released(path, pid, grace):
         return True
     print(f"{what} (pid {pid}) still running after {grace:.0f}s: SIGKILL")
-    signal_holder(pid, signal.SIGKILL)
+    signal_leader(pid, signal.SIGKILL)
     return wait_released(path, pid, 5.0)
 
 

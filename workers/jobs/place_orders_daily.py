@@ -358,8 +358,7 @@ def run(ctx: JobContext) -> int:
     if not ctx.dry_run:
         report = intents.reconcile(kite)
         if report.checked:
-            log.info("reconciled %d open intent(s): %d found, %d resendable, %d unresolved", report.checked,
-                     len(report.found), len(report.resendable), len(report.unresolved))
+            log.info("%s", report.summary())
     account = snapshot(kite)
     if not ctx.dry_run:
         with store.transaction() as state:

@@ -241,8 +241,7 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
     if not ctx.dry_run:
         report = intents.reconcile(kite)
         if report.checked:
-            log.info("reconciled %d open intent(s): %d found, %d resendable, %d unresolved", report.checked,
-                     len(report.found), len(report.resendable), len(report.unresolved))
+            log.info("%s", report.summary())
     account = snapshot(kite)
     held = account.held_quantities()
     if not ctx.dry_run:
