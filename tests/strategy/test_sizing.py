@@ -79,7 +79,7 @@ def test_duplicate_rows_and_csv_dicts():
              "reason": ""}]
     selected, skipped = select_candidates(rows, set(), set())
     assert [(r.symbol, r.risk_reward) for r in selected] == [("INFY", 2.5)]
-    assert skipped[0].reason == "duplicate scan row"
+    assert skipped[0].reason == "duplicate row"
 
 
 def test_legacy_worked_example():

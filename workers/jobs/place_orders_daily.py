@@ -188,36 +188,6 @@ def read_manual(path: Path) -> tuple[list[ScanResult], bool]:
     return rows, has_score
 
 
-def select_manual(rows: list[ScanResult], held: set[str], pending: set[str], *, min_score: int | None,
-                  max_positions: int, held_count: int) -> tuple[list[ScanResult], list[Skipped]]:
-    """A person's list: file order; skip duplicates, held, pending, scores below ``min_score``
-    (when given) and rows beyond the free position slots (``held_count``: the slots taken)."""
-    slots = max(0, max_positions - held_count)
-    selected: list[ScanResult] = []
-    skipped: list[Skipped] = []
-    seen: set[str] = set()
-    for r in rows:
-        if r.symbol in seen:
-            reason = "duplicate row"
-        elif min_score is not None and r.score < min_score:
-            reason = f"score {r.score} below MIN_SCORE {min_score}"
-        elif r.symbol in held:
-            reason = "already held"
-        elif r.symbol in pending:
-            reason = "open BUY order pending"
-        elif len(selected) >= slots:
-            reason = (f"MAX_CNC_POSITIONS {max_positions} reached ({held_count} held or pending + "
-                      f"{len(selected)} selected)")
-        else:
-            reason = ""
-        seen.add(r.symbol)
-        if reason:
-            skipped.append(Skipped(r.symbol, reason))
-        else:
-            selected.append(r)
-    return selected, skipped
-
-
 def _scan_session(path: Path) -> date | None:
     stem = path.stem.rsplit("_", 1)[-1]
     try:
@@ -406,8 +376,8 @@ def run(ctx: JobContext) -> int:
             selected, skipped = select_candidates(rows, held, pending, min_score=min_score,
                                                   max_positions=max_positions, held_count=taken)
         else:
-            selected, skipped = select_manual(rows, held, pending, min_score=min_score if has_score else None,
-                                              max_positions=max_positions, held_count=taken)
+            selected, skipped = select_candidates(rows, held, pending, min_score=min_score if has_score else None,
+                                                  max_positions=max_positions, held_count=taken, manual=True)
         skipped = [s for s in skipped if s.reason.startswith(("already held", "open BUY"))] + \
             [s for s in skipped if not s.reason.startswith(("already held", "open BUY"))]
         n_selected = len(selected)

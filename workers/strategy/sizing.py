@@ -89,32 +89,42 @@ def select_candidates(
     scan_rows: Iterable[ScanResult | Mapping[str, Any]],
     held_symbols: set[str],
     pending_symbols: set[str],
-    min_score: int = DEFAULT_MIN_SCORE,
+    min_score: int | None = DEFAULT_MIN_SCORE,
     max_positions: int = DEFAULT_MAX_CNC_POSITIONS,
     held_count: int | None = None,
+    *,
+    manual: bool = False,
 ) -> tuple[list[ScanResult], list[Skipped]]:
-    """Which scan rows to enter, best first, and why every other row was skipped.
+    """Which rows to enter, and why every other row was skipped.
 
-    ``held_count`` is the number of CNC positions already held (default: ``len(held_symbols)``).
+    A scan (default): best first (score, risk-reward, symbol); a row needs no scan ``reason``, a
+    score of at least ``min_score`` and a usable entry and stop. ``manual`` (a person's
+    ``--from`` list): the file's order is kept and only the score is checked, and only when
+    ``min_score`` is given (a list without scores is an explicit pick). Either way duplicates,
+    held and pending symbols are skipped, and rows beyond the free slots (``max_positions`` minus
+    ``held_count``, default ``len(held_symbols)``: pass held and pending) are skipped.
     Rows may be :class:`ScanResult` or scan-CSV dicts.
     """
     held = {s.upper() for s in held_symbols}
     pending = {s.upper() for s in pending_symbols}
-    slots = max(0, max_positions - (len(held) if held_count is None else held_count))
-    rows = sorted((_as_scan(r) for r in scan_rows), key=scan_sort_key)
+    taken = len(held) if held_count is None else held_count
+    slots = max(0, max_positions - taken)
+    rows = [_as_scan(r) for r in scan_rows]
+    if not manual:
+        rows.sort(key=scan_sort_key)
     selected: list[ScanResult] = []
     skipped: list[Skipped] = []
     seen: set[str] = set()
     for r in rows:
         if r.symbol in seen:
-            skipped.append(Skipped(r.symbol, "duplicate scan row"))
+            skipped.append(Skipped(r.symbol, "duplicate row"))
             continue
         seen.add(r.symbol)
-        if r.reason:
+        if not manual and r.reason:
             reason = f"scan: {r.reason}"
-        elif r.score < min_score:
+        elif min_score is not None and r.score < min_score:
             reason = f"score {r.score} below MIN_SCORE {min_score}"
-        elif r.entry is None or r.stop_loss is None or not 0 < r.stop_loss < r.entry:
+        elif not manual and (r.entry is None or r.stop_loss is None or not 0 < r.stop_loss < r.entry):
             reason = f"no usable entry/stop (entry {r.entry}, stop {r.stop_loss})"
         elif r.symbol in held:
             reason = "already held"
@@ -122,7 +132,7 @@ def select_candidates(
             reason = "open BUY order pending"
         elif len(selected) >= slots:
             reason = (f"MAX_CNC_POSITIONS {max_positions} reached "
-                      f"({max_positions - slots} held or pending + {len(selected)} selected)")
+                      f"({taken} held or pending + {len(selected)} selected)")
         else:
             selected.append(r)
             continue
