@@ -27,6 +27,7 @@ COMMANDS = (
     "supervisor_conf",
     "status",
     "stop",
+    "resolve_intent",
 )
 
 

@@ -38,6 +38,7 @@ JOBS: dict[str, str] = {
     "daemon": "workers.daemon",
     "login": "workers.jobs.login",
     "doctor_checks": "workers.jobs.doctor_checks",
+    "resolve_intent": "workers.jobs.resolve_intent",
 }
 
 

@@ -167,8 +167,8 @@ def check_intents(ctx: JobContext, state: dict[str, Any]) -> dict[str, str]:
                     for tag, i in intents.items() if isinstance(i, dict) and i.get("status") == UNRESOLVED)
     if parked:
         return check("intents", FAIL, "unresolved, new entries of the symbol blocked: " + "; ".join(parked),
-                     "compare with the Kite order book, trades and holdings, then mark each intent resolved "
-                     "(workers.intents.IntentLog.mark_resolved)")
+                     "compare with the Kite order book, trades and holdings, then run "
+                     f"'orchestrator.py resolve-intent {ctx.user} TAG --note WHAT_YOU_FOUND'")
     pending = [t for t, i in intents.items() if isinstance(i, dict) and i.get("status") in OPEN_STATUSES]
     if pending:
         return check("intents", WARN, f"{len(pending)} open intent(s); the next job reconciles them")
