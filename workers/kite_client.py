@@ -204,6 +204,14 @@ class KiteApi:
             raise token_error(self.user, f"{detail} and no KITE_ACCESS_TOKEN")
         self._renew(stale=None)
 
+    def _adopt_newer_live_session(self) -> bool:
+        """Live only, never a login: switch to session.json's token if it is usable and new."""
+        token = usable_session(read_session(self.home, self.user), self.settings, clock.now())
+        if token is None or token == self._kite.access_token:
+            return False
+        self._use(token)
+        return True
+
     def _renew(self, stale: str | None) -> None:
         """Paper only: adopt a session another process just wrote, else log in and write it."""
         with self._login_lock:
@@ -284,11 +292,17 @@ class KiteApi:
             try:
                 return self._retrying(lambda: fn(*args, **kwargs), write=write)
             except kex.TokenException as exc:
+                # A 403 TokenException is refused before it is processed: safe to repeat, writes too.
                 if self.settings.is_paper and not renewed:
-                    # A 403 TokenException is refused before it is processed: safe to repeat, writes too.
                     renewed = True
                     self.log.info("%s: paper session expired or revoked; logging in again", operation)
                     self._renew(stale=self._kite.access_token)
+                    continue
+                if not self.settings.is_paper and not renewed and self._adopt_newer_live_session():
+                    # 'orchestrator.py login' wrote a new session while this process ran (the
+                    # morning login): use it rather than end a long-running job.
+                    renewed = True
+                    self.log.info("%s: live token refused; using the newer session in session.json", operation)
                     continue
                 raise map_error(exc, operation=operation, write=write, user=self.user) from None
             except (kex.KiteException, requests.RequestException) as exc:

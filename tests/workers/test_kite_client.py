@@ -358,3 +358,35 @@ def test_session_file_is_written_atomically_private(tmp_path: Path) -> None:
     assert read_session(home, "Som") == {"access_token": "abc123456", "login_time": now.isoformat(),
                                          "expires_at": "2026-03-05T06:00:00+05:30", "mode": "live"}
     assert [p.name for p in path.parent.iterdir()] == ["session.json"]
+
+
+def test_a_live_process_adopts_the_new_morning_session_instead_of_ending(tmp_path: Path) -> None:
+    """Live: the token dies (06:00), 'orchestrator.py login' writes a new session.json while a
+    long-running job runs; the next refused call switches to it. The broker here is the paper
+    broker standing in for Kite (real HTTP, real client): a live user can only be pointed at it
+    from the inside, since live always uses Kite's own root."""
+    from tests.support.broker import login, start_broker
+
+    broker_home = make_home(tmp_path / "broker")
+    write_env(broker_home, "Pap", api_key="sharedkey01", api_secret="shared-secret-01")
+    live_home = _live_home(tmp_path, api_key="sharedkey01", api_secret="shared-secret-01")
+    broker = start_broker(broker_home)
+    try:
+        old = login(broker.url, "sharedkey01", "shared-secret-01")
+        now = clock.now()
+        save_session(live_home, "Som", access_token=old.access_token, login_time=now,
+                     expires_at=session_expiry(now), mode="live")
+        api = build_kite(live_home, load_settings(live_home, "Som"))
+        api._kite.root = broker.url  # the one seam: live always talks to Kite's own root
+        assert api.profile()["user_id"]
+        old.invalidate_access_token()  # the token dies
+        new = login(broker.url, "sharedkey01", "shared-secret-01")  # the morning login, in another process
+        save_session(live_home, "Som", access_token=new.access_token, login_time=now,
+                     expires_at=session_expiry(now), mode="live")
+        assert api.profile()["user_id"]  # refused once, then the new session from the file
+        assert api._kite.access_token == new.access_token
+        new.invalidate_access_token()  # nothing newer in the file: the token error ends the job
+        with pytest.raises(TokenError):
+            api.profile()
+    finally:
+        broker.stop()
