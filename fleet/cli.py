@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from fleet.output import error
+from fleet.validate import job_args_hint
 from kitefleet.errors import KitefleetError
 from kitefleet.exitcodes import ExitCode
 
@@ -52,7 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1 :]
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            hint = job_args_hint(args.command, argv, extras, passthrough)
+            if hint is None:
+                parser.error(f"unrecognized arguments: {' '.join(extras)}")
+            error(f"unrecognized arguments: {' '.join(extras)}; {hint}")
+            return ExitCode.USAGE
     except SystemExit as exc:
         return ExitCode.USAGE if exc.code else ExitCode.OK
     args.passthrough = passthrough

@@ -24,3 +24,7 @@ def print_json(obj: Any, out: TextIO | None = None) -> None:
 
 def error(message: str) -> None:
     print(f"orchestrator: error: {message}", file=sys.stderr)
+
+
+def warning(message: str) -> None:
+    print(f"orchestrator: warning: {message}", file=sys.stderr)

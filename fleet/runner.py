@@ -98,6 +98,10 @@ def run_all(home: Home, users: Sequence[str], job: str, job_args: Sequence[str],
             time.sleep(0.02)
     except StopRequested:
         stopping.set()  # the handler already recorded the signal
+    except Exception:
+        # A child that could not be started must not leave the ones already running orphaned.
+        stop_groups([c.proc for c in running if c.proc is not None], grace=grace)
+        raise
     if stopping.is_set():
         stop_groups([c.proc for c in running if c.proc is not None], grace=grace)
         for child in running:

@@ -173,7 +173,8 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
         if program_name_ok(p.user):
             users.append(p.user)
         else:
-            warnings.append(f"env/{p.user}.env: {p.user!r} cannot be a supervisord program name; left out")
+            warnings.append(f"env/{p.user}.env: {p.user!r} cannot be a supervisord program name; left out: "
+                            "rename the file to a valid user name (letters, digits, '_' or '-')")
     exitcodes = ",".join(str(int(c)) for c in sorted(PERMANENT_EXIT_CODES))
     home_env = f'KITEFLEET_HOME="{_value(str(home.root))}"'
     lines = [
@@ -232,6 +233,14 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
             "",
         ]
     return "\n".join(lines), warnings
+
+
+def count_text(users: list[str]) -> str:
+    """How many programs of group trader the env files make, and how many files are left out."""
+    programs = sum(1 for u in users if program_name_ok(u))
+    left_out = len(users) - programs
+    text = f"{programs} user program(s)"
+    return text + (f", {left_out} env file(s) left out" if left_out else "")
 
 
 def needed_dirs(home: Home, users: list[str]) -> list[Path]:

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fleet.output import print_json, table
+from fleet.validate import select_users
 from kitefleet import clock
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
@@ -107,16 +108,20 @@ def check_supervisor_conf(home: Home, users: list[str]) -> dict[str, str]:
     if not target.exists():
         return row("*", "supervisord", "warn", f"{target} not generated yet (fine if you do not use supervisord)",
                    "orchestrator.py supervisor-conf")
+    current = target.read_text(encoding="utf-8")
     try:
-        text, _warnings = supervisor.render(home, supervisor.probe_all(home, users))
+        # Compare like with like: the timings and broker choice the file was written with.
+        text, _warnings = supervisor.render(home, supervisor.probe_all(home, users),
+                                            supervisor.timings_of(current),
+                                            external_broker=bool(supervisor.external_broker_of(current)))
     except Exception as exc:
         return row("*", "supervisord", "fail", f"cannot render the expected config: {exc}",
                    "orchestrator.py supervisor-conf --check")
-    if target.read_text(encoding="utf-8") != text:
+    if current != text:
         return row("*", "supervisord", "fail", f"{target} is out of date with env/",
                    f"orchestrator.py supervisor-conf, then supervisorctl -c {home.supervisord_conf} update "
                    "(after the close: it restarts group trader)")
-    return row("*", "supervisord", "ok", f"{target.name} in sync with env/ ({len(users)} user(s))")
+    return row("*", "supervisord", "ok", f"{target.name} in sync with env/ ({supervisor.count_text(users)})")
 
 
 def check_clock_env() -> dict[str, str] | None:
@@ -129,10 +134,8 @@ def check_clock_env() -> dict[str, str] | None:
 
 def run(args: argparse.Namespace) -> int:
     home = Home.resolve()
-    users = list_users(home)
-    if args.users:
-        wanted = [u.strip() for u in args.users.split(",") if u.strip()]
-        users = [u for u in users if u in wanted]
+    # Every env file by default, a misnamed one too (its row says to rename it); named users must exist.
+    users = list_users(home) if args.users is None else select_users(home, args.users)
     rows: list[dict[str, str]] = []
     if not users:
         rows.append(row("*", "users", "fail", f"no env/<User>.env files in {home.env_dir}",

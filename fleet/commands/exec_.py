@@ -14,8 +14,9 @@ import os
 from typing import Any
 
 from fleet.output import error
+from fleet.validate import require_user
 from kitefleet import clock
-from kitefleet.errors import ConfigError
+from kitefleet.errors import ConfigError, UsageError
 from kitefleet.home import Home
 from kitefleet.launcher import exec_worker
 from kitefleet.users import validate_user_name
@@ -37,6 +38,13 @@ def run(args: argparse.Namespace) -> int:
                           f"{supervised_as!r}; regenerate with 'orchestrator.py supervisor-conf'")
     user = validate_user_name(args.user)
     home = Home.resolve()
+    try:
+        # Only a missing env file is refused here: a broken one is the worker's to report (exit 4),
+        # so a supervised program still goes FATAL with that error in its log.
+        require_user(home, user)
+    except UsageError as exc:
+        raise UsageError(f"{exc}; if supervisord runs it, its config is older than env/: "
+                         "run 'orchestrator.py supervisor-conf', then 'supervisorctl update'") from None
     try:
         from kitefleet.calendar import load_calendar
 

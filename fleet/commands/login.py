@@ -1,12 +1,14 @@
-"""``login USER | --all [--request-token TOKEN_OR_URL] [--manual]``: the morning login.
+"""``login USER | --all [--request-token TOKEN_OR_URL|-] [--manual]``: the morning login.
 
 For each user a ``login`` job (workers/jobs/login.py) runs in a process of that user's own, so the
 API secret never enters the orchestrator. Live users: the job prints the Kite login URL, this
-command shows it and reads the redirect URL or bare request_token (``--request-token``, else
-stdin; on a terminal the paste is not echoed) and hands it to the job on its stdin, never on a
-command line. Paper users log in automatically against the paper broker (``--manual`` rehearses
-the live routine against it). The job writes ``data/<User>/session.json`` (0600) with
-access_token, login_time and expires_at (06:00 IST the next day); nothing here prints a token.
+command shows it and reads the redirect URL or bare request_token (from stdin, on a terminal
+not echoed; or ``--request-token``, whose value is visible in ``ps`` and the shell history, so the
+paste is preferred; ``--request-token -`` reads stdin too) and hands it to the job on its
+stdin, never on a command line. Paper users log in automatically against the paper broker
+(``--manual`` or ``--request-token`` rehearse the live routine against it). The job writes
+``data/<User>/session.json`` (0600) with access_token, login_time and expires_at (06:00 IST the
+next day); nothing here prints a token.
 
 Exit code: 0 when every user logged in, else the first failing user's code (2 no token given,
 4 bad env file, 5 token refused, 7 broker unreachable).
@@ -21,21 +23,27 @@ import subprocess
 import sys
 from typing import Any
 
-from fleet.output import error, print_json, table
+from fleet.output import error, print_json, table, warning
+from fleet.validate import misnamed_env_warnings, require_user, select_users
 from kitefleet.errors import UsageError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 from kitefleet.launcher import spawn_worker
-from kitefleet.users import list_users, validate_user_name
+
+#: ``--request-token -``: read the token from stdin (the way that keeps it out of ps and history).
+FROM_STDIN = "-"
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("login", help="create today's Kite session for a user (or --all)",
-                       usage="orchestrator.py login (USER | --all) [--request-token TOKEN_OR_URL] [--manual] [--json]")
+                       usage="orchestrator.py login (USER | --all) [--request-token TOKEN_OR_URL|-] [--manual] "
+                             "[--json]")
     p.add_argument("user", nargs="?", help="the user to log in")
     p.add_argument("--all", action="store_true", help="every user, one after the other")
     p.add_argument("--request-token", metavar="TOKEN_OR_URL",
-                   help="the redirect URL or request_token (default: read from stdin)")
+                   help="the redirect URL or request_token; '-' reads it from stdin (as live users do without "
+                        "this flag), which is preferred: a value given here is visible in ps and the "
+                        "shell history")
     p.add_argument("--manual", action="store_true",
                    help="paper users too: show the login URL and read the token (rehearse the live routine)")
     p.add_argument("--json", action="store_true", help="machine-readable result")
@@ -98,14 +106,23 @@ def run(args: argparse.Namespace) -> int:
     home = Home.resolve()
     if args.all == bool(args.user):
         raise UsageError("give one USER or --all")
-    if args.all and args.request_token is not None:
-        raise UsageError("--request-token belongs to one user; log in users one at a time")
-    users = list_users(home) if args.all else [validate_user_name(args.user)]
-    if not args.all and not home.env_file(users[0]).exists():
-        raise UsageError(f"unknown user {users[0]}: no env/{users[0]}.env")
-    if not users:
-        raise UsageError(f"no users: {home.env_dir} has no <User>.env files")
-    rows = [login_one(home, u, request_token=args.request_token, manual=args.manual) for u in users]
+    from_stdin = args.request_token == FROM_STDIN
+    token = None if from_stdin else args.request_token
+    if args.all and token is not None:
+        raise UsageError("--request-token belongs to one user; log in users one at a time "
+                         "(or use --request-token - to paste each user's on stdin)")
+    if token is not None and not token.strip():
+        raise UsageError("--request-token is empty: give the redirect URL or request_token, "
+                         "or '-' to paste it on stdin")
+    if args.all:
+        users = select_users(home, None)
+        for text in misnamed_env_warnings(home):
+            warning(text)
+    else:
+        users = [require_user(home, args.user)]
+    # Asking for a token (even on stdin) means the manual routine, for paper users too.
+    manual = args.manual or from_stdin
+    rows = [login_one(home, u, request_token=token, manual=manual) for u in users]
     if args.json:
         print_json(rows)
     else:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fleet.output import print_json, table
+from fleet.output import print_json, table, warning
+from fleet.validate import misnamed_env_warnings, require_user, select_users, valid_users
 from kitefleet.errors import UsageError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
-from kitefleet.users import list_users, validate_user_name
 from workers import pause as flag
 
 
@@ -40,18 +40,20 @@ def _targets(home: Home, args: argparse.Namespace, verb: str) -> list[str]:
     if args.all and args.user:
         raise UsageError(f"{verb}: give a user or --all, not both")
     if args.all:
-        return list_users(home)
+        users = select_users(home, None)
+        for text in misnamed_env_warnings(home):
+            warning(text)
+        return users
     if not args.user:
         raise UsageError(f"{verb}: give a user or --all")
-    user = validate_user_name(args.user)
-    if user not in list_users(home):
-        raise UsageError(f"{verb}: no such user {user!r} (no env/{user}.env)")
-    return [user]
+    return [require_user(home, args.user)]
 
 
 def _list(home: Home, as_json: bool) -> int:
+    for text in misnamed_env_warnings(home):
+        warning(text)
     rows = [{"user": u, "paused": flag.is_paused(home, u), "info": flag.pause_info(home, u)}
-            for u in list_users(home)]
+            for u in valid_users(home)]
     if as_json:
         print_json(rows)
     else:

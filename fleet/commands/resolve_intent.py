@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fleet.validate import require_user
 from kitefleet.home import Home
 from kitefleet.launcher import spawn_worker
-from kitefleet.users import validate_user_name
 
 
 def add_parser(sub: Any) -> None:
@@ -25,7 +25,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    user = validate_user_name(args.user)
+    home = Home.resolve()
+    user = require_user(home, args.user)
     job_args = [args.tag] if args.tag else []
     if args.note is not None:
         job_args += ["--note", args.note]
@@ -33,4 +34,4 @@ def run(args: argparse.Namespace) -> int:
         job_args += ["--order-id", args.order_id]
     if args.json:
         job_args.append("--json")
-    return spawn_worker(user, "resolve_intent", job_args, home=Home.resolve(), new_session=False).wait()
+    return spawn_worker(user, "resolve_intent", job_args, home=home, new_session=False).wait()

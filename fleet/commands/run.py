@@ -7,22 +7,24 @@ import signal
 from typing import Any
 
 from fleet.procs import signal_group
+from fleet.validate import require_job, require_user
 from kitefleet.home import Home
 from kitefleet.launcher import spawn_worker
-from kitefleet.users import validate_user_name
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="run one job for one user in the foreground (ad-hoc debugging)",
                        usage="orchestrator.py run USER JOB [-- JOB_ARGS...]")
-    p.add_argument("user")
-    p.add_argument("job")
+    p.add_argument("user", help="a user with an env file (env/USER.env)")
+    p.add_argument("job", help="a job of the worker (python -m workers lists them)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    user = validate_user_name(args.user)
-    proc = spawn_worker(user, args.job, args.passthrough, home=Home.resolve())
+    home = Home.resolve()
+    user = require_user(home, args.user)
+    job = require_job(args.job)
+    proc = spawn_worker(user, job, args.passthrough, home=home)
 
     def forward(signum: int, _frame: object) -> None:
         signal_group(proc, signum)

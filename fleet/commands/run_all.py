@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fleet.output import table
+from fleet.output import table, warning
 from fleet.runner import run_all
+from fleet.validate import misnamed_env_warnings, require_job, select_users
 from kitefleet.errors import UsageError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
-from kitefleet.users import list_users, validate_user_name
 
 SCHEDULER_JOB = "daemon"
 #: more than the scheduler's default --stop-grace (20 s)
@@ -30,23 +30,15 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def select_users(home: Home, wanted: str | None) -> list[str]:
-    known = list_users(home)
-    if not wanted:
-        if not known:
-            raise UsageError(f"no users: {home.env_dir} has no <User>.env files")
-        return known
-    chosen = [validate_user_name(u.strip()) for u in wanted.split(",") if u.strip()]
-    missing = [u for u in chosen if u not in known]
-    if missing:
-        raise UsageError(f"unknown user(s) {', '.join(missing)}: no env/<User>.env for them")
-    return chosen
-
-
 def run(args: argparse.Namespace) -> int:
     home = Home.resolve()
     users = select_users(home, args.users)
-    job = args.job or SCHEDULER_JOB
+    job = require_job(args.job or SCHEDULER_JOB)
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise UsageError(f"--max-parallel {args.max_parallel}: give 1 or more")
+    if args.users is None:
+        for text in misnamed_env_warnings(home):
+            warning(text)
     # A scheduler stops its own jobs on SIGTERM (up to its stop grace): give it time before SIGKILL.
     grace = SCHEDULER_STOP_WAIT if job == SCHEDULER_JOB else 5.0
     children, stopped = run_all(home, users, job, args.passthrough, max_parallel=args.max_parallel, grace=grace)
@@ -54,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for c in children:
         rc = "not started" if c.returncode is None else c.returncode
-        rows.append((c.user, rc, f"{c.duration:.1f}s", home.user_logs_dir(c.user) / f"{job}.log"))
+        log = home.user_logs_dir(c.user) / f"{job}.log"
+        # A worker that stopped before its logging started (a bad env file) wrote no log.
+        rows.append((c.user, rc, f"{c.duration:.1f}s", log if log.exists() else "- (none written)"))
     table(("user", "exit", "duration", "log"), rows)
     if stopped:
         print(f"stopped by {stopped}: every child was stopped by process group")

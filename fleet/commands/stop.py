@@ -5,6 +5,10 @@ SIGKILLed supervisord. When the running supervisord owns that very pid it is ask
 program (so it is not restarted); otherwise the holder's process group gets SIGTERM, then SIGKILL
 after the grace period. Processes still holding one of the user's job locks afterwards (orphaned
 jobs) are stopped the same way. Exit 0 when nothing of USER runs any more, 1 otherwise.
+
+A user without an env file is still stopped when something holds one of its locks (the file was
+deleted while the scheduler ran); with neither an env file nor a lock holder the user is unknown
+(exit 2).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet import supervisor
+from fleet.validate import env_file_present, unknown_users_error
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 from kitefleet.launcher import signal_leader
@@ -52,12 +57,21 @@ def stop_holder(path: Path, pid: int, grace: float, what: str) -> bool:
     return wait_released(path, pid, 5.0)
 
 
+def job_lock_paths(home: Home, user: str) -> list[Path]:
+    locks_dir = home.locks_dir(user)
+    return sorted(locks_dir.glob("job-*.lock")) if locks_dir.is_dir() else []
+
+
 def run(args: argparse.Namespace) -> int:
     user = validate_user_name(args.user)
     home = Home.resolve()
     instance = home.locks_dir(user) / "instance.lock"
     ok = True
     pid = lock_holder(instance)
+    if not env_file_present(home, user):
+        if pid is None and all(lock_holder(p) is None for p in job_lock_paths(home, user)):
+            raise unknown_users_error(home, [user])
+        print(f"{user}: no env/{user}.env (deleted while it ran?), but a process still holds its lock: stopping it")
     if pid is None:
         print(f"{user}'s scheduler is not running")
     else:
@@ -69,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 supervisor.rpc(home).supervisor.stopProcess(supervisor.namespec(user), True)
         ok = wait_released(instance, pid, 1.0) or stop_holder(instance, pid, args.grace, f"{user}'s scheduler")
     # Jobs whose scheduler died without stopping them (SIGKILL) still hold their job locks.
-    locks_dir = home.locks_dir(user)
-    for path in sorted(locks_dir.glob("job-*.lock")) if locks_dir.is_dir() else []:
+    for path in job_lock_paths(home, user):
         job_pid = lock_holder(path)
         if job_pid is not None:
             job = path.stem.removeprefix("job-")

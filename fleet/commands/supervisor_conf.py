@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for p in probes:
-        if not p.valid:
+        # A name that cannot be a program was left out above (its warning says so): no program to go FATAL.
+        if not p.valid and supervisor.program_name_ok(p.user):
             print(f"warning: {p.user}: {p.error} (its program will go FATAL until fixed)", file=sys.stderr)
     home_conf = home.supervisord_conf if supervisor.home_conf_needed(home) else None
     home_conf_stale = home_conf is not None and (
@@ -79,17 +80,17 @@ def run(args: argparse.Namespace) -> int:
             what = "missing" if current is None else "out of date with env/"
             print(f"{target}: {what}; run 'orchestrator.py supervisor-conf'", file=sys.stderr)
             return ExitCode.JOB_FAILED
-        print(f"{target}: up to date ({len(users)} user(s))")
+        print(f"{target}: up to date ({supervisor.count_text(users)})")
         return ExitCode.OK
     supervisor.ensure_dirs(home, users)
     if home_conf is not None and home_conf_stale:
         atomic_write_text(home_conf, supervisor.static_conf_text(), mode=0o644)
         print(f"wrote {home_conf}")
     if current == text:
-        print(f"{target}: already up to date ({len(users)} user(s))")
+        print(f"{target}: already up to date ({supervisor.count_text(users)})")
         return ExitCode.OK
     atomic_write_text(target, text, mode=0o600)
-    print(f"wrote {target} ({len(users)} user(s))")
+    print(f"wrote {target} ({supervisor.count_text(users)})")
     print(f"apply with: supervisorctl -c {home.supervisord_conf} update")
     if _market_open(home):
         print("warning: the market is open: 'supervisorctl update' restarts every program of group "
