@@ -1,7 +1,10 @@
 """Where everything lives. All runtime paths hang off one home, never the current directory.
 
 The home is the folder named by ``KITEFLEET_HOME`` when set, else the project root (the folder
-holding ``orchestrator.py``). Layout (see ARCHITECTURE.md):
+holding ``orchestrator.py``). A ``KITEFLEET_HOME`` that is not an existing folder is a
+configuration error, never created: a typo would otherwise show an empty fleet (``users``), write
+a fresh config elsewhere (``supervisor-conf``) or report "no such env file". Layout (see
+ARCHITECTURE.md):
 
     env/<User>.env                  one file per user (mode 0600)
     data/trading_state_<User>.json  that user's state (StateStore)
@@ -17,8 +20,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from kitefleet.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,10 +40,16 @@ class Home:
     root: Path
 
     @classmethod
-    def resolve(cls, environ: dict[str, str] | None = None) -> Home:
+    def resolve(cls, environ: Mapping[str, str] | None = None) -> Home:
+        """The home named by ``KITEFLEET_HOME`` (which must be an existing folder), else the project.
+        Raises ConfigError for a ``KITEFLEET_HOME`` that is not a folder."""
         env = os.environ if environ is None else environ
         value = env.get("KITEFLEET_HOME")
-        root = Path(value).expanduser() if value else PROJECT_ROOT
+        if not value:
+            return cls(PROJECT_ROOT)
+        root = Path(value).expanduser()
+        if not root.is_dir():
+            raise ConfigError(f"KITEFLEET_HOME={value} is not a folder; create it or unset KITEFLEET_HOME")
         return cls(root.resolve())
 
     # --- folders -----------------------------------------------------------------------------

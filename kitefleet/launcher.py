@@ -5,6 +5,12 @@ parent, plus the project's own non-secret variables. Nothing else passes: superv
 whole environment into every child, so a key exported in the shell that started it would
 otherwise reach every user. The child reads its own ``env/<User>.env`` itself; no secret travels
 through any environment, command line or config file.
+
+The child's command line is ``python -m workers JOB --user USER [JOB_ARGS...]``: ``--user`` comes
+first and job arguments may not name a user again (refused here, and by the worker itself, which
+also refuses a second ``--user`` and never matches an abbreviation), so no job argument can switch
+the user a process labelled USER serves. Job arguments are not put after a ``--``: the worker
+parses them as options (``--dry-run``, ``--top N``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from kitefleet import clock
+from kitefleet.errors import UsageError
 from kitefleet.home import PROJECT_ROOT, Home
 from kitefleet.users import validate_user_name
 
@@ -53,8 +60,20 @@ def build_child_env(parent: Mapping[str, str] | None = None, *, home: Home | Non
     return env
 
 
+def _names_user(arg: str) -> bool:
+    """``--user``, ``--user=X`` or an abbreviation argparse could take for it (``--us``)."""
+    option = arg.split("=", 1)[0]
+    return len(option) > 2 and "--user".startswith(option)
+
+
 def worker_argv(user: str, job: str, args: Sequence[str] = ()) -> list[str]:
     validate_user_name(user)
+    for arg in args:
+        if arg == "--":
+            break  # beyond this the worker takes everything as plain values
+        if _names_user(arg):
+            raise UsageError(f"job arguments may not name a user ({arg.split('=', 1)[0]}): "
+                             f"this process serves {user}")
     return [sys.executable, "-m", "workers", job, "--user", user, *args]
 
 

@@ -5,6 +5,12 @@ Strict by design: a missing, empty, undecodable or group/other-readable file, a 
 parse, an unknown key (a typo such as ``KITE_API_KEYY``), a missing required key, or a value of
 the wrong type or range is refused with one line naming the file and every offending key.
 
+Error messages reach stderr, ``orchestrator.py users``, supervisord's logs and the paper broker's
+log, so they never echo what might be a secret: an unknown key is named only when it is a near
+miss of a schema key (a typo), otherwise only its line number is given; a line without ``=`` (a
+token pasted alone) is never shown; values of secret keys are never shown and values of sensitive
+ones (the API key) at most by their first 4 characters, as the log redaction does.
+
 The schema below is the single list of env keys; README.md and env/example.env document it.
 """
 
@@ -106,6 +112,8 @@ class Key:
     doc: str = ""
     required: bool = False
     secret: bool = False
+    #: not secret, but never shown whole in an error (at most its first 4 characters)
+    sensitive: bool = False
     modes: tuple[str, ...] = MODES
     #: a default that depends on the mode: {"paper": ..., "live": ...}
     mode_default: Mapping[str, object] | None = None
@@ -115,7 +123,7 @@ class Key:
 SCHEMA: tuple[Key, ...] = (
     Key("TRADER_MODE", _choice(*MODES), required=True, example="paper",
         doc="paper (the local paper broker) or live (real money on Zerodha)."),
-    Key("KITE_API_KEY", _token, required=True, example="your_api_key",
+    Key("KITE_API_KEY", _token, required=True, sensitive=True, example="your_api_key",
         doc="The Kite Connect app's API key (shown only as a fingerprint)."),
     Key("KITE_API_SECRET", _token, required=True, secret=True, example="your_api_secret",
         doc="The Kite Connect app's API secret (never printed or logged)."),
@@ -262,14 +270,57 @@ def load_settings(home: Home, user: str) -> Settings:
     return parse_settings(text, user=user, env_file=path, shown=shown)
 
 
+#: How close an unknown key must be to a schema key to count as a typo whose name may be shown.
+#: High enough that a pasted token never qualifies, low enough for a doubled or dropped letter.
+TYPO_CUTOFF = 0.75
+_KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A value shown in an error keeps at most this many leading characters when the key is sensitive.
+SHOWN_PREFIX = 4
+
+
+def typo_of(name: str) -> str | None:
+    """The schema key ``name`` is a near miss of (``KITE_API_KEYY`` -> ``KITE_API_KEY``), else None.
+    Only then may ``name`` itself be printed: anything else may be a pasted secret."""
+    if not _KEY_NAME.match(name):
+        return None
+    close = difflib.get_close_matches(name.upper(), list(KEYS), n=1, cutoff=TYPO_CUTOFF)
+    return close[0] if close else None
+
+
+def _shown_value(key: Key, value: str) -> str:
+    """How a refused value appears in the error: whole, a 4-character prefix, or not at all."""
+    if key.secret:
+        return ""
+    if key.sensitive:
+        # A short value would be shown whole by its prefix: then show nothing.
+        return f"={value[:SHOWN_PREFIX]}***" if len(value) > 2 * SHOWN_PREFIX else ""
+    return f"={value!r}"
+
+
 def parse_settings(text: str, *, user: str, env_file: Path, shown: str) -> Settings:
     problems: list[str] = []
-    bad_lines = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
+    bindings = list(parse_stream(io.StringIO(text)))
+    bad_lines = [b.original.line for b in bindings if b.error]
     for line in bad_lines:
         problems.append(f"line {line} does not parse")
     raw = dotenv_values(stream=io.StringIO(text), interpolate=False)
     if not raw and not bad_lines:
         raise ConfigError(f"{shown}: empty env file; copy the keys from env/example.env")
+
+    # Unknown keys and bare lines, reported by line number (the text may be a secret).
+    for binding in bindings:
+        name = binding.key
+        if binding.error or name is None or name in KEYS:
+            continue
+        line = binding.original.line
+        if binding.value is None:
+            problems.append(f"line {line}: no '=' (text not shown: it may be a secret)")
+            continue
+        close = typo_of(name)
+        if close is not None:
+            problems.append(f"line {line}: unknown key {name} (did you mean {close}?)")
+        else:
+            problems.append(f"line {line}: unknown key (not shown: it may be a secret)")
 
     values: dict[str, object] = {}
     mode_raw = raw.get("TRADER_MODE")
@@ -277,10 +328,7 @@ def parse_settings(text: str, *, user: str, env_file: Path, shown: str) -> Setti
     for name, value in raw.items():
         key = KEYS.get(name)
         if key is None:
-            close = difflib.get_close_matches(name, list(KEYS), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            problems.append(f"unknown key {name}{hint}")
-            continue
+            continue  # reported above
         if value is None:
             problems.append(f"{name} has no '=value'")
             continue
@@ -291,9 +339,8 @@ def parse_settings(text: str, *, user: str, env_file: Path, shown: str) -> Setti
         try:
             values[name] = key.parse(value)
         except (_Bad, ValueError) as exc:
-            shown_value = "" if key.secret else f"={value!r}"
             reason = str(exc) if isinstance(exc, _Bad) else "has the wrong format"
-            problems.append(f"{name}{shown_value} {reason}")
+            problems.append(f"{name}{_shown_value(key, value)} {reason}")
     for key in SCHEMA:
         if key.required and key.name not in raw:
             problems.append(f"missing required key {key.name}")

@@ -5,6 +5,10 @@ user name; check it against supervisord's ``SUPERVISOR_PROCESS_NAME`` when set; 
 own ``env/<User>.env`` (never into ``os.environ``); refuse a simulated clock in live mode; set up
 per-user logging with secret redaction; take the per-(user, job) lock for trading jobs; run the
 job. Every failure ends with one line on stderr and a stable exit code (kitefleet.exitcodes).
+
+The user is fixed by the one ``--user`` the launcher puts first: job arguments come after it and
+must not switch it, so a second ``--user`` is a usage error (argparse would keep the last one)
+and options are never matched by abbreviation (``--us Sai`` would otherwise mean ``--user Sai``).
 """
 
 from __future__ import annotations
@@ -46,9 +50,24 @@ def available_jobs() -> list[str]:
     return sorted(name for name, module in JOBS.items() if importlib.util.find_spec(module) is not None)
 
 
+class _OnlyOnce(argparse.Action):
+    """Store the option's value, refusing a second occurrence (argparse would keep the last)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[object] | None, option_string: str | None = None) -> None:
+        before = getattr(namespace, self.dest, None)
+        if before is not None:
+            raise argparse.ArgumentError(
+                self, f"given twice ({before} and {values}): a process serves exactly one user"
+            )
+        setattr(namespace, self.dest, values)
+
+
 def _build_parser(job_module: ModuleType | None, job: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m workers {job}", description=f"run {job} for one user")
-    parser.add_argument("--user", required=True, help="the one user this process serves (env/<USER>.env)")
+    parser = argparse.ArgumentParser(prog=f"python -m workers {job}", description=f"run {job} for one user",
+                                     allow_abbrev=False)
+    parser.add_argument("--user", required=True, action=_OnlyOnce,
+                        help="the one user this process serves (env/<USER>.env)")
     parser.add_argument("--dry-run", action="store_true", help="plan and log, send nothing to the broker")
     add_arguments = getattr(job_module, "add_arguments", None)
     if add_arguments is not None:

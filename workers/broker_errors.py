@@ -30,6 +30,7 @@ import requests
 from kiteconnect import exceptions as kex
 
 from kitefleet.errors import BrokerPermanentError, BrokerTemporaryError, TokenError
+from workers.logs import redact
 
 
 class BrokerUnavailable(BrokerTemporaryError):
@@ -63,8 +64,10 @@ def token_error(user: str, detail: str) -> TokenError:
 
 
 def describe(exc: BaseException) -> str:
+    """One short line for an exception, secrets redacted. Redaction comes before the cut: a key
+    straddling the 200th character would otherwise survive as a prefix no redaction matches."""
     code = getattr(exc, "code", None)
-    text = str(exc).strip() or type(exc).__name__
+    text = redact(str(exc).strip() or type(exc).__name__)
     if len(text) > 200:
         text = text[:200] + "..."
     return f"{type(exc).__name__}{f' {code}' if code else ''}: {text}"

@@ -21,13 +21,16 @@ adopted by the others instead of each logging in again.
   ``request_token`` -> ``generate_session``). A TokenException on a call (expired or revoked
   token) renews once and repeats the call (a 403 was refused before it was processed).
 * Live: the session file if unexpired, else the ``KITE_ACCESS_TOKEN`` setting, else TokenError
-  (exit 5, "log in again"). A live worker never logs in by itself.
+  (exit 5, "log in again"). A live worker never logs in by itself. A session file that exists but
+  does not read as a session (corrupt, truncated, unreadable) is reported as such, never as
+  missing, and its content is never shown (it holds a token).
 
 Access tokens and request tokens are registered with the log redaction as soon as they are seen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -95,6 +98,29 @@ def read_session(home: Home, user: str) -> dict[str, Any] | None:
     except (FileNotFoundError, ValueError, OSError):
         return None
     return data if isinstance(data, dict) and isinstance(data.get("access_token"), str) else None
+
+
+def session_file_problem(home: Home, user: str) -> str | None:
+    """Why ``data/<User>/session.json`` exists yet is no session (``read_session`` gives None for
+    both); None when it is missing or well-formed. Never quotes the file: it holds a token."""
+    path = home.session_file(user)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if not isinstance(data.get("access_token"), str):
+        return "no access_token"
+    return None
 
 
 def save_session(home: Home, user: str, *, access_token: str, login_time: datetime,
@@ -182,26 +208,44 @@ class KiteApi:
         _register_secret(token)
         self._kite.set_access_token(token)
 
+    def _unreadable_session(self) -> str | None:
+        """``data/<User>/session.json is unreadable (why)`` when it exists but is no session."""
+        problem = session_file_problem(self.home, self.user)
+        if problem is None:
+            return None
+        path = self.home.session_file(self.user)
+        with contextlib.suppress(ValueError):
+            path = path.relative_to(self.home.root)
+        return f"{path} is unreadable ({problem})"
+
     def connect(self) -> None:
         """Load a usable session (paper: log in when there is none). Live: TokenError if none."""
         now = clock.now()
-        token = usable_session(read_session(self.home, self.user), self.settings, now)
+        data = read_session(self.home, self.user)
+        token = usable_session(data, self.settings, now)
         if token is not None:
             self._use(token)
             return
+        unreadable = self._unreadable_session() if data is None else None
         if not self.settings.is_paper:
             fallback = self.settings.get("KITE_ACCESS_TOKEN")
             if isinstance(fallback, str) and fallback:
+                if unreadable:
+                    self.log.warning("%s; using KITE_ACCESS_TOKEN (run: orchestrator.py login %s)",
+                                     unreadable, self.user)
                 self._use(fallback)
                 return
-            data = read_session(self.home, self.user)
-            if data is None:
+            if unreadable:
+                detail = unreadable
+            elif data is None:
                 detail = "no session file"
             elif data.get("mode", "live") == "live":
                 detail = f"session file expired at {data.get('expires_at')}"
             else:
                 detail = "the session file is not a live session"
             raise token_error(self.user, f"{detail} and no KITE_ACCESS_TOKEN")
+        if unreadable:
+            self.log.warning("%s; logging in to the paper broker again", unreadable)
         self._renew(stale=None)
 
     def _adopt_newer_live_session(self) -> bool:

@@ -121,13 +121,14 @@ def test_logs_contain_no_secret(home: Home) -> None:
             assert secret not in text, f"{secret} leaked into {path}"
 
 
-def test_launcher_env_from_nothing() -> None:
+def test_launcher_env_from_nothing(tmp_path: Path) -> None:
     parent = {"PATH": "/bin", "LC_ALL": "C", "KITE_API_KEY": "x", "SUPERVISOR_PROCESS_NAME": "Som",
-              "TRADER_CLOCK": "2026-11-25T09:15:00+05:30,speed=60", "RANDOM_TOKEN": "y", "KITEFLEET_HOME": "/h"}
+              "TRADER_CLOCK": "2026-11-25T09:15:00+05:30,speed=60", "RANDOM_TOKEN": "y",
+              "KITEFLEET_HOME": str(tmp_path)}
     env = build_child_env(parent)
     assert env["PATH"] == "/bin" and env["LC_ALL"] == "C" and env["SUPERVISOR_PROCESS_NAME"] == "Som"
     assert "KITE_API_KEY" not in env and "RANDOM_TOKEN" not in env
-    assert env["KITEFLEET_HOME"] == "/h"
+    assert env["KITEFLEET_HOME"] == str(tmp_path.resolve())
     assert ",anchor=" in env["TRADER_CLOCK"]  # filled in so that every child agrees on the time
 
 

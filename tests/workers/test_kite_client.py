@@ -135,6 +135,60 @@ def test_expired_live_session_ends_the_job_with_the_token_code(tmp_path: Path) -
     assert done.returncode == ExitCode.TOKEN and "no session file" in done.stderr
 
 
+@pytest.mark.parametrize(("content", "why"), [
+    (b'{"access_token": "livetokenCUT0123', "not valid JSON"),
+    (b'{"access_token": ', "not valid JSON"),
+    (b'["livetokenCUT0123"]', "not a JSON object"),
+    (b'{"token": "livetokenCUT0123"}', "no access_token"),
+    (b'\xff\xfelivetokenCUT0123', "not UTF-8"),
+], ids=["truncated", "cut-before-value", "array", "no-token", "binary"])
+def test_a_corrupt_live_session_file_is_unreadable_not_missing(tmp_path: Path, content: bytes, why: str) -> None:
+    home = _live_home(tmp_path)
+    path = home.session_file("Som")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    path.chmod(0o600)
+    kite = KiteApi(user="Som", home=home, settings=load_settings(home, "Som"), limiter=RateLimiter(tmp_path / "rl"))
+    with pytest.raises(TokenError) as err:
+        kite.connect()
+    message = str(err.value)
+    assert "data/Som/session.json is unreadable (" in message and why in message
+    assert "no session file" not in message and "livetokenCUT" not in message
+    assert "orchestrator.py login Som" in message
+    assert path.read_bytes() == content  # left for the person (or the next login) to replace
+
+
+def test_a_corrupt_live_session_file_ends_the_job_with_the_token_code(tmp_path: Path) -> None:
+    home = _live_home(tmp_path)
+    path = home.session_file("Som")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"access_token": "livetokenCUT0123')
+    done = run_job(home, "Som", "connect")
+    assert done.returncode == ExitCode.TOKEN, done.stderr
+    assert "data/Som/session.json is unreadable" in done.stderr and "livetokenCUT" not in done.stderr
+    assert "livetokenCUT" not in (home.user_logs_dir("Som") / "connect.log").read_text()
+
+
+def test_a_corrupt_live_session_file_falls_back_to_the_access_token_setting(tmp_path: Path) -> None:
+    home = _live_home(tmp_path, KITE_ACCESS_TOKEN="fallbacktoken0001")
+    path = home.session_file("Som")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"access_token": ')
+    kite = KiteApi(user="Som", home=home, settings=load_settings(home, "Som"), limiter=RateLimiter(tmp_path / "rl"))
+    kite.connect()
+    assert kite._kite.access_token == "fallbacktoken0001" and kite.logins == 0
+
+
+def test_a_corrupt_paper_session_file_is_replaced_by_a_new_login(paper) -> None:
+    home, _broker, _ = paper
+    path = home.session_file("Som")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"access_token": ')
+    kite = build_kite(home, load_settings(home, "Som"))
+    assert kite.logins == 1 and kite.profile()["user_name"] == "Som"
+    assert read_session(home, "Som") is not None
+
+
 def test_live_uses_its_session_file_then_the_access_token_setting_and_never_logs_in(tmp_path: Path) -> None:
     home = _live_home(tmp_path, KITE_ACCESS_TOKEN="fallbacktoken0001")
     settings = load_settings(home, "Som")
