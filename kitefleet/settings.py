@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import io
+import logging
 import re
 import stat
 from collections.abc import Callable, Iterator, Mapping
@@ -303,7 +304,15 @@ def parse_settings(text: str, *, user: str, env_file: Path, shown: str) -> Setti
     bad_lines = [b.original.line for b in bindings if b.error]
     for line in bad_lines:
         problems.append(f"line {line} does not parse")
-    raw = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    # python-dotenv also logs its own warning for each line that does not parse; the line is
+    # reported above, once, in our one-line error.
+    dotenv_log = logging.getLogger("dotenv.main")
+    previous = dotenv_log.level
+    dotenv_log.setLevel(logging.ERROR)
+    try:
+        raw = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    finally:
+        dotenv_log.setLevel(previous)
     if not raw and not bad_lines:
         raise ConfigError(f"{shown}: empty env file; copy the keys from env/example.env")
 

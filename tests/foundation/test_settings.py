@@ -134,3 +134,14 @@ def test_cli_config_error_exit_code_and_one_line(tmp_path: Path) -> None:
 
 def test_unused_home_helpers() -> None:
     assert Home(Path("/x")).state_file("Som") == Path("/x/data/trading_state_Som.json")
+
+
+def test_cli_line_that_does_not_parse_is_one_line_of_stderr(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    path = home.env_file("Som")
+    path.write_text(GOOD + "this is a bad line\n")
+    path.chmod(0o600)
+    proc = subprocess.run([sys.executable, "-m", "workers", "whoami", "--user", "Som"], cwd=PROJECT_ROOT,
+                          env=child_env(home), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == ExitCode.CONFIG
+    assert proc.stderr.strip().splitlines() == ["whoami: error: env/Som.env: line 4 does not parse"]

@@ -131,7 +131,7 @@ def check_clock() -> dict[str, str]:
 
 
 def check_session(ctx: JobContext) -> dict[str, str]:
-    from workers.kite_client import read_session, usable_session
+    from workers.kite_client import read_session, session_file_problem, usable_session
 
     settings = ctx.settings
     data = read_session(ctx.home, ctx.user)
@@ -144,7 +144,13 @@ def check_session(ctx: JobContext) -> dict[str, str]:
     if settings.get("KITE_ACCESS_TOKEN"):
         return check("session", WARN, "no unexpired session file; falling back to KITE_ACCESS_TOKEN from the env "
                      "file (it dies at 06:00 IST each day)", f"orchestrator.py login {ctx.user}")
-    detail = "no session file" if data is None else f"session expired at {data.get('expires_at')}"
+    problem = session_file_problem(ctx.home, ctx.user) if data is None else None
+    if problem is not None:
+        detail = f"data/{ctx.user}/session.json is unreadable ({problem})"
+    elif data is None:
+        detail = "no session file"
+    else:
+        detail = f"session expired at {data.get('expires_at')}"
     return check("session", FAIL, detail, f"orchestrator.py login {ctx.user}")
 
 
