@@ -2,13 +2,22 @@
 
 Prints one line ``paper broker listening on http://HOST:PORT`` to stdout when ready and writes
 ``<data-dir>/broker.json`` ({pid, port, url, host}) atomically. ``--port 0`` picks a free port.
-SIGTERM or SIGINT stops it cleanly (exit 0). ``orchestrator.py paper-broker`` calls ``main(argv)``.
+SIGTERM or SIGINT stops it cleanly (exit 0). ``orchestrator.py paper-broker`` runs this module.
+
+The process runs with umask 077 and the data dir is made private (0700, files 0600: see
+``paper_broker.app``), because the database holds every paper account's secret and token.
+
+Exit codes (kitefleet.exitcodes): 0 clean stop; 2 usage (argparse: e.g. ``--port`` outside
+0..65535, or ``--symbols`` naming a symbol outside the universe); 4 configuration: the port is in
+use or not allowed, the data dir cannot be made private, a bad env file or calendar. Each failure
+is one line on stderr (``paper broker: ...``) and in the log, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -19,11 +28,24 @@ from kitefleet.errors import KitefleetError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 
+MAX_PORT = 65535
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: use a whole number from 0 to {MAX_PORT}") from None
+    if not 0 <= port <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range: use 0 to {MAX_PORT} (0 picks a free port)")
+    return port
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paper_broker",
                                      description="Local paper broker speaking Kite Connect v3.")
-    parser.add_argument("--port", type=int, default=8765, help="TCP port (0: pick a free one); default 8765")
+    parser.add_argument("--port", type=_port, default=8765,
+                        help="TCP port 0-65535 (0: pick a free one); default 8765")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind; default 127.0.0.1")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: <home>/data/paper")
     parser.add_argument("--home", type=Path, default=None,
@@ -37,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(data_dir: Path, level: str) -> None:
-    handler = logging.FileHandler(data_dir / "paper_broker.log", encoding="utf-8")
+    from paper_broker.app import LOG_FILE, private_file
+
+    private_file(data_dir / LOG_FILE, create=True)
+    handler = logging.FileHandler(data_dir / LOG_FILE, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -46,12 +71,25 @@ def _setup_logging(data_dir: Path, level: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from paper_broker.app import BrokerConfig, PaperBroker
+    # Everything this process creates (database, WAL, log, broker.json) is for its owner only.
+    old_umask = os.umask(0o077)
+    try:
+        return _run(args)
+    finally:
+        os.umask(old_umask)  # matters only when main() runs inside another process (tests)
 
-    home = Home(args.home.expanduser().resolve()) if args.home else Home.resolve()
-    data_dir = (args.data_dir.expanduser().resolve() if args.data_dir else home.paper_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    _setup_logging(data_dir, args.log_level)
+
+def _run(args: argparse.Namespace) -> int:
+    from paper_broker.app import BrokerConfig, PaperBroker, secure_data_dir
+
+    try:
+        home = Home(args.home.expanduser().resolve()) if args.home else Home.resolve()
+        data_dir = (args.data_dir.expanduser().resolve() if args.data_dir else home.paper_dir)
+        secure_data_dir(data_dir)
+        _setup_logging(data_dir, args.log_level)
+    except (KitefleetError, OSError) as exc:
+        print(f"paper broker: {exc}", file=sys.stderr)
+        return int(exc.exit_code if isinstance(exc, KitefleetError) else ExitCode.CONFIG)
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     config = BrokerConfig(home=home, data_dir=data_dir, host=args.host, port=args.port,
                           scenario=args.scenario, symbols=symbols, seed=args.seed,
@@ -73,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("paper_broker").error("cannot start: %s", exc)
         print(f"paper broker: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
-    except OSError as exc:
+    except OSError as exc:  # e.g. an unreadable calendar export (bind errors are BindError above)
         logging.getLogger("paper_broker").error("cannot start: %s", exc)
-        print(f"paper broker: cannot start on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"paper broker: cannot start: {exc}", file=sys.stderr)
         return int(ExitCode.CONFIG)
     broker.start()
     print(f"paper broker listening on {broker.url}", flush=True)

@@ -1,6 +1,9 @@
 """Builds and runs the paper broker: Database + accounts + Market + OrderEngine + HTTP server.
 
-Files in the data dir (``data/paper`` of the home by default):
+Files in the data dir (``data/paper`` of the home by default). The dir is private: created 0700
+(an existing one is tightened to 0700, a shared sticky one such as /tmp is refused), and the files
+below that hold secrets (every paper account's api_secret, every access token) are 0600, their
+SQLite ``-wal`` / ``-shm`` companions included (SQLite gives those the database's own mode):
 
     paper.db           SQLite (WAL): accounts, sessions, request tokens, audit, and the order
                        engine's tables. Survives restarts: accounts and sessions keep working.
@@ -16,9 +19,11 @@ fill at the right simulated minute even when nobody calls) and the audit writer.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -30,6 +35,7 @@ from typing import Any
 
 from kitefleet.calendar import NseCalendar, load_calendar
 from kitefleet.clock import Clock, get_clock
+from kitefleet.errors import ConfigError
 from kitefleet.home import Home
 from paper_broker.audit import AuditLog
 from paper_broker.auth import Accounts
@@ -41,6 +47,10 @@ from paper_broker.server import BrokerService, PaperHTTPServer
 log = logging.getLogger("paper_broker")
 
 ADVANCE_INTERVAL = 0.2
+DB_FILE = "paper.db"
+LOG_FILE = "paper_broker.log"
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,60 @@ def _make_market(config: BrokerConfig, calendar: NseCalendar) -> tuple[Any, Call
     return market, instruments_csv
 
 
+class BindError(ConfigError):
+    """The server could not listen on the configured host and port (exit code CONFIG)."""
+
+    def __init__(self, host: str, port: int, exc: BaseException) -> None:
+        if isinstance(exc, OverflowError):
+            why = f"port {port} is not allowed (use 0 to 65535)"
+        elif isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            why = f"port {port} is in use ({exc.strerror})"
+        elif isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM):
+            why = f"port {port} is not allowed ({exc.strerror})"
+        else:
+            why = str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
+        super().__init__(f"cannot listen on {host}:{port}: {why}")
+
+
+def private_file(path: Path, *, create: bool = False) -> None:
+    """Make ``path`` 0600 (creating it empty first when ``create``); a missing file is left alone."""
+    if create:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE_MODE))
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{path}: not a regular file")
+    if stat.S_IMODE(st.st_mode) != PRIVATE_FILE_MODE:
+        os.chmod(path, PRIVATE_FILE_MODE)
+
+
+def secure_data_dir(data_dir: Path) -> None:
+    """Create the data dir 0700 or tighten an existing one, and make its secret-holding files 0600.
+
+    Called before the database or the log is opened, so that nothing is ever readable by another
+    local user, even for an instant. Raises ConfigError when the dir cannot be made private.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    st = data_dir.stat()
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        if st.st_mode & stat.S_ISVTX:
+            raise ConfigError(f"{data_dir}: a shared directory (sticky bit); give the paper broker a "
+                              f"private --data-dir")
+        try:
+            os.chmod(data_dir, PRIVATE_DIR_MODE)
+        except PermissionError:
+            raise ConfigError(f"{data_dir}: readable by other users and not yours to change; "
+                              f"run: chmod 700 {data_dir}") from None
+    try:
+        private_file(data_dir / DB_FILE, create=True)
+        for name in (f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal", LOG_FILE):
+            private_file(data_dir / name)
+    except PermissionError as exc:
+        raise ConfigError(f"{exc.filename}: cannot make it private (mode 0600): {exc.strerror}") from None
+
+
 def write_json_atomic(path: Path, payload: dict[str, object]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -148,10 +212,10 @@ class PaperBroker:
     def __init__(self, config: BrokerConfig, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or get_clock()
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(config.data_dir)
         now = self.clock.now()
         self.calendar = load_calendar(config.home.calendar_file, now.date())
-        self.db = Database(config.data_dir / "paper.db")
+        self.db = Database(config.data_dir / DB_FILE)
         self.accounts = Accounts(self.db, config.home)
         self.market, instruments_csv = _make_market(config, self.calendar)
         self.engine = _make_engine(self.db, self.market, self.calendar, self.clock)
@@ -164,7 +228,11 @@ class PaperBroker:
             limiter=self.limiter, audit=self.audit, instruments_csv=instruments_csv,
             on_reload=self.reload_accounts, info=self._info,
         )
-        self.httpd = PaperHTTPServer((config.host, config.port), self.service)
+        try:
+            self.httpd = PaperHTTPServer((config.host, config.port), self.service)
+        except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0..65535
+            self.db.close()
+            raise BindError(config.host, config.port, exc) from None
         self.port: int = self.httpd.server_address[1]
         self.url = f"http://{config.host}:{self.port}"
         self._stop = threading.Event()

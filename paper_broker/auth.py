@@ -3,9 +3,13 @@
 Accounts come from the home's paper-mode env files (``env/<User>.env`` with ``TRADER_MODE=paper``):
 ``KITE_API_KEY``, ``KITE_API_SECRET`` and ``PAPER_STARTING_CASH``. They are stored in the
 ``accounts`` table; a reload updates the secret, name and starting cash of a known key (the
-starting cash only matters when the order engine first creates the account's ledger). An env file
-that is live, invalid, or repeats another file's key is skipped with one log line (no secrets).
-Accounts whose env file is gone stay in the database but can neither log in nor use a session.
+starting cash only matters when the order engine first creates the account's ledger). Each file's
+``TRADER_MODE`` is read first, on its own (``env_file_mode``): a live file, or one whose mode cannot
+be read, is skipped before the full settings loader sees it, so a live user's API secret is never
+parsed into this process and its problems are never logged (one line: "skipped (live mode)"). A
+paper file that does not validate, or repeats another file's key, is skipped with one log line (the
+loader's message, which never shows a secret). Accounts whose env file is gone stay in the database
+but can neither log in nor use a session.
 
 Login (Kite's flow, without the browser):
   ``GET /connect/login?api_key=K&v=3`` → 302 whose Location carries a one-time ``request_token``
@@ -22,7 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import logging
+import re
 import secrets
 import string
 import threading
@@ -30,6 +36,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import time as dtime
+from pathlib import Path
+
+from dotenv import dotenv_values
 
 from kitefleet.clock import IST
 from kitefleet.errors import KitefleetError
@@ -47,6 +56,29 @@ KITE_TIME = "%Y-%m-%d %H:%M:%S"
 
 
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
+
+
+# ``TRADER_MODE=...`` as python-dotenv accepts it (optional ``export``, spaces around ``=``).
+_MODE_LINE = re.compile(r"^\s*(?:export\s+)?TRADER_MODE\s*=")
+
+
+def env_file_mode(path: Path) -> str | None:
+    """The ``TRADER_MODE`` of an env file (stripped; the last one wins, as with dotenv), or None
+    when the file cannot be read or decoded or has no such line.
+
+    Only the line naming TRADER_MODE is parsed: the other lines (a live user's API secret among
+    them) pass through one at a time and are never parsed or kept.
+    """
+    mode: str | None = None
+    try:
+        with path.open(encoding="utf-8-sig") as fh:
+            for line in fh:
+                if _MODE_LINE.match(line):
+                    value = dotenv_values(stream=io.StringIO(line), interpolate=False).get("TRADER_MODE")
+                    mode = value.strip() if value is not None else None
+    except (OSError, UnicodeDecodeError):
+        return None
+    return mode
 
 
 def session_expiry(login: datetime) -> datetime:
@@ -103,14 +135,25 @@ class Accounts:
         found: dict[str, tuple[str, str, float]] = {}
         skipped: list[str] = []
         for user in list_users(self.home):
+            mode = env_file_mode(self.home.env_file(user))
+            if mode != "paper":
+                # Never load or validate a live user's file here: nothing about it is logged.
+                if mode == "live":
+                    log.info("env file of %s skipped (live mode)", user)
+                elif mode is None:
+                    log.warning("env file of %s skipped (unreadable, or no TRADER_MODE line)", user)
+                else:
+                    log.warning("env file of %s skipped (TRADER_MODE is neither paper nor live)", user)
+                skipped.append(user)
+                continue
             try:
                 settings = load_settings(self.home, user)
             except KitefleetError as exc:
                 log.warning("skipping env file of %s: %s", user, exc)
                 skipped.append(user)
                 continue
-            if not settings.is_paper:
-                log.info("skipping %s: TRADER_MODE=%s", user, settings.mode)
+            if not settings.is_paper:  # the file changed between the two reads
+                log.info("env file of %s skipped (live mode)", user)
                 skipped.append(user)
                 continue
             if settings.api_key in found:

@@ -21,6 +21,8 @@ Rules chosen (where Kite is silent or the paper broker simplifies), situation ->
 * CNC on NSE only (MIS, NRML, MTF, other exchanges: InputException); indices are refused.
 * validity DAY, and IOC (a non-marketable IOC is CANCELLED at once; not for SL/SL-M).
 * MARKET fills at once at the LTP; it needs ``market_protection`` (-1 = auto = 3 %, or 1-100).
+  The order book shows a protected MARKET / SL-M order with its ``order_type`` as sent, ``price``
+  = its protection bound (``limit_price``) and the tags ``mktp``, ``mktp:<pct>`` (``orders``).
 * LIMIT marketable on arrival (BUY LTP <= price, SELL LTP >= price) fills at once at the LTP.
 * A resting LIMIT fills in the first completed minute whose low (BUY) / high (SELL) reaches the
   price, at the price; in the first minute of a session at the day's open when the open is
@@ -544,7 +546,8 @@ class OrderEngine:
             raise input_error("Trigger price for stoploss sell orders should be lower than the last traded price.")
 
     def _prices_for(self, req: OrderRequest, inst: Any, ltp: float, variety: str) -> tuple[float, float]:
-        """(block_price per share for a BUY, matching limit) for a new or modified order."""
+        """(block_price per share for a BUY, limit) for a new or modified order: the limit is the
+        matching bound, and the price the order book shows for a protected MARKET / SL-M order."""
         if req.order_type in ("LIMIT", "SL"):
             limit = req.price
         elif req.order_type == "SL-M":
@@ -552,7 +555,10 @@ class OrderEngine:
         elif variety == "amo":
             limit = protected_limit(ltp, req.market_protection, req.transaction_type, inst.tick_size)
         else:
-            limit = ltp  # a MARKET order in the session fills at once at the LTP
+            # A MARKET order in the session fills at once at the LTP, so funds are checked at the
+            # LTP; its protection bound is kept only because the order book shows it as the price.
+            bound = protected_limit(ltp, req.market_protection, req.transaction_type, inst.tick_size)
+            return (ltp if req.is_buy else 0.0), bound
         return (limit if req.is_buy else 0.0), limit
 
     # === order creation (shared by the API and GTTs) =========================================

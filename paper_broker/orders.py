@@ -14,7 +14,12 @@ Wire facts (reference/kite-api.md 3.3-3.9):
   the (simulated) exchange; null for an AMO still waiting and for an order rejected by RMS.
 * ``trade_id``: ``str(50000000 + trade sequence)``.
 * Timestamps: ``"YYYY-MM-DD HH:MM:SS"`` IST, except a trade's ``order_timestamp`` (``HH:MM:SS``).
-* ``tags`` is present only when the order has a tag (``[tag]``).
+* ``tags`` is present only when the order has a tag or market protection: the user's tag first,
+  then, for a MARKET or SL-M order, Kite's protection tags ``mktp`` and ``mktp:<pct>`` (``-1``,
+  auto, shows the AUTO_PROTECTION_PCT it stands for). ``tag`` stays the user's own (or null).
+* A protected MARKET or SL-M order keeps the ``order_type`` the client sent (the protection bounds
+  the price, it does not change the type) and shows ``price`` = its protection limit: the worst
+  price it accepts (``limit_price`` in the engine's row). Funds and matching are unchanged.
 * A CANCELLED order keeps ``pending_quantity`` equal to ``cancelled_quantity``, as in the official
   sample; a REJECTED order shows pending 0.
 """
@@ -32,6 +37,8 @@ from paper_broker.errors import input_error
 
 VARIETIES = ("regular", "amo")
 ORDER_TYPES = ("MARKET", "LIMIT", "SL", "SL-M")
+#: Order types that need ``market_protection`` and become a protected LIMIT at the exchange.
+PROTECTED_TYPES = ("MARKET", "SL-M")
 TRANSACTION_TYPES = ("BUY", "SELL")
 VALIDITIES = ("DAY", "IOC")
 PRODUCTS = ("CNC",)
@@ -139,7 +146,7 @@ def parse_tag(params: dict[str, str]) -> str | None:
 
 def parse_protection(params: dict[str, str], order_type: str) -> int:
     value = _integer(params, "market_protection")
-    if order_type not in ("MARKET", "SL-M"):
+    if order_type not in PROTECTED_TYPES:
         return value if value is not None and value != 0 else 0
     if value is None or value == 0:
         raise input_error(NO_PROTECTION_MESSAGE)
@@ -261,6 +268,13 @@ def protected_limit(reference: float, market_protection: int, side: str, tick: f
     return max(tick if tick > 0 else 0.01, round_to_tick(reference * (1 - pct), tick, "ceil"))
 
 
+def protection_tags(order_type: str, market_protection: int) -> list[str]:
+    """The tags Kite adds to a protected MARKET / SL-M order, e.g. ``["mktp", "mktp:2.00"]``."""
+    if order_type not in PROTECTED_TYPES or not market_protection:
+        return []
+    return ["mktp", f"mktp:{protection_pct(market_protection):.2f}"]
+
+
 def order_id_for(day: datetime, seq: int) -> str:
     return f"{day.astimezone(IST):%y%m%d}{seq:09d}"
 
@@ -286,6 +300,11 @@ def order_wire(row: dict[str, Any]) -> dict[str, Any]:
     else:
         pending = quantity - filled
     tag = row["tag"]
+    order_type = row["order_type"]
+    protection = int(row["market_protection"])
+    mktp = protection_tags(order_type, protection)
+    # A protected order shows the limit it was turned into (the engine's matching bound).
+    price = float(row["limit_price"]) if mktp else float(row["price"])
     wire: dict[str, Any] = {
         "account_id": row["user_id"],
         "placed_by": row["user_id"],
@@ -303,27 +322,28 @@ def order_wire(row: dict[str, Any]) -> dict[str, Any]:
         "exchange": row["exchange"],
         "tradingsymbol": row["tradingsymbol"],
         "instrument_token": int(row["instrument_token"]),
-        "order_type": row["order_type"],
+        "order_type": order_type,
         "transaction_type": row["transaction_type"],
         "validity": row["validity"],
         "validity_ttl": 0,
         "product": row["product"],
         "quantity": quantity,
         "disclosed_quantity": int(row["disclosed_quantity"]),
-        "price": float(row["price"]),
+        "price": price,
         "trigger_price": float(row["trigger_price"]),
         "average_price": float(row["average_price"]),
         "filled_quantity": filled,
         "pending_quantity": pending,
         "cancelled_quantity": cancelled,
         "auction_number": None,
-        "market_protection": int(row["market_protection"]),
+        "market_protection": protection,
         "meta": {},
         "tag": tag,
         "guid": row["guid"],
     }
-    if tag is not None:
-        wire["tags"] = [tag]
+    tags = ([tag] if tag is not None else []) + mktp
+    if tags:
+        wire["tags"] = tags
     return wire
 
 

@@ -8,7 +8,9 @@ never change, so tokens cached by workers (``data/shared/<source>/``) stay valid
 ``tick_size`` is fixed per instrument, from the NSE price band (``kitefleet.ticks.nse_tick_size``)
 of ``base_price``, the plausible late-2026 level the simulated market is anchored to. Real NSE
 reviews the band monthly; the simulation does not, so an instrument keeps its tick even where its
-simulated history wanders into another band. The index ticks at 0.05 and cannot be traded.
+simulated history wanders into another band. The index cannot be traded; the simulated market
+moves it on a 0.05 grid, but ``GET /instruments`` shows its tick_size as 0, as Kite's dump does for
+indices (nothing reads an index's tick from the CSV: workers only size and price tradable symbols).
 """
 
 from __future__ import annotations
@@ -143,13 +145,15 @@ def nifty50_universe() -> list[Instrument]:
 
 def instruments_csv(instruments: list[Instrument]) -> str:
     """The ``GET /instruments`` dump. The kiteconnect client crashes on an empty numeric cell
-    (``float("")``), so last_price and strike are always ``0.0`` and expiry is ``""``."""
+    (``float("")``), so last_price and strike are always ``0.0`` and expiry is ``""``; an index's
+    tick_size is ``0.0`` (Kite's sample row for NIFTY 50), whatever grid the market moves it on."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for ins in instruments:
         writer.writerow([
             ins.instrument_token, ins.exchange_token, ins.tradingsymbol, ins.name, 0.0, "", 0.0,
-            ins.tick_size, ins.lot_size, ins.instrument_type, ins.segment, ins.exchange,
+            ins.tick_size if ins.tradable else 0.0, ins.lot_size, ins.instrument_type, ins.segment,
+            ins.exchange,
         ])
     return buf.getvalue()

@@ -98,6 +98,9 @@ def test_instruments_csv_parses_like_the_kiteconnect_client() -> None:
         "408065", "INFOSYS", "NSE", "NSE")
     index = next(r for r in rows if r["tradingsymbol"] == "NIFTY 50")
     assert (index["segment"], index["lot_size"]) == ("INDICES", "0")
+    # Kite's dump shows indices with tick_size 0; the market still moves the index on its own grid.
+    assert float(index["tick_size"]) == 0.0
+    assert all(float(r["tick_size"]) > 0 for r in rows if r["segment"] == "NSE")
 
 
 def test_instrument_lookup_by_token_key_or_symbol(market: Market) -> None:

@@ -20,6 +20,7 @@ from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
 from kitefleet.clock import IST, write_clock_file
+from kitefleet.ticks import round_to_tick
 from tests.support.broker import RunningBroker, clock_file, start_broker
 from tests.support.homes import make_home, write_env
 
@@ -96,7 +97,9 @@ def test_fills_follow_the_clock(desk: Desk) -> None:
     mkt = place(kite, order_type="MARKET", market_protection=-1, tag="som-entry-INFY")
     o = last(kite, mkt)
     assert (o["status"], o["average_price"], o["tag"], o["tags"]) == ("COMPLETE", price_now, "som-entry-INFY",
-                                                                      ["som-entry-INFY"])
+                                                                      ["som-entry-INFY", "mktp", "mktp:3.00"])
+    # Through the real client too: the type as sent, the price is the protection bound (LTP + 3 %).
+    assert o["order_type"] == "MARKET" and o["price"] == round_to_tick(price_now * 1.03, 0.1, "floor")
     assert isinstance(o["order_timestamp"], datetime)
     buy = place(kite, price=1484.0)
     sell = place(kite, transaction_type="SELL", price=1550.0, quantity=5)

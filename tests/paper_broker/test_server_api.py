@@ -100,6 +100,9 @@ def test_instruments_csv(som: KiteConnect) -> None:
     infy = next(r for r in rows if r["tradingsymbol"] == "INFY")
     assert infy["instrument_token"] == INFY and infy["exchange"] == "NSE" and infy["lot_size"] == 1
     assert infy["tick_size"] > 0 and infy["expiry"] == ""
+    index = next(r for r in rows if r["tradingsymbol"] == "NIFTY 50")
+    assert (index["segment"], index["tick_size"], index["lot_size"]) == ("INDICES", 0.0, 0)
+    assert som.ltp("NSE:NIFTY 50")["NSE:NIFTY 50"]["last_price"] > 0  # the market still moves it
     assert som.instruments("NSE") == rows
     assert som.instruments("BSE") == []
     with pytest.raises(kex.InputException):
