@@ -57,6 +57,8 @@ import json
 import sqlite3
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -677,7 +679,11 @@ class OrderEngine:
             raise input_error(NOT_FOUND_ORDER)
         return dict(row)
 
-    def modify_order(self, account: Account, variety: str, order_id: str, params: dict[str, str]) -> dict[str, str]:
+    @contextmanager
+    def _open_order(self, account: Account, variety: str, order_id: str,
+                    verb: str) -> Iterator[tuple[sqlite3.Connection, dict[str, Any], datetime]]:
+        """Modify and cancel: the engine brought up to now, then the account's still-open order
+        inside one write transaction."""
         if variety not in VARIETIES:
             raise input_error(f"Variety {variety!r} is not supported by the paper broker; use regular or amo.")
         with self._lock:
@@ -686,55 +692,51 @@ class OrderEngine:
             with self.db.transaction() as conn:
                 o = self._load_order(conn, account, order_id)
                 if o["status"] not in OPEN_STATES:
-                    raise order_error(f"Order cannot be modified as it is {o['status'].lower()}.")
-                if int(o["modifications"]) >= MAX_MODIFICATIONS:
-                    raise order_error("Maximum allowed order modifications exceeded.")
-                inst = self.market.instrument(int(o["instrument_token"]))
-                new = parse_modification(request_of(o), params)
-                check_prices(new, float(inst.tick_size))
-                if new.validity == "IOC" and new.needs_trigger:
-                    raise input_error("IOC validity is not supported for SL and SL-M orders by the paper broker.")
-                waiting_amo = o["status"] == "AMO REQ RECEIVED"
-                ltp = float(self.market.ltp(int(inst.instrument_token), now))
-                if not waiting_amo:
-                    if not self.calendar.session_open_at(now):
-                        raise order_error("Markets are closed right now; the order can no longer be modified.")
-                    self._check_trigger_side(new, ltp)
-                    reason = self._circuit_reason(new, int(inst.instrument_token), now.date())
-                    if reason is not None:
-                        raise order_error(reason)
-                block_price, limit = self._prices_for(new, inst, ltp, "amo" if waiting_amo else "regular")
-                self._check_cover(conn, account.api_key, new, int(inst.instrument_token),
-                                  block_price, exclude_seq=int(o["seq"]))
-                o.update(
-                    order_type=new.order_type, quantity=new.quantity, price=new.price,
-                    trigger_price=new.trigger_price, validity=new.validity,
-                    disclosed_quantity=new.disclosed_quantity, market_protection=new.market_protection,
-                    block_price=block_price, limit_price=limit, active_from=now.isoformat(),
-                    modifications=int(o["modifications"]) + 1,
-                )
-                for status in ("MODIFY VALIDATION PENDING", "MODIFY PENDING", "MODIFIED"):
-                    self._history(conn, o, status, now)
-                status = "AMO REQ RECEIVED" if waiting_amo else "TRIGGER PENDING" if new.needs_trigger else "OPEN"
-                self._set_status(conn, o, status, now)
-                if status == "OPEN":
-                    self._match_on_arrival(conn, o, ltp, now)
+                    raise order_error(f"Order cannot be {verb} as it is {o['status'].lower()}.")
+                yield conn, o, now
+
+    def modify_order(self, account: Account, variety: str, order_id: str, params: dict[str, str]) -> dict[str, str]:
+        with self._open_order(account, variety, order_id, "modified") as (conn, o, now):
+            if int(o["modifications"]) >= MAX_MODIFICATIONS:
+                raise order_error("Maximum allowed order modifications exceeded.")
+            inst = self.market.instrument(int(o["instrument_token"]))
+            new = parse_modification(request_of(o), params)
+            check_prices(new, float(inst.tick_size))
+            if new.validity == "IOC" and new.needs_trigger:
+                raise input_error("IOC validity is not supported for SL and SL-M orders by the paper broker.")
+            waiting_amo = o["status"] == "AMO REQ RECEIVED"
+            ltp = float(self.market.ltp(int(inst.instrument_token), now))
+            if not waiting_amo:
+                if not self.calendar.session_open_at(now):
+                    raise order_error("Markets are closed right now; the order can no longer be modified.")
+                self._check_trigger_side(new, ltp)
+                reason = self._circuit_reason(new, int(inst.instrument_token), now.date())
+                if reason is not None:
+                    raise order_error(reason)
+            block_price, limit = self._prices_for(new, inst, ltp, "amo" if waiting_amo else "regular")
+            self._check_cover(conn, account.api_key, new, int(inst.instrument_token),
+                              block_price, exclude_seq=int(o["seq"]))
+            o.update(
+                order_type=new.order_type, quantity=new.quantity, price=new.price,
+                trigger_price=new.trigger_price, validity=new.validity,
+                disclosed_quantity=new.disclosed_quantity, market_protection=new.market_protection,
+                block_price=block_price, limit_price=limit, active_from=now.isoformat(),
+                modifications=int(o["modifications"]) + 1,
+            )
+            for status in ("MODIFY VALIDATION PENDING", "MODIFY PENDING", "MODIFIED"):
+                self._history(conn, o, status, now)
+            status = "AMO REQ RECEIVED" if waiting_amo else "TRIGGER PENDING" if new.needs_trigger else "OPEN"
+            self._set_status(conn, o, status, now)
+            if status == "OPEN":
+                self._match_on_arrival(conn, o, ltp, now)
         return {"order_id": o["order_id"]}
 
     def cancel_order(self, account: Account, variety: str, order_id: str,
                      params: dict[str, str] | None = None) -> dict[str, str]:
-        if variety not in VARIETIES:
-            raise input_error(f"Variety {variety!r} is not supported by the paper broker; use regular or amo.")
-        with self._lock:
-            now = self._now(None)
-            self.advance(now)
-            with self.db.transaction() as conn:
-                o = self._load_order(conn, account, order_id)
-                if o["status"] not in OPEN_STATES:
-                    raise order_error(f"Order cannot be cancelled as it is {o['status'].lower()}.")
-                o["cancelled_quantity"] = int(o["quantity"]) - int(o["filled_quantity"])
-                self._history(conn, o, "CANCEL PENDING", now)
-                self._set_status(conn, o, "CANCELLED", now)
+        with self._open_order(account, variety, order_id, "cancelled") as (conn, o, now):
+            o["cancelled_quantity"] = int(o["quantity"]) - int(o["filled_quantity"])
+            self._history(conn, o, "CANCEL PENDING", now)
+            self._set_status(conn, o, "CANCELLED", now)
         return {"order_id": o["order_id"]}
 
     def orders(self, account: Account) -> list[dict[str, Any]]:
