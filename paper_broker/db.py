@@ -4,8 +4,20 @@ One connection per thread (the HTTP server is threaded). ``transaction()`` takes
 lock up front (BEGIN IMMEDIATE) so that read-check-write sequences such as "enough cash? then
 block it" cannot interleave between threads or processes.
 
-Tables owned here: ``accounts``, ``sessions``, ``request_tokens``, ``audit``. The order engine
-creates its own tables (orders, trades, holdings, gtts, ledger) in the same file.
+Tables created with the database (``SCHEMA``): ``accounts``, ``sessions``, ``request_tokens``,
+``audit``.
+
+Tables of the order engine (``ENGINE_SCHEMA``, created by ``OrderEngine`` on start with CREATE
+TABLE IF NOT EXISTS; written only by the engine and its GTT API, inside ``transaction()``; the
+read side in ``portfolio`` only reads them):
+
+* ``engine_state``: ``hw`` = the simulated instant up to which everything due has been processed
+  (ISO, aware). A restart resumes from it, so fills, triggers, expiries and settlement rolls that
+  fell between the last tick and the restart happen on start, in order.
+* ``ledger``: one row per account (by api_key): cash, the day's opening balance, today's sale
+  proceeds and filled buys, cumulative realised P&L.
+* ``orders`` (latest state), ``order_history`` (one JSON snapshot per status change),
+  ``trades`` (JSON), ``cnc`` (per account and instrument: see ``portfolio.CncBook``), ``gtts``.
 """
 
 from __future__ import annotations
@@ -50,6 +62,114 @@ CREATE TABLE IF NOT EXISTS audit (
     order_id  TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_key ON audit(api_key);
+"""
+
+
+ENGINE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS engine_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (
+    api_key         TEXT PRIMARY KEY,
+    user_id         TEXT NOT NULL,
+    user_name       TEXT NOT NULL,
+    starting_cash   REAL NOT NULL,
+    cash            REAL NOT NULL,
+    opening_balance REAL NOT NULL,
+    day_payin       REAL NOT NULL DEFAULT 0,
+    day_spent       REAL NOT NULL DEFAULT 0,
+    realised        REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS orders (
+    seq                 INTEGER PRIMARY KEY,
+    order_id            TEXT NOT NULL UNIQUE,
+    api_key             TEXT NOT NULL,
+    user_id             TEXT NOT NULL,
+    variety             TEXT NOT NULL,
+    exchange            TEXT NOT NULL,
+    tradingsymbol       TEXT NOT NULL,
+    instrument_token    INTEGER NOT NULL,
+    transaction_type    TEXT NOT NULL,
+    order_type          TEXT NOT NULL,
+    product             TEXT NOT NULL,
+    validity            TEXT NOT NULL,
+    quantity            INTEGER NOT NULL,
+    disclosed_quantity  INTEGER NOT NULL,
+    price               REAL NOT NULL,
+    trigger_price       REAL NOT NULL,
+    market_protection   INTEGER NOT NULL,
+    tag                 TEXT,
+    guid                TEXT,
+    status              TEXT NOT NULL,
+    status_message      TEXT,
+    filled_quantity     INTEGER NOT NULL DEFAULT 0,
+    cancelled_quantity  INTEGER NOT NULL DEFAULT 0,
+    average_price       REAL NOT NULL DEFAULT 0,
+    order_timestamp     TEXT NOT NULL,
+    exchange_timestamp  TEXT,
+    exchange_update_timestamp TEXT,
+    exchange_order_id   TEXT,
+    modifications       INTEGER NOT NULL DEFAULT 0,
+    block_price         REAL NOT NULL DEFAULT 0,
+    limit_price         REAL NOT NULL DEFAULT 0,
+    active_from         TEXT NOT NULL,
+    updated_day         TEXT NOT NULL,
+    gtt_id              INTEGER
+);
+CREATE INDEX IF NOT EXISTS orders_account_status ON orders(api_key, status);
+CREATE INDEX IF NOT EXISTS orders_account_day ON orders(api_key, updated_day);
+CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
+CREATE TABLE IF NOT EXISTS order_history (
+    id       INTEGER PRIMARY KEY,
+    order_id TEXT NOT NULL,
+    api_key  TEXT NOT NULL,
+    body     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS order_history_order ON order_history(order_id);
+CREATE TABLE IF NOT EXISTS trades (
+    seq      INTEGER PRIMARY KEY,
+    trade_id TEXT NOT NULL UNIQUE,
+    order_id TEXT NOT NULL,
+    api_key  TEXT NOT NULL,
+    day      TEXT NOT NULL,
+    body     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trades_account_day ON trades(api_key, day);
+CREATE INDEX IF NOT EXISTS trades_order ON trades(order_id);
+CREATE TABLE IF NOT EXISTS cnc (
+    api_key          TEXT NOT NULL,
+    instrument_token INTEGER NOT NULL,
+    tradingsymbol    TEXT NOT NULL,
+    exchange         TEXT NOT NULL,
+    settled_qty      INTEGER NOT NULL DEFAULT 0,
+    t1_qty           INTEGER NOT NULL DEFAULT 0,
+    hold_cost        REAL NOT NULL DEFAULT 0,
+    used_settled     INTEGER NOT NULL DEFAULT 0,
+    used_t1          INTEGER NOT NULL DEFAULT 0,
+    used_cost        REAL NOT NULL DEFAULT 0,
+    lot_qty          INTEGER NOT NULL DEFAULT 0,
+    lot_cost         REAL NOT NULL DEFAULT 0,
+    day_buy_qty      INTEGER NOT NULL DEFAULT 0,
+    day_buy_value    REAL NOT NULL DEFAULT 0,
+    day_sell_qty     INTEGER NOT NULL DEFAULT 0,
+    day_sell_value   REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (api_key, instrument_token)
+);
+CREATE TABLE IF NOT EXISTS gtts (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    api_key          TEXT NOT NULL,
+    user_id          TEXT NOT NULL,
+    type             TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    instrument_token INTEGER NOT NULL,
+    condition        TEXT NOT NULL,
+    orders           TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    expires_at       TEXT NOT NULL,
+    expires_iso      TEXT NOT NULL,
+    active_from      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gtts_account ON gtts(api_key, status);
+CREATE INDEX IF NOT EXISTS gtts_status ON gtts(status);
 """
 
 

@@ -1,15 +1,15 @@
-"""The paper broker's order engine: orders, fills, GTTs, CNC settlement and funds, in SQLite.
+"""The paper broker's order engine: orders, fills, GTT firing and CNC settlement, in SQLite.
 
-On-disk contract (tables in the broker's ``paper.db``, created here with CREATE TABLE IF NOT
-EXISTS; written only by this engine, inside ``Database.transaction()``):
+Where the rest of it lives: the tables and their on-disk contract in ``db`` (``ENGINE_SCHEMA``),
+the read side (holdings, positions, funds, account summary) in ``portfolio.PortfolioReads``, the
+GTT endpoints in ``gtt.GttApi``. Both are mixins of ``OrderEngine``, so the server and the tests
+see one object with one lock. A restart resumes from the high-water mark (``engine_state.hw``):
+whatever fell due while the broker was down happens on start, in order.
 
-* ``engine_state``: ``hw`` = the simulated instant up to which everything due has been processed
-  (ISO, aware). A restart resumes from it, so fills, triggers, expiries and settlement rolls that
-  fell between the last tick and the restart happen on start, in order.
-* ``ledger``: one row per account (by api_key): cash, the day's opening balance, today's sale
-  proceeds and filled buys, cumulative realised P&L.
-* ``orders`` (latest state), ``order_history`` (one JSON snapshot per status change),
-  ``trades`` (JSON), ``cnc`` (per account and instrument: see ``portfolio.CncBook``), ``gtts``.
+Why this module is over ~400 lines: the minute loop, fills, placement, modify and cancel all
+change the same order, ledger and cnc rows inside one transaction under one lock, and share the
+checks (funds, holdings, circuit). Cut apart, one state machine would be spread over modules that
+call back into each other.
 
 Rules chosen (where Kite is silent or the paper broker simplifies), situation -> behaviour:
 
@@ -65,8 +65,9 @@ from typing import Any
 from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST, Clock
 from paper_broker import gtt as gttlib
-from paper_broker.db import Account, Database
+from paper_broker.db import ENGINE_SCHEMA, Account, Database
 from paper_broker.errors import KiteError, holding_error, input_error, margin_error, order_error
+from paper_broker.gtt import GttApi
 from paper_broker.orders import (
     MAX_MODIFICATIONS,
     OPEN_STATES,
@@ -83,121 +84,13 @@ from paper_broker.orders import (
     request_of,
     trade_id_for,
 )
-from paper_broker.portfolio import CncBook, empty_segment, holding_wire, position_wire, segment_wire
+from paper_broker.portfolio import CncBook, PortfolioReads
 
 ONE_MINUTE = timedelta(minutes=1)
 EXPIRY_MESSAGE = "Order cancelled by the system at market close (DAY validity)."
 NOT_FOUND_ORDER = "Couldn't find that `order_id`."
-NOT_FOUND_GTT = "Couldn't find that trigger."
 FUNDS_EPS = 1e-6
 _OPEN_SQL = "('OPEN','TRIGGER PENDING','AMO REQ RECEIVED')"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS engine_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS ledger (
-    api_key         TEXT PRIMARY KEY,
-    user_id         TEXT NOT NULL,
-    user_name       TEXT NOT NULL,
-    starting_cash   REAL NOT NULL,
-    cash            REAL NOT NULL,
-    opening_balance REAL NOT NULL,
-    day_payin       REAL NOT NULL DEFAULT 0,
-    day_spent       REAL NOT NULL DEFAULT 0,
-    realised        REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS orders (
-    seq                 INTEGER PRIMARY KEY,
-    order_id            TEXT NOT NULL UNIQUE,
-    api_key             TEXT NOT NULL,
-    user_id             TEXT NOT NULL,
-    variety             TEXT NOT NULL,
-    exchange            TEXT NOT NULL,
-    tradingsymbol       TEXT NOT NULL,
-    instrument_token    INTEGER NOT NULL,
-    transaction_type    TEXT NOT NULL,
-    order_type          TEXT NOT NULL,
-    product             TEXT NOT NULL,
-    validity            TEXT NOT NULL,
-    quantity            INTEGER NOT NULL,
-    disclosed_quantity  INTEGER NOT NULL,
-    price               REAL NOT NULL,
-    trigger_price       REAL NOT NULL,
-    market_protection   INTEGER NOT NULL,
-    tag                 TEXT,
-    guid                TEXT,
-    status              TEXT NOT NULL,
-    status_message      TEXT,
-    filled_quantity     INTEGER NOT NULL DEFAULT 0,
-    cancelled_quantity  INTEGER NOT NULL DEFAULT 0,
-    average_price       REAL NOT NULL DEFAULT 0,
-    order_timestamp     TEXT NOT NULL,
-    exchange_timestamp  TEXT,
-    exchange_update_timestamp TEXT,
-    exchange_order_id   TEXT,
-    modifications       INTEGER NOT NULL DEFAULT 0,
-    block_price         REAL NOT NULL DEFAULT 0,
-    limit_price         REAL NOT NULL DEFAULT 0,
-    active_from         TEXT NOT NULL,
-    updated_day         TEXT NOT NULL,
-    gtt_id              INTEGER
-);
-CREATE INDEX IF NOT EXISTS orders_account_status ON orders(api_key, status);
-CREATE INDEX IF NOT EXISTS orders_account_day ON orders(api_key, updated_day);
-CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
-CREATE TABLE IF NOT EXISTS order_history (
-    id       INTEGER PRIMARY KEY,
-    order_id TEXT NOT NULL,
-    api_key  TEXT NOT NULL,
-    body     TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS order_history_order ON order_history(order_id);
-CREATE TABLE IF NOT EXISTS trades (
-    seq      INTEGER PRIMARY KEY,
-    trade_id TEXT NOT NULL UNIQUE,
-    order_id TEXT NOT NULL,
-    api_key  TEXT NOT NULL,
-    day      TEXT NOT NULL,
-    body     TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS trades_account_day ON trades(api_key, day);
-CREATE INDEX IF NOT EXISTS trades_order ON trades(order_id);
-CREATE TABLE IF NOT EXISTS cnc (
-    api_key          TEXT NOT NULL,
-    instrument_token INTEGER NOT NULL,
-    tradingsymbol    TEXT NOT NULL,
-    exchange         TEXT NOT NULL,
-    settled_qty      INTEGER NOT NULL DEFAULT 0,
-    t1_qty           INTEGER NOT NULL DEFAULT 0,
-    hold_cost        REAL NOT NULL DEFAULT 0,
-    used_settled     INTEGER NOT NULL DEFAULT 0,
-    used_t1          INTEGER NOT NULL DEFAULT 0,
-    used_cost        REAL NOT NULL DEFAULT 0,
-    lot_qty          INTEGER NOT NULL DEFAULT 0,
-    lot_cost         REAL NOT NULL DEFAULT 0,
-    day_buy_qty      INTEGER NOT NULL DEFAULT 0,
-    day_buy_value    REAL NOT NULL DEFAULT 0,
-    day_sell_qty     INTEGER NOT NULL DEFAULT 0,
-    day_sell_value   REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (api_key, instrument_token)
-);
-CREATE TABLE IF NOT EXISTS gtts (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    api_key          TEXT NOT NULL,
-    user_id          TEXT NOT NULL,
-    type             TEXT NOT NULL,
-    status           TEXT NOT NULL,
-    instrument_token INTEGER NOT NULL,
-    condition        TEXT NOT NULL,
-    orders           TEXT NOT NULL,
-    created_at       TEXT NOT NULL,
-    updated_at       TEXT NOT NULL,
-    expires_at       TEXT NOT NULL,
-    expires_iso      TEXT NOT NULL,
-    active_from      TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS gtts_account ON gtts(api_key, status);
-CREATE INDEX IF NOT EXISTS gtts_status ON gtts(status);
-"""
 
 _ORDER_MUTABLE = (
     "status", "status_message", "filled_quantity", "cancelled_quantity", "average_price", "exchange_timestamp",
@@ -221,7 +114,7 @@ def _px(value: float) -> float:
     return round(value, 4)
 
 
-class OrderEngine:
+class OrderEngine(PortfolioReads, GttApi):
     def __init__(self, db: Database, market: Any, calendar: NseCalendar, clock: Clock) -> None:
         self.db = db
         self.market = market
@@ -229,7 +122,7 @@ class OrderEngine:
         self.clock = clock
         self._lock = threading.RLock()
         conn = db.conn()
-        conn.executescript(SCHEMA)
+        conn.executescript(ENGINE_SCHEMA)
         row = conn.execute("SELECT value FROM engine_state WHERE key='hw'").fetchone()
         if row is None:
             self._hw = clock.now().astimezone(IST)
@@ -771,193 +664,7 @@ class OrderEngine:
                                       (account.api_key, today)).fetchall()
         return [json.loads(r["body"]) for r in rows]
 
-    # === public API: portfolio and funds =====================================================
-    def _quote_day(self, now: datetime) -> date:
-        day = now.date()
-        return day if self.calendar.is_trading_day(day) else self.calendar.previous_trading_day(day)
-
-    def _prices(self, token: int, now: datetime) -> tuple[float, float]:
-        last = float(self.market.ltp(token, now))
-        close = float(self.market.prev_close(token, self._quote_day(now)))
-        return last, close
-
-    def _books(self, account: Account) -> list[CncBook]:
-        rows = self.db.conn().execute("SELECT * FROM cnc WHERE api_key=? ORDER BY tradingsymbol",
-                                      (account.api_key,)).fetchall()
-        return [CncBook.from_row(r) for r in rows]
-
-    def holdings(self, account: Account) -> list[dict[str, Any]]:
-        now = self._now(None)
-        out = []
-        for book in self._books(account):
-            if book.settled_qty + book.t1_qty <= 0:
-                continue
-            last, close = self._prices(book.instrument_token, now)
-            out.append(holding_wire(book, last_price=last, close_price=close))
-        return out
-
-    def positions(self, account: Account) -> dict[str, list[dict[str, Any]]]:
-        now = self._now(None)
-        rows = []
-        for book in self._books(account):
-            if book.day_buy_qty + book.day_sell_qty <= 0:
-                continue
-            last, close = self._prices(book.instrument_token, now)
-            rows.append(position_wire(book, last_price=last, close_price=close))
-        return {"net": rows, "day": [dict(r) for r in rows]}
-
-    def _ledger(self, account: Account) -> sqlite3.Row:
-        conn = self.db.conn()
-        row = conn.execute("SELECT * FROM ledger WHERE api_key=?", (account.api_key,)).fetchone()
-        if row is None:
-            self.ensure_account(account)
-            row = conn.execute("SELECT * FROM ledger WHERE api_key=?", (account.api_key,)).fetchone()
-        return row
-
-    def margins(self, account: Account, segment: str | None = None) -> dict[str, Any]:
-        ledger = self._ledger(account)
-        blocked = self._blocked(self.db.conn(), account.api_key)
-        equity = segment_wire(
-            opening_balance=float(ledger["opening_balance"]), payin=float(ledger["day_payin"]),
-            spent=float(ledger["day_spent"]), blocked=blocked,
-            turnover=float(ledger["day_spent"]) + float(ledger["day_payin"]),
-        )
-        both = {"equity": equity, "commodity": empty_segment()}
-        if segment is None:
-            return both
-        if segment not in both:
-            raise input_error(f"Invalid segment: {segment!r}.")
-        return both[segment]
-
-    def order_margins(self, account: Account, orders: list[dict[str, Any]],
-                      query: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        """``POST /margins/orders``: for CNC the margin is the order value (VAR 100 %) for a BUY."""
-        now = self._now(None)
-        out = []
-        for item in orders:
-            if not isinstance(item, dict):
-                raise input_error("Each order must be a JSON object.")
-            inst = self._instrument(str(item.get("exchange") or "NSE"), str(item.get("tradingsymbol") or ""))
-            try:
-                quantity = int(item.get("quantity") or 0)
-                price = float(item.get("price") or 0) or float(item.get("trigger_price") or 0)
-            except (TypeError, ValueError):
-                raise input_error("Invalid quantity or price.") from None
-            if not price:
-                price = float(self.market.ltp(int(inst.instrument_token), now))
-            total = quantity * price if str(item.get("transaction_type")) == "BUY" else 0.0
-            out.append({
-                "type": "equity", "tradingsymbol": inst.tradingsymbol, "exchange": inst.exchange,
-                "span": 0, "exposure": 0, "option_premium": 0, "additional": 0, "bo": 0,
-                "cash": 0, "var": round(total, 4), "pnl": {"realised": 0, "unrealised": 0},
-                "leverage": 1, "charges": {"total": 0}, "total": round(total, 4),
-            })
-        return out
-
-    def account_summary(self, account: Account) -> dict[str, Any]:
-        now = self._now(None)
-        ledger = self._ledger(account)
-        holdings = []
-        unrealised = 0.0
-        for book in self._books(account):
-            quantity = book.settled_qty - book.used_settled + book.t1_qty - book.used_t1 + book.lot_qty
-            if quantity <= 0:
-                continue
-            last = float(self.market.ltp(book.instrument_token, now))
-            cost = book.cost_basis
-            unrealised += last * quantity - cost
-            holdings.append({"tradingsymbol": book.tradingsymbol, "quantity": quantity,
-                             "t1_quantity": book.t1_qty, "average_price": round(cost / quantity, 4),
-                             "last_price": last})
-        count = self.db.conn().execute("SELECT COUNT(*) FROM orders WHERE api_key=?",
-                                       (account.api_key,)).fetchone()[0]
-        return {
-            "user_name": account.user_name,
-            "api_key": account.api_key,
-            "cash": round(float(ledger["cash"]), 4),
-            "available_cash": round(float(ledger["cash"]) - self._blocked(self.db.conn(), account.api_key), 4),
-            "holdings": holdings,
-            "holdings_at_cost": round(sum(b.cost_basis for b in self._books(account)), 4),
-            "realised_pnl": round(float(ledger["realised"]), 4),
-            "unrealised_pnl": round(unrealised, 4),
-            "orders": int(count),
-        }
-
-    # === public API: GTT =====================================================================
-    def _gtt_row(self, conn: sqlite3.Connection, account: Account, trigger_id: int) -> dict[str, Any]:
-        row = conn.execute("SELECT * FROM gtts WHERE id=? AND api_key=?", (int(trigger_id), account.api_key)).fetchone()
-        if row is None:
-            raise input_error(NOT_FOUND_GTT)
-        return dict(row)
-
-    def _parse_gtt(self, params: dict[str, str]) -> tuple[gttlib.GttRequest, Any]:
-        req = gttlib.parse_gtt(params)
-        inst = self._instrument(req.exchange, req.tradingsymbol)
-        gttlib.check_leg_ticks(req, float(inst.tick_size))
-        return req, inst
-
-    def place_gtt(self, account: Account, params: dict[str, str]) -> dict[str, int]:
-        req, inst = self._parse_gtt(params)
-        with self._lock:
-            now = self._now(None)
-            self.advance(now)
-            with self.db.transaction() as conn:
-                self._ensure_ledger(conn, account.api_key, account.user_id, account.user_name,
-                                    account.starting_cash)
-                active = conn.execute("SELECT COUNT(*) FROM gtts WHERE api_key=? AND status='active'",
-                                      (account.api_key,)).fetchone()[0]
-                if active >= gttlib.MAX_ACTIVE:
-                    raise input_error(f"Maximum of {gttlib.MAX_ACTIVE} active GTT triggers allowed per account.")
-                expires = now + timedelta(days=gttlib.VALID_DAYS)
-                cur = conn.execute(
-                    "INSERT INTO gtts(api_key, user_id, type, status, instrument_token, condition, orders, "
-                    "created_at, updated_at, expires_at, expires_iso, active_from) "
-                    "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (account.api_key, account.user_id, req.type, int(inst.instrument_token),
-                     json.dumps(gttlib.condition_json(req, int(inst.instrument_token))),
-                     json.dumps(gttlib.orders_json(req)), fmt_ts(now), fmt_ts(now), fmt_ts(expires),
-                     expires.isoformat(), now.isoformat()),
-                )
-                trigger_id = int(cur.lastrowid or 0)
-        return {"trigger_id": trigger_id}
-
-    def gtts(self, account: Account) -> list[dict[str, Any]]:
-        rows = self.db.conn().execute("SELECT * FROM gtts WHERE api_key=? AND status!='deleted' ORDER BY id DESC",
-                                      (account.api_key,)).fetchall()
-        return [gttlib.gtt_wire(r) for r in rows]
-
-    def get_gtt(self, account: Account, trigger_id: int) -> dict[str, Any]:
-        return gttlib.gtt_wire(self._gtt_row(self.db.conn(), account, trigger_id))
-
-    def modify_gtt(self, account: Account, trigger_id: int, params: dict[str, str]) -> dict[str, int]:
-        req, inst = self._parse_gtt(params)
-        with self._lock:
-            now = self._now(None)
-            self.advance(now)
-            with self.db.transaction() as conn:
-                g = self._gtt_row(conn, account, trigger_id)
-                if g["status"] != "active":
-                    raise input_error(f"Trigger cannot be modified as it is {g['status']}.")
-                conn.execute(
-                    "UPDATE gtts SET type=?, instrument_token=?, condition=?, orders=?, updated_at=?, active_from=? "
-                    "WHERE id=?",
-                    (req.type, int(inst.instrument_token),
-                     json.dumps(gttlib.condition_json(req, int(inst.instrument_token))),
-                     json.dumps(gttlib.orders_json(req)), fmt_ts(now), now.isoformat(), int(g["id"])),
-                )
-        return {"trigger_id": int(trigger_id)}
-
-    def delete_gtt(self, account: Account, trigger_id: int) -> dict[str, int]:
-        with self._lock:
-            now = self._now(None)
-            self.advance(now)
-            with self.db.transaction() as conn:
-                g = self._gtt_row(conn, account, trigger_id)
-                if g["status"] == "deleted":
-                    raise input_error(NOT_FOUND_GTT)
-                conn.execute("UPDATE gtts SET status='deleted', updated_at=? WHERE id=?", (fmt_ts(now), int(g["id"])))
-        return {"trigger_id": int(trigger_id)}
-
+    # === GTT firing (the minute loop's side; the endpoints are gtt.GttApi) ======================
     def _fire_gtt(self, conn: sqlite3.Connection, g: dict[str, Any], leg_index: int, at: datetime,
                   ltp: float) -> dict[str, Any] | None:
         legs = json.loads(g["orders"])

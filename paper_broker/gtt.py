@@ -1,4 +1,8 @@
-"""GTT (Good-Till-Triggered) requests and wire shape (pure; the engine owns state and firing).
+"""GTT (Good-Till-Triggered): requests and wire shape (pure), and the endpoints (``GttApi``).
+
+``GttApi`` is a mixin of ``paper_broker.engine.OrderEngine``: each call brings the engine up to
+now under the engine's lock, as an order does, then reads or changes the ``gtts`` table. Firing
+belongs to the engine's minute loop (a fired leg is an order), not to this module.
 
 Semantics (reference 3.15):
 
@@ -24,15 +28,21 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
+import threading
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from kitefleet.ticks import on_tick
+from paper_broker.db import Account, Database
 from paper_broker.errors import input_error
+from paper_broker.orders import fmt_ts
 
 GTT_TYPES = ("single", "two-leg")
 MAX_ACTIVE = 250
 VALID_DAYS = 365
+NOT_FOUND_GTT = "Couldn't find that trigger."
 
 
 @dataclass(frozen=True)
@@ -197,3 +207,91 @@ def gtt_wire(row: Any) -> dict[str, Any]:
         "orders": json.loads(row["orders"]),
         "meta": {},
     }
+
+
+class GttApi:
+    """The ``/gtt/triggers`` endpoints, mixed into ``OrderEngine`` (which provides what is below)."""
+
+    db: Database
+    _lock: threading.RLock
+
+    if TYPE_CHECKING:
+        def _now(self, now: datetime | None) -> datetime: ...
+        def advance(self, now: datetime | None = None) -> None: ...
+        def _instrument(self, exchange: str, symbol: str) -> Any: ...
+        def _ensure_ledger(self, conn: sqlite3.Connection, api_key: str, user_id: str, user_name: str,
+                           starting_cash: float) -> None: ...
+
+    def _gtt_row(self, conn: sqlite3.Connection, account: Account, trigger_id: int) -> dict[str, Any]:
+        row = conn.execute("SELECT * FROM gtts WHERE id=? AND api_key=?", (int(trigger_id), account.api_key)).fetchone()
+        if row is None:
+            raise input_error(NOT_FOUND_GTT)
+        return dict(row)
+
+    def _parse_gtt(self, params: dict[str, str]) -> tuple[GttRequest, Any]:
+        req = parse_gtt(params)
+        inst = self._instrument(req.exchange, req.tradingsymbol)
+        check_leg_ticks(req, float(inst.tick_size))
+        return req, inst
+
+    def place_gtt(self, account: Account, params: dict[str, str]) -> dict[str, int]:
+        req, inst = self._parse_gtt(params)
+        with self._lock:
+            now = self._now(None)
+            self.advance(now)
+            with self.db.transaction() as conn:
+                self._ensure_ledger(conn, account.api_key, account.user_id, account.user_name,
+                                    account.starting_cash)
+                active = conn.execute("SELECT COUNT(*) FROM gtts WHERE api_key=? AND status='active'",
+                                      (account.api_key,)).fetchone()[0]
+                if active >= MAX_ACTIVE:
+                    raise input_error(f"Maximum of {MAX_ACTIVE} active GTT triggers allowed per account.")
+                expires = now + timedelta(days=VALID_DAYS)
+                cur = conn.execute(
+                    "INSERT INTO gtts(api_key, user_id, type, status, instrument_token, condition, orders, "
+                    "created_at, updated_at, expires_at, expires_iso, active_from) "
+                    "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (account.api_key, account.user_id, req.type, int(inst.instrument_token),
+                     json.dumps(condition_json(req, int(inst.instrument_token))),
+                     json.dumps(orders_json(req)), fmt_ts(now), fmt_ts(now), fmt_ts(expires),
+                     expires.isoformat(), now.isoformat()),
+                )
+                trigger_id = int(cur.lastrowid or 0)
+        return {"trigger_id": trigger_id}
+
+    def gtts(self, account: Account) -> list[dict[str, Any]]:
+        rows = self.db.conn().execute("SELECT * FROM gtts WHERE api_key=? AND status!='deleted' ORDER BY id DESC",
+                                      (account.api_key,)).fetchall()
+        return [gtt_wire(r) for r in rows]
+
+    def get_gtt(self, account: Account, trigger_id: int) -> dict[str, Any]:
+        return gtt_wire(self._gtt_row(self.db.conn(), account, trigger_id))
+
+    def modify_gtt(self, account: Account, trigger_id: int, params: dict[str, str]) -> dict[str, int]:
+        req, inst = self._parse_gtt(params)
+        with self._lock:
+            now = self._now(None)
+            self.advance(now)
+            with self.db.transaction() as conn:
+                g = self._gtt_row(conn, account, trigger_id)
+                if g["status"] != "active":
+                    raise input_error(f"Trigger cannot be modified as it is {g['status']}.")
+                conn.execute(
+                    "UPDATE gtts SET type=?, instrument_token=?, condition=?, orders=?, updated_at=?, active_from=? "
+                    "WHERE id=?",
+                    (req.type, int(inst.instrument_token),
+                     json.dumps(condition_json(req, int(inst.instrument_token))),
+                     json.dumps(orders_json(req)), fmt_ts(now), now.isoformat(), int(g["id"])),
+                )
+        return {"trigger_id": int(trigger_id)}
+
+    def delete_gtt(self, account: Account, trigger_id: int) -> dict[str, int]:
+        with self._lock:
+            now = self._now(None)
+            self.advance(now)
+            with self.db.transaction() as conn:
+                g = self._gtt_row(conn, account, trigger_id)
+                if g["status"] == "deleted":
+                    raise input_error(NOT_FOUND_GTT)
+                conn.execute("UPDATE gtts SET status='deleted', updated_at=? WHERE id=?", (fmt_ts(now), int(g["id"])))
+        return {"trigger_id": int(trigger_id)}

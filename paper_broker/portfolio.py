@@ -1,4 +1,9 @@
-"""CNC book keeping, holdings, positions and funds (pure; the engine stores the numbers).
+"""CNC holdings, positions and funds: the book keeping and wire shapes (pure), and the read side.
+
+The read side (``PortfolioReads``: holdings, positions, margins, order margins, the account
+summary) is a mixin of ``paper_broker.engine.OrderEngine``. It only reads the tables the engine
+writes (``cnc``, ``ledger``, ``orders``) and prices them with the market; everything above it in
+this module is pure, and the engine stores the numbers.
 
 One ``CncBook`` per (account, instrument), stored as a row of the ``cnc`` table:
 
@@ -29,8 +34,14 @@ intraday_payin - debits == cash - blocked``.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, fields
-from typing import Any
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from kitefleet.calendar import NseCalendar
+from paper_broker.db import Account, Database
+from paper_broker.errors import input_error
 
 EPS = 1e-9
 
@@ -249,3 +260,129 @@ def segment_wire(*, opening_balance: float, payin: float, spent: float, blocked:
 
 def empty_segment() -> dict[str, Any]:
     return segment_wire(opening_balance=0.0, payin=0.0, spent=0.0, blocked=0.0, enabled=False)
+
+
+class PortfolioReads:
+    """``/portfolio/*``, ``/user/margins``, ``/margins/orders`` and the operator's account summary,
+    mixed into ``OrderEngine`` (which provides what is below)."""
+
+    db: Database
+    market: Any
+    calendar: NseCalendar
+
+    if TYPE_CHECKING:
+        def _now(self, now: datetime | None) -> datetime: ...
+        def ensure_account(self, account: Account) -> None: ...
+        def _blocked(self, conn: sqlite3.Connection, api_key: str, exclude_seq: int | None = None) -> float: ...
+        def _instrument(self, exchange: str, symbol: str) -> Any: ...
+
+    def _quote_day(self, now: datetime) -> date:
+        day = now.date()
+        return day if self.calendar.is_trading_day(day) else self.calendar.previous_trading_day(day)
+
+    def _prices(self, token: int, now: datetime) -> tuple[float, float]:
+        last = float(self.market.ltp(token, now))
+        close = float(self.market.prev_close(token, self._quote_day(now)))
+        return last, close
+
+    def _books(self, account: Account) -> list[CncBook]:
+        rows = self.db.conn().execute("SELECT * FROM cnc WHERE api_key=? ORDER BY tradingsymbol",
+                                      (account.api_key,)).fetchall()
+        return [CncBook.from_row(r) for r in rows]
+
+    def holdings(self, account: Account) -> list[dict[str, Any]]:
+        now = self._now(None)
+        out = []
+        for book in self._books(account):
+            if book.settled_qty + book.t1_qty <= 0:
+                continue
+            last, close = self._prices(book.instrument_token, now)
+            out.append(holding_wire(book, last_price=last, close_price=close))
+        return out
+
+    def positions(self, account: Account) -> dict[str, list[dict[str, Any]]]:
+        now = self._now(None)
+        rows = []
+        for book in self._books(account):
+            if book.day_buy_qty + book.day_sell_qty <= 0:
+                continue
+            last, close = self._prices(book.instrument_token, now)
+            rows.append(position_wire(book, last_price=last, close_price=close))
+        return {"net": rows, "day": [dict(r) for r in rows]}
+
+    def _ledger(self, account: Account) -> sqlite3.Row:
+        conn = self.db.conn()
+        row = conn.execute("SELECT * FROM ledger WHERE api_key=?", (account.api_key,)).fetchone()
+        if row is None:
+            self.ensure_account(account)
+            row = conn.execute("SELECT * FROM ledger WHERE api_key=?", (account.api_key,)).fetchone()
+        return row
+
+    def margins(self, account: Account, segment: str | None = None) -> dict[str, Any]:
+        ledger = self._ledger(account)
+        blocked = self._blocked(self.db.conn(), account.api_key)
+        equity = segment_wire(
+            opening_balance=float(ledger["opening_balance"]), payin=float(ledger["day_payin"]),
+            spent=float(ledger["day_spent"]), blocked=blocked,
+            turnover=float(ledger["day_spent"]) + float(ledger["day_payin"]),
+        )
+        both = {"equity": equity, "commodity": empty_segment()}
+        if segment is None:
+            return both
+        if segment not in both:
+            raise input_error(f"Invalid segment: {segment!r}.")
+        return both[segment]
+
+    def order_margins(self, account: Account, orders: list[dict[str, Any]],
+                      query: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """``POST /margins/orders``: for CNC the margin is the order value (VAR 100 %) for a BUY."""
+        now = self._now(None)
+        out = []
+        for item in orders:
+            if not isinstance(item, dict):
+                raise input_error("Each order must be a JSON object.")
+            inst = self._instrument(str(item.get("exchange") or "NSE"), str(item.get("tradingsymbol") or ""))
+            try:
+                quantity = int(item.get("quantity") or 0)
+                price = float(item.get("price") or 0) or float(item.get("trigger_price") or 0)
+            except (TypeError, ValueError):
+                raise input_error("Invalid quantity or price.") from None
+            if not price:
+                price = float(self.market.ltp(int(inst.instrument_token), now))
+            total = quantity * price if str(item.get("transaction_type")) == "BUY" else 0.0
+            out.append({
+                "type": "equity", "tradingsymbol": inst.tradingsymbol, "exchange": inst.exchange,
+                "span": 0, "exposure": 0, "option_premium": 0, "additional": 0, "bo": 0,
+                "cash": 0, "var": round(total, 4), "pnl": {"realised": 0, "unrealised": 0},
+                "leverage": 1, "charges": {"total": 0}, "total": round(total, 4),
+            })
+        return out
+
+    def account_summary(self, account: Account) -> dict[str, Any]:
+        now = self._now(None)
+        ledger = self._ledger(account)
+        holdings = []
+        unrealised = 0.0
+        for book in self._books(account):
+            quantity = book.settled_qty - book.used_settled + book.t1_qty - book.used_t1 + book.lot_qty
+            if quantity <= 0:
+                continue
+            last = float(self.market.ltp(book.instrument_token, now))
+            cost = book.cost_basis
+            unrealised += last * quantity - cost
+            holdings.append({"tradingsymbol": book.tradingsymbol, "quantity": quantity,
+                             "t1_quantity": book.t1_qty, "average_price": round(cost / quantity, 4),
+                             "last_price": last})
+        count = self.db.conn().execute("SELECT COUNT(*) FROM orders WHERE api_key=?",
+                                       (account.api_key,)).fetchone()[0]
+        return {
+            "user_name": account.user_name,
+            "api_key": account.api_key,
+            "cash": round(float(ledger["cash"]), 4),
+            "available_cash": round(float(ledger["cash"]) - self._blocked(self.db.conn(), account.api_key), 4),
+            "holdings": holdings,
+            "holdings_at_cost": round(sum(b.cost_basis for b in self._books(account)), 4),
+            "realised_pnl": round(float(ledger["realised"]), 4),
+            "unrealised_pnl": round(unrealised, 4),
+            "orders": int(count),
+        }
