@@ -64,13 +64,13 @@ from typing import Any
 
 from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST, Clock
+from kitefleet.states import OPEN, OrderStatus
 from paper_broker import gtt as gttlib
 from paper_broker.db import ENGINE_SCHEMA, Account, Database
 from paper_broker.errors import KiteError, holding_error, input_error, margin_error, order_error
 from paper_broker.gtt import GttApi
 from paper_broker.orders import (
     MAX_MODIFICATIONS,
-    OPEN_STATES,
     VARIETIES,
     OrderRequest,
     check_prices,
@@ -90,7 +90,17 @@ ONE_MINUTE = timedelta(minutes=1)
 EXPIRY_MESSAGE = "Order cancelled by the system at market close (DAY validity)."
 NOT_FOUND_ORDER = "Couldn't find that `order_id`."
 FUNDS_EPS = 1e-6
-_OPEN_SQL = "('OPEN','TRIGGER PENDING','AMO REQ RECEIVED')"
+#: Open at the exchange: what the minute loop matches and the close expires (an AMO still waits).
+_AT_EXCHANGE = (OrderStatus.OPEN, OrderStatus.TRIGGER_PENDING)
+
+
+def _sql_list(statuses: tuple[OrderStatus, ...]) -> str:
+    return "(" + ",".join(f"'{s}'" for s in statuses) + ")"
+
+
+# Built from the constants above, never from requests.
+_OPEN_SQL = _sql_list(OPEN)
+_AT_EXCHANGE_SQL = _sql_list(_AT_EXCHANGE)
 
 _ORDER_MUTABLE = (
     "status", "status_message", "filled_quantity", "cancelled_quantity", "average_price", "exchange_timestamp",
@@ -175,7 +185,8 @@ class OrderEngine(PortfolioReads, GttApi):
 
     # === scheduled events ===================================================================
     def _release_amos(self, conn: sqlite3.Connection, day: date, opening: datetime) -> None:
-        rows = conn.execute("SELECT * FROM orders WHERE status='AMO REQ RECEIVED' ORDER BY seq").fetchall()
+        rows = conn.execute("SELECT * FROM orders WHERE status=? ORDER BY seq",
+                            (OrderStatus.AMO_REQ_RECEIVED,)).fetchall()
         for row in rows:
             o = dict(row)
             inst = self.market.instrument(int(o["instrument_token"]))
@@ -183,7 +194,7 @@ class OrderEngine(PortfolioReads, GttApi):
             reason = self._circuit_reason(req, int(o["instrument_token"]), day)
             o["updated_day"] = opening.date().isoformat()
             if reason is not None:
-                self._set_status(conn, o, "REJECTED", opening, message=reason)
+                self._set_status(conn, o, OrderStatus.REJECTED, opening, message=reason)
                 continue
             o["exchange_order_id"] = exchange_order_id_for(int(o["seq"]))
             o["exchange_timestamp"] = fmt_ts(opening)
@@ -194,12 +205,12 @@ class OrderEngine(PortfolioReads, GttApi):
                 if req.is_buy:
                     bound = min(bound, float(o["block_price"]))
                 o["limit_price"] = bound
-            self._history(conn, o, "OPEN PENDING", opening)
-            self._set_status(conn, o, "TRIGGER PENDING" if req.needs_trigger else "OPEN", opening)
+            self._history(conn, o, OrderStatus.OPEN_PENDING, opening)
+            self._set_status(conn, o, OrderStatus.TRIGGER_PENDING if req.needs_trigger else OrderStatus.OPEN, opening)
 
     def _run_minutes(self, conn: sqlite3.Connection, opening: datetime, lo: datetime, hi: datetime) -> None:
         orders = [dict(r) for r in conn.execute(
-            "SELECT * FROM orders WHERE status IN ('OPEN','TRIGGER PENDING') ORDER BY seq")]
+            f"SELECT * FROM orders WHERE status IN {_AT_EXCHANGE_SQL} ORDER BY seq")]  # noqa: S608
         gtts = [dict(r) for r in conn.execute("SELECT * FROM gtts WHERE status='active' ORDER BY id")]
         if not orders and not gtts:
             return
@@ -231,11 +242,11 @@ class OrderEngine(PortfolioReads, GttApi):
                 leg = gttlib.fires(g["type"], cond["trigger_values"], float(cond["last_price"]), low, high)
                 if leg is not None:
                     placed = self._fire_gtt(conn, g, leg, end, close)
-                    if placed is not None and placed["status"] in ("OPEN", "TRIGGER PENDING"):
+                    if placed is not None and placed["status"] in _AT_EXCHANGE:
                         placed["_from"] = end
                         orders_by[token].append(placed)
             for o in orders_by.get(token, ()):
-                if o["status"] not in ("OPEN", "TRIGGER PENDING") or o["_from"] >= end:
+                if o["status"] not in _AT_EXCHANGE or o["_from"] >= end:
                     continue
                 gap = None
                 if start == opening and o["_from"] <= opening:
@@ -248,7 +259,7 @@ class OrderEngine(PortfolioReads, GttApi):
                gap: float | None, at: datetime) -> None:
         buy = o["transaction_type"] == "BUY"
         limit = float(o["limit_price"])
-        if o["status"] == "TRIGGER PENDING":
+        if o["status"] == OrderStatus.TRIGGER_PENDING:
             trigger = float(o["trigger_price"])
             if buy:
                 gapped = gap is not None and gap >= trigger
@@ -259,7 +270,7 @@ class OrderEngine(PortfolioReads, GttApi):
             if not hit:
                 return
             ref = gap if gapped and gap is not None else trigger
-            self._set_status(conn, o, "OPEN", at)
+            self._set_status(conn, o, OrderStatus.OPEN, at)
             if (buy and ref <= limit) or (not buy and ref >= limit):
                 self._fill(conn, o, ref, at)
             return
@@ -275,12 +286,12 @@ class OrderEngine(PortfolioReads, GttApi):
                 self._fill(conn, o, max(limit, low), at)
 
     def _expire_day_orders(self, conn: sqlite3.Connection, closing: datetime) -> None:
-        rows = conn.execute("SELECT * FROM orders WHERE status IN ('OPEN','TRIGGER PENDING') ORDER BY seq")
+        rows = conn.execute(f"SELECT * FROM orders WHERE status IN {_AT_EXCHANGE_SQL} ORDER BY seq")  # noqa: S608
         for row in rows.fetchall():
             o = dict(row)
             o["cancelled_quantity"] = int(o["quantity"]) - int(o["filled_quantity"])
             o["updated_day"] = closing.date().isoformat()
-            self._set_status(conn, o, "CANCELLED", closing, message=EXPIRY_MESSAGE)
+            self._set_status(conn, o, OrderStatus.CANCELLED, closing, message=EXPIRY_MESSAGE)
 
     def _roll(self, conn: sqlite3.Connection, at: datetime) -> None:
         for row in conn.execute("SELECT * FROM cnc").fetchall():
@@ -298,7 +309,7 @@ class OrderEngine(PortfolioReads, GttApi):
     # === order state changes ================================================================
     def _history(self, conn: sqlite3.Connection, o: dict[str, Any], status: str, at: datetime) -> None:
         snapshot = order_wire({**o, "status": status})
-        if snapshot["exchange_update_timestamp"] is None and status not in ("PUT ORDER REQ RECEIVED",):
+        if snapshot["exchange_update_timestamp"] is None and status != OrderStatus.PUT_ORDER_REQ_RECEIVED:
             snapshot["exchange_update_timestamp"] = fmt_ts(at)
         conn.execute("INSERT INTO order_history(order_id, api_key, body) VALUES (?, ?, ?)",
                      (o["order_id"], o["api_key"], json.dumps(snapshot, separators=(",", ":"))))
@@ -336,14 +347,14 @@ class OrderEngine(PortfolioReads, GttApi):
                 realised = book.sell(quantity, price)
             except ValueError:
                 # Reservations make this unreachable; refuse rather than sell short.
-                self._set_status(conn, o, "REJECTED", at, message="Insufficient stock holding at execution.")
+                self._set_status(conn, o, OrderStatus.REJECTED, at, message="Insufficient stock holding at execution.")
                 return
             conn.execute("UPDATE ledger SET cash=cash+?, day_payin=day_payin+?, realised=realised+? WHERE api_key=?",
                          (value, value, realised, api_key))
         conn.execute(_CNC_UPSERT_SQL, book.values())
         o["filled_quantity"] = int(o["quantity"])
         o["average_price"] = price
-        self._set_status(conn, o, "COMPLETE", at)
+        self._set_status(conn, o, OrderStatus.COMPLETE, at)
         seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM trades").fetchone()[0]
         trade = {
             "trade_id": trade_id_for(seq),
@@ -485,7 +496,7 @@ class OrderEngine(PortfolioReads, GttApi):
             "market_protection": req.market_protection,
             "tag": req.tag,
             "guid": None,
-            "status": "PUT ORDER REQ RECEIVED",
+            "status": OrderStatus.PUT_ORDER_REQ_RECEIVED,
             "status_message": None,
             "filled_quantity": 0,
             "cancelled_quantity": 0,
@@ -501,23 +512,23 @@ class OrderEngine(PortfolioReads, GttApi):
             "updated_day": now.date().isoformat(),
             "gtt_id": gtt_id,
         }
-        self._history(conn, o, "PUT ORDER REQ RECEIVED", now)
-        self._history(conn, o, "VALIDATION PENDING", now)
+        self._history(conn, o, OrderStatus.PUT_ORDER_REQ_RECEIVED, now)
+        self._history(conn, o, OrderStatus.VALIDATION_PENDING, now)
         if reason is not None:
-            o["status"], o["status_message"] = "REJECTED", reason
+            o["status"], o["status_message"] = OrderStatus.REJECTED, reason
             o["exchange_update_timestamp"] = fmt_ts(now)
         elif variety == "amo":
-            o["status"] = "AMO REQ RECEIVED"
+            o["status"] = OrderStatus.AMO_REQ_RECEIVED
         else:
-            self._history(conn, o, "OPEN PENDING", now)
+            self._history(conn, o, OrderStatus.OPEN_PENDING, now)
             o["exchange_order_id"] = exchange_order_id_for(seq)
             o["exchange_timestamp"] = fmt_ts(now)
-            o["status"] = "TRIGGER PENDING" if req.needs_trigger else "OPEN"
+            o["status"] = OrderStatus.TRIGGER_PENDING if req.needs_trigger else OrderStatus.OPEN
         columns = list(o)
         sql = f"INSERT INTO orders ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"  # noqa: S608
         conn.execute(sql, [o[c] for c in columns])
         self._history(conn, o, o["status"], now)
-        if o["status"] == "OPEN":
+        if o["status"] == OrderStatus.OPEN:
             self._match_on_arrival(conn, o, ltp, now)
         return o
 
@@ -528,7 +539,8 @@ class OrderEngine(PortfolioReads, GttApi):
             self._fill(conn, o, ltp, now)
         elif o["validity"] == "IOC":
             o["cancelled_quantity"] = int(o["quantity"]) - int(o["filled_quantity"])
-            self._set_status(conn, o, "CANCELLED", now, message="IOC order cancelled: not marketable on arrival.")
+            self._set_status(conn, o, OrderStatus.CANCELLED, now,
+                             message="IOC order cancelled: not marketable on arrival.")
 
     # === public API: orders ==================================================================
     def ensure_account(self, account: Account) -> None:
@@ -584,7 +596,7 @@ class OrderEngine(PortfolioReads, GttApi):
             self.advance(now)
             with self.db.transaction() as conn:
                 o = self._load_order(conn, account, order_id)
-                if o["status"] not in OPEN_STATES:
+                if o["status"] not in OPEN:
                     raise order_error(f"Order cannot be {verb} as it is {o['status'].lower()}.")
                 yield conn, o, now
 
@@ -597,7 +609,7 @@ class OrderEngine(PortfolioReads, GttApi):
             check_prices(new, float(inst.tick_size))
             if new.validity == "IOC" and new.needs_trigger:
                 raise input_error("IOC validity is not supported for SL and SL-M orders by the paper broker.")
-            waiting_amo = o["status"] == "AMO REQ RECEIVED"
+            waiting_amo = o["status"] == OrderStatus.AMO_REQ_RECEIVED
             ltp = float(self.market.ltp(int(inst.instrument_token), now))
             if not waiting_amo:
                 if not self.calendar.session_open_at(now):
@@ -616,11 +628,12 @@ class OrderEngine(PortfolioReads, GttApi):
                 block_price=block_price, limit_price=limit, active_from=now.isoformat(),
                 modifications=int(o["modifications"]) + 1,
             )
-            for status in ("MODIFY VALIDATION PENDING", "MODIFY PENDING", "MODIFIED"):
+            for status in (OrderStatus.MODIFY_VALIDATION_PENDING, OrderStatus.MODIFY_PENDING, OrderStatus.MODIFIED):
                 self._history(conn, o, status, now)
-            status = "AMO REQ RECEIVED" if waiting_amo else "TRIGGER PENDING" if new.needs_trigger else "OPEN"
+            status = (OrderStatus.AMO_REQ_RECEIVED if waiting_amo
+                      else OrderStatus.TRIGGER_PENDING if new.needs_trigger else OrderStatus.OPEN)
             self._set_status(conn, o, status, now)
-            if status == "OPEN":
+            if status == OrderStatus.OPEN:
                 self._match_on_arrival(conn, o, ltp, now)
         return {"order_id": o["order_id"]}
 
@@ -628,8 +641,8 @@ class OrderEngine(PortfolioReads, GttApi):
                      params: dict[str, str] | None = None) -> dict[str, str]:
         with self._open_order(account, variety, order_id, "cancelled") as (conn, o, now):
             o["cancelled_quantity"] = int(o["quantity"]) - int(o["filled_quantity"])
-            self._history(conn, o, "CANCEL PENDING", now)
-            self._set_status(conn, o, "CANCELLED", now)
+            self._history(conn, o, OrderStatus.CANCEL_PENDING, now)
+            self._set_status(conn, o, OrderStatus.CANCELLED, now)
         return {"order_id": o["order_id"]}
 
     def orders(self, account: Account) -> list[dict[str, Any]]:
@@ -682,7 +695,7 @@ class OrderEngine(PortfolioReads, GttApi):
         except KiteError as exc:
             order_result = {"status": "failed", "order_id": "", "rejection_reason": exc.message}
         else:
-            if placed["status"] == "REJECTED":
+            if placed["status"] == OrderStatus.REJECTED:
                 order_result = {"status": "failed", "order_id": placed["order_id"],
                                 "rejection_reason": placed["status_message"] or ""}
             else:

@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from kitefleet.clock import IST
+from kitefleet.states import OrderStatus
 from kitefleet.ticks import on_tick, round_to_tick
 from paper_broker.errors import input_error
 
@@ -43,9 +44,6 @@ TRANSACTION_TYPES = ("BUY", "SELL")
 VALIDITIES = ("DAY", "IOC")
 PRODUCTS = ("CNC",)
 EXCHANGES = ("NSE",)
-#: Statuses in which an order still rests in the book (blocks funds or holdings).
-OPEN_STATES = ("OPEN", "TRIGGER PENDING", "AMO REQ RECEIVED")
-TERMINAL_STATES = ("COMPLETE", "CANCELLED", "REJECTED")
 MAX_MODIFICATIONS = 25
 TAG_MAX = 20
 #: ``market_protection=-1`` ("auto"): Kite picks a band by price; one flat band is enough here.
@@ -293,9 +291,9 @@ def order_wire(row: dict[str, Any]) -> dict[str, Any]:
     quantity = int(row["quantity"])
     filled = int(row["filled_quantity"])
     cancelled = int(row["cancelled_quantity"])
-    if status == "REJECTED":
+    if status == OrderStatus.REJECTED:
         pending = 0
-    elif status == "CANCELLED":
+    elif status == OrderStatus.CANCELLED:
         pending = cancelled
     else:
         pending = quantity - filled

@@ -94,6 +94,7 @@ from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST, Clock
 from kitefleet.errors import BrokerTemporaryError, KitefleetError, ReconcileError
 from kitefleet.locks import gtt_lock
+from kitefleet.states import TERMINAL
 from workers.broker_errors import BrokerRejected
 from workers.intents import (
     FAILED,
@@ -133,7 +134,6 @@ ATR_LOOKBACK_DAYS = 45
 #: a refresh that does not yet show the expected newest candle is retried this often, then accepted
 LEVEL_TRIES = 3
 LEVEL_RETRY_SECONDS = 10
-TERMINAL = ("COMPLETE", "CANCELLED", "REJECTED")
 PENDING_STATUSES = ("sending", "sent", "unknown")
 #: an exit whose send failed and whose tag the order book still does not show this many wall
 #: seconds later (and at least one poll later) is given up: resent under its own tag if it never

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
+from kitefleet.states import TERMINAL
 from kitefleet.ticks import on_tick, round_to_tick
 from workers.strategy.patterns import ScanResult, scan_sort_key
 
@@ -257,8 +258,7 @@ def held_and_pending(
             if (h.get("quantity") or 0) + (h.get("t1_quantity") or 0) > 0}
     held |= {str(p["tradingsymbol"]).upper() for p in positions_net
              if p.get("product") == PRODUCT and (p.get("quantity") or 0) > 0}
-    final = {"COMPLETE", "CANCELLED", "REJECTED"}
     pending = {str(o["tradingsymbol"]).upper() for o in orders
                if o.get("transaction_type") == TRANSACTION_TYPE
-               and str(o.get("status", "")).upper() not in final}
+               and str(o.get("status", "")).upper() not in TERMINAL}
     return held, pending
