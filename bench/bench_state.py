@@ -1,7 +1,7 @@
 """Benchmark of StateStore transactions: one user, 1..N users in parallel, and contention.
 
     .venv/bin/python bench/bench_state.py [--tx 300] [--users 1,2,4,8,16] [--contention-tx 500]
-                                          [--orders 200]
+                                          [--orders 100]
 
 Every user runs in its own process (as in production: one process per user), on its own file,
 in a throw-away home. Each transaction is a real read-modify-write: lock, read, json, write,
@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--tx", type=int, default=300, help="transactions per user")
     parser.add_argument("--users", default="1,2,4,8,16", help="parallel user counts")
     parser.add_argument("--contention-tx", type=int, default=500, help="transactions per contending process")
-    parser.add_argument("--orders", type=int, default=200, help="orders through the intent protocol (0: skip)")
+    parser.add_argument("--orders", type=int, default=100, help="orders through the intent protocol (0: skip)")
     parser.add_argument("--home", type=Path, help="parent folder for the temp home (local disk)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
