@@ -1,12 +1,20 @@
 """Benchmark of StateStore transactions: one user, 1..N users in parallel, and contention.
 
     .venv/bin/python bench/bench_state.py [--tx 300] [--users 1,2,4,8,16] [--contention-tx 500]
+                                          [--orders 100]
 
 Every user runs in its own process (as in production: one process per user), on its own file,
 in a throw-away home. Each transaction is a real read-modify-write: lock, read, json, write,
 fsync, rename, folder fsync. Reported per row: aggregate transactions per second over the
 parallel window, per-transaction latency p50/p99 (ms), and the scaling ratio against one user.
 The contention row runs two processes on one user's file and checks that no update was lost.
+
+The intent row sends ``--orders`` orders one by one through ``workers.intents.send_order_once``
+(in this process, against a broker that only hands out ids, so what is timed is the state file)
+on a state that already holds 20 positions and 200 settled intents. It counts the parses of the
+state file per order and the time spent in them (steadier than wall time, which is mostly fsync;
+process CPU includes the kernel's fsync work). Two commits per order (the intent before the call,
+the id after it) are the floor; ``_prepare`` used to add three lock-free reads on top.
 """
 
 from __future__ import annotations
@@ -55,6 +63,77 @@ def _child(user: str, count: int) -> None:
     print(json.dumps({"start": start, "end": end, "lat": lat}), flush=True)
 
 
+class _IdBroker:
+    """Answers writes with ids and shows an empty book: the cost timed is the intent protocol's."""
+
+    def __init__(self) -> None:
+        self.placed = 0
+
+    def orders(self) -> list[dict[str, object]]:
+        return []
+
+    def get_gtts(self) -> list[dict[str, object]]:
+        return []
+
+    def place_order(self, variety: str, **params: object) -> str:
+        self.placed += 1
+        return f"2600{self.placed:011d}"
+
+    def place_gtt(self, *args: object, **kwargs: object) -> dict[str, object]:
+        raise NotImplementedError
+
+
+def _intent_row(home: Path, count: int) -> dict[str, float]:
+    from datetime import date
+
+    import kitefleet.state as state_mod
+    from workers.intents import IntentLog, make_tag, send_order_once
+
+    store = StateStore(Home(home), "Som", "paper")
+    with store.transaction() as st:
+        for i in range(POSITIONS):
+            st["positions"][f"SYM{i:02d}"] = {"type": "LONG", "entry_price": 512.4, "quantity": 120}
+        for i in range(200):
+            tag = f"OLD{i:017d}"
+            st["intents"][tag] = {"tag": tag, "kind": "order", "symbol": f"SYM{i % POSITIONS:02d}",
+                                  "purpose": "entry", "job": "bench", "session": "2026-06-01",
+                                  "placed_on": "2026-06-01", "params": {"quantity": 1}, "status": "sent",
+                                  "broker_id": str(i), "order_status": None, "created_at": "",
+                                  "updated_at": "", "note": ""}
+    parses, parse_s = 0, 0.0
+    real_parse = state_mod._parse
+
+    def counting_parse(raw: bytes) -> tuple[dict[str, object] | None, str | None]:
+        nonlocal parses, parse_s
+        parses += 1
+        t0 = time.perf_counter()
+        try:
+            return real_parse(raw)
+        finally:
+            parse_s += time.perf_counter() - t0
+
+    state_mod._parse = counting_parse  # type: ignore[assignment]
+    try:
+        intents, kite = IntentLog(store), _IdBroker()
+        lat: list[float] = []
+        cpu0 = time.process_time()
+        for i in range(count):
+            symbol = f"NEW{i:05d}"
+            tag = make_tag("Som", "bench", date(2026, 6, 2), symbol, "entry")
+            params = {"variety": "regular", "exchange": "NSE", "tradingsymbol": symbol,
+                      "transaction_type": "BUY", "quantity": 1, "product": "CNC", "order_type": "MARKET"}
+            t0 = time.perf_counter()
+            send_order_once(kite, intents, tag, params, purpose="entry", job="bench")
+            lat.append(time.perf_counter() - t0)
+        cpu = time.process_time() - cpu0
+    finally:
+        state_mod._parse = real_parse  # type: ignore[assignment]
+    lat.sort()
+    return {"orders": count, "parses": parses / count, "parse_ms": parse_s / count * 1e3,
+            "p50": statistics.median(lat) * 1e3, "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
+            "ops": count / sum(lat), "cpu": cpu / count * 1e3}
+
+
 def _spawn(home: Path, user: str, count: int) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "HOME", "TMPDIR")}
     env.update(KITEFLEET_HOME=str(home), PYTHONPATH=str(PROJECT_ROOT))
@@ -89,6 +168,7 @@ def main() -> None:
     parser.add_argument("--tx", type=int, default=300, help="transactions per user")
     parser.add_argument("--users", default="1,2,4,8,16", help="parallel user counts")
     parser.add_argument("--contention-tx", type=int, default=500, help="transactions per contending process")
+    parser.add_argument("--orders", type=int, default=100, help="orders through the intent protocol (0: skip)")
     parser.add_argument("--home", type=Path, help="parent folder for the temp home (local disk)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -102,7 +182,7 @@ def main() -> None:
               f"{POSITIONS} positions per state")
         print(f"{'run':<22}{'users':>6}{'tx':>7}{'tx/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'scaling':>9}")
         base = None
-        for n in [int(x) for x in args.users.split(",")]:
+        for n in [int(x) for x in args.users.split(",") if x.strip()]:
             home = root / f"parallel-{n}"
             (home / "data").mkdir(parents=True)
             row = _run(home, [f"U{i:02d}" for i in range(n)], args.tx)
@@ -121,6 +201,14 @@ def main() -> None:
         print(f"{'two procs, one file':<22}{2:>6}{row['tx']:>7}{row['tps']:>10.0f}{row['p50']:>9.2f}"
               f"{row['p99']:>9.2f}{'':>9}")
         print(f"contention: counter {final} == {expected} expected: {verdict}")
+        if args.orders > 0:
+            home = root / "intents"
+            (home / "data").mkdir(parents=True)
+            os.environ["KITEFLEET_HOME"] = str(home)
+            irow = _intent_row(home, args.orders)
+            print(f"intent protocol: {irow['orders']:.0f} orders, {irow['ops']:.0f} orders/s, "
+                  f"p50 {irow['p50']:.2f} ms, p99 {irow['p99']:.2f} ms, CPU {irow['cpu']:.2f} ms per order, "
+                  f"{irow['parses']:.2f} state parses per order ({irow['parse_ms']:.2f} ms)")
         if final != expected:
             raise SystemExit(1)
     finally:

@@ -44,7 +44,11 @@ def _mkstemp(path: Path) -> tuple[int, str]:
         return tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_temp(path: Path, data: bytes, mode: int = 0o600) -> Path:
+    """The first half of ``atomic_write_bytes``: ``data`` in a fsynced temp file beside ``path``,
+    ready for ``replace_with_temp``. Nothing is left behind when this raises (a full disk, say),
+    so a caller can do what must happen only once the new version is safely on disk (rotate a
+    backup) between the two halves."""
     path = Path(path)
     fd, tmp = _mkstemp(path)
     try:
@@ -59,6 +63,17 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+def replace_with_temp(tmp: Path, path: Path) -> None:
+    """The second half: rename ``tmp`` (from ``write_temp``) over ``path``, durably."""
+    path = Path(path)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -66,6 +81,16 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
         raise
     # The rename lives in the folder's metadata: without this a power cut can bring the old file back.
     fsync_dir(path.parent)
+
+
+def discard_temp(tmp: Path) -> None:
+    """Remove a temp file from ``write_temp`` that will not be used."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
+    replace_with_temp(write_temp(path, data, mode), path)
 
 
 def atomic_write_text(path: Path, text: str, mode: int = 0o600, *, encoding: str = "utf-8") -> None:

@@ -5,7 +5,9 @@ On-disk contract (paths from kitefleet.home.Home):
     data/trading_state_<User>.json      the state; written only by StateStore.transaction(),
                                         atomically (kitefleet.atomic), mode 0600
     data/trading_state_<User>.json.bak  the previous good version, kept by every commit
-                                        (a hard link to the replaced file: no extra copy)
+                                        (a hard link to the replaced file: no extra copy); it
+                                        moves only once the new version is in its temp file, so
+                                        a commit that fails (a full disk) leaves both as they were
     data/.trading_state_<User>.json.*.tmp   temp files of an interrupted write; removed on open
     data/<User>/locks/state.lock        the transaction lock (filelock.FileLock; the JSON itself is
                                         never locked because os.replace swaps its inode)
@@ -21,7 +23,8 @@ top-level keys written by jobs are preserved)::
 A file that does not parse or validate, or that belongs to another user or mode, raises
 StateError and is never modified, by read() or by transaction(). So does a missing file whose
 backup exists (someone deleted it: starting empty would forget open positions). Readers need no
-lock: they see the old or the new version, never a torn one.
+lock: they see the old or the new version, never a torn one, and never "missing" while the file
+exists (a reader that found no file looks at the backup once and, if there is one, reads again).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from kitefleet import clock
-from kitefleet.atomic import atomic_write_bytes, remove_stale_temps
+from kitefleet.atomic import atomic_write_bytes, discard_temp, remove_stale_temps, replace_with_temp, write_temp
 from kitefleet.errors import LockTimeout, StateError
 from kitefleet.home import Home, ensure_dir
 from kitefleet.locks import recorded_holder_pid, write_holder_pid
@@ -198,17 +201,20 @@ class StateStore:
             return None
 
     def _load(self, raw: bytes | None) -> dict[str, Any]:
-        if raw is None and self.backup_path.exists():
-            # A lock-free reader may have looked before the first writer created the file and
-            # after the second one made the backup: look again before calling it missing.
-            raw = self._read_raw()
         if raw is None:
-            if self.backup_path.exists():
+            # One look at the backup decides. Once a backup exists the file exists too (commits
+            # only ever replace it), so a lock-free reader that found no file before a writer's
+            # first commit and sees a backup now finds the file on a second read; only a file
+            # still missing after that is really gone. (Checking the backup again instead of
+            # reading the file again told a reader "missing" while a valid file existed.)
+            if not self.backup_path.exists():
+                return default_state(self.user, self.mode)
+            raw = self._read_raw()
+            if raw is None:
                 raise StateError(
                     f"state file {self.path} is missing but its backup {self.backup_path} exists; "
                     f"restore it (cp {self.backup_path} {self.path}) or move the backup away to start empty"
                 )
-            return default_state(self.user, self.mode)
         data, problem = _parse(raw)
         if data is None:
             raise self._unusable(problem or "unknown problem")
@@ -283,9 +289,16 @@ class StateStore:
         except (TypeError, ValueError) as exc:
             raise StateError(f"refusing to write {self.path}: the new state is not JSON ({exc}); "
                              "nothing was written") from None
-        if had_file:
-            self._keep_backup()
-        atomic_write_bytes(self.path, text.encode("utf-8"))
+        # The new version goes to disk before the backup is rotated: a write that fails (a full
+        # disk) leaves the file and the previous good backup as they were.
+        tmp = write_temp(self.path, text.encode("utf-8"))
+        try:
+            if had_file:
+                self._keep_backup()
+        except BaseException:
+            discard_temp(tmp)
+            raise
+        replace_with_temp(tmp, self.path)
 
     def _keep_backup(self) -> None:
         # The committed file is never modified in place (only replaced), so a hard link to it is a
@@ -300,7 +313,7 @@ class StateStore:
             atomic_write_bytes(self.backup_path, self.path.read_bytes())
             return
         os.replace(tmp, self.backup_path)
-        # Made durable by the folder fsync of the write that follows (same folder).
+        # Made durable by the folder fsync of the replace that follows (same folder).
 
     def __repr__(self) -> str:
         return f"StateStore({self.user!r}, {self.mode!r}, {str(self.path)!r})"

@@ -129,13 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{home.env_file(user).name}: TRADER_MODE=live with a simulated clock "
                 f"({clock.ENV_VAR} is set); unset {clock.ENV_VAR} for live trading"
             )
-        from workers.logs import register_secret, setup_logging
+        from workers.logs import redact_process_output, register_secret, setup_logging
 
         for secret in settings.secrets():
             register_secret(secret)
         register_secret(settings.api_key, keep=4)
         log = setup_logging(home, user, job, level=settings.log_level,
                             console=getattr(module, "LOG_TO_CONSOLE", True))
+        # stderr ends up in logs/<User>/<job>.out.log, and uncaught exceptions (a job's thread
+        # above all: threading.excepthook bypasses logging) would print raw tracebacks there.
+        redact_process_output(log)
         _install_signal_handlers(getattr(module, "HANDLES_STOP", False))
         ctx = JobContext(user=user, job=job, home=home, settings=settings, args=args, log=log)
         if getattr(module, "TAKES_JOB_LOCK", False):

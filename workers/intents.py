@@ -360,22 +360,26 @@ def _prepare(kite: Broker, intents: IntentLog, tag: str, symbol: str, purpose: s
     None if it may be sent (the intent, if any, is open or failed and the broker does not have it).
     Raises SymbolBlocked when this tag is unresolved, or when the write is an entry and the symbol
     has an unresolved intent (see the module docstring)."""
-    if intents.open_intents():
+    # One read serves every check below: the state is parsed again only when reconcile wrote to it.
+    snapshot = intents.all()
+    if any(i.get("status") in OPEN_STATUSES for i in snapshot.values()):
         intents.reconcile(kite)
-    intent = intents.get(tag)
+        snapshot = intents.all()
+    intent = snapshot.get(tag)
     if intent is not None and intent.get("status") == FAILED:
         # "Refused" may have been wrong (or the intent predates the stricter error mapping):
         # look for the tag before sending it again; a found order is adopted, not duplicated.
         intents.reconcile(kite, tags=[tag], include_failed=True)
-        intent = intents.get(tag)
+        snapshot = intents.all()
+        intent = snapshot.get(tag)
     if intent is not None and intent.get("status") == UNRESOLVED:
         raise SymbolBlocked(f"{symbol}: intent {tag} is unresolved ({intent.get('note') or 'see doctor'}); it is "
                             "never sent again: a person checks the account and marks it resolved")
     if intent is not None and intent.get("status") in (SENT, RESOLVED):
         return intent  # no write: nothing to block
-    if not is_protective(purpose) and symbol.upper() in intents.blocked_symbols():
-        parked = sorted(t for t, i in intents.all().items()
-                        if i.get("status") == UNRESOLVED and str(i.get("symbol")).upper() == symbol.upper())
+    parked = sorted(t for t, i in snapshot.items()
+                    if i.get("status") == UNRESOLVED and str(i.get("symbol")).upper() == symbol.upper())
+    if not is_protective(purpose) and parked:
         raise SymbolBlocked(f"{symbol}: unresolved intent(s) {', '.join(parked)}; no new entry for it until a "
                             "person checks the account and marks them resolved")
     if intent is not None and intent.get("status") == FAILED:

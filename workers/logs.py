@@ -3,6 +3,13 @@
 Every line carries time (by the shared clock), level, user and job. A filter on every handler
 redacts the API secret, access tokens and all but the first 4 characters of the API key wherever
 they appear, including in tracebacks, so a secret printed by mistake never reaches a file.
+
+The worker entry also calls ``redact_process_output``: the process's stderr (which the scheduler
+sends to ``logs/<User>/<job>.out.log``) is redacted line by line, and an exception nobody caught,
+in the main thread (``sys.excepthook``) or in any other (``threading.excepthook``, which never
+passes through logging), is logged through the job's redacting logger. Not covered: stdout, the
+job's result channel (the login job prints its URL, API key included, to the orchestrator), and
+bytes a C library or a child process writes to file descriptor 2 itself.
 """
 
 from __future__ import annotations
@@ -11,6 +18,9 @@ import logging
 import logging.handlers
 import sys
 import threading
+import traceback
+from types import TracebackType
+from typing import Any, TextIO
 
 from kitefleet import clock
 from kitefleet.home import Home, ensure_dir
@@ -97,3 +107,94 @@ def setup_logging(home: Home, user: str, job: str, *, level: str = "INFO", conso
     for noisy in ("urllib3", "requests", "filelock"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return logging.getLogger(f"kitefleet.{job}")
+
+
+class RedactingStream:
+    """A text stream that redacts whole lines before passing them on, so a secret written in
+    pieces (``print("token", token)`` is several writes) is still seen whole. A line without its
+    newline waits for the next write or ``flush()``."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+        self._pending = ""
+        self._lock = threading.RLock()  # RLock: a signal handler may print while a write is under way
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            head, newline, self._pending = (self._pending + text).rpartition("\n")
+            if newline:
+                self.inner.write(redact(head + newline))
+                self.inner.flush()
+            if len(self._pending) > 65536:  # no newline for long: do not hold it for ever
+                self._emit_pending()
+        return len(text)
+
+    def _emit_pending(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, ""
+            self.inner.write(redact(pending))
+
+    def flush(self) -> None:
+        with self._lock:
+            if self.inner.closed:
+                return
+            self._emit_pending()
+            self.inner.flush()
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def isatty(self) -> bool:
+        return self.inner.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:
+        return self.inner.encoding
+
+    @property
+    def errors(self) -> str | None:
+        return self.inner.errors
+
+    @property
+    def closed(self) -> bool:
+        return self.inner.closed
+
+
+def redact_process_output(log: logging.Logger) -> None:
+    """From now on this process's stderr is redacted, and uncaught exceptions (any thread) are
+    logged through ``log`` (whose handlers redact) instead of printed raw. Call once secrets
+    are registered and logging is set up (workers.__main__ does)."""
+    if not isinstance(sys.stderr, RedactingStream) and sys.stderr is not None:
+        sys.stderr = RedactingStream(sys.stderr)  # type: ignore[assignment]
+    console = any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                  for h in logging.getLogger().handlers)
+
+    def report(where: str, exc_type: type[BaseException], exc: BaseException | None,
+               tb: TracebackType | None) -> None:
+        log.critical("uncaught exception in %s", where, exc_info=(exc_type, exc, tb))  # type: ignore[arg-type]
+        if not console:
+            # The job logs to its file only: leave one (redacted) line where its output goes.
+            summary = traceback.format_exception_only(exc_type, exc)[-1].strip()
+            print(f"uncaught exception in {where}: {summary} (traceback in the job's log)", file=sys.stderr)
+
+    def on_uncaught(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        report("the main thread", exc_type, exc, tb)
+
+    def on_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return  # as the default hook: a thread may end itself with sys.exit()
+        name = args.thread.name if args.thread is not None else "an unnamed thread"
+        report(f"thread {name}", args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = on_uncaught
+    threading.excepthook = on_thread

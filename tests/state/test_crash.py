@@ -155,7 +155,11 @@ def test_kill_mid_commit_keeps_old_state_and_cleans_temp(tmp_path: Path, where: 
     finally:
         child.close()
     assert store.path.read_bytes() == before  # the old version, whole
-    assert len(_temps(store)) == 1  # the interrupted write's leftover
+    # The interrupted write's leftovers: its temp file, and when it died rotating the backup (which
+    # happens after the new version is in its temp file) the backup's link too.
+    assert len(_temps(store)) == (1 if where == "before-state-rename" else 2)
+    # Killed before the backup's rename, the backup is still the version before the current one.
+    assert json.loads(store.backup_path.read_bytes())["counter"] == (2 if where == "before-state-rename" else 1)
     fresh = StateStore(home, "Som", "paper")
     assert _temps(store) == []
     with fresh.transaction() as st:  # and the lock died with the writer

@@ -350,3 +350,108 @@ def test_render_matches_json_key_conversion() -> None:
     assert json.loads(render(state)) == json.loads(json.dumps(state))
     with pytest.raises(ValueError):
         render({"positions": {"A": {"ltp": float("inf")}}})
+
+
+# --- issue 13 bug 1: a lock-free reader racing a user's first commits ------------------------
+class _SteppedPath(type(Path())):  # type: ignore[misc]
+    """The reader's backup path: every look at it is one step of the reader (see below)."""
+
+    on_look: object = None
+
+    def exists(self, *args: object, **kwargs: object) -> bool:
+        self.on_look()  # type: ignore[operator]
+        return super().exists(*args, **kwargs)
+
+
+def _reader_steps(home: Home, commit_before: dict[int, int]) -> tuple[dict, int]:
+    """``read()`` by a lock-free reader whose every look at the disk (a read of the file, a look
+    at the backup) is a step; before step ``k`` a writer in this process commits
+    ``commit_before[k]`` times. Returns what the reader got and how many steps it took."""
+    writer = StateStore(home, "Som", "paper")
+    steps = 0
+
+    def step() -> None:
+        nonlocal steps
+        for _ in range(commit_before.get(steps, 0)):
+            with writer.transaction() as st:
+                st["counter"] = st.get("counter", 0) + 1
+        steps += 1
+
+    class SteppedReader(StateStore):
+        def _read_raw(self) -> bytes | None:
+            step()
+            return super()._read_raw()
+
+    reader = SteppedReader(home, "Som", "paper")
+    backup = _SteppedPath(reader.backup_path)
+    backup.on_look = step
+    reader.backup_path = backup
+    return reader.read(), steps
+
+
+def test_state_read_race_reader_before_first_commit_is_never_told_missing(tmp_path: Path) -> None:
+    """Today's interleaving (issue 13): the reader finds no file; the first commit lands; the
+    reader sees no backup yet; the second commit makes the backup; a second look at the backup
+    said "missing but its backup exists" (StateError, exit 4) while a valid file existed."""
+    got, _ = _reader_steps(make_home(tmp_path), {1: 1, 2: 1})
+    assert got.get("counter", 0) in (0, 1, 2)
+
+
+@pytest.mark.parametrize("first", range(4))
+def test_state_read_race_every_interleaving_gives_a_committed_version(tmp_path: Path, first: int) -> None:
+    """The first two commits of a user at every pair of points of the reader's steps: the reader
+    gets the empty default or a version that was committed, never an error."""
+    for second in range(first, 5):
+        home = make_home(tmp_path / f"{first}-{second}")
+        commits = {first: 1}
+        commits[second] = commits.get(second, 0) + 1
+        got, steps = _reader_steps(home, commits)
+        assert got.get("counter", 0) <= 2 and got["user"] == "Som", (first, second, steps)
+
+
+# --- issue 15 item 3: a commit that fails keeps the previous good backup ---------------------
+FILL_DISK = r"""
+import resource, signal, sys
+from kitefleet.home import Home
+from kitefleet.state import StateStore
+
+store = StateStore(Home.resolve(), "Som", "paper")
+# A real failing write: files of this process may not grow past 64 KiB (EFBIG, as a full disk
+# gives ENOSPC, from the write of the new version). SIGXFSZ would kill instead of failing.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    with store.transaction() as st:
+        st["counter"] += 1
+        st["blob"] = "x" * 200_000
+except OSError as exc:
+    print("failed", exc.errno, flush=True)
+    sys.exit(0)
+print("written", flush=True)
+"""
+
+
+def test_failed_commit_keeps_previous_good_backup(home: Home) -> None:
+    """Issue 15 (a full disk): the backup was rotated before the new version was written, so a
+    failed write left ``.bak`` a hard link to the current file and the previous version gone."""
+    import errno
+
+    from tests.state import Child
+
+    store = StateStore(home, "Som", "paper")
+    for value in (1, 2, 3):
+        with store.transaction() as st:
+            st["counter"] = value
+    current, previous = _bytes(store.path), _bytes(store.backup_path)
+    assert json.loads(previous)["counter"] == 2
+
+    child = Child(home, FILL_DISK)
+    try:
+        assert child.expect("failed") == f"failed {errno.EFBIG}"
+        assert child.proc.wait(timeout=30) == 0, child.stderr()
+    finally:
+        child.close()
+    assert _bytes(store.path) == current  # the commit did not happen
+    assert _bytes(store.backup_path) == previous  # and the previous good version is still there
+    assert not os.path.samefile(store.path, store.backup_path)
+    assert sorted(p.name for p in store.path.parent.iterdir() if p.name.endswith(".tmp")) == []

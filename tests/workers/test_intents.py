@@ -403,3 +403,24 @@ def test_intent_times_are_in_ist(log_: IntentLog) -> None:
     created = log_.get(TAG)["created_at"]
     assert created.endswith("+05:30") and log_.get(TAG)["placed_on"] == DAY1.isoformat()
     assert IST.key == "Asia/Kolkata"
+
+
+def test_a_new_order_parses_the_state_file_three_times(log_: IntentLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13, fewer parses per write: the intent commit before the call and the id commit after
+    it are the floor (one parse each); the checks before the write share one lock-free read."""
+    import kitefleet.state as state_module
+
+    parses = 0
+    real_parse = state_module._parse
+
+    def counting(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+        nonlocal parses
+        parses += 1
+        return real_parse(raw)
+
+    broker = BookBroker()
+    send_order_once(broker, log_, TAG, order_params(), purpose="entry")  # the file exists from now on
+    monkeypatch.setattr(state_module, "_parse", counting)
+    other = make_tag("Som", "place_orders_daily", DAY1, "TCS", "entry")
+    assert send_order_once(broker, log_, other, order_params("TCS"), purpose="entry").sent_now
+    assert parses == 3 and broker.writes == 2

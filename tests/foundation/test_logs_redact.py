@@ -1,0 +1,174 @@
+"""Secrets never reach a log file (issue 13, bug 2: redaction had no test that could fail).
+
+In-process: the real ``setup_logging`` with three registered secrets (an API key, an API secret,
+an access token), each logged in the message, in ``%s``/``%r`` arguments and inside a traceback;
+the file is read back. In real worker processes (the real entry, this module registered as an
+extra job, started by the scheduler's own spawn so its stdout and stderr go to
+``logs/<User>/<job>.out.log``): a job that writes secrets to stderr, raises one in a thread of its
+own, or lets one escape the entry. Each test fails when ``RedactingFilter.filter`` returns True at
+once or the worker entry does not call ``redact_process_output``.
+
+This module is also the test job (``add_arguments`` and ``run`` below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+import threading
+import types
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from kitefleet import launcher
+from kitefleet.home import Home
+from tests.support.homes import make_home, write_env
+from workers.context import JobContext
+from workers.daemon import Scheduler
+from workers.logs import RedactingStream, register_secret, setup_logging
+
+API_KEY = "kq7v3redactkey9x2m"
+API_SECRET = "s3cr3t-redact-8fJ2kQpL0wZ"
+TOKEN = "tok-redact-Xb93LmQ2vR7nT5"
+SHOWN_KEY = API_KEY[:4] + "***"
+
+
+def _assert_clean(text: str, where: str) -> None:
+    for value in (API_KEY, API_SECRET, TOKEN):
+        assert value not in text, f"{value} leaked into {where}:\n{text}"
+
+
+# --- in-process: the logging handlers ----------------------------------------------------------
+@pytest.fixture
+def job_log(tmp_path: Path) -> Iterator[tuple[logging.Logger, Path]]:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    home = make_home(tmp_path / "home")
+    register_secret(API_SECRET)
+    register_secret(TOKEN)
+    register_secret(API_KEY, keep=4)
+    log = setup_logging(home, "Som", "redact_job", console=False)
+    try:
+        yield log, home.user_logs_dir("Som") / "redact_job.log"
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+
+
+def test_redact_message_args_and_traceback_in_the_log_file(job_log: tuple[logging.Logger, Path]) -> None:
+    log, path = job_log
+    log.info(f"in the message: key {API_KEY} secret {API_SECRET} token {TOKEN}")
+    log.warning("in %%s arguments: key %s secret %s token %s", API_KEY, API_SECRET, TOKEN)
+    log.warning("in a %%r argument: %r", {"api_key": API_KEY, "access_token": TOKEN})
+    logging.getLogger("urllib3.connectionpool").error("GET /session/token?api_secret=%s", API_SECRET)
+    try:
+        raise RuntimeError(f"login failed for {API_KEY} with {API_SECRET} and {TOKEN}")
+    except RuntimeError:
+        log.exception("in a traceback")
+    log.info("and a stack", stack_info=True, extra={"note": TOKEN})
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    text = path.read_text(encoding="utf-8")
+    _assert_clean(text, str(path))
+    # The lines are there, with the secrets replaced (and the key's first characters kept).
+    assert text.count(SHOWN_KEY) >= 4 and "in a traceback" in text and "RuntimeError: login failed" in text
+    assert "secret ***" in text and "token ***" in text
+
+
+def test_redact_stream_sees_a_secret_written_in_pieces(tmp_path: Path) -> None:
+    register_secret(TOKEN)
+    with open(tmp_path / "out", "w", encoding="utf-8") as raw:
+        stream = RedactingStream(raw)
+        print("token:", TOKEN[:6], end="", file=stream)  # a secret split over several writes
+        print(TOKEN[6:], file=stream)
+        stream.write("no newline yet " + TOKEN)
+        stream.flush()
+    text = (tmp_path / "out").read_text(encoding="utf-8")
+    assert TOKEN not in text and text == "token: ***\nno newline yet ***"
+
+
+# --- real worker processes, started the way the scheduler starts a job -------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--leak", choices=("stderr", "thread", "escape"), required=True)
+
+
+class _Escapes(BaseException):
+    """Not an Exception: the entry's handlers let it through to sys.excepthook."""
+
+
+def run(ctx: JobContext) -> int:
+    register_secret(TOKEN)  # as workers.kite_client does for a session's token
+    secret = next(iter(ctx.settings.secrets()))
+    leak = f"key {ctx.settings.api_key} secret {secret} token {TOKEN}"
+    if ctx.args.leak == "stderr":
+        print("written by the job to stderr:", leak, file=sys.stderr)
+        sys.stderr.write(f"in pieces: {TOKEN[:5]}")
+        sys.stderr.write(f"{TOKEN[5:]}\n")
+        return 0
+    if ctx.args.leak == "thread":
+        def work() -> None:
+            raise RuntimeError(f"thread failed: {leak}")
+
+        worker = threading.Thread(target=work, name="leaky-thread")
+        worker.start()
+        worker.join()
+        return 0
+    raise _Escapes(f"escaped: {leak}")
+
+
+def _spawn_as_scheduler(home: Home, job: str, leak: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """The scheduler's own spawn (``Scheduler._spawn``: stdout and stderr appended to the job's
+    .out.log); only the argv names this module as the job. Returns (.out.log, job .log)."""
+    runner = f"import sys, workers.__main__ as m; m.JOBS[{job!r}] = {__name__!r}; sys.exit(m.main(sys.argv[1:]))"
+
+    def argv(user: str, job_name: str, args: Sequence[str] = ()) -> list[str]:
+        return [sys.executable, "-c", runner, job_name, "--user", user, "--leak", leak]
+
+    monkeypatch.setattr(launcher, "worker_argv", argv)
+    proc: subprocess.Popen[bytes] = Scheduler._spawn(  # type: ignore[arg-type]
+        types.SimpleNamespace(home=home, user="Som"), job)
+    assert proc.wait(timeout=60) is not None
+    logs = home.user_logs_dir("Som")
+    job_log = logs / f"{job}.log"
+    return ((logs / f"{job}.out.log").read_text(encoding="utf-8"),
+            job_log.read_text(encoding="utf-8") if job_log.exists() else "")
+
+
+@pytest.fixture
+def leaky_home(tmp_path: Path) -> Home:
+    home = make_home(tmp_path / "home")
+    write_env(home, "Som", api_key=API_KEY, api_secret=API_SECRET)
+    return home
+
+
+def test_redact_job_stderr_in_the_out_log(leaky_home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, _ = _spawn_as_scheduler(leaky_home, "redact_stderr", "stderr", monkeypatch)
+    _assert_clean(out, "redact_stderr.out.log")
+    assert f"written by the job to stderr: key {SHOWN_KEY} secret *** token ***" in out
+    assert "in pieces: ***" in out
+
+
+def test_redact_uncaught_exception_in_a_job_thread(leaky_home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, log = _spawn_as_scheduler(leaky_home, "redact_thread", "thread", monkeypatch)
+    _assert_clean(out, "redact_thread.out.log")
+    _assert_clean(log, "redact_thread.log")
+    # Through the job's logger (threading.excepthook bypassed it), with the traceback.
+    assert "uncaught exception in thread leaky-thread" in log
+    assert f"RuntimeError: thread failed: key {SHOWN_KEY} secret *** token ***" in log
+    assert "uncaught exception in thread leaky-thread" in out  # and one line where the output goes
+
+
+def test_redact_exception_escaping_the_worker_entry(leaky_home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, log = _spawn_as_scheduler(leaky_home, "redact_escape", "escape", monkeypatch)
+    _assert_clean(out, "redact_escape.out.log")
+    _assert_clean(log, "redact_escape.log")
+    assert "uncaught exception in the main thread" in log and f"escaped: key {SHOWN_KEY}" in log
+
