@@ -35,7 +35,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,8 @@ TAKES_JOB_LOCK = False  # it takes the instance lock itself
 # Under supervisord stderr already lands in logs/<User>/scheduler.out.log: no second copy.
 LOG_TO_CONSOLE = "SUPERVISOR_ENABLED" not in os.environ
 DEFAULT_STOP_GRACE = 20.0
+#: A step back of the clock larger than this is logged (small ones are NTP slews, not news).
+CLOCK_STEP_NOTICED = timedelta(seconds=5)
 
 Launch = Callable[[str], "subprocess.Popen[bytes]"]
 
@@ -103,6 +105,7 @@ class Scheduler:
         self.state = "starting"
         self.last_decision: Decision | None = None
         self._last_beat = 0.0
+        self._last_now: datetime | None = None
         self._calendar_key: tuple[int, int] | None = self._file_key(home.calendar_file)
 
     # --- collaborators ---------------------------------------------------------------------------
@@ -170,6 +173,12 @@ class Scheduler:
         self.write_heartbeat(now, force=True)
 
     def loop_once(self, now: datetime) -> datetime:
+        if self._last_now is not None and now < self._last_now - CLOCK_STEP_NOTICED:
+            # A clock file moved back, or the wall clock stepped: decide afresh from the new time
+            # (workers.schedule never reads this as the end of a session).
+            self.log.warning("the clock went back from %s to %s: deciding afresh",
+                             self._last_now.strftime("%Y-%m-%d %H:%M:%S"), now.strftime("%Y-%m-%d %H:%M:%S"))
+        self._last_now = now
         dirty = self._reap(now)
         self._refresh_calendar()
         running = {job: t.run for job, t in self.tracked.items()}

@@ -186,3 +186,29 @@ def test_a_second_scheduler_in_the_same_process_is_refused(tmp_path: Path) -> No
 
         with pytest.raises(AlreadyRunning):
             instance_lock(home, "Som").acquire()
+
+
+def test_a_clock_that_goes_back_does_not_stop_the_watchdog_for_the_day(tmp_path: Path) -> None:
+    """Issue 15 item 2, with real processes: the clock file goes 09:30 -> 09:05 -> 09:15 while the
+    watchdog (a process holding its lock) runs; the scheduler neither stops it nor closes its slot."""
+    day = datetime(2026, 11, 25, tzinfo=IST).date()
+    home, clock_value = fleet_home(tmp_path / "home", {"Som": {"SCHEDULE_HOURLY_CANDLE_WATCHDOG": "session"}},
+                                   clock_at=datetime.combine(day, dtime(9, 30), IST))
+    assert clock_value is not None
+    clock_file = Path(clock_value.removeprefix("file:"))
+    holder = hold_job_lock(home, "Som", "hourly_candle_watchdog")
+    daemon = start_daemon(home, "Som", clock_value, "--stop-grace", "1")
+    try:
+        poll(lambda: (b := read_heartbeat(home, "Som")) and b["current_jobs"], 30, "the adoption")
+        for hhmm in ("09:05", "09:15"):
+            clock.write_clock_file(clock_file, datetime.combine(day, dtime.fromisoformat(hhmm), IST))
+            beat = poll(lambda h=hhmm: (b := read_heartbeat(home, "Som")) and b["time"][11:16] == h and b, 30,
+                        f"the scheduler at {hhmm}")
+            assert beat["current_jobs"]["hourly_candle_watchdog"]["pid"] == holder.pid, hhmm
+            assert pid_alive(holder.pid), hhmm
+        record = read_records(home, "Som")["hourly_candle_watchdog"]
+        assert record["last_end"] is None and record["last_result"].startswith("running")
+        assert "the clock went back" in (home.root / "daemon-Som.out").read_text()
+    finally:
+        kill_group(holder)
+        kill_group(daemon)
