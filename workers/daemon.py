@@ -49,6 +49,7 @@ from kitefleet.locks import instance_lock, job_lock, lock_holder
 from workers import heartbeat as hb
 from workers.context import STOP, JobContext
 from workers.schedule import (
+    ENTRY_JOBS,
     Decision,
     JobRecord,
     Plan,
@@ -69,6 +70,8 @@ LOG_TO_CONSOLE = "SUPERVISOR_ENABLED" not in os.environ
 DEFAULT_STOP_GRACE = 20.0
 #: A step back of the clock larger than this is logged (small ones are NTP slews, not news).
 CLOCK_STEP_NOTICED = timedelta(seconds=5)
+#: A file that cannot be written (a full disk) is reported at most this often (wall seconds).
+WRITE_ERROR_EVERY = 60.0
 
 Launch = Callable[[str], "subprocess.Popen[bytes]"]
 
@@ -106,6 +109,9 @@ class Scheduler:
         self.last_decision: Decision | None = None
         self._last_beat = 0.0
         self._last_now: datetime | None = None
+        #: what could not be written -> monotonic time it was last reported (a full disk)
+        self._write_errors: dict[str, float] = {}
+        self._records_unsaved = False
         self._calendar_key: tuple[int, int] | None = self._file_key(home.calendar_file)
 
     # --- collaborators ---------------------------------------------------------------------------
@@ -193,7 +199,7 @@ class Scheduler:
         for start in decision.start:
             self._start(start, now)
             dirty = True
-        if dirty:
+        if dirty or self._records_unsaved:
             self.write_records()
         waiting = any(r.retry is not None and r.retry.reason == "token" for r in self.records.values()
                       if r.day == now.date())
@@ -240,8 +246,15 @@ class Scheduler:
                                               pid=holder)
             return
         # Slots are consumed before the spawn: dying in between must not run the job twice.
-        self.records[start.job] = record_start(self._record(start.job), start, now)
-        self.write_records()
+        before = self._record(start.job)
+        self.records[start.job] = record_start(before, start, now)
+        if not self.write_records() and start.job in ENTRY_JOBS:
+            # Entries are never sent twice: without the record on disk a restarted scheduler could
+            # send them again. Undone here, so the next look tries again. Other jobs start anyway
+            # (a stop or the watchdog matters more on a full disk, and their reruns reconcile).
+            self.records[start.job] = before
+            self.log.warning("%s not started: its run record could not be saved; trying again", start.job)
+            return
         try:
             proc = self.launch(start.job)
         except OSError as exc:
@@ -322,8 +335,33 @@ class Scheduler:
         self._calendar_key = key
 
     # --- files -----------------------------------------------------------------------------------
-    def write_records(self) -> None:
-        hb.write_records(self.home, self.user, {job: rec.to_json() for job, rec in sorted(self.records.items())})
+    def _write_failed(self, what: str, path: Path, exc: OSError) -> None:
+        """A write failed (ENOSPC, EROFS, EIO): logged at most once a minute, never fatal; the
+        caller tries again on its next turn. A scheduler that died of a full disk would leave
+        nothing watching the positions."""
+        wall = time.monotonic()
+        last = self._write_errors.get(what)
+        if last is None or wall - last >= WRITE_ERROR_EVERY:
+            self._write_errors[what] = wall
+            self.log.error("could not write the %s %s (%s); still running, trying again", what, path,
+                           exc.strerror or exc)
+
+    def _write_ok(self, what: str) -> None:
+        if self._write_errors.pop(what, None) is not None:
+            self.log.info("the %s is written again", what)
+
+    def write_records(self) -> bool:
+        """Save the run records; False (logged, retried on the next loop) when they cannot be."""
+        try:
+            hb.write_records(self.home, self.user,
+                             {job: rec.to_json() for job, rec in sorted(self.records.items())})
+        except OSError as exc:
+            self._records_unsaved = True
+            self._write_failed("run records", hb.records_path(self.home, self.user), exc)
+            return False
+        self._records_unsaved = False
+        self._write_ok("run records")
+        return True
 
     def heartbeat_payload(self, now: datetime) -> dict[str, Any]:
         decision = self.last_decision
@@ -350,7 +388,12 @@ class Scheduler:
         wall = time.monotonic()
         if not force and wall - self._last_beat < hb.HEARTBEAT_EVERY:
             return
-        hb.write_heartbeat(self.home, self.user, self.heartbeat_payload(now))
+        try:
+            hb.write_heartbeat(self.home, self.user, self.heartbeat_payload(now))
+        except OSError as exc:
+            self._write_failed("heartbeat", hb.heartbeat_path(self.home, self.user), exc)
+            return  # _last_beat unchanged: tried again on the next loop
+        self._write_ok("heartbeat")
         self._last_beat = wall
 
 

@@ -212,3 +212,35 @@ def test_a_clock_that_goes_back_does_not_stop_the_watchdog_for_the_day(tmp_path:
     finally:
         kill_group(holder)
         kill_group(daemon)
+
+
+def test_a_full_disk_does_not_kill_the_scheduler(tmp_path: Path) -> None:
+    """Issue 15 item 3: on a full home the scheduler died writing its heartbeat. A real ENOSPC (the
+    home on a small tmpfs, filled): it keeps running, says so once, no traceback, and writes its
+    heartbeat again as soon as there is room."""
+    from tests.supervision.helpers import fill_disk, small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk") as disk:
+        home, clock_value = fleet_home(disk / "home", {"Som": {}})
+        out = tmp_path / "daemon.out"  # the console output, off the full disk
+        # Its log file fails on every line from the start, with the real ENOSPC of /dev/full.
+        home.user_logs_dir("Som").mkdir(parents=True, exist_ok=True)
+        (home.user_logs_dir("Som") / "daemon.log").symlink_to("/dev/full")
+        daemon = start_daemon(home, "Som", clock_value, "--stop-grace", "1", log=out)
+        try:
+            poll(lambda: (b := read_heartbeat(home, "Som")) and b["state"] == "idle", 30, "a heartbeat")
+            filler = fill_disk(disk)
+            poll(lambda: "could not write the heartbeat" in out.read_text(), 30, "the heartbeat error")
+            full_since = time.time()
+            assert daemon.poll() is None
+            filler.unlink()
+            poll(lambda: read_heartbeat(home, "Som")["wall"] > full_since, 30, "a heartbeat after the space came back")
+            poll(lambda: "the heartbeat is written again" in out.read_text(), 10, "the recovery line")
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(10) == 0
+            text = out.read_text()
+            assert text.count("could not write the heartbeat") == 1, text
+            assert text.count("daemon.log failed (No space left on device)") == 1, text
+            assert "Traceback" not in text and "Logging error" not in text, text
+        finally:
+            kill_group(daemon)
