@@ -129,3 +129,20 @@ def test_status_is_unhealthy_when_the_home_has_less_free_space_than_the_threshol
             daemon.wait(10)
         except subprocess.TimeoutExpired:
             kill_group(daemon)
+
+
+def test_doctor_fails_a_home_with_less_free_space_than_the_threshold(tmp_path: Path) -> None:
+    """Issue 15 item 3: doctor's disk check takes the same configurable minimum as status."""
+    home, clock = fleet_home(tmp_path / "home", {})
+    assert clock is not None
+
+    def disk_row(*args: str) -> dict[str, Any]:
+        out = orchestrator(home, "doctor", "--json", *args, clock=clock)
+        return next(r for r in json.loads(out.stdout)["rows"] if r["check"] == "disk")
+
+    assert disk_row("--min-free-mb", "0")["status"] in ("ok", "warn")
+    above = shutil.disk_usage(home.root).free / 1e6 * 2 + 1
+    failed = disk_row("--min-free-mb", f"{above:.0f}")
+    assert failed["status"] == "fail" and f"less than --min-free-mb {above:.0f}" in failed["detail"]
+    bad = orchestrator(home, "doctor", "--min-free-mb", "-1", clock=clock)
+    assert bad.returncode == 2 and "'-1' is not a number of megabytes" in bad.stderr
