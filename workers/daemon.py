@@ -35,7 +35,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from kitefleet.locks import instance_lock, job_lock, lock_holder
 from workers import heartbeat as hb
 from workers.context import STOP, JobContext
 from workers.schedule import (
+    ENTRY_JOBS,
     Decision,
     JobRecord,
     Plan,
@@ -67,6 +68,10 @@ TAKES_JOB_LOCK = False  # it takes the instance lock itself
 # Under supervisord stderr already lands in logs/<User>/scheduler.out.log: no second copy.
 LOG_TO_CONSOLE = "SUPERVISOR_ENABLED" not in os.environ
 DEFAULT_STOP_GRACE = 20.0
+#: A step back of the clock larger than this is logged (small ones are NTP slews, not news).
+CLOCK_STEP_NOTICED = timedelta(seconds=5)
+#: A file that cannot be written (a full disk) is reported at most this often (wall seconds).
+WRITE_ERROR_EVERY = 60.0
 
 Launch = Callable[[str], "subprocess.Popen[bytes]"]
 
@@ -103,6 +108,10 @@ class Scheduler:
         self.state = "starting"
         self.last_decision: Decision | None = None
         self._last_beat = 0.0
+        self._last_now: datetime | None = None
+        #: what could not be written -> monotonic time it was last reported (a full disk)
+        self._write_errors: dict[str, float] = {}
+        self._records_unsaved = False
         self._calendar_key: tuple[int, int] | None = self._file_key(home.calendar_file)
 
     # --- collaborators ---------------------------------------------------------------------------
@@ -170,6 +179,12 @@ class Scheduler:
         self.write_heartbeat(now, force=True)
 
     def loop_once(self, now: datetime) -> datetime:
+        if self._last_now is not None and now < self._last_now - CLOCK_STEP_NOTICED:
+            # A clock file moved back, or the wall clock stepped: decide afresh from the new time
+            # (workers.schedule never reads this as the end of a session).
+            self.log.warning("the clock went back from %s to %s: deciding afresh",
+                             self._last_now.strftime("%Y-%m-%d %H:%M:%S"), now.strftime("%Y-%m-%d %H:%M:%S"))
+        self._last_now = now
         dirty = self._reap(now)
         self._refresh_calendar()
         running = {job: t.run for job, t in self.tracked.items()}
@@ -184,7 +199,7 @@ class Scheduler:
         for start in decision.start:
             self._start(start, now)
             dirty = True
-        if dirty:
+        if dirty or self._records_unsaved:
             self.write_records()
         waiting = any(r.retry is not None and r.retry.reason == "token" for r in self.records.values()
                       if r.day == now.date())
@@ -231,8 +246,15 @@ class Scheduler:
                                               pid=holder)
             return
         # Slots are consumed before the spawn: dying in between must not run the job twice.
-        self.records[start.job] = record_start(self._record(start.job), start, now)
-        self.write_records()
+        before = self._record(start.job)
+        self.records[start.job] = record_start(before, start, now)
+        if not self.write_records() and start.job in ENTRY_JOBS:
+            # Entries are never sent twice: without the record on disk a restarted scheduler could
+            # send them again. Undone here, so the next look tries again. Other jobs start anyway
+            # (a stop or the watchdog matters more on a full disk, and their reruns reconcile).
+            self.records[start.job] = before
+            self.log.warning("%s not started: its run record could not be saved; trying again", start.job)
+            return
         try:
             proc = self.launch(start.job)
         except OSError as exc:
@@ -313,8 +335,33 @@ class Scheduler:
         self._calendar_key = key
 
     # --- files -----------------------------------------------------------------------------------
-    def write_records(self) -> None:
-        hb.write_records(self.home, self.user, {job: rec.to_json() for job, rec in sorted(self.records.items())})
+    def _write_failed(self, what: str, path: Path, exc: OSError) -> None:
+        """A write failed (ENOSPC, EROFS, EIO): logged at most once a minute, never fatal; the
+        caller tries again on its next turn. A scheduler that died of a full disk would leave
+        nothing watching the positions."""
+        wall = time.monotonic()
+        last = self._write_errors.get(what)
+        if last is None or wall - last >= WRITE_ERROR_EVERY:
+            self._write_errors[what] = wall
+            self.log.error("could not write the %s %s (%s); still running, trying again", what, path,
+                           exc.strerror or exc)
+
+    def _write_ok(self, what: str) -> None:
+        if self._write_errors.pop(what, None) is not None:
+            self.log.info("the %s is written again", what)
+
+    def write_records(self) -> bool:
+        """Save the run records; False (logged, retried on the next loop) when they cannot be."""
+        try:
+            hb.write_records(self.home, self.user,
+                             {job: rec.to_json() for job, rec in sorted(self.records.items())})
+        except OSError as exc:
+            self._records_unsaved = True
+            self._write_failed("run records", hb.records_path(self.home, self.user), exc)
+            return False
+        self._records_unsaved = False
+        self._write_ok("run records")
+        return True
 
     def heartbeat_payload(self, now: datetime) -> dict[str, Any]:
         decision = self.last_decision
@@ -341,7 +388,12 @@ class Scheduler:
         wall = time.monotonic()
         if not force and wall - self._last_beat < hb.HEARTBEAT_EVERY:
             return
-        hb.write_heartbeat(self.home, self.user, self.heartbeat_payload(now))
+        try:
+            hb.write_heartbeat(self.home, self.user, self.heartbeat_payload(now))
+        except OSError as exc:
+            self._write_failed("heartbeat", hb.heartbeat_path(self.home, self.user), exc)
+            return  # _last_beat unchanged: tried again on the next loop
+        self._write_ok("heartbeat")
         self._last_beat = wall
 
 

@@ -93,3 +93,18 @@ def read_records(home: Home, user: str) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("user") != user or not isinstance(data.get("jobs"), dict):
         raise ConfigError(f"{path}: not {user}'s scheduler records; fix or delete it")
     return data["jobs"]
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` from /proc (``R``, ``S``, ``T`` stopped, ``Z`` zombie, ...),
+    or None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] or None
+    except (OSError, IndexError):
+        return None
+
+
+def is_stopped(pid: int) -> bool:
+    """Stopped by a signal (SIGSTOP, SIGTSTP) or a tracer: alive, holding its locks, doing nothing.
+    A job's heartbeat is its process state: a stopped job never notices that it is stopped."""
+    return process_state(pid) in ("T", "t")

@@ -14,10 +14,12 @@ bytes a C library or a child process writes to file descriptor 2 itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import sys
 import threading
+import time
 import traceback
 from types import TracebackType
 from typing import Any, TextIO
@@ -69,6 +71,37 @@ class ClockFormatter(logging.Formatter):
 
 FORMAT = "%(asctime)s %(levelname)-7s user=%(user)s job=%(job)s %(name)s: %(message)s"
 
+#: A handler that cannot write (a full disk, a closed pipe) says so at most this often.
+HANDLER_ERROR_EVERY = 60.0
+
+
+class _QuietErrors:
+    """``handleError`` without the traceback: logging's default prints "--- Logging error ---"
+    and a traceback to stderr for every line that fails, which on a full disk fills the job's
+    output (itself on that disk) with noise. One line, then silence for HANDLER_ERROR_EVERY s."""
+
+    _error_reported_at: float | None = None
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        now = time.monotonic()
+        if self._error_reported_at is not None and now - self._error_reported_at < HANDLER_ERROR_EVERY:
+            return
+        self._error_reported_at = now
+        exc = sys.exc_info()[1]
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        where = getattr(self, "baseFilename", None) or "the console"
+        with contextlib.suppress(Exception):  # stderr may be the thing that is broken
+            sys.__stderr__.write(f"logging to {where} failed ({reason}); log lines are lost until it works\n")
+            sys.__stderr__.flush()
+
+
+class QuietRotatingFileHandler(_QuietErrors, logging.handlers.RotatingFileHandler):
+    pass
+
+
+class QuietStreamHandler(_QuietErrors, logging.StreamHandler):  # type: ignore[type-arg]
+    pass
+
 
 class _ContextFilter(logging.Filter):
     def __init__(self, user: str, job: str) -> None:
@@ -91,12 +124,12 @@ def setup_logging(home: Home, user: str, job: str, *, level: str = "INFO", conso
     filters: list[logging.Filter] = [_ContextFilter(user, job), RedactingFilter()]
     log_dir = ensure_dir(home.user_logs_dir(user))
     handlers: list[logging.Handler] = [
-        logging.handlers.RotatingFileHandler(
+        QuietRotatingFileHandler(
             log_dir / f"{job}.log", maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
     ]
     if console:
-        handlers.append(logging.StreamHandler(sys.stderr))
+        handlers.append(QuietStreamHandler(sys.stderr))
     for handler in handlers:
         handler.setFormatter(formatter)
         for f in filters:

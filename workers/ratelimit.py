@@ -21,11 +21,19 @@ slot waits until ``answer time + window``; a slot still in flight blocks its pla
 (until IN_FLIGHT_EXPIRY_S, for a process killed mid-request). The window is the broker's plus
 WINDOW_MARGIN_S for clock granularity. The day count uses the shared trading clock's date, as
 Kite's (and the paper broker's) "orders of the day" does.
+
+A slot file that cannot be written (a full disk, a read-only home) or a lock file that cannot be
+opened does not stop the requests: the limiter keeps its slots in memory (merged into what the
+file says while the file lags behind), logs the failure at most once per WRITE_ERROR_EVERY
+seconds, and writes the file again on the next request. Only this process's own requests are then
+counted for sure; the other processes of the user do the same with theirs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import threading
 import time
@@ -60,6 +68,9 @@ ORDERS_PER_DAY = 5000
 IN_FLIGHT_EXPIRY_S = 15.0
 _POLL_S = 0.002
 _LOCK_TIMEOUT_S = 30.0
+#: A slot file that cannot be written is reported at most this often (wall seconds).
+WRITE_ERROR_EVERY = 60.0
+_log = logging.getLogger("kitefleet.ratelimit")
 
 #: kiteconnect route name -> class, for the routes that are not "other".
 _ROUTE_CLASS: dict[str, str] = {
@@ -100,6 +111,11 @@ class RateLimiter:
         #: wall seconds this process spent waiting for a slot, per class (for logs and tests)
         self.waited: dict[str, float] = dict.fromkeys(CLASSES, 0.0)
         self.requests: dict[str, int] = dict.fromkeys(CLASSES, 0)
+        #: per class, what this process counted while its file could not be written
+        self._unsaved: dict[str, dict] = {}
+        #: failed writes so far (for logs and tests) and when one was last reported
+        self.write_errors = 0
+        self._error_reported_at: float | None = None
 
     # --- files -------------------------------------------------------------------------------
     def _file_lock(self, cls: str) -> FileLock:
@@ -110,34 +126,73 @@ class RateLimiter:
             self._file_locks[cls] = lock
         return lock
 
+    def _write_failed(self, what: Path, exc: OSError) -> None:
+        self.write_errors += 1
+        now = time.monotonic()
+        if self._error_reported_at is None or now - self._error_reported_at >= WRITE_ERROR_EVERY:
+            self._error_reported_at = now
+            _log.error("rate limiter: could not write %s (%s); counting in memory, trying again",
+                       what, exc.strerror or exc)
+
+    def _read(self, path: Path, cls: str) -> dict:
+        try:
+            data = json.loads(path.read_bytes())
+            if not isinstance(data, dict) or not isinstance(data.get("slots"), list):
+                raise ValueError
+        except (OSError, ValueError):
+            data = {"slots": []}
+        mine = self._unsaved.get(cls)
+        if mine is not None:
+            # The file missed our last writes: our own slots (and day count) win over its copy.
+            ours = {s[0] for s in mine["slots"]}
+            data["slots"] = [s for s in data["slots"] if s[0] not in ours] + mine["slots"]
+            if mine.get("day") is not None:
+                if data.get("day") != mine["day"]:
+                    data["day"], data["day_count"] = mine["day"], 0
+                data["day_count"] = max(int(data.get("day_count", 0)), int(mine.get("day_count", 0)))
+        return data
+
+    def _save(self, path: Path, cls: str, text: str) -> None:
+        # No fsync: the slots only matter for the next seconds; os.replace keeps a killed writer
+        # from leaving a torn file.
+        tmp = self.folder / f".{cls}.json.tmp"
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # a partial temp file only takes more of a full disk
+            self._unsaved[cls] = json.loads(text)
+            self._write_failed(path, exc)
+            return
+        self._unsaved.pop(cls, None)
+
     @contextmanager
     def _locked(self, cls: str) -> Iterator[dict]:
         with self._thread_locks[cls]:
+            locked = False
             try:
                 self._file_lock(cls).acquire()
+                locked = True
             except Timeout:
                 raise BrokerTemporaryError(
                     f"rate limiter lock {self.folder / (cls + '.lock')} not acquired in {_LOCK_TIMEOUT_S:g} s"
                 ) from None
+            except OSError as exc:  # no lock file and no room to create one: this process alone
+                self._write_failed(self.folder / f"{cls}.lock", exc)
             try:
                 path = self.folder / f"{cls}.json"
-                try:
-                    data = json.loads(path.read_bytes())
-                    if not isinstance(data, dict) or not isinstance(data.get("slots"), list):
-                        raise ValueError
-                except (FileNotFoundError, ValueError):
-                    data = {"slots": []}
+                data = self._read(path, cls)
                 before = json.dumps(data, separators=(",", ":"))
                 yield data
                 after = json.dumps(data, separators=(",", ":"))
-                if after != before:
-                    # No fsync: the slots only matter for the next seconds; os.replace keeps a
-                    # killed writer from leaving a torn file.
-                    tmp = self.folder / f".{cls}.json.tmp"
-                    tmp.write_text(after, encoding="utf-8")
-                    os.replace(tmp, path)
+                if not locked:
+                    self._unsaved[cls] = json.loads(after)  # never written without the lock
+                elif after != before or cls in self._unsaved:
+                    self._save(path, cls, after)
             finally:
-                self._file_lock(cls).release()
+                if locked:
+                    self._file_lock(cls).release()
 
     # --- policy ------------------------------------------------------------------------------
     def _windows(self, cls: str, places_order: bool) -> list[Window]:

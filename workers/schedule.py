@@ -32,6 +32,11 @@ Restart and failure behaviour (a "slot" is one scheduled time of one day; ``sess
 | the scheduler stops (SIGTERM) while a job runs  | the job is stopped; the next scheduler re-runs it that day |
 |                                                 | (not an entry job: entries are never re-sent)            |
 | a new day                                       | day-scoped records reset; the last results are kept      |
+| the clock goes back (clock file, wall-clock step) | a fresh decision from the new time, never an end of     |
+|                                                 | session: a running session job is not stopped, a session |
+|                                                 | job is (re)started once the session is open, one-shot    |
+|                                                 | slots already run stay done (never twice); a clock put   |
+|                                                 | back to an earlier day starts nothing                    |
 """
 
 from __future__ import annotations
@@ -124,7 +129,9 @@ class JobRecord:
     pid: int | None = None
 
     def for_day(self, day: date) -> JobRecord:
-        if self.day == day:
+        # Only forward: a clock put back to an earlier day must not wipe the later day's done
+        # slots, or that day's runs (entries included) would happen twice when the clock returns.
+        if self.day is not None and day <= self.day:
             return self
         return replace(self, day=day, done_slots=(), runs_today=0, retry=None)
 
@@ -232,6 +239,11 @@ def _retry_ready(retry: Retry, now: datetime, session_mtime: float | None, paper
     return retry.not_before is None or now >= retry.not_before
 
 
+def _clock_went_back(rec: JobRecord, now: datetime) -> bool:
+    """Does this day's record tell of a run that started or ended after ``now``?"""
+    return any(t is not None and t > now for t in (rec.last_start, rec.last_end))
+
+
 def decide(calendar: NseCalendar, plan: Plan, now: datetime, records: Mapping[str, JobRecord],
            running: Mapping[str, Running], session_mtime: float | None = None) -> Decision:
     now = now.astimezone(IST)
@@ -250,31 +262,42 @@ def decide(calendar: NseCalendar, plan: Plan, now: datetime, records: Mapping[st
     for job, schedule in plan.schedules.items():
         rec = records.get(job, JobRecord()).for_day(day)
         if job in running:
-            if schedule == SESSION and not in_session:
+            run = running[job]
+            if schedule == SESSION and not in_session and now >= run.since:
                 stops.append(job)
-            elif schedule == SESSION and closing is not None:
+            elif schedule == SESSION and closing is not None and now < closing:
                 wakeups.append(closing)
+            # now < run.since: the clock went back; the run goes on and the next look decides again
             continue
         if not trading or schedule is None:
             continue
+        if rec.day is not None and rec.day > day:
+            continue  # the clock was put back to an earlier day: that day is over for this job
         assert opening is not None and closing is not None
         if rec.retry is not None and rec.retry.reason == "token":
             waiting.append(job)
 
         if schedule == SESSION:
-            if SESSION not in rec.done_slots:
+            went_back = _clock_went_back(rec, now)
+            if SESSION not in rec.done_slots or (went_back and rec.retry is None):
                 if in_session:
                     late = now >= opening + ON_TIME_GRACE
-                    starts.append(Start(job, (SESSION,), "catch-up: session open" if late else "session open"))
+                    reason = ("the clock went back: session open" if SESSION in rec.done_slots
+                              else "catch-up: session open" if late else "session open")
+                    starts.append(Start(job, (SESSION,), reason))
                 elif now >= closing:
-                    skips.append(Skip(job, (SESSION,), "missed: the session is over"))
+                    if SESSION not in rec.done_slots:
+                        skips.append(Skip(job, (SESSION,), "missed: the session is over"))
                 else:
                     wakeups.append(opening)
                 continue
             if rec.retry is not None:
-                if not in_session:
+                if now >= closing:
                     skips.append(Skip(job, (), f"retry ({rec.retry.reason}) given up: the session is over"))
-                elif _retry_ready(rec.retry, now, session_mtime, plan.paper):
+                elif not in_session:
+                    wakeups.append(opening)  # before the open (the clock went back): wait for it
+                elif ((went_back and rec.retry.reason != "token")  # its back-off was set in our future
+                      or _retry_ready(rec.retry, now, session_mtime, plan.paper)):
                     starts.append(Start(job, rec.retry.slots, f"retry after {rec.retry.reason} failure"))
                 elif rec.retry.not_before is not None:
                     wakeups.append(rec.retry.not_before)

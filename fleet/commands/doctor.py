@@ -5,7 +5,8 @@ One table over all users. The per-user checks run in a process of that user (the
 file, unresolved intents, GTT coverage of CNC holdings, drift between state and holdings,
 instance lock and heartbeat. When that process cannot start (bad env file, wrong permissions, a
 simulated clock with a live user), the row says why and the remaining checks show ``n/a``.
-Whole-fleet checks run here: the generated supervisord config in sync with env/, free disk space.
+Whole-fleet checks run here: the generated supervisord config in sync with env/, free disk space
+(fails below ``--min-free-mb``, default 200, as in ``status``).
 This command reads no env file itself and holds no secret.
 
 Every failing row carries a fix. Exit 0 when nothing failed (warnings allowed), 1 otherwise.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -29,17 +31,32 @@ from kitefleet.launcher import spawn_worker
 from kitefleet.users import list_users, validate_user_name
 
 USER_CHECKS = ("env", "clock", "session", "broker", "state", "intents", "gtt", "drift", "instance")
-MIN_FREE_BYTES = 1 << 30
-MIN_FREE_FRACTION = 0.05
+#: Less free space than this fails (``--min-free-mb``; the same default as ``status``).
+MIN_FREE_MB = 200.0
+#: Below this much (or this fraction of the disk) but above the minimum: a warning.
+LOW_FREE_BYTES = 1 << 30
+LOW_FREE_FRACTION = 0.05
 TIMEOUT_S = 90.0
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("doctor", help="check every user's setup, session, broker, state and stops",
-                       usage="orchestrator.py doctor [--users A,B] [--json]")
+                       usage="orchestrator.py doctor [--users A,B] [--json] [--min-free-mb MB]")
     p.add_argument("--users", help="comma-separated subset of users (default: every env file)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--min-free-mb", type=_megabytes, default=MIN_FREE_MB, metavar="MB",
+                   help=f"less free space than this in the home fails the disk check (default {MIN_FREE_MB:g})")
     p.set_defaults(func=run)
+
+
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes (0 or more)")
+    return value
 
 
 def row(user: str, check: str, status: str, detail: str, fix: str = "") -> dict[str, str]:
@@ -89,13 +106,15 @@ def user_checks(home: Home, user: str, timeout: float = TIMEOUT_S) -> list[dict[
     return rows
 
 
-def check_disk(home: Home) -> dict[str, str]:
+def check_disk(home: Home, min_free_mb: float = MIN_FREE_MB) -> dict[str, str]:
     usage = shutil.disk_usage(home.root if home.root.exists() else home.root.parent)
     free_gib = usage.free / (1 << 30)
     detail = f"{free_gib:.1f} GiB free ({usage.free / usage.total:.0%}) at {home.root}"
-    if usage.free < MIN_FREE_BYTES or usage.free < usage.total * MIN_FREE_FRACTION:
-        return row("*", "disk", "fail", detail, "free some space: old logs/ and data/migration/ backups are safe "
-                   "to archive; a full disk stops state writes")
+    fix = "free some space: old logs/ and data/migration/ backups are safe to archive; a full disk stops state writes"
+    if usage.free < min_free_mb * 1e6:
+        return row("*", "disk", "fail", f"{detail}, less than --min-free-mb {min_free_mb:g}", fix)
+    if usage.free < LOW_FREE_BYTES or usage.free < usage.total * LOW_FREE_FRACTION:
+        return row("*", "disk", "warn", detail + ", running low", fix)
     return row("*", "disk", "ok", detail)
 
 
@@ -144,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         for checks in pool.map(lambda u: user_checks(home, u), users):
             rows.extend(checks)
     rows.append(check_supervisor_conf(home, list_users(home)))
-    rows.append(check_disk(home))
+    rows.append(check_disk(home, args.min_free_mb))
     clock_row = check_clock_env()
     if clock_row is not None:
         rows.append(clock_row)

@@ -8,32 +8,57 @@ live figures come from a ``summary`` process per user, run in parallel with a ti
 status keeps one user per process. A user whose env file is broken is a row with its error.
 
 Healthy: valid settings, the instance lock held, a fresh heartbeat, supervisord's state RUNNING
-when supervisord manages the user, and no job waiting for a new login. Live figures that cannot be
-fetched are shown (``live`` column) but do not by themselves make a user unhealthy.
+when supervisord manages the user, no job waiting for a new login, no job process stopped (SIGSTOP:
+it holds its lock and does nothing), and at least ``--min-free-mb`` (default 200) free on the
+home's file system. During a session (NSE calendar export, the shared clock), a user holding
+shares is unhealthy when no watchdog runs (its schedule not ``off``) or a held symbol has no
+active GTT stop covering it (the summary's ``unprotected``). Live figures that cannot be fetched
+are shown (``live`` column) but do not by themselves make a user unhealthy.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import shutil
 import time
 from typing import Any
 
 from fleet import supervisor
 from fleet.output import print_json, table
+from kitefleet import clock
+from kitefleet.calendar import read_calendar
+from kitefleet.errors import ConfigError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
-from kitefleet.locks import lock_holder
+from kitefleet.locks import job_lock, lock_holder
 from kitefleet.users import list_users, validate_user_name
-from workers.heartbeat import heartbeat_age, is_stale, read_heartbeat
+from workers.heartbeat import heartbeat_age, is_stale, is_stopped, read_heartbeat
+
+WATCHDOG = "hourly_candle_watchdog"
+DEFAULT_MIN_FREE_MB = 200.0
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("status", help="one row per user: supervision, lock holder, heartbeat, jobs, P&L",
-                       usage="orchestrator.py status [--json] [--no-live] [--timeout SECONDS]")
+                       usage="orchestrator.py status [--json] [--no-live] [--timeout SECONDS] [--min-free-mb MB]")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-live", action="store_true", help="skip the per-user broker figures")
     p.add_argument("--timeout", type=float, default=20.0, help="per-user timeout of the live figures")
+    p.add_argument("--min-free-mb", type=_megabytes, default=DEFAULT_MIN_FREE_MB, metavar="MB",
+                   help="less free space than this on the home's file system is unhealthy "
+                        f"(default {DEFAULT_MIN_FREE_MB:g})")
     p.set_defaults(func=run)
+
+
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes (0 or more)")
+    return value
 
 
 def _instance_holder(home: Home, user: str) -> int | None:
@@ -44,8 +69,36 @@ def _instance_holder(home: Home, user: str) -> int | None:
     return lock_holder(home.locks_dir(user) / "instance.lock")
 
 
+def in_session_now(home: Home) -> bool:
+    """Is the NSE session open now (the shared clock)? False when the calendar export is missing
+    or unreadable: then the scheduler does not run either, which status already reports."""
+    try:
+        calendar = read_calendar(home.calendar_file)
+    except ConfigError:
+        return False
+    now = clock.now()
+    if not calendar.covers(now.date()) or not calendar.is_trading_day(now.date()):
+        return False
+    opening, closing = calendar.session_bounds(now.date())
+    return opening <= now < closing
+
+
+def free_mb(home: Home) -> float | None:
+    try:
+        return shutil.disk_usage(home.root).free / 1e6
+    except OSError:
+        return None
+
+
+def _watchdog_pid(home: Home, user: str) -> int | None:
+    try:
+        return lock_holder(job_lock(home, user, WATCHDOG).path)
+    except Exception:  # an invalid user name: no lock to look at
+        return None
+
+
 def user_row(home: Home, user: str, probe: supervisor.UserProbe, infos: dict[str, dict[str, Any]] | None,
-             wall_now: float) -> dict[str, Any]:
+             wall_now: float, *, in_session: bool = False) -> dict[str, Any]:
     info = (infos or {}).get(supervisor.namespec(user))
     holder = _instance_holder(home, user)
     beat = read_heartbeat(home, user) if supervisor.program_name_ok(user) else None
@@ -93,6 +146,21 @@ def user_row(home: Home, user: str, probe: supervisor.UserProbe, infos: dict[str
         problems.append("orphan (not supervisord's)")
     if row["state"] == "waiting for login":
         problems.append("waiting for login")
+    for job, cur in row["current_jobs"].items():
+        if isinstance(cur, dict) and isinstance(cur.get("pid"), int) and is_stopped(cur["pid"]):
+            cur["stopped"] = True
+            problems.append(f"{job} stopped (pid {cur['pid']})")
+    held = details.get("held") or {}
+    row["held"] = held
+    row["unprotected"] = details.get("unprotected") or {}
+    watchdog_pid = _watchdog_pid(home, user) if supervisor.program_name_ok(user) else None
+    row["watchdog_pid"] = watchdog_pid
+    if in_session and held:
+        schedule = (details.get("schedules") or {}).get(WATCHDOG) or jobs.get(WATCHDOG, {}).get("schedule")
+        if schedule != "off" and (watchdog_pid is None or is_stopped(watchdog_pid)):
+            problems.append("shares held in the session, no watchdog running")
+        if row["unprotected"]:
+            problems.append("no active GTT stop: " + ", ".join(sorted(row["unprotected"])))
     row["problems"] = problems
     row["healthy"] = not problems
     return row
@@ -110,7 +178,7 @@ def _short_jobs(row: dict[str, Any]) -> str:
     parts = []
     for job, rec in sorted(row["jobs"].items()):
         if job in row["current_jobs"]:
-            parts.append(f"{job}: running")
+            parts.append(f"{job}: STOPPED (SIGSTOP)" if row["current_jobs"][job].get("stopped") else f"{job}: running")
         elif rec.get("last_result"):
             when = (rec.get("last_end") or rec.get("last_start") or "")[5:16].replace("T", " ")
             parts.append(f"{job}: {rec['last_result']}" + (f" @{when}" if when else ""))
@@ -131,14 +199,23 @@ def run(args: argparse.Namespace) -> int:
                 live_errors[p.user] = probes[p.user].error or "failed"
             probes[p.user] = p
     wall_now = time.time()
-    rows = [user_row(home, u, probes[u], infos, wall_now) for u in users]
+    in_session = in_session_now(home)
+    rows = [user_row(home, u, probes[u], infos, wall_now, in_session=in_session) for u in users]
     for row in rows:
         row["live_error"] = live_errors.get(row["user"])
+    free = free_mb(home)
+    disk_ok = free is not None and free >= args.min_free_mb
+    disk = {"path": str(home.root), "free_mb": None if free is None else round(free, 1),
+            "min_free_mb": args.min_free_mb, "healthy": disk_ok}
     if args.json:
-        print_json({"supervisord": infos is not None, "users": rows})
+        print_json({"supervisord": infos is not None, "disk": disk, "users": rows})
     else:
         if infos is None:
             print("supervisord: not running (no answer on run/supervisor.sock)")
+        if not disk_ok:
+            shown = "unknown" if free is None else f"{free:.0f} MB"
+            print(f"unhealthy: {home.root} has {shown} free, less than --min-free-mb {args.min_free_mb:g}; "
+                  "free some space (heartbeats and state need it)")
         table(
             ("user", "mode", "supervisord", "pid", "heartbeat", "state", "paused", "session", "positions",
              "day P&L", "jobs"),
@@ -160,4 +237,4 @@ def run(args: argparse.Namespace) -> int:
         unhealthy = [f"{r['user']} ({', '.join(r['problems'])})" for r in rows if not r["healthy"]]
         if unhealthy:
             print("unhealthy: " + "; ".join(unhealthy))
-    return ExitCode.OK if rows and all(r["healthy"] for r in rows) else ExitCode.JOB_FAILED
+    return ExitCode.OK if disk_ok and rows and all(r["healthy"] for r in rows) else ExitCode.JOB_FAILED

@@ -172,7 +172,7 @@ def test_disk_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fleet.commands.doctor import check_disk
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(100 << 30, 99 << 30, 1 << 29))
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(100 << 30, 99 << 30, 1 << 26))
     r = check_disk(make_home(tmp_path / "h"))
     assert r["status"] == "fail" and r["fix"]
 

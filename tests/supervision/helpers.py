@@ -4,15 +4,18 @@ processes holding job locks (stand-ins for surviving jobs), polling with deadlin
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
 
 from kitefleet.clock import IST, write_clock_file
 from kitefleet.home import Home
@@ -137,3 +140,38 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 def python() -> str:
     return str(VENV_PYTHON if VENV_PYTHON.exists() else sys.executable)
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str = "4m") -> Iterator[Path]:
+    """A real file system of ``size`` at ``path`` (a tmpfs mount: needs root; skips otherwise), so
+    a test can fill it and see real ENOSPC errors. Unmounted (lazily) on exit."""
+    path.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        pytest.skip(f"a real full disk needs a tmpfs mount (root): {out.stderr.strip() or out.returncode}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def fill_disk(folder: Path) -> Path:
+    """Write a file in ``folder`` until its file system reports ENOSPC; returns the file (delete
+    it to free the space)."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        chunk = b"\0" * 65536
+        while True:
+            try:
+                os.write(fd, chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                if len(chunk) == 1:
+                    break
+                chunk = chunk[: len(chunk) // 2]
+    finally:
+        os.close(fd)
+    return filler

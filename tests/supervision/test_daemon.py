@@ -186,3 +186,61 @@ def test_a_second_scheduler_in_the_same_process_is_refused(tmp_path: Path) -> No
 
         with pytest.raises(AlreadyRunning):
             instance_lock(home, "Som").acquire()
+
+
+def test_a_clock_that_goes_back_does_not_stop_the_watchdog_for_the_day(tmp_path: Path) -> None:
+    """Issue 15 item 2, with real processes: the clock file goes 09:30 -> 09:05 -> 09:15 while the
+    watchdog (a process holding its lock) runs; the scheduler neither stops it nor closes its slot."""
+    day = datetime(2026, 11, 25, tzinfo=IST).date()
+    home, clock_value = fleet_home(tmp_path / "home", {"Som": {"SCHEDULE_HOURLY_CANDLE_WATCHDOG": "session"}},
+                                   clock_at=datetime.combine(day, dtime(9, 30), IST))
+    assert clock_value is not None
+    clock_file = Path(clock_value.removeprefix("file:"))
+    holder = hold_job_lock(home, "Som", "hourly_candle_watchdog")
+    daemon = start_daemon(home, "Som", clock_value, "--stop-grace", "1")
+    try:
+        poll(lambda: (b := read_heartbeat(home, "Som")) and b["current_jobs"], 30, "the adoption")
+        for hhmm in ("09:05", "09:15"):
+            clock.write_clock_file(clock_file, datetime.combine(day, dtime.fromisoformat(hhmm), IST))
+            beat = poll(lambda h=hhmm: (b := read_heartbeat(home, "Som")) and b["time"][11:16] == h and b, 30,
+                        f"the scheduler at {hhmm}")
+            assert beat["current_jobs"]["hourly_candle_watchdog"]["pid"] == holder.pid, hhmm
+            assert pid_alive(holder.pid), hhmm
+        record = read_records(home, "Som")["hourly_candle_watchdog"]
+        assert record["last_end"] is None and record["last_result"].startswith("running")
+        assert "the clock went back" in (home.root / "daemon-Som.out").read_text()
+    finally:
+        kill_group(holder)
+        kill_group(daemon)
+
+
+def test_a_full_disk_does_not_kill_the_scheduler(tmp_path: Path) -> None:
+    """Issue 15 item 3: on a full home the scheduler died writing its heartbeat. A real ENOSPC (the
+    home on a small tmpfs, filled): it keeps running, says so once, no traceback, and writes its
+    heartbeat again as soon as there is room."""
+    from tests.supervision.helpers import fill_disk, small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk") as disk:
+        home, clock_value = fleet_home(disk / "home", {"Som": {}})
+        out = tmp_path / "daemon.out"  # the console output, off the full disk
+        # Its log file fails on every line from the start, with the real ENOSPC of /dev/full.
+        home.user_logs_dir("Som").mkdir(parents=True, exist_ok=True)
+        (home.user_logs_dir("Som") / "daemon.log").symlink_to("/dev/full")
+        daemon = start_daemon(home, "Som", clock_value, "--stop-grace", "1", log=out)
+        try:
+            poll(lambda: (b := read_heartbeat(home, "Som")) and b["state"] == "idle", 30, "a heartbeat")
+            filler = fill_disk(disk)
+            poll(lambda: "could not write the heartbeat" in out.read_text(), 30, "the heartbeat error")
+            full_since = time.time()
+            assert daemon.poll() is None
+            filler.unlink()
+            poll(lambda: read_heartbeat(home, "Som")["wall"] > full_since, 30, "a heartbeat after the space came back")
+            poll(lambda: "the heartbeat is written again" in out.read_text(), 10, "the recovery line")
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(10) == 0
+            text = out.read_text()
+            assert text.count("could not write the heartbeat") == 1, text
+            assert text.count("daemon.log failed (No space left on device)") == 1, text
+            assert "Traceback" not in text and "Logging error" not in text, text
+        finally:
+            kill_group(daemon)

@@ -296,3 +296,61 @@ def test_a_job_interrupted_by_the_schedulers_own_stop_runs_again_but_entries_do_
     assert d.records["place_orders_daily"].retry is None
     decision = decide(CAL, PAPER, at(day, "09:25"), d.records, {})
     assert [s.job for s in decision.start] == ["hourly_candle_watchdog"]
+
+
+# --- issue 15 item 2: a clock that goes back stops the watchdog for the day --------------------
+def test_a_clock_that_goes_back_does_not_stop_the_watchdog_for_the_day() -> None:
+    """09:30 -> 09:05 -> 09:15: the watchdog is never stopped ("the session is over" was wrong),
+    its session slot is not closed, and it is still watching when the session is open again."""
+    day = date(2026, 11, 25)
+    d = Driver(PAPER, watchdog_runs_all_session)
+    d.run(at(day, "08:00"), at(day, "09:30"))
+    assert "hourly_candle_watchdog" in d.running
+    for hhmm in ("09:30", "09:05", "09:10", "09:15", "09:16"):
+        decision = decide(CAL, PAPER, at(day, hhmm), d.records, d.running)
+        assert decision.stop == () and decision.skip == (), hhmm
+        d.step(at(day, hhmm))
+        assert "hourly_candle_watchdog" in d.running, hhmm
+    assert d.records["hourly_candle_watchdog"].last_end is None
+    assert not [e for e in d.events if e[1] == "hourly_candle_watchdog" and e[2] == "stopped"]
+    assert starts(d.events, "place_orders_daily") == ["Wed 09:20"]  # never twice
+
+
+def test_a_clock_that_goes_back_restarts_a_watchdog_that_had_ended_once_the_session_opens() -> None:
+    day = date(2026, 11, 25)
+    d = Driver(PAPER, watchdog_runs_all_session)
+    d.run(at(day, "08:00"), at(day, "15:40"))  # the watchdog was stopped at the close
+    assert "hourly_candle_watchdog" not in d.running
+    before_open = decide(CAL, PAPER, at(day, "09:05"), d.records, {})
+    assert before_open.start == () and before_open.skip == ()
+    assert before_open.next_wakeup == at(day, "09:15")
+    opened = decide(CAL, PAPER, at(day, "09:15"), d.records, {})
+    assert [(s.job, s.reason) for s in opened.start] == [
+        ("hourly_candle_watchdog", "the clock went back: session open")]
+
+
+def test_a_clock_that_goes_back_does_not_give_up_a_crashed_watchdogs_retry() -> None:
+    day = date(2026, 11, 25)
+    plan = Plan({"hourly_candle_watchdog": SESSION})
+    d = Driver(plan, lambda job, n: (timedelta(minutes=15), 1) if n == 1 else (timedelta(days=1), 0))
+    d.run(at(day, "09:00"), at(day, "09:31"))  # crashed at 09:30, retry due 09:32
+    assert d.records["hourly_candle_watchdog"].retry is not None
+    back = decide(CAL, plan, at(day, "09:05"), d.records, {})
+    assert back.skip == () and back.start == () and back.next_wakeup == at(day, "09:15")
+    opened = decide(CAL, plan, at(day, "09:15"), d.records, {})
+    assert [s.job for s in opened.start] == ["hourly_candle_watchdog"]  # not at 09:32: the back-off was in our future
+
+
+def test_a_clock_put_back_to_an_earlier_day_runs_nothing_twice() -> None:
+    day = date(2026, 11, 25)
+    d = Driver(PAPER, watchdog_runs_all_session)
+    d.run(at(day, "08:00"), at(day, "10:00"))
+    monday = day - timedelta(days=2)  # the Tuesday between is a holiday
+    seen = len(d.events)
+    d.run(at(monday, "09:00"), at(monday, "16:30"))
+    # jobs with a record of Wednesday start nothing on Monday (pattern_daily had none yet)
+    assert {job for _, job, _ in d.events[seen:]} <= {"pattern_daily"}
+    assert d.records["place_orders_daily"].for_day(monday).day == day
+    d.run(at(day, "10:00"), at(day, "17:00"))
+    assert starts(d.events, "place_orders_daily") == ["Wed 09:20"]
+    assert starts(d.events, "pattern_daily")[-1] == "Wed 16:00"

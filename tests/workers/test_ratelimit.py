@@ -147,3 +147,38 @@ def test_one_users_processes_stay_under_kites_limits(tmp_path: Path,
     total = {k: sum(r["done"][k] for r in results) for k in ("quote", "historical")}
     # Sanity only: how many fit in the overlap depends on the machine's load (broker latency).
     assert total["quote"] >= 2 and total["historical"] >= 6
+
+
+def test_a_full_disk_does_not_stop_the_rate_limiter_it_counts_in_memory(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 15 item 3: on a full home the watchdog died writing the rate limiter's file. A real
+    ENOSPC (a small tmpfs, filled): every request still goes, still limited, one log line."""
+    from tests.supervision.helpers import fill_disk, small_tmpfs
+    from workers.ratelimit import PER_SECOND
+
+    per_second = {**PER_SECOND, "quote": 2}
+    with small_tmpfs(tmp_path / "disk") as disk:
+        limiter = RateLimiter(disk / "ratelimit", per_second=per_second)
+        with limiter.slot("quote"):
+            pass
+        filler = fill_disk(disk)
+        started = time.monotonic()
+        for _ in range(4):  # at 2 a second after the first: the last one waits until ~2 s
+            with limiter.slot("quote"):
+                pass
+        assert time.monotonic() - started >= 1.0  # still limited, in memory
+        assert limiter.write_errors >= 4
+        logged = [r for r in caplog.records if "rate limiter: could not write" in r.getMessage()]
+        assert len(logged) == 1 and "No space left on device" in logged[0].getMessage()
+
+        fresh = RateLimiter(disk / "fresh", per_second=per_second)  # a new folder on the full disk
+        with fresh.slot("quote"):
+            pass
+
+        filler.unlink()
+        errors = limiter.write_errors
+        with limiter.slot("quote"):
+            pass
+        assert limiter.write_errors == errors
+        slots = json.loads((disk / "ratelimit" / "quote.json").read_text())["slots"]
+        assert len(slots) >= 2  # the last one and one counted in memory while the disk was full

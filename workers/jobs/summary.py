@@ -5,7 +5,11 @@ Prints one JSON object on one line (stdout) and exits 0::
     {"user": "Som", "mode": "paper", "kite_root": "http://127.0.0.1:8765" | null,
      "schedules": {"update_cnc_stoploss": "09:00,14:00", ...}, "entry_cutoff": "11:00",
      "session_expires_at": "2026-11-27T06:00:00+05:30" | null, "session_expired": false,
-     "open_positions": 2, "holdings": 3, "day_pnl": 1234.5, "cash": 100000.0}
+     "open_positions": 2, "holdings": 3, "day_pnl": 1234.5, "cash": 100000.0,
+     "held": {"SBIN": 10}, "unprotected": {"SBIN": "SBIN: 10 held, no active GTT stop"}}
+
+``held``: shares really held per symbol; ``unprotected``: each held symbol without an active GTT
+stop covering it (doctor's rule), which ``status`` counts as unhealthy during a session.
 
 ``session_expires_at`` comes from ``data/<User>/session.json`` (only that key is reported, never
 the token); null when there is no session file.
@@ -55,8 +59,13 @@ def figures(kite: Any) -> dict[str, Any]:
                    for h in held)
     margins = kite.margins("equity") or {}
     cash = margins.get("available", {}).get("cash") if isinstance(margins.get("available"), dict) else None
+    from workers.jobs.doctor_checks import gtt_coverage, held_quantities
+
+    shares = held_quantities(holdings, positions)
     return {"open_positions": len(net), "holdings": len(held), "day_pnl": round(day_pnl, 2),
-            "cash": None if cash is None else _number(cash)}
+            "cash": None if cash is None else _number(cash),
+            "held": {s: q for s, q in sorted(shares.items()) if q > 0},
+            "unprotected": gtt_coverage(shares, list(kite.get_gtts() or []))}
 
 
 def session_expiry(ctx: JobContext) -> dict[str, Any]:
