@@ -11,6 +11,8 @@ SQLite ``-wal`` / ``-shm`` companions included (SQLite gives those the database'
                        removed on a clean stop. Tests and the orchestrator read the port from it.
     paper_broker.log   one line per request (method, path without query, status, latency, key
                        fingerprint) plus lifecycle and errors. Never tokens, secrets or full keys.
+                       Rotated at LOG_MAX_BYTES (10 MiB; ``--log-max-bytes``), LOG_BACKUPS (3) old
+                       files kept as paper_broker.log.1 .. .3, each 0600.
 
 Background threads: the order engine's ``advance`` every ADVANCE_INTERVAL wall seconds (orders
 fill at the right simulated minute even when nobody calls) and the audit writer. Both stop on
@@ -20,6 +22,7 @@ fill at the right simulated minute even when nobody calls) and the audit writer.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import logging
 import os
@@ -49,6 +52,8 @@ log = logging.getLogger("paper_broker")
 ADVANCE_INTERVAL = 0.2
 DB_FILE = "paper.db"
 LOG_FILE = "paper_broker.log"
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 3
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
@@ -63,6 +68,17 @@ class BrokerConfig:
     symbols: list[str] | None = None
     seed: int = 1
     rate_limits: bool = True
+    #: Required by every /paper/ route when set; a host other than loopback needs one.
+    admin_token: str | None = None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to anything
 
 
 class NullEngine:
@@ -189,7 +205,8 @@ def secure_data_dir(data_dir: Path) -> None:
                               f"run: chmod 700 {data_dir}") from None
     try:
         private_file(data_dir / DB_FILE, create=True)
-        for name in (f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal", LOG_FILE):
+        logs = [LOG_FILE] + [f"{LOG_FILE}.{n}" for n in range(1, LOG_BACKUPS + 1)]
+        for name in (f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal", *logs):
             private_file(data_dir / name)
     except PermissionError as exc:
         raise ConfigError(f"{exc.filename}: cannot make it private (mode 0600): {exc.strerror}") from None
@@ -211,6 +228,8 @@ def write_json_atomic(path: Path, payload: dict[str, object]) -> None:
 class PaperBroker:
     def __init__(self, config: BrokerConfig, clock: Clock | None = None) -> None:
         self.config = config
+        if not is_loopback(config.host) and not config.admin_token:
+            raise ConfigError(f"host {config.host} is not loopback: the admin routes then need an admin token")
         self.clock = clock or get_clock()
         secure_data_dir(config.data_dir)
         now = self.clock.now()
@@ -226,7 +245,7 @@ class PaperBroker:
         self.service = BrokerService(
             accounts=self.accounts, market=self.market, engine=self.engine, clock=self.clock,
             limiter=self.limiter, audit=self.audit, instruments_csv=instruments_csv,
-            on_reload=self.reload_accounts, info=self._info,
+            on_reload=self.reload_accounts, info=self._info, admin_token=config.admin_token,
         )
         try:
             self.httpd = PaperHTTPServer((config.host, config.port), self.service)
