@@ -309,6 +309,17 @@ class Accounts:
             raise token_error("Token is invalid or has expired.")
         return account
 
+    def expired_session_owner(self, authorization: str | None) -> str | None:
+        """The key of a genuine session that has only expired (its holder proved the account, so
+        the 403 is theirs to see in the audit); None for anything else."""
+        if not authorization or not authorization.startswith("token "):
+            return None
+        api_key, _, access_token = authorization[6:].strip().partition(":")
+        session = self._session(access_token) if access_token else None
+        if session is None or session.api_key != api_key or session.revoked or self.get(api_key) is None:
+            return None
+        return api_key
+
     def revoke(self, api_key: str, access_token: str, admit: Callable[[], None] | None = None) -> None:
         """Revoke a session; ``admit`` (the rate limiter) runs once the request has proved the account."""
         session = self._session(access_token)

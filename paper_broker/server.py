@@ -13,7 +13,8 @@ socket; ``KiteRequestHandler`` only moves bytes. HTTP/1.1 keep-alive: the client
 ``requests.Session``; a ThreadingHTTPServer thread serves each connection.
 
 Who is counted: a request is rate-limited and audited under an API key only once it has proved
-that account (a valid access token, or for ``/session/token`` a valid request token and checksum).
+that account (a valid access token, or for ``/session/token`` a valid request token and checksum;
+a genuine access token that has only expired still names its account, with its 403).
 Requests that fail authentication, and ``/connect/login``, are audited with no key and rate-limited
 per client address (the "other" class), so no local process can use up another account's limits
 or write to its audit by naming its key.
@@ -268,7 +269,10 @@ class BrokerService:
                 try:
                     request.account = self.accounts.authenticate(headers.get("Authorization"), now)
                 except KiteError as exc:
-                    raise Unauthenticated(exc) from None
+                    request.principal = self.accounts.expired_session_owner(headers.get("Authorization"))
+                    if request.principal is None:
+                        raise Unauthenticated(exc) from None
+                    raise
                 request.principal = request.account.api_key
                 if route.rate_class is not None:
                     self.limiter.check(request.principal, route.rate_class, places_order=route.places_order,
