@@ -27,23 +27,21 @@ import json
 import logging
 import os
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kitefleet.atomic import atomic_write_json
 from kitefleet.calendar import NseCalendar, load_calendar
 from kitefleet.clock import Clock, get_clock
 from kitefleet.errors import ConfigError
 from kitefleet.home import Home
 from paper_broker.audit import AuditLog
 from paper_broker.auth import Accounts
-from paper_broker.db import Account, Database
-from paper_broker.errors import order_error
+from paper_broker.db import Database
 from paper_broker.ratelimit import RateLimiter
 from paper_broker.server import BrokerService, PaperHTTPServer
 
@@ -81,66 +79,9 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve to anything
 
 
-class NullEngine:
-    """Stands in while paper_broker.engine does not exist: empty books, cash at its start value."""
-
-    def advance(self, now: datetime | None = None) -> None:
-        pass
-
-    def ensure_account(self, account: Account) -> None:
-        pass
-
-    def _unavailable(self, *args: object) -> Any:
-        raise order_error("The order engine is not available in this build.", 500)
-
-    place_order = modify_order = cancel_order = place_gtt = get_gtt = modify_gtt = delete_gtt = _unavailable
-
-    def orders(self, account: Account) -> list[dict[str, object]]:
-        return []
-
-    def order_history(self, account: Account, order_id: str) -> list[dict[str, object]]:
-        return []
-
-    order_trades = order_history
-
-    def trades(self, account: Account) -> list[dict[str, object]]:
-        return []
-
-    def gtts(self, account: Account) -> list[dict[str, object]]:
-        return []
-
-    def holdings(self, account: Account) -> list[dict[str, object]]:
-        return []
-
-    def positions(self, account: Account) -> dict[str, object]:
-        return {"net": [], "day": []}
-
-    def margins(self, account: Account, segment: str | None) -> dict[str, object]:
-        def seg(cash: float) -> dict[str, object]:
-            return {
-                "enabled": True, "net": cash,
-                "available": {"adhoc_margin": 0.0, "cash": cash, "opening_balance": cash,
-                              "live_balance": cash, "collateral": 0.0, "intraday_payin": 0.0},
-                "utilised": {k: 0.0 for k in ("debits", "exposure", "m2m_realised", "m2m_unrealised",
-                                              "option_premium", "payout", "span", "holding_sales", "turnover",
-                                              "liquid_collateral", "stock_collateral", "delivery")},
-            }
-
-        both = {"equity": seg(account.starting_cash), "commodity": seg(0.0)}
-        return both if segment is None else both[segment]
-
-    def account_summary(self, account: Account) -> dict[str, object]:
-        return {"cash": account.starting_cash, "holdings": [], "realised_pnl": 0.0, "unrealised_pnl": 0.0}
-
-
 def _make_engine(db: Database, market: Any, calendar: NseCalendar, clock: Clock) -> Any:
-    try:
-        from paper_broker.engine import OrderEngine
-    except ModuleNotFoundError as exc:
-        if exc.name != "paper_broker.engine":
-            raise
-        log.warning("paper_broker.engine not found: orders are unavailable, books are empty")
-        return NullEngine()
+    from paper_broker.engine import OrderEngine
+
     return OrderEngine(db, market, calendar, clock)
 
 
@@ -212,19 +153,6 @@ def secure_data_dir(data_dir: Path) -> None:
         raise ConfigError(f"{exc.filename}: cannot make it private (mode 0600): {exc.strerror}") from None
 
 
-def write_json_atomic(path: Path, payload: dict[str, object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class PaperBroker:
     def __init__(self, config: BrokerConfig, clock: Clock | None = None) -> None:
         self.config = config
@@ -286,8 +214,10 @@ class PaperBroker:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
-        write_json_atomic(self.config.data_dir / "broker.json",
-                          {"pid": os.getpid(), "port": self.port, "url": self.url, "host": self.config.host})
+        # kitefleet.atomic also fsyncs the folder: the rename survives a power cut.
+        atomic_write_json(self.config.data_dir / "broker.json",
+                          {"pid": os.getpid(), "port": self.port, "url": self.url, "host": self.config.host},
+                          indent=None)
         log.info("listening on %s (clock: %s, rate limits %s)", self.url, self.clock.describe(),
                  "on" if self.limiter.enabled else "off")
 
