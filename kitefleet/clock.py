@@ -12,6 +12,12 @@
   modification time, which every reader sees alike.
 
 Unset or empty: the real clock.
+
+A value must be computable, not just parse: the start lies in years MIN_YEAR..MAX_YEAR, ``speed``
+is finite and at most MAX_SPEED, ``anchor`` is a finite Unix time from 0 to MAX_ANCHOR, and the
+simulated now must be a representable date-time. Anything else (``nan``, ``inf``, ``1e308``, year
+1) is refused as a ConfigError like garbage text: at start that is one line and exit 4; a running
+process reading a ``file:`` clock keeps its last good time.
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ from kitefleet.errors import ConfigError
 
 IST = ZoneInfo("Asia/Kolkata")
 ENV_VAR = "TRADER_CLOCK"
+MIN_YEAR, MAX_YEAR = 1900, 2200
+#: A whole trading day in well under a second of wall time; beyond this a few wall minutes leave
+#: the calendar that datetime can represent.
+MAX_SPEED = 100_000.0
+MAX_ANCHOR = 2.0**33  # Unix seconds, past year 2200
 
 
 @dataclass(frozen=True)
@@ -59,21 +70,42 @@ def parse_spec(text: str, *, where: str = ENV_VAR) -> ClockSpec:
         ) from None
     if start.tzinfo is None:
         start = start.replace(tzinfo=IST)
+    if not MIN_YEAR <= start.year <= MAX_YEAR:
+        raise ConfigError(f"{where}: start {parts[0]!r} is outside the years {MIN_YEAR} to {MAX_YEAR}")
     speed, anchor = 1.0, None
     for part in parts[1:]:
         key, _, value = part.partition("=")
         try:
             if key == "speed":
                 speed = float(value)
-                if not speed > 0:
-                    raise ValueError
+                # `not 0 < x <= MAX` also refuses nan, which compares false with everything.
+                if not 0 < speed <= MAX_SPEED:
+                    raise ConfigError(f"{where}: bad value for speed: {value!r}; use a number greater "
+                                      f"than 0 and at most {MAX_SPEED:g}")
             elif key == "anchor":
                 anchor = float(value)
+                if not 0 <= anchor <= MAX_ANCHOR:
+                    raise ConfigError(f"{where}: bad value for anchor: {value!r}; use a Unix time in "
+                                      f"seconds from 0 to {MAX_ANCHOR:.0f}")
             else:
                 raise ConfigError(f"{where}: unknown clock option {key!r}; use speed= and anchor=")
         except ValueError:
             raise ConfigError(f"{where}: bad value for {key}: {value!r}") from None
-    return ClockSpec(start.astimezone(IST), speed, anchor)
+    spec = ClockSpec(start.astimezone(IST), speed, anchor)
+    _check_computable(spec, where)
+    return spec
+
+
+def _check_computable(spec: ClockSpec, where: str) -> None:
+    """Refuse a spec whose simulated now cannot be computed, now or for a year of wall time: a
+    clock that raises on ``now()`` would take down every process reading it."""
+    wall = _time.time()
+    try:
+        for moment in (wall, wall + 366 * 86400.0):
+            spec.at(moment).astimezone(IST)
+    except (OverflowError, ValueError):
+        raise ConfigError(f"{where}: {spec.format()} gives a time that cannot be computed; check the "
+                          f"start, speed= and anchor=") from None
 
 
 class Clock:

@@ -11,6 +11,8 @@ SQLite ``-wal`` / ``-shm`` companions included (SQLite gives those the database'
                        removed on a clean stop. Tests and the orchestrator read the port from it.
     paper_broker.log   one line per request (method, path without query, status, latency, key
                        fingerprint) plus lifecycle and errors. Never tokens, secrets or full keys.
+                       Rotated at LOG_MAX_BYTES (10 MiB; ``--log-max-bytes``), LOG_BACKUPS (3) old
+                       files kept as paper_broker.log.1 .. .3, each 0600.
 
 Background threads: the order engine's ``advance`` every ADVANCE_INTERVAL wall seconds (orders
 fill at the right simulated minute even when nobody calls) and the audit writer. Both stop on
@@ -20,27 +22,26 @@ fill at the right simulated minute even when nobody calls) and the audit writer.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import logging
 import os
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kitefleet.atomic import atomic_write_json
 from kitefleet.calendar import NseCalendar, load_calendar
 from kitefleet.clock import Clock, get_clock
 from kitefleet.errors import ConfigError
 from kitefleet.home import Home
 from paper_broker.audit import AuditLog
 from paper_broker.auth import Accounts
-from paper_broker.db import Account, Database
-from paper_broker.errors import order_error
+from paper_broker.db import Database
 from paper_broker.ratelimit import RateLimiter
 from paper_broker.server import BrokerService, PaperHTTPServer
 
@@ -49,6 +50,8 @@ log = logging.getLogger("paper_broker")
 ADVANCE_INTERVAL = 0.2
 DB_FILE = "paper.db"
 LOG_FILE = "paper_broker.log"
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 3
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
@@ -63,68 +66,22 @@ class BrokerConfig:
     symbols: list[str] | None = None
     seed: int = 1
     rate_limits: bool = True
+    #: Required by every /paper/ route when set; a host other than loopback needs one.
+    admin_token: str | None = None
 
 
-class NullEngine:
-    """Stands in while paper_broker.engine does not exist: empty books, cash at its start value."""
-
-    def advance(self, now: datetime | None = None) -> None:
-        pass
-
-    def ensure_account(self, account: Account) -> None:
-        pass
-
-    def _unavailable(self, *args: object) -> Any:
-        raise order_error("The order engine is not available in this build.", 500)
-
-    place_order = modify_order = cancel_order = place_gtt = get_gtt = modify_gtt = delete_gtt = _unavailable
-
-    def orders(self, account: Account) -> list[dict[str, object]]:
-        return []
-
-    def order_history(self, account: Account, order_id: str) -> list[dict[str, object]]:
-        return []
-
-    order_trades = order_history
-
-    def trades(self, account: Account) -> list[dict[str, object]]:
-        return []
-
-    def gtts(self, account: Account) -> list[dict[str, object]]:
-        return []
-
-    def holdings(self, account: Account) -> list[dict[str, object]]:
-        return []
-
-    def positions(self, account: Account) -> dict[str, object]:
-        return {"net": [], "day": []}
-
-    def margins(self, account: Account, segment: str | None) -> dict[str, object]:
-        def seg(cash: float) -> dict[str, object]:
-            return {
-                "enabled": True, "net": cash,
-                "available": {"adhoc_margin": 0.0, "cash": cash, "opening_balance": cash,
-                              "live_balance": cash, "collateral": 0.0, "intraday_payin": 0.0},
-                "utilised": {k: 0.0 for k in ("debits", "exposure", "m2m_realised", "m2m_unrealised",
-                                              "option_premium", "payout", "span", "holding_sales", "turnover",
-                                              "liquid_collateral", "stock_collateral", "delivery")},
-            }
-
-        both = {"equity": seg(account.starting_cash), "commodity": seg(0.0)}
-        return both if segment is None else both[segment]
-
-    def account_summary(self, account: Account) -> dict[str, object]:
-        return {"cash": account.starting_cash, "holdings": [], "realised_pnl": 0.0, "unrealised_pnl": 0.0}
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to anything
 
 
 def _make_engine(db: Database, market: Any, calendar: NseCalendar, clock: Clock) -> Any:
-    try:
-        from paper_broker.engine import OrderEngine
-    except ModuleNotFoundError as exc:
-        if exc.name != "paper_broker.engine":
-            raise
-        log.warning("paper_broker.engine not found: orders are unavailable, books are empty")
-        return NullEngine()
+    from paper_broker.engine import OrderEngine
+
     return OrderEngine(db, market, calendar, clock)
 
 
@@ -189,28 +146,18 @@ def secure_data_dir(data_dir: Path) -> None:
                               f"run: chmod 700 {data_dir}") from None
     try:
         private_file(data_dir / DB_FILE, create=True)
-        for name in (f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal", LOG_FILE):
+        logs = [LOG_FILE] + [f"{LOG_FILE}.{n}" for n in range(1, LOG_BACKUPS + 1)]
+        for name in (f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal", *logs):
             private_file(data_dir / name)
     except PermissionError as exc:
         raise ConfigError(f"{exc.filename}: cannot make it private (mode 0600): {exc.strerror}") from None
 
 
-def write_json_atomic(path: Path, payload: dict[str, object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class PaperBroker:
     def __init__(self, config: BrokerConfig, clock: Clock | None = None) -> None:
         self.config = config
+        if not is_loopback(config.host) and not config.admin_token:
+            raise ConfigError(f"host {config.host} is not loopback: the admin routes then need an admin token")
         self.clock = clock or get_clock()
         secure_data_dir(config.data_dir)
         now = self.clock.now()
@@ -226,7 +173,7 @@ class PaperBroker:
         self.service = BrokerService(
             accounts=self.accounts, market=self.market, engine=self.engine, clock=self.clock,
             limiter=self.limiter, audit=self.audit, instruments_csv=instruments_csv,
-            on_reload=self.reload_accounts, info=self._info,
+            on_reload=self.reload_accounts, info=self._info, admin_token=config.admin_token,
         )
         try:
             self.httpd = PaperHTTPServer((config.host, config.port), self.service)
@@ -267,8 +214,10 @@ class PaperBroker:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
-        write_json_atomic(self.config.data_dir / "broker.json",
-                          {"pid": os.getpid(), "port": self.port, "url": self.url, "host": self.config.host})
+        # kitefleet.atomic also fsyncs the folder: the rename survives a power cut.
+        atomic_write_json(self.config.data_dir / "broker.json",
+                          {"pid": os.getpid(), "port": self.port, "url": self.url, "host": self.config.host},
+                          indent=None)
         log.info("listening on %s (clock: %s, rate limits %s)", self.url, self.clock.describe(),
                  "on" if self.limiter.enabled else "off")
 

@@ -17,8 +17,11 @@ Login (Kite's flow, without the browser):
   REQUEST_TOKEN_WALL_SECONDS of *wall* time (the simulated clock may be jumped between the two
   calls of one login) and can be exchanged once.
   ``POST /session/token`` (api_key, request_token, checksum = sha256(api_key + request_token +
-  api_secret)) → the session object. Its access token expires at the next 06:00 IST after the
-  login by the shared (simulated) clock; ``DELETE /session/token`` revokes it. Sessions live in
+  api_secret)) → the session object. A wrong checksum and an unknown, used or expired token get
+  the same answer (403 TokenException, LOGIN_REFUSED), so the answers do not tell which tokens
+  exist; after MAX_CHECKSUM_ATTEMPTS wrong checksums the request token is used up. The access
+  token expires at the next 06:00 IST after the login by the shared (simulated) clock;
+  ``DELETE /session/token`` revokes it. Sessions live in
   the ``sessions`` table, so a worker's token keeps working across a broker restart.
 """
 
@@ -33,6 +36,7 @@ import secrets
 import string
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import time as dtime
@@ -51,6 +55,8 @@ from paper_broker.errors import input_error, token_error
 log = logging.getLogger("paper_broker.auth")
 
 REQUEST_TOKEN_WALL_SECONDS = 300.0
+MAX_CHECKSUM_ATTEMPTS = 3
+LOGIN_REFUSED = "Token is invalid or has expired."
 SESSION_EXPIRY = dtime(6, 0)
 KITE_TIME = "%Y-%m-%d %H:%M:%S"
 
@@ -128,6 +134,7 @@ class Accounts:
         self._lock = threading.Lock()
         self._active: dict[str, Account] = {}
         self._sessions: dict[str, Session] = {}
+        self._bad_checksums: dict[str, int] = {}  # request token -> wrong checksums so far
 
     # --- accounts ----------------------------------------------------------------------------
     def reload(self, now: datetime) -> ReloadResult:
@@ -223,32 +230,56 @@ class Accounts:
                          (time.time() - 24 * 3600,))
         return token
 
-    def create_session(self, api_key: str, request_token: str, given_checksum: str, now: datetime) -> Session:
+    def create_session(self, api_key: str, request_token: str, given_checksum: str, now: datetime,
+                       admit: Callable[[], None] | None = None) -> Session:
+        """Exchange a request token. ``admit`` runs once the request has proved the account (the
+        rate limiter): if it raises, the token is not used up."""
         account = self.get(api_key)
         if account is None:
             raise token_error("Invalid `api_key`.")
         if not request_token or not given_checksum:
             raise input_error("Missing `request_token` or `checksum`.")
         expected = checksum(api_key, request_token, account.api_secret)
+        wrong_checksum = False
         with self.db.transaction() as conn:
             row = conn.execute("SELECT * FROM request_tokens WHERE request_token = ?",
                                (request_token,)).fetchone()
             if (row is None or row["used"] or row["api_key"] != api_key
                     or time.time() - float(row["created_at"]) > REQUEST_TOKEN_WALL_SECONDS):
-                raise token_error("Token is invalid or has expired.")
+                raise token_error(LOGIN_REFUSED)
             if not hmac.compare_digest(expected, given_checksum.lower()):
-                raise token_error("Invalid `checksum`.")
-            conn.execute("UPDATE request_tokens SET used = 1 WHERE request_token = ?", (request_token,))
-            session = Session(secrets.token_hex(16), api_key, now, session_expiry(now))
-            conn.execute(
-                "INSERT INTO sessions (access_token, api_key, login_time, expires_at) VALUES (?, ?, ?, ?)",
-                (session.access_token, api_key, now.isoformat(), session.expires_at.isoformat()),
-            )
+                wrong_checksum = True
+            else:
+                if admit is not None:
+                    admit()
+                conn.execute("UPDATE request_tokens SET used = 1 WHERE request_token = ?", (request_token,))
+                session = Session(secrets.token_hex(16), api_key, now, session_expiry(now))
+                conn.execute(
+                    "INSERT INTO sessions (access_token, api_key, login_time, expires_at) VALUES (?, ?, ?, ?)",
+                    (session.access_token, api_key, now.isoformat(), session.expires_at.isoformat()),
+                )
+        if wrong_checksum:
+            self._wrong_checksum(request_token)
+            raise token_error(LOGIN_REFUSED)
         with self._lock:
             self._sessions[session.access_token] = session
+            self._bad_checksums.pop(request_token, None)
         log.info("login: %s (%s), session until %s", account.user_name, account.user_id,
                  session.expires_at.strftime(KITE_TIME))
         return session
+
+    def _wrong_checksum(self, request_token: str) -> None:
+        """Count a wrong checksum; the last allowed one uses the token up (its own transaction, so
+        that the refusal which follows does not roll it back)."""
+        with self._lock:
+            attempts = self._bad_checksums.get(request_token, 0) + 1
+            if attempts < MAX_CHECKSUM_ATTEMPTS:
+                self._bad_checksums[request_token] = attempts
+                return
+            self._bad_checksums.pop(request_token, None)
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE request_tokens SET used = 1 WHERE request_token = ?", (request_token,))
+        log.warning("request token used up after %d wrong checksums", MAX_CHECKSUM_ATTEMPTS)
 
     def _session(self, access_token: str) -> Session | None:
         with self._lock:
@@ -278,10 +309,24 @@ class Accounts:
             raise token_error("Token is invalid or has expired.")
         return account
 
-    def revoke(self, api_key: str, access_token: str) -> None:
+    def expired_session_owner(self, authorization: str | None) -> str | None:
+        """The key of a genuine session that has only expired (its holder proved the account, so
+        the 403 is theirs to see in the audit); None for anything else."""
+        if not authorization or not authorization.startswith("token "):
+            return None
+        api_key, _, access_token = authorization[6:].strip().partition(":")
+        session = self._session(access_token) if access_token else None
+        if session is None or session.api_key != api_key or session.revoked or self.get(api_key) is None:
+            return None
+        return api_key
+
+    def revoke(self, api_key: str, access_token: str, admit: Callable[[], None] | None = None) -> None:
+        """Revoke a session; ``admit`` (the rate limiter) runs once the request has proved the account."""
         session = self._session(access_token)
         if session is None or session.api_key != api_key:
             raise token_error()
+        if admit is not None:
+            admit()
         with self.db.transaction() as conn:
             conn.execute("UPDATE sessions SET revoked = 1 WHERE access_token = ?", (access_token,))
         with self._lock:

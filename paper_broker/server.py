@@ -12,10 +12,25 @@ advance the order engine, handle, audit, log) on plain values, so it can be driv
 socket; ``KiteRequestHandler`` only moves bytes. HTTP/1.1 keep-alive: the client reuses one
 ``requests.Session``; a ThreadingHTTPServer thread serves each connection.
 
-Admin API (not Kite's; under ``/paper/``, same envelope, not audited, no auth - bind to
-127.0.0.1):
+Who is counted: a request is rate-limited and audited under an API key only once it has proved
+that account (a valid access token, or for ``/session/token`` a valid request token and checksum;
+a genuine access token that has only expired still names its account, with its 403).
+Requests that fail authentication, and ``/connect/login``, are audited with no key and rate-limited
+per client address (the "other" class), so no local process can use up another account's limits
+or write to its audit by naming its key.
+
+Limits on the wire: a body over MAX_BODY_BYTES (1 MiB) is refused with 413 before it is read (the
+Content-Length is checked first); ``Transfer-Encoding`` bodies (chunked) are refused with 411
+(send a Content-Length); at most 100 header lines of at most 64 KiB each (http.server's limits,
+431). JSON nested deeper than Python can parse, ids and limits outside their ranges, and GTT leg
+quantities over MAX_QUANTITY are 400 InputException. Every one of these answers and closes in the
+Kite error envelope.
+
+Admin API (not Kite's; under ``/paper/``, same envelope, not audited). No auth on loopback; when
+the broker was started with an admin token (``--allow-remote``, see paper_broker.__main__) every
+``/paper/`` route needs the header ``X-Paper-Admin-Token: <token>`` (403 otherwise):
   GET  /paper/health                       {"status":"ok","now":ISO,"clock":...,"accounts":N,...}
-  GET  /paper/accounts                     [{user_name,user_id,api_key,cash,holdings,pnl,...}]
+  GET  /paper/accounts                     [{user_name,user_id,api_key_fingerprint,cash,holdings,...}]
   GET  /paper/audit[?since=ISO&api_key=K&limit=N]   [{time,api_key,method,path,status[,order_id]}]
   POST /paper/reload-accounts              {"added":[...],"updated":[...],"skipped":[...],"active":N}
   GET  /paper/logged-in?request_token=...  where /connect/login redirects (echoes the token)
@@ -23,6 +38,7 @@ Admin API (not Kite's; under ``/paper/``, same envelope, not audited, no auth - 
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -41,7 +57,7 @@ from paper_broker import marketdata
 from paper_broker.audit import AuditLog
 from paper_broker.auth import Accounts, profile_payload, session_payload
 from paper_broker.db import Account
-from paper_broker.errors import KiteError, input_error, not_found
+from paper_broker.errors import KiteError, input_error, not_found, token_error
 from paper_broker.ratelimit import HISTORICAL, ORDERS, OTHER, QUOTE, RateLimiter
 
 log = logging.getLogger("paper_broker.server")
@@ -51,6 +67,12 @@ VARIETIES = frozenset({"regular", "amo", "co", "iceberg", "auction"})
 EXCHANGES = frozenset({"NSE", "BSE", "NFO", "CDS", "BCD", "BFO", "MCX"})
 JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
+MAX_BODY_BYTES = 1024 * 1024
+#: No real holding comes near it; beyond it quantity x price stops being an exact float.
+MAX_QUANTITY = 10**9
+MAX_INT64 = 2**63 - 1
+MAX_AUDIT_LIMIT = 1_000_000
+ADMIN_HEADER = "X-Paper-Admin-Token"
 
 
 def method_not_allowed() -> KiteError:
@@ -90,6 +112,7 @@ class Request:
     headers: Mapping[str, str]
     now: datetime
     account: Account | None = None
+    principal: str | None = None  # the API key this request has proved (audit, rate limits)
 
     def params(self) -> dict[str, str]:
         """Form fields over query parameters: what the engine receives as ``params``."""
@@ -109,8 +132,9 @@ class Route:
 def _routes() -> list[Route]:
     table: list[tuple[str, str, str, str | None, bool]] = [
         ("GET", "/connect/login", "connect_login", None, False),
-        ("POST", "/session/token", "session_token", OTHER, False),
-        ("DELETE", "/session/token", "session_delete", OTHER, False),
+        # The session calls rate-limit themselves, once the request has proved the account.
+        ("POST", "/session/token", "session_token", None, False),
+        ("DELETE", "/session/token", "session_delete", None, False),
         ("GET", "/user/profile", "profile", OTHER, True),
         ("GET", "/user/margins", "margins", OTHER, True),
         ("GET", "/user/margins/{segment}", "margins", OTHER, True),
@@ -186,11 +210,20 @@ def _last(values: dict[str, list[str]]) -> dict[str, str]:
     return {k: v[-1] for k, v in values.items()}
 
 
-def _api_key_sent(headers: Mapping[str, str], query: dict[str, str], form: dict[str, str]) -> str | None:
-    authorization = headers.get("Authorization") or ""
-    if authorization.startswith("token ") and ":" in authorization:
-        return authorization[6:].split(":", 1)[0].strip() or None
-    return form.get("api_key") or query.get("api_key") or None
+class Unauthenticated(Exception):
+    """A request that failed to prove an account: counted per client address, audited with no key."""
+
+    def __init__(self, error: KiteError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _loads(text: str, what: str) -> Any:
+    """JSON from a client, any failure (deep nesting included) a 400."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise input_error(f"Invalid {what}: not valid JSON (or nested too deep).") from None
 
 
 class BrokerService:
@@ -198,8 +231,10 @@ class BrokerService:
 
     def __init__(self, *, accounts: Accounts, market: Any, engine: Any, clock: Clock, limiter: RateLimiter,
                  audit: AuditLog, instruments_csv: Callable[[list[Any]], str],
-                 on_reload: Callable[[], dict[str, object]], info: Callable[[], dict[str, object]]) -> None:
+                 on_reload: Callable[[], dict[str, object]], info: Callable[[], dict[str, object]],
+                 admin_token: str | None = None) -> None:
         self.accounts = accounts
+        self.admin_token = admin_token
         self.market = market
         self.engine = engine
         self.clock = clock
@@ -213,39 +248,71 @@ class BrokerService:
         self._info = info
 
     # --- pipeline ----------------------------------------------------------------------------
-    def dispatch(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> Response:
+    def dispatch(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes,
+                 client: str = "-") -> Response:
         started = time.monotonic()
-        now = self.clock.now()
         path, _, query_text = raw_path.partition("?")
-        api_key: str | None = None
         admin = path.startswith("/paper/")
+        request: Request | None = None
+        now: datetime | None = None
         try:
+            # Inside the try: a clock that cannot answer gives a 500 envelope, not a dropped connection.
+            now = self.clock.now()
             route, args = self.router.match(method, path)
+            if admin:
+                self._check_admin(headers)
             query_lists = parse_qs(query_text, keep_blank_values=True) if query_text else {}
             query = _last(query_lists)
             form, json_body = self._parse_body(headers, body)
-            api_key = _api_key_sent(headers, query, form)
             request = Request(method, path, args, query, query_lists, form, json_body, headers, now)
             if route.auth:
-                request.account = self.accounts.authenticate(headers.get("Authorization"), now)
-            if route.rate_class is not None and api_key is not None:
-                self.limiter.check(api_key, route.rate_class, places_order=route.places_order, day=now.date())
-            if route.auth:
+                try:
+                    request.account = self.accounts.authenticate(headers.get("Authorization"), now)
+                except KiteError as exc:
+                    request.principal = self.accounts.expired_session_owner(headers.get("Authorization"))
+                    if request.principal is None:
+                        raise Unauthenticated(exc) from None
+                    raise
+                request.principal = request.account.api_key
+                if route.rate_class is not None:
+                    self.limiter.check(request.principal, route.rate_class, places_order=route.places_order,
+                                       day=now.date())
                 self.engine.advance(now)
             result = getattr(self, route.handler)(request)
             response = result if isinstance(result, Response) else success(result)
+        except Unauthenticated as exc:
+            response = failure(self._stranger(client, exc.error, now))
         except KiteError as exc:
             response = failure(exc)
         except Exception:
             log.exception("unexpected error on %s %s", method, path)
             response = failure(KiteError("GeneralException", "Internal error in the paper broker.", 500))
-        if not admin:
-            self.audit.record(now, api_key, method, path, response.status, response.order_id)
+        principal = request.principal if request is not None else None
+        if not admin and now is not None:
+            self.audit.record(now, principal, method, path, response.status, response.order_id)
         if request_log.isEnabledFor(logging.INFO):
-            who = api_key_fingerprint(api_key) if api_key else "-"
+            who = api_key_fingerprint(principal) if principal else f"- from={client}"
             request_log.info("%s %s %d %.1fms key=%s", method, path, response.status,
                              (time.monotonic() - started) * 1000, who)
         return response
+
+    def _stranger(self, client: str, error: KiteError, now: datetime | None) -> KiteError:
+        """Count a failed authentication against its client address (never the key it named)."""
+        try:
+            self.limiter.check(f"client:{client}", OTHER, day=None if now is None else now.date())
+        except KiteError as limited:
+            return limited
+        return error
+
+    def _admit(self, api_key: str, now: datetime) -> Callable[[], None]:
+        return lambda: self.limiter.check(api_key, OTHER, day=now.date())
+
+    def _check_admin(self, headers: Mapping[str, str]) -> None:
+        if self.admin_token is None:
+            return
+        given = headers.get(ADMIN_HEADER) or ""
+        if not hmac.compare_digest(given.encode(), self.admin_token.encode()):
+            raise token_error(f"The admin routes need the header {ADMIN_HEADER}.")
 
     @staticmethod
     def _parse_body(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, str], Any]:
@@ -257,10 +324,7 @@ class BrokerService:
         except UnicodeDecodeError:
             raise input_error("Request body is not UTF-8.") from None
         if "json" in content_type:
-            try:
-                return {}, json.loads(text)
-            except ValueError:
-                raise input_error("Request body is not valid JSON.") from None
+            return {}, _loads(text, "request body")
         return _last(parse_qs(text, keep_blank_values=True)), None
 
     # --- login -------------------------------------------------------------------------------
@@ -281,8 +345,16 @@ class BrokerService:
 
     def session_token(self, req: Request) -> dict[str, object]:
         api_key = req.form.get("api_key", "")
-        session = self.accounts.create_session(api_key, req.form.get("request_token", ""),
-                                               req.form.get("checksum", ""), req.now)
+        admit = self._admit(api_key, req.now)
+        try:
+            session = self.accounts.create_session(api_key, req.form.get("request_token", ""),
+                                                   req.form.get("checksum", ""), req.now, admit=admit)
+        except KiteError as exc:
+            if exc.status == 429:  # proved, but over the account's limit: counted and audited as its own
+                req.principal = api_key
+                raise
+            raise Unauthenticated(exc) from None
+        req.principal = api_key
         account = self.accounts.get(api_key)
         assert account is not None
         return session_payload(account, session)
@@ -290,9 +362,16 @@ class BrokerService:
     def session_delete(self, req: Request) -> bool:
         api_key = req.query.get("api_key", "")
         access_token = req.query.get("access_token", "")
-        if not api_key or not access_token:
-            raise input_error("Missing `api_key` or `access_token`.")
-        self.accounts.revoke(api_key, access_token)
+        try:
+            if not api_key or not access_token:
+                raise input_error("Missing `api_key` or `access_token`.")
+            self.accounts.revoke(api_key, access_token, admit=self._admit(api_key, req.now))
+        except KiteError as exc:
+            if exc.status == 429:
+                req.principal = api_key
+                raise
+            raise Unauthenticated(exc) from None
+        req.principal = api_key
         return True
 
     # --- user and portfolio ------------------------------------------------------------------
@@ -383,21 +462,44 @@ class BrokerService:
     @staticmethod
     def _trigger_id(req: Request) -> int:
         text = req.args["trigger_id"]
-        if not text.isdigit():
+        # isascii: str.isdigit also accepts digits such as "²" that int() refuses.
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_INT64:
             raise input_error("Invalid trigger id.")
         return int(text)
+
+    @staticmethod
+    def _check_gtt_params(req: Request) -> None:
+        """What the engine's GTT parser cannot refuse by itself: nesting too deep for json, and leg
+        quantities no account could hold (1e30 is a whole number to it)."""
+        params = req.params()
+        for key in ("condition", "orders"):
+            if params.get(key):
+                value = _loads(params[key], f"`{key}`")
+                if key == "orders" and isinstance(value, list):
+                    for order in value:
+                        quantity = order.get("quantity") if isinstance(order, dict) else None
+                        if isinstance(quantity, (int, float, str)) and not isinstance(quantity, bool):
+                            try:
+                                number = float(quantity)
+                            except ValueError:
+                                continue  # the engine names it
+                            if number > MAX_QUANTITY:
+                                raise input_error(f"Invalid `quantity` in GTT order: at most {MAX_QUANTITY}.")
 
     def gtts(self, req: Request) -> object:
         return self.engine.gtts(req.account) or []
 
     def place_gtt(self, req: Request) -> object:
+        self._check_gtt_params(req)
         return self.engine.place_gtt(req.account, req.params())
 
     def get_gtt(self, req: Request) -> object:
         return self.engine.get_gtt(req.account, self._trigger_id(req))
 
     def modify_gtt(self, req: Request) -> object:
-        return self.engine.modify_gtt(req.account, self._trigger_id(req), req.params())
+        trigger_id = self._trigger_id(req)
+        self._check_gtt_params(req)
+        return self.engine.modify_gtt(req.account, trigger_id, req.params())
 
     def delete_gtt(self, req: Request) -> object:
         return self.engine.delete_gtt(req.account, self._trigger_id(req))
@@ -426,8 +528,11 @@ class BrokerService:
         out = []
         for account in self.accounts.all():
             summary = dict(self.engine.account_summary(account) or {})
+            summary.pop("api_key", None)  # the engine's summary names the account by its key
+            # The fingerprint, as everywhere else: the full key is a credential half.
             out.append({"user_name": account.user_name, "user_id": account.user_id,
-                        "api_key": account.api_key, "starting_cash": account.starting_cash, **summary})
+                        "api_key_fingerprint": api_key_fingerprint(account.api_key),
+                        "starting_cash": account.starting_cash, **summary})
         return out
 
     def admin_audit(self, req: Request) -> list[dict[str, object]]:
@@ -439,8 +544,8 @@ class BrokerService:
                 raise input_error("Invalid `since`: expected an ISO date-time.") from None
             since = since.replace(tzinfo=IST) if since.tzinfo is None else since
         limit = req.query.get("limit")
-        if limit is not None and not limit.isdigit():
-            raise input_error("Invalid `limit`.")
+        if limit is not None and not (limit.isascii() and limit.isdigit() and int(limit) <= MAX_AUDIT_LIMIT):
+            raise input_error(f"Invalid `limit`: use a whole number from 0 to {MAX_AUDIT_LIMIT}.")
         return self.audit.query(since=since, api_key=req.query.get("api_key") or None,
                                 limit=None if limit is None else int(limit))
 
@@ -465,16 +570,34 @@ class KiteRequestHandler(BaseHTTPRequestHandler):
     server: PaperHTTPServer
 
     def _handle(self) -> None:
+        if self.headers.get("Transfer-Encoding") is not None:
+            # The body's framing is unknown to us: refuse and close rather than read it as requests.
+            self._refuse(KiteError("InputException", "Send the body with a Content-Length; "
+                                   "Transfer-Encoding (chunked) is not accepted.", 411))
+            return
+        lengths = self.headers.get_all("Content-Length") or []
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            length = int(lengths[0]) if lengths else 0
         except ValueError:
             length = -1
-        if length < 0:
-            self._send(failure(input_error("Bad Content-Length.")))
-            self.close_connection = True
+        if length < 0 or len(set(lengths)) > 1:
+            self._refuse(input_error("Bad Content-Length."))
+            return
+        if length > MAX_BODY_BYTES:
+            # Checked before reading a byte: a large body is never held in memory.
+            self._refuse(KiteError("InputException", f"Request body too large: at most {MAX_BODY_BYTES} "
+                                   "bytes.", 413))
             return
         body = self.rfile.read(length) if length else b""
-        self._send(self.server.service.dispatch(self.command, self.path, self.headers, body))
+        client = str(self.client_address[0]) if self.client_address else "-"
+        self._send(self.server.service.dispatch(self.command, self.path, self.headers, body, client))
+
+    def _refuse(self, error: KiteError) -> None:
+        """Answer and close: the unread body must not be taken for the next request."""
+        response = failure(error)
+        response.headers.append(("Connection", "close"))
+        self.close_connection = True
+        self._send(response)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
 

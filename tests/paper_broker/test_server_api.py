@@ -3,6 +3,7 @@ subprocess whose clock is frozen (a clock file with a negligible speed) at a tra
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
 from kitefleet.clock import IST
+from kitefleet.settings import api_key_fingerprint
 from tests.support.broker import RunningBroker, clock_file, start_broker
 from tests.support.homes import make_home, write_env
 
@@ -273,10 +275,10 @@ def test_login_rejects_wrong_checksum_reuse_and_unknown_key(broker: RunningBroke
 
     kite = KiteConnect("keysom0001", root=broker.url)
     token = request_token("keysom0001")
-    with pytest.raises(kex.TokenException, match="checksum") as info:
-        kite.generate_session(token, api_secret="not-the-secret")
+    with pytest.raises(kex.TokenException, match="invalid or has expired") as info:
+        kite.generate_session(token, api_secret="not-the-secret")  # told apart from nothing else
     assert info.value.code == 403
-    kite.generate_session(token, api_secret="secret-som-S3CR3T")  # a failed checksum does not burn it
+    kite.generate_session(token, api_secret="secret-som-S3CR3T")  # one failed checksum does not burn it
     with pytest.raises(kex.TokenException, match="invalid or has expired"):
         kite.generate_session(token, api_secret="secret-som-S3CR3T")
     with pytest.raises(kex.TokenException):  # another key's request token
@@ -308,7 +310,8 @@ def test_health_shows_the_simulated_now(broker: RunningBroker) -> None:
 def test_accounts_lists_paper_accounts_only(broker: RunningBroker) -> None:
     accounts = {a["user_name"]: a for a in broker.accounts()}
     assert set(accounts) == {"Som", "Sai"}
-    assert accounts["Sai"]["api_key"] == "keysai0001"
+    assert accounts["Sai"]["api_key_fingerprint"] == api_key_fingerprint("keysai0001")
+    assert "keysai0001" not in json.dumps(accounts)  # issue 15 item 9: never the full key
     assert accounts["Sai"]["cash"] == pytest.approx(250_000.0)
 
 
@@ -327,7 +330,7 @@ def test_audit_records_each_request_with_its_own_key(broker: RunningBroker, som:
         ("keysom0001", "GET", "/quote/ltp", 200),
         ("keysai0001", "GET", "/portfolio/holdings", 200),
         (None, "GET", "/nope", 404),
-        ("keysom0001", "GET", "/user/profile", 403),
+        (None, "GET", "/user/profile", 403),  # a failed authentication is never the named account's
     ]
     assert all(set(r) == {"time", "wall_time", "api_key", "method", "path", "status"} for r in rows)
     assert all(isinstance(r["wall_time"], float) for r in rows)

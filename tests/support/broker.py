@@ -98,6 +98,11 @@ class RunningBroker:
     env: dict[str, str]
     session: requests.Session = field(default_factory=requests.Session)
 
+    def __post_init__(self) -> None:
+        # A broker started with --allow-remote wants its admin token on every /paper/ route.
+        if self.env.get("PAPER_ADMIN_TOKEN"):
+            self.session.headers["X-Paper-Admin-Token"] = self.env["PAPER_ADMIN_TOKEN"]
+
     # --- plain HTTP ----------------------------------------------------------------------------
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 10)
