@@ -53,13 +53,15 @@ class Script:
     args: tuple[str, ...]
     smoke_args: tuple[str, ...]
     timeout: float = 1800.0
+    #: what the smoke test allows its ``--smoke`` run (wall seconds)
+    smoke_timeout: float = 120.0
 
     @property
     def path(self) -> Path:
         return BENCH_DIR / f"{self.name}.py"
 
 
-#: In the order of issue 10's list; the paper broker's server benchmark last.
+#: In the order of issue 10's list, then the paper broker's server benchmark; the fleet day (issue 15) last.
 SCRIPTS: tuple[Script, ...] = (
     Script("1", "bench_fanout", "Fan-out: run-all wall time against the CPU lower bound",
            (), ("--users", "1,2", "--repeat", "1", "--symbols", "3")),
@@ -75,6 +77,9 @@ SCRIPTS: tuple[Script, ...] = (
            (), ("--sizes", "1", "--speed", "60", "--poll", "60")),
     Script("7", "bench_paper_broker", "Paper broker server: ltp and historical requests per second",
            (), ("--accounts", "2", "--calls", "10")),
+    # A replayed day per rung, about 8 wall minutes plus 10 s per user at speed 60.
+    Script("8", "bench_fleet_day", "Fleet day: N users under supervisord, one replayed trading day",
+           ("--users", "10,25,50,100", "--speed", "60"), ("--smoke",), timeout=4 * 3600.0, smoke_timeout=300.0),
 )
 
 

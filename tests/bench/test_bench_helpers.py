@@ -1,5 +1,6 @@
-"""The pure parts of two benchmarks, on plain data: how bench_watchdog splits a reaction, and how
-bench_memory turns readings into its table and verdicts."""
+"""The pure parts of the benchmarks, on plain data: how bench_watchdog splits a reaction, how
+bench_memory turns readings into its table and verdicts, and how bench_fleet_day derives lateness
+and verdicts from the fleet's own files."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ from typing import Any
 
 import pytest
 
+from bench.bench_fleet_day import (
+    parse_daemon_log,
+    parse_request_log,
+    percentile,
+    poll_lateness,
+    request_stats,
+    resource_out,
+    run_windows,
+    slot_of,
+    start_lateness,
+    verdict,
+)
 from bench.bench_memory import FLEET_GOAL_MB, JobRun, rows
 from bench.bench_watchdog import effective_interval, split_reaction, table
 from kitefleet.clock import IST
@@ -78,3 +91,81 @@ def test_memory_rows_verdicts_and_fleet_projection() -> None:
     assert by_name["50 idle schedulers (50 x PSS, 2 up)"][1] == "1000"
     assert by_name["summary"][2] == "57.0"
     assert by_name["floor: import kiteconnect"][2] == "54.0"
+
+
+# --- bench_fleet_day: lateness and verdicts derived from the files the fleet writes ------------------
+DAEMON_LOG = """\
+2026-11-04 08:55:00 INFO user=U001 job=daemon d: scheduler for U001 (paper) started, pid 9
+2026-11-04 09:00:01 INFO user=U001 job=daemon d: update_cnc_stoploss started (pid 11; on time)
+2026-11-04 09:00:09 INFO user=U001 job=daemon d: update_cnc_stoploss (pid 11) ended: exit 0 (ok)
+2026-11-04 09:15:00 INFO user=U001 job=daemon d: hourly_candle_watchdog started (pid 12; session open)
+2026-11-04 09:21:30 INFO user=U001 job=daemon d: place_orders_daily started (pid 13; on time)
+2026-11-04 09:24:00 INFO user=U001 job=daemon d: place_orders_daily (pid 13) ended: exit 7 (temporary)
+2026-11-04 09:28:00 INFO user=U001 job=daemon d: place_orders_daily started (pid 14; retry after temporary failure)
+"""
+SCHEDULES = {"update_cnc_stoploss": "09:00,14:00", "hourly_candle_watchdog": "session",
+             "place_orders_daily": "09:20", "pattern_daily": "16:00"}
+
+
+def _ist(hms: str) -> datetime:
+    return datetime.fromisoformat(f"2026-11-04T{hms}+05:30")
+
+
+def test_fleet_start_lateness_per_slot_retries_apart() -> None:
+    starts, ends = parse_daemon_log(DAEMON_LOG.splitlines(keepends=True))
+    assert [j for _, j, _ in starts] == ["update_cnc_stoploss", "hourly_candle_watchdog", "place_orders_daily",
+                                        "place_orders_daily"]
+    assert [j for _, j in ends] == ["update_cnc_stoploss", "place_orders_daily"]
+    late, retries = start_lateness(starts, SCHEDULES, _ist("09:15:00"), _ist("08:45:00"))
+    assert retries == 1
+    assert [(x["job"], x["slot"], x["late_s"]) for x in late] == [
+        ("update_cnc_stoploss", "09:00", 1.0), ("hourly_candle_watchdog", "09:15", 0.0),
+        ("place_orders_daily", "09:20", 90.0)]
+    # a slot from before the scheduler was up (a catch-up) is not a scheduled start it was late for
+    assert [x["slot"] for x in start_lateness(starts, SCHEDULES, _ist("09:15:00"), _ist("09:10:00"))[0]] == [
+        "09:15", "09:20"]
+    assert slot_of("09:00,14:00", _ist("14:03:00"), _ist("09:15:00")) == _ist("14:00:00")
+    assert slot_of("16:00", _ist("09:03:00"), _ist("09:15:00")) is None
+
+
+def test_fleet_poll_lateness_leaves_out_gaps_beside_other_jobs_ltp_requests() -> None:
+    starts, ends = parse_daemon_log(DAEMON_LOG.splitlines(keepends=True))
+    windows = run_windows(starts, ends, "hourly_candle_watchdog", _ist("15:30:00"))
+    assert (_ist("09:21:30"), _ist("09:24:00")) in windows
+    assert (_ist("09:28:00"), _ist("15:30:00")) in windows  # still running at the end
+    polls = [_ist(t) for t in ("09:16:00", "09:17:30", "09:19:45", "09:22:00", "09:23:00", "09:25:00")]
+    late, skipped = poll_lateness(polls, windows, 90.0)
+    # 09:16:00->09:17:30 on time; ->09:19:45 45 s late; the three gaps touching place_orders_daily's
+    # run (its own LTP requests at 09:22 and 09:23 look like polls) are left out
+    assert late == [0.0, 45.0]
+    assert skipped == 3
+
+
+def test_fleet_percentile_and_request_stats() -> None:
+    assert percentile([], 99) is None
+    assert percentile([5.0, 1.0, 3.0], 50) == 3.0
+    assert percentile(range(1, 101), 99) == 99.0
+    audit = [{"wall_time": 100.1, "status": 200, "path": "/quote/ltp"},
+             {"wall_time": 100.9, "status": 429, "path": "/quote/ltp"},
+             {"wall_time": 102.0, "status": 502, "path": "/orders/regular"}]
+    stats = request_stats(audit, parse_request_log([
+        "2026-11-04 22:00:00,000 INFO paper_broker.requests: GET /quote/ltp 200 1.5ms key=abcd",
+        "2026-11-04 22:00:00,001 INFO paper_broker.audit: not a request line"]))
+    assert (stats["requests"], stats["rate_peak"], stats["rate_mean"]) == (3, 2, 1.0)
+    assert (stats["http_429"], stats["http_5xx"], stats["latency_p50_ms"]) == (1, 1, 1.5)
+
+
+def test_fleet_verdict_names_the_missed_goal_and_the_resource() -> None:
+    res: dict[str, Any] = {
+        "incomplete": "", "start_late_p99_s": 30.0, "poll_late_p99_s": 20.0, "poll_s": 90,
+        "broker": {"http_429": 0, "http_5xx": 0}, "mem_available_min_mb": 20000, "mem_total_mb": 24000,
+        "cpu_saturated_share": 0.1, "load_peak": 3.0}
+    assert verdict(res) == []
+    assert resource_out(res).startswith("none saturated")
+    slow = {**res, "poll_late_p99_s": 200.0, "cpu_saturated_share": 0.6}
+    assert verdict(slow) == ["poll lateness p99 200 s > 90 s"]
+    assert resource_out(slow).startswith("CPU")
+    assert verdict({**res, "start_late_p99_s": 900.0})[0].startswith("start lateness p99 900 s")
+    tight = {**res, "mem_available_min_mb": 1000}
+    assert verdict(tight) == ["MemAvailable down to 1000 MB"] and resource_out(tight).startswith("memory")
+    assert verdict({**res, "poll_late_p99_s": None}) == ["no watchdog polls"]

@@ -30,7 +30,8 @@ def test_script_runs_on_tiny_inputs(script: Script, tmp_path: Path) -> None:
     if not script.path.exists():
         pytest.skip(f"{script.path.relative_to(PROJECT_ROOT)} does not exist yet (written by another engineer)")
     proc = subprocess.run([sys.executable, str(script.path), *script.smoke_args], cwd=PROJECT_ROOT,
-                          env=_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=script.smoke_timeout,
+                          check=False)
     assert proc.returncode == 0, f"{script.name} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert lines, f"{script.name} printed nothing:\n{proc.stdout}"
