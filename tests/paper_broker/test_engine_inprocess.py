@@ -470,10 +470,10 @@ def test_advance_touches_nothing_until_a_minute_completes(rig: Rig) -> None:
     market_calls = 0
     minutes_between = rig.market.minutes_between
 
-    def counted(*args: object) -> list[tuple[datetime, float, float, float]]:
+    def counted(token: int, t0: datetime, t1: datetime) -> list[tuple[datetime, float, float, float]]:
         nonlocal market_calls
         market_calls += 1
-        return minutes_between(*args)  # type: ignore[arg-type]
+        return minutes_between(token, t0, t1)
 
     rig.market.minutes_between = counted  # type: ignore[method-assign]
     for second in ("10:00:30", "10:00:45", "10:00:59.999"):

@@ -65,7 +65,7 @@ class Rig:
     def audit(self, api_key: str) -> list[dict[str, Any]]:
         r = requests.get(f"{self.broker.url}/paper/audit", params={"api_key": api_key}, timeout=10)
         r.raise_for_status()
-        return r.json()["data"]  # type: ignore[no-any-return]
+        return r.json()["data"]
 
 
 @pytest.fixture(scope="module")
