@@ -14,6 +14,12 @@ client, released at the same instant, repeats:
 A round trip is one Kite call answered with an order id. Reported: aggregate round trips per
 second over the parallel window (all calls of all accounts), and p50/p99 latency per kind.
 Goal: at least 300 round trips per second in aggregate on 2 cores.
+
+Also reported: the cost of the order engine's ``advance()`` while no minute has completed (the
+broker calls it on every request and five times a second), in-process on a throw-away database,
+with the time passed in and read from the frozen clock file as the broker does. Goal: a few
+microseconds, far below a round trip (tests/paper_broker/test_engine_inprocess.py checks that such
+a call touches neither the database nor the market; the number lives here, not in a timed test).
 """
 
 from __future__ import annotations
@@ -81,6 +87,33 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _advance_cost(root: Path, calendar_file: Path, symbols: list[str], calls: int) -> tuple[float, float]:
+    """Seconds per ``OrderEngine.advance`` with nothing due: (time passed in, time from the clock file)."""
+    from kitefleet.calendar import load_calendar
+    from kitefleet.clock import clock_from_value
+    from paper_broker.db import Database
+    from paper_broker.engine import OrderEngine
+    from paper_broker.market import Market
+    from tests.support.broker import clock_file
+
+    clock = clock_from_value(clock_file(root / "advance-clock", NOW, FROZEN))
+    calendar = load_calendar(calendar_file, NOW.date())
+    db = Database(root / "advance" / "paper.db")
+    try:
+        engine = OrderEngine(db, Market(calendar, symbols=symbols), calendar, clock)
+        now = clock.now()
+        started = time.perf_counter()
+        for _ in range(calls):
+            engine.advance(now)
+        given = (time.perf_counter() - started) / calls
+        started = time.perf_counter()
+        for _ in range(calls):
+            engine.advance()
+        return given, (time.perf_counter() - started) / calls
+    finally:
+        db.close()
+
+
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000
@@ -91,6 +124,8 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=8)
     parser.add_argument("--orders", type=int, default=150, help="place+cancel iterations per account")
     parser.add_argument("--symbols", default="INFY,TCS,RELIANCE,HDFCBANK")
+    parser.add_argument("--advance-calls", type=int, default=20_000,
+                        help="engine.advance() calls with nothing due, timed in-process")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -134,6 +169,7 @@ def main() -> int:
             broker_cpu = _cpu_seconds(broker.proc.pid) - cpu_before
         finally:
             broker.stop()
+        advance_given, advance_clock = _advance_cost(root, home.calendar_file, symbols, args.advance_calls)
     window = max(r["start"] + r["elapsed"] for r in results) - min(r["start"] for r in results)
     kinds = ("place", "cancel", "fill")
     merged = {k: [x for r in results for x in r["lat"][k]] for k in kinds}
@@ -150,6 +186,9 @@ def main() -> int:
           f"{statistics.mean(x for v in merged.values() for x in v) * 1000:.2f} ms")
     print(f"broker process CPU: {broker_cpu:.2f} s for {total} calls = {broker_cpu / total * 1000:.2f} ms/call "
           f"(one core could serve ~{total / broker_cpu:.0f} calls/s; the rest of the 2 cores went to the clients)")
+    print(f"engine.advance() with no minute completed: {advance_given * 1e6:.2f} us per call with the time "
+          f"given, {advance_clock * 1e6:.2f} us reading the clock file ({args.advance_calls} calls each, "
+          f"in-process)")
     return 0
 
 

@@ -1,22 +1,61 @@
 """What a Kite failure means for the worker: retry, stop for a new login, give up, or reconcile.
 
 kiteconnect raises its own exception classes (chosen by the ``error_type`` of the answer, with
-``.code`` the HTTP status) and lets ``requests`` exceptions through untouched. This module maps
-them onto the project's shallow hierarchy (kitefleet.errors):
+``.code`` the HTTP status; an error_type it has no class for, such as Kite's MarginException or
+HoldingException, arrives as GeneralException) and lets ``requests`` exceptions through untouched.
+This module maps them onto the project's shallow hierarchy (kitefleet.errors): TokenError (exit 5:
+log in again), BrokerUnavailable and WriteOutcomeUnknown (BrokerTemporaryError, exit 7; an unknown
+write is resolved by reconciliation, never by sending again), BrokerRejected (BrokerPermanentError,
+exit 1, carrying Kite's own message).
 
-    TokenException                                  -> TokenError (exit 5): log in again
-    NetworkException 429 / "Too many requests"      -> retried (reads and writes: a 429 was refused
-                                                       before it was processed); then BrokerUnavailable
-    NetworkException, DataException, 5xx General,   -> reads: retried, then BrokerUnavailable (exit 7)
-      requests ConnectionError / Timeout, a            writes: WriteOutcomeUnknown (exit 7), resolved
-      truncated or undecodable answer (requests        by reconciliation, never by sending again
-      ChunkedEncodingError / ContentDecodingError)
-    connection refused / connect timeout            -> nothing reached the broker: retried like a read
-    any other requests exception                    -> writes: WriteOutcomeUnknown (the request may have
-                                                       been sent); reads: BrokerRejected (a setup
-                                                       problem: invalid URL, too many redirects)
-    InputException, OrderException, Permission-,    -> BrokerRejected (a BrokerPermanentError, exit 1)
-      General (< 500), Margin-/HoldingException        carrying Kite's own message
+One row per (exception, read or write): the error it ends as (``map_error``) and whether it is
+retried first (``retryable``). Exceptions are kiteconnect's unless named ``requests.``, with the HTTP
+status as ``.code``. tests/workers/test_broker_errors.py runs one case per row and fails when this
+table and its cases differ.
+
+    exception                                call     -> error                 retried
+    TokenException 403                       read     -> TokenError            no
+    TokenException 403                       write    -> TokenError            no
+    NetworkException 429 Too many requests   read     -> BrokerUnavailable     yes
+    NetworkException 429 Too many requests   write    -> BrokerUnavailable     yes
+    NetworkException 200 Too many requests   write    -> BrokerUnavailable     yes
+    NetworkException 503                     read     -> BrokerUnavailable     yes
+    NetworkException 503                     write    -> WriteOutcomeUnknown   no
+    DataException 502                        read     -> BrokerUnavailable     yes
+    DataException 502                        write    -> WriteOutcomeUnknown   no
+    GeneralException 500                     read     -> BrokerUnavailable     yes
+    GeneralException 503                     write    -> WriteOutcomeUnknown   no
+    requests.ConnectionError reset           read     -> BrokerUnavailable     yes
+    requests.ConnectionError reset           write    -> WriteOutcomeUnknown   no
+    requests.ReadTimeout                     read     -> BrokerUnavailable     yes
+    requests.ReadTimeout                     write    -> WriteOutcomeUnknown   no
+    requests.ChunkedEncodingError            read     -> BrokerUnavailable     yes
+    requests.ChunkedEncodingError            write    -> WriteOutcomeUnknown   no
+    requests.ContentDecodingError            read     -> BrokerUnavailable     yes
+    requests.ContentDecodingError            write    -> WriteOutcomeUnknown   no
+    requests.ConnectionError refused         read     -> BrokerUnavailable     yes
+    requests.ConnectionError refused         write    -> BrokerUnavailable     yes
+    requests.ConnectTimeout                  read     -> BrokerUnavailable     yes
+    requests.ConnectTimeout                  write    -> BrokerUnavailable     yes
+    requests.InvalidURL                      read     -> BrokerRejected        no
+    requests.InvalidURL                      write    -> WriteOutcomeUnknown   no
+    requests.TooManyRedirects                read     -> BrokerRejected        no
+    requests.TooManyRedirects                write    -> WriteOutcomeUnknown   no
+    requests.InvalidJSONError                write    -> WriteOutcomeUnknown   no
+    InputException 400                       read     -> BrokerRejected        no
+    InputException 400                       write    -> BrokerRejected        no
+    OrderException 400                       write    -> BrokerRejected        no
+    OrderException 500                       write    -> BrokerRejected        no
+    PermissionException 403                  read     -> BrokerRejected        no
+    PermissionException 403                  write    -> BrokerRejected        no
+    GeneralException 400                     read     -> BrokerRejected        no
+    GeneralException 400                     write    -> BrokerRejected        no
+
+A 429 (Kite sometimes sends its body with HTTP 200) was refused before it was processed, and a
+refused connection or a connect timeout never reached the broker: both are retried for writes too.
+Only GeneralException 5xx is a server fault; another class with a 5xx code (OrderException's
+default is 500) is still Kite's refusal. Any other requests exception on a read is a setup problem
+(invalid URL, too many redirects).
 
 A write is mapped to BrokerRejected only when Kite itself answered with a refusal (a
 KiteException), never from a ``requests`` failure: a body cut off after Kite accepted an order

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time as _time
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -461,12 +460,29 @@ def test_restart_catches_up_fills_expiry_and_settlement(rig: Rig) -> None:
     assert len(rig.engine.order_trades(rig.som, oid)) == 1
 
 
-def test_advance_is_cheap_when_nothing_is_due(rig: Rig) -> None:
+def test_advance_touches_nothing_until_a_minute_completes(rig: Rig) -> None:
+    """The broker calls advance on every request and five times a second: until the next minute
+    completes it must not touch the database or the market. (Its cost per call is printed by
+    bench/bench_orders.py; a wall-time assert here would test the machine.)"""
     rig.place(price=1400)
-    started = _time.perf_counter()
-    for _ in range(20_000):
-        rig.engine.advance()
-    assert _time.perf_counter() - started < 0.5
+    statements: list[str] = []
+    rig.db.conn().set_trace_callback(statements.append)
+    market_calls = 0
+    minutes_between = rig.market.minutes_between
+
+    def counted(token: int, t0: datetime, t1: datetime) -> list[tuple[datetime, float, float, float]]:
+        nonlocal market_calls
+        market_calls += 1
+        return minutes_between(token, t0, t1)
+
+    rig.market.minutes_between = counted  # type: ignore[method-assign]
+    for second in ("10:00:30", "10:00:45", "10:00:59.999"):
+        rig.clock.t = at(MON, second)
+        for _ in range(100):
+            rig.engine.advance()
+    assert (statements, market_calls) == ([], 0)
+    rig.move(at(MON, "10:01"))
+    assert statements and market_calls, "a completed minute is processed"
 
 
 # --- GTT ------------------------------------------------------------------------------------------

@@ -278,9 +278,6 @@ def test_orphan_after_supervisord_sigkill_keeps_the_lock_and_stop_ends_it() -> N
 
 
 # --- crash safety with real jobs against the supervised paper broker ------------------------------
-ENTRY_JOB = PROJECT_ROOT / "workers" / "jobs" / "place_orders_daily.py"
-
-
 def _try_login(url: str, api_key: str, api_secret: str) -> Any:
     from tests.support.broker import login
 
@@ -289,7 +286,6 @@ def _try_login(url: str, api_key: str, api_secret: str) -> Any:
     return None
 
 
-@pytest.mark.skipif(not ENTRY_JOB.exists(), reason="workers/jobs/place_orders_daily.py is not written yet")
 def test_sigkill_of_the_scheduler_during_entries_sends_no_duplicate_order() -> None:
     from collections import Counter
     from datetime import datetime

@@ -364,28 +364,6 @@ def test_a_cut_off_answer_to_a_write_is_outcome_unknown_not_a_refusal(tmp_path: 
         server.close()
 
 
-def test_only_a_kite_refusal_makes_a_write_rejected() -> None:
-    from kiteconnect import exceptions as kex
-    from requests import exceptions as rex
-
-    from workers.broker_errors import map_error
-
-    def mapped(exc: BaseException, write: bool = True) -> type:
-        return type(map_error(exc, operation="place_order", write=write, user="Som"))
-
-    for exc in (rex.ChunkedEncodingError("IncompleteRead"), rex.ContentDecodingError("bad gzip"),
-                rex.TooManyRedirects("30 redirects"), rex.InvalidJSONError("x"), rex.ReadTimeout("slow"),
-                rex.ConnectionError("Connection reset by peer"), kex.DataException("bad JSON", 502),
-                kex.GeneralException("oops", 503)):
-        assert mapped(exc) is WriteOutcomeUnknown, exc
-    refused = rex.ConnectionError("NewConnectionError: [Errno 111] Connection refused")
-    assert mapped(refused) is BrokerUnavailable
-    assert mapped(kex.InputException("Invalid `price`.", 400)) is BrokerRejected
-    assert mapped(kex.OrderException("Insufficient funds", 400)) is BrokerRejected
-    assert mapped(rex.TooManyRedirects("30 redirects"), write=False) is BrokerRejected
-    assert mapped(rex.ChunkedEncodingError("IncompleteRead"), write=False) is BrokerUnavailable
-
-
 def test_connection_refused_is_retried_then_temporary(tmp_path: Path) -> None:
     api = _api_against(tmp_path, _free_port(), attempts=3)
     with pytest.raises(BrokerUnavailable) as info:
