@@ -90,6 +90,7 @@ from workers.portfolio import (
     record_entry_fills,
     snapshot,
 )
+from workers.scans import latest_scan_file, read_scan, scan_session, scans_dir
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import (
     DEFAULT_CAPITAL_DEPLOYMENT_PERCENT,
@@ -188,21 +189,11 @@ def read_manual(path: Path) -> tuple[list[ScanResult], bool]:
     return rows, has_score
 
 
-def _scan_session(path: Path) -> date | None:
-    stem = path.stem.rsplit("_", 1)[-1]
-    try:
-        return date(int(stem[:4]), int(stem[4:6]), int(stem[6:8])) if len(stem) == 8 else None
-    except ValueError:
-        return None
-
-
 def load_scan(ctx: JobContext, last_completed: date) -> tuple[Path, list[ScanResult]]:
-    from workers.jobs.pattern_daily import latest_scan_file, read_scan, scans_dir
-
     path = latest_scan_file(ctx.home, ctx.user)
     if path is None:
         raise InputError(f"no scan in {scans_dir(ctx.home, ctx.user)}; run pattern_daily first (or pass --from FILE)")
-    session = _scan_session(path)
+    session = scan_session(path)
     if session != last_completed:
         raise InputError(f"the newest scan {path.name} is for session {session}, but the last completed session "
                          f"is {last_completed}; run pattern_daily first (or pass --from FILE)")
