@@ -2,13 +2,11 @@
 
     python -m workers place_orders_daily --user Som [--dry-run] [--confirm] [--from FILE] [--json]
 
-Input: the newest scan ``data/<User>/scans/pattern_daily_<YYYYMMDD>.csv`` (pattern_daily; it must
-be the scan of the last completed session by the NSE calendar, so the evening's scan feeds the
-next morning's entries; an older one is refused), or ``--from FILE``: CSV or JSON (a list of
-objects or of symbols, or an object holding such a list under ``rows``/``orders``/``stocks``)
-with at least a ``ticker`` (or ``symbol``) column; ``stop_loss``/``stop``, ``target_price``/
-``target``, ``score`` and ``entry`` are optional. A ``--from`` file is a person's explicit pick:
-its rows keep their order and ``MIN_SCORE`` applies only if it has a score column.
+Input (workers.entry_input): the newest scan ``data/<User>/scans/pattern_daily_<YYYYMMDD>.csv``
+(pattern_daily; it must be the scan of the last completed session by the NSE calendar, so the
+evening's scan feeds the next morning's entries; an older one is refused), or ``--from FILE``, a
+person's explicit pick (CSV or JSON with at least a ``ticker`` column): its rows keep their order
+and ``MIN_SCORE`` applies only if it has a score column.
 
 Rules (workers.strategy.sizing; docs/trading-rules.md): selection (score >= ``MIN_SCORE``, not
 held or pending, at most ``MAX_CNC_POSITIONS`` minus the symbols held or with an open BUY order:
@@ -56,7 +54,6 @@ failed; 7 a write's outcome unknown or the broker unavailable (the record is wri
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from dataclasses import dataclass
@@ -71,6 +68,7 @@ from kitefleet.state import StateStore
 from workers import pause
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
+from workers.entry_input import load_scan, read_manual
 from workers.entry_plan import JOB, PURPOSE, Basis, entry_tag, fix_plan, plan_basis, read_plan, remaining
 from workers.intents import IntentLog, SymbolBlocked, send_order_once
 from workers.portfolio import (
@@ -81,7 +79,6 @@ from workers.portfolio import (
     snapshot,
 )
 from workers.run_record import Entry, EntryRun, write_record
-from workers.scans import latest_scan_file, read_scan, scan_session, scans_dir
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import (
     DEFAULT_CAPITAL_DEPLOYMENT_PERCENT,
@@ -98,97 +95,12 @@ TAKES_JOB_LOCK = True
 EXCHANGE = "NSE"
 
 
-class InputError(KitefleetError):
-    """No usable input (missing or stale scan, unreadable --from file)."""
-
-    exit_code = ExitCode.JOB_FAILED
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="from_file", type=Path, default=None, metavar="FILE",
                         help="CSV or JSON of symbols to enter (ticker column; stop/target optional) "
                              "instead of the newest scan")
     parser.add_argument("--confirm", action="store_true", help="show the plan and ask y/n before sending")
     parser.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
-
-
-# --- input ---------------------------------------------------------------------------------------
-_SYMBOL_KEYS = ("ticker", "symbol", "tradingsymbol")
-_STOP_KEYS = ("stop_loss", "stop", "sl")
-_TARGET_KEYS = ("target_price", "target", "target_1", "target1")
-
-
-def _pick(row: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    lowered = {str(k).strip().lower(): v for k, v in row.items()}
-    for key in keys:
-        value = lowered.get(key)
-        if value not in (None, ""):
-            return value
-    return None
-
-
-def _num(value: Any) -> float | None:
-    if value in (None, ""):
-        return None
-    try:
-        return float(str(value).replace(",", ""))
-    except ValueError:
-        return None
-
-
-def read_manual(path: Path) -> tuple[list[ScanResult], bool]:
-    """Rows of a ``--from`` file as ScanResults, and whether it carries scores."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"--from {path}: cannot be read ({exc.strerror})") from None
-    raw: list[Any]
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise InputError(f"--from {path}: not valid JSON ({exc})") from None
-        if isinstance(data, dict):
-            data = next((data[k] for k in ("rows", "orders", "stocks", "tickers") if isinstance(data.get(k), list)),
-                        None)
-        if not isinstance(data, list):
-            raise InputError(f"--from {path}: expected a list of rows (or of symbols)")
-        raw = [{"ticker": r} if isinstance(r, str) else r for r in data]
-    else:
-        raw = list(csv.DictReader(text.splitlines()))
-    rows: list[ScanResult] = []
-    has_score = False
-    for i, row in enumerate(raw):
-        if not isinstance(row, dict):
-            raise InputError(f"--from {path}: row {i + 1} is not an object")
-        symbol = _pick(row, _SYMBOL_KEYS)
-        if symbol is None or not str(symbol).strip():
-            raise InputError(f"--from {path}: row {i + 1} has no ticker/symbol")
-        score = _num(_pick(row, ("score",)))
-        has_score = has_score or score is not None
-        rows.append(ScanResult(
-            symbol=str(symbol).strip().upper().removeprefix("NSE:"),
-            score=int(score) if score is not None else 0,
-            entry=_num(_pick(row, ("entry", "entry_price"))),
-            stop_loss=_num(_pick(row, _STOP_KEYS)),
-            target_1=_num(_pick(row, _TARGET_KEYS)),
-            risk_reward=_num(_pick(row, ("risk_reward", "risk_reward_ratio"))) or 0.0,
-        ))
-    return rows, has_score
-
-
-def load_scan(ctx: JobContext, last_completed: date) -> tuple[Path, list[ScanResult]]:
-    path = latest_scan_file(ctx.home, ctx.user)
-    if path is None:
-        raise InputError(f"no scan in {scans_dir(ctx.home, ctx.user)}; run pattern_daily first (or pass --from FILE)")
-    session = scan_session(path)
-    if session != last_completed:
-        raise InputError(f"the newest scan {path.name} is for session {session}, but the last completed session "
-                         f"is {last_completed}; run pattern_daily first (or pass --from FILE)")
-    try:
-        return path, read_scan(path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: unreadable scan ({exc})") from None
 
 
 # --- the run ---------------------------------------------------------------------------------------
