@@ -28,6 +28,9 @@ Protocol:
   (``remaining``). A second run after a complete first run therefore sends nothing.
 * The tag of an entry is ``make_tag(user, "place_orders_daily", session, symbol, "entry")``
   (``entry_tag``); it is what workers.intents uses to send each entry at most once.
+
+The restart rows this protocol answers (second run the same day, a rerun after a crash or a
+refusal) and their tests are in docs/restart-behaviour.md.
 """
 
 from __future__ import annotations
