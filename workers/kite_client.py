@@ -7,153 +7,63 @@ writes (place/modify/cancel order, place/modify/delete GTT) are never retried on
 reached the broker: a timeout or server error raises ``WriteOutcomeUnknown`` and the caller
 reconciles (workers.intents). Failures map onto kitefleet.errors (see workers.broker_errors).
 
-Sessions. On-disk contract, ``data/<User>/session.json`` (mode 0600, atomic replace)::
-
-    {"access_token": "...", "login_time": ISO, "expires_at": ISO,
-     "mode": "paper"|"live", "root": "http://127.0.0.1:8765" (paper only)}
-
-written by the paper auto-login below and by ``orchestrator.py login`` (live; ``save_session``).
-``data/<User>/session.lock`` serialises logins of one user's processes, so a renewal by one is
-adopted by the others instead of each logging in again.
+Sessions (the file, its expiry and which one is usable: workers.session_file). ``data/<User>/
+session.lock`` serialises logins of one user's processes, so a renewal by one is adopted by the
+others instead of each logging in again.
 
 * Paper: a session that is missing, expired by the shared clock, or from another broker address
   is renewed by logging in against the paper broker (``GET /connect/login`` -> 302 with a
   ``request_token`` -> ``generate_session``). A TokenException on a call (expired or revoked
   token) renews once and repeats the call (a 403 was refused before it was processed).
 * Live: the session file if unexpired, else the ``KITE_ACCESS_TOKEN`` setting, else TokenError
-  (exit 5, "log in again"). A live worker never logs in by itself. A session file that exists but
-  does not read as a session (corrupt, truncated, unreadable) is reported as such, never as
-  missing, and its content is never shown (it holds a token).
+  (exit 5, "log in again"). A live worker never logs in by itself; a token refused on a call is
+  replaced once by a newer one in session.json (the morning's ``orchestrator.py login``). A
+  session file that does not read as a session is reported as such, never as missing.
 
 Access tokens and request tokens are registered with the log redaction as soon as they are seen.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import threading
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
-from datetime import time as dtime
-from pathlib import Path
+from datetime import date, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import requests
-from filelock import FileLock, Timeout
+from filelock import Timeout
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from kitefleet import clock
-from kitefleet.atomic import atomic_write_json
-from kitefleet.clock import IST
 from kitefleet.errors import TokenError
 from kitefleet.home import Home
 from kitefleet.settings import Settings
 from workers.broker_errors import BrokerRejected, BrokerUnavailable, map_error, retryable, token_error
 from workers.context import JobContext
+from workers.logs import register_secret
 from workers.ratelimit import OTHER, RateLimiter, endpoint_class
+from workers.session_file import (
+    SESSION_LOCK_TIMEOUT_S,
+    newer_token,
+    no_live_session,
+    read_session,
+    save_session,
+    session_expiry,
+    session_lock,
+    unreadable_session,
+    usable_session,
+)
 
 T = TypeVar("T")
 
-SESSION_EXPIRY = dtime(6, 0)
 #: kiteconnect's default is 7 s; the paper broker's instruments and long candle spans need more.
 REQUEST_TIMEOUT_S = 15.0
 QUOTE_MAX_INSTRUMENTS = 500
 LTP_OHLC_MAX_INSTRUMENTS = 1000
-
-
-def _register_secret(value: str | None) -> None:
-    try:
-        from workers.logs import register_secret
-    except ImportError:  # pragma: no cover - the lead's logging module is always there in production
-        return
-    register_secret(value)
-
-
-def session_expiry(login: datetime) -> datetime:
-    """Kite's rule: a token lives until the first 06:00 IST after the login."""
-    local = login.astimezone(IST)
-    expiry = datetime.combine(local.date(), SESSION_EXPIRY, IST)
-    return expiry if local < expiry else expiry + timedelta(days=1)
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=IST) if parsed.tzinfo is None else parsed
-
-
-def read_session(home: Home, user: str) -> dict[str, Any] | None:
-    """The session file's content, or None when missing or unreadable."""
-    try:
-        data = json.loads(home.session_file(user).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError, OSError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("access_token"), str) else None
-
-
-def session_file_problem(home: Home, user: str) -> str | None:
-    """Why ``data/<User>/session.json`` exists yet is no session (``read_session`` gives None for
-    both); None when it is missing or well-formed. Never quotes the file: it holds a token."""
-    path = home.session_file(user)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return f"cannot be read: {exc.strerror}"
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        return "not UTF-8"
-    except json.JSONDecodeError as exc:
-        return f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-    if not isinstance(data, dict):
-        return "not a JSON object"
-    if not isinstance(data.get("access_token"), str):
-        return "no access_token"
-    return None
-
-
-def save_session(home: Home, user: str, *, access_token: str, login_time: datetime,
-                 expires_at: datetime, mode: str, root: str | None = None) -> Path:
-    """Write ``data/<User>/session.json`` atomically with mode 0600 (also for the login command)."""
-    _register_secret(access_token)
-    data: dict[str, Any] = {
-        "access_token": access_token,
-        "login_time": login_time.astimezone(IST).isoformat(),
-        "expires_at": expires_at.astimezone(IST).isoformat(),
-        "mode": mode,
-    }
-    if root is not None:
-        data["root"] = root
-    path = home.session_file(user)
-    atomic_write_json(path, data, mode=0o600)
-    return path
-
-
-def usable_session(data: dict[str, Any] | None, settings: Settings, now: datetime) -> str | None:
-    """The access token of ``data`` if it belongs to this mode (and broker) and has not expired."""
-    if data is None:
-        return None
-    mode = data.get("mode", "live")
-    if mode != settings.mode:
-        return None
-    if settings.is_paper and data.get("root") != settings.kite_root:
-        return None  # a token of another paper broker (another port, another test home)
-    expires = _parse_time(data.get("expires_at"))
-    if expires is None or expires <= now:
-        return None
-    token = data.get("access_token")
-    return token if isinstance(token, str) and token else None
 
 
 class _LimitedKiteConnect(KiteConnect):
@@ -200,23 +110,9 @@ class KiteApi:
         """HTTP requests made by this process, by kiteconnect route name."""
         return dict(self._kite.calls)
 
-    def _session_lock(self) -> FileLock:
-        self.home.user_data_dir(self.user).mkdir(parents=True, exist_ok=True, mode=0o700)
-        return FileLock(self.home.user_data_dir(self.user) / "session.lock", timeout=60, poll_interval=0.01)
-
     def _use(self, token: str) -> None:
-        _register_secret(token)
+        register_secret(token)
         self._kite.set_access_token(token)
-
-    def _unreadable_session(self) -> str | None:
-        """``data/<User>/session.json is unreadable (why)`` when it exists but is no session."""
-        problem = session_file_problem(self.home, self.user)
-        if problem is None:
-            return None
-        path = self.home.session_file(self.user)
-        with contextlib.suppress(ValueError):
-            path = path.relative_to(self.home.root)
-        return f"{path} is unreadable ({problem})"
 
     def connect(self) -> None:
         """Load a usable session (paper: log in when there is none). Live: TokenError if none."""
@@ -226,7 +122,7 @@ class KiteApi:
         if token is not None:
             self._use(token)
             return
-        unreadable = self._unreadable_session() if data is None else None
+        unreadable = unreadable_session(self.home, self.user) if data is None else None
         if not self.settings.is_paper:
             fallback = self.settings.get("KITE_ACCESS_TOKEN")
             if isinstance(fallback, str) and fallback:
@@ -235,23 +131,15 @@ class KiteApi:
                                      unreadable, self.user)
                 self._use(fallback)
                 return
-            if unreadable:
-                detail = unreadable
-            elif data is None:
-                detail = "no session file"
-            elif data.get("mode", "live") == "live":
-                detail = f"session file expired at {data.get('expires_at')}"
-            else:
-                detail = "the session file is not a live session"
-            raise token_error(self.user, f"{detail} and no KITE_ACCESS_TOKEN")
+            raise token_error(self.user, f"{no_live_session(data, unreadable)} and no KITE_ACCESS_TOKEN")
         if unreadable:
             self.log.warning("%s; logging in to the paper broker again", unreadable)
         self._renew(stale=None)
 
     def _adopt_newer_live_session(self) -> bool:
         """Live only, never a login: switch to session.json's token if it is usable and new."""
-        token = usable_session(read_session(self.home, self.user), self.settings, clock.now())
-        if token is None or token == self._kite.access_token:
+        token = newer_token(self.home, self.user, self.settings, clock.now(), other_than=self._kite.access_token)
+        if token is None:
             return False
         self._use(token)
         return True
@@ -260,14 +148,14 @@ class KiteApi:
         """Paper only: adopt a session another process just wrote, else log in and write it."""
         with self._login_lock:
             try:
-                lock = self._session_lock()
+                lock = session_lock(self.home, self.user)
                 lock.acquire()
             except Timeout:
-                raise BrokerUnavailable(f"{self.user}: session lock busy for 60 s (a login hung?)") from None
+                raise BrokerUnavailable(f"{self.user}: session lock busy for {SESSION_LOCK_TIMEOUT_S} s "
+                                        "(a login hung?)") from None
             try:
-                now = clock.now()
-                token = usable_session(read_session(self.home, self.user), self.settings, now)
-                if token is not None and token != stale:
+                token = newer_token(self.home, self.user, self.settings, clock.now(), other_than=stale)
+                if token is not None:
                     self._use(token)
                     return
                 self._paper_login()
@@ -292,7 +180,7 @@ class KiteApi:
                 raise TokenError(f"paper broker at {self.settings.kite_root} refused the login of "
                                  f"{self.user} (HTTP {resp.status_code}: {message}); is {self.user}'s env "
                                  "file in the broker's home?")
-            _register_secret(request_token)
+            register_secret(request_token)
             session = self._kite.generate_session(request_token, self.settings.api_secret)
             token = str(session["access_token"])
             self._use(token)

@@ -25,7 +25,8 @@ from kitefleet.settings import load_settings
 from paper_broker.universe import nifty50_universe
 from tests.support.broker import RunningBroker, broker_factory, clock_file  # noqa: F401 (fixture)
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home, write_env
-from workers.jobs.pattern_daily import latest_scan_file, read_scan, scan_csv, scan_file, scan_order
+from workers.jobs.pattern_daily import scan_order
+from workers.scans import latest_scan_file, read_scan, scan_csv, scan_file
 from workers.strategy.patterns import SCAN_COLUMNS, ScanResult, scan_sort_key
 from workers.universe import nifty50_symbols, read_symbols_csv, resolve_universe
 

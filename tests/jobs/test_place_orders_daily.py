@@ -438,7 +438,7 @@ def test_a_write_whose_answer_is_lost_is_found_by_its_tag_and_not_resent(desk: D
 
 # --- pure parts: --from files, manual selection, the pause flag -----------------------------------
 def test_from_files_accept_csv_and_json_shapes(tmp_path: Path) -> None:
-    from workers.jobs.place_orders_daily import InputError, read_manual
+    from workers.entry_input import InputError, read_manual
 
     csv_file = tmp_path / "a.csv"
     csv_file.write_text("Ticker,Stop_Loss,Target1,Score\nnse:infy,1400,1700,6\nTCS,,,\n", encoding="utf-8")

@@ -147,7 +147,7 @@ def test_extract_request_token_refuses(text: str) -> None:
 
 
 def test_session_expiry_rule() -> None:
-    from workers.kite_client import session_expiry
+    from workers.session_file import session_expiry
 
     assert session_expiry(START) == datetime(2026, 11, 26, 6, 0, tzinfo=IST)
     early = START.replace(hour=5, minute=59)
@@ -164,8 +164,8 @@ def test_running_scheduler_picks_up_a_new_login(paper: tuple[Home, RunningBroker
     from kitefleet import clock as clock_module
     from kitefleet.calendar import read_calendar
     from workers.daemon import Scheduler
-    from workers.kite_client import save_session
     from workers.schedule import Plan
+    from workers.session_file import save_session
 
     home, broker, clock_value = paper
     yesterday = START - timedelta(days=1)

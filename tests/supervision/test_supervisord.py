@@ -293,7 +293,7 @@ def test_sigkill_of_the_scheduler_during_entries_sends_no_duplicate_order() -> N
     from kitefleet.clock import IST, write_clock_file
     from kitefleet.settings import load_settings
     from tests.support.broker import login
-    from workers.jobs.pattern_daily import scan_csv
+    from workers.scans import scan_csv
     from workers.strategy.patterns import ScanResult
 
     root = Path(tempfile.mkdtemp(prefix="kfsv-"))

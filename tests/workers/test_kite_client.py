@@ -25,8 +25,9 @@ from tests.support.broker import RunningBroker, broker_factory, clock_file  # no
 from tests.support.homes import make_home, write_env
 from tests.workers.jobs_for_tests import MARKET_OPEN, paper_home, point_users_at, run_job
 from workers.broker_errors import BrokerRejected, BrokerUnavailable, WriteOutcomeUnknown
-from workers.kite_client import KiteApi, build_kite, read_session, save_session, session_expiry
+from workers.kite_client import KiteApi, build_kite
 from workers.ratelimit import RateLimiter
+from workers.session_file import read_session, save_session, session_expiry
 
 
 @pytest.fixture

@@ -131,7 +131,7 @@ def check_clock() -> dict[str, str]:
 
 
 def check_session(ctx: JobContext) -> dict[str, str]:
-    from workers.kite_client import read_session, session_file_problem, usable_session
+    from workers.session_file import read_session, session_file_problem, usable_session
 
     settings = ctx.settings
     data = read_session(ctx.home, ctx.user)

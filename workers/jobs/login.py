@@ -12,7 +12,7 @@ the launcher and talks to it over pipes. Protocol (one JSON object per stdout li
       -> {"event": "session", "user", "mode", "broker_user_id", "login_time", "expires_at", "session_file"}
 
 The session is ``generate_session(request_token, api_secret)`` (checksum = SHA-256 of key + token +
-secret) and is written by workers.kite_client.save_session to ``data/<User>/session.json``
+secret) and is written by workers.session_file.save_session to ``data/<User>/session.json``
 (mode 0600, atomic): access_token, login_time, expires_at (the first 06:00 IST after the login),
 mode, and root (paper). Neither token is ever printed or logged (both are registered with the log
 redaction as soon as they are seen). A running scheduler notices the new file by its mtime.
@@ -40,7 +40,8 @@ from kitefleet.errors import TokenError, UsageError
 from kitefleet.settings import Settings
 from workers.broker_errors import BrokerUnavailable, describe, map_error
 from workers.context import JobContext
-from workers.kite_client import REQUEST_TIMEOUT_S, save_session, session_expiry
+from workers.kite_client import REQUEST_TIMEOUT_S
+from workers.session_file import save_session, session_expiry
 
 LOG_TO_CONSOLE = False
 KITE_LOGIN_URL = "https://kite.zerodha.com/connect/login"

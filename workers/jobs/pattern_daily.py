@@ -10,16 +10,15 @@ risk-reward, SMA20-slope trend, growth pattern; the rules are in that module's d
 window depends only on that last session, never on the time of day, so a scan at 18:00 and one at
 09:16 the next morning (before that day's session has completed) write byte-identical files.
 
-On-disk contract (written only by this job, under its per-(user, job) lock):
+On-disk contract (written only by this job, under its per-(user, job) lock; the file format is
+workers.scans's):
 
     data/<User>/scans/pattern_daily_<YYYYMMDD>.csv
-        <YYYYMMDD> is the last completed session the scan used. CSV (UTF-8, "\\n" line ends) with a
-        header row and the columns ``patterns.SCAN_COLUMNS``; one row per universe symbol, also for
-        score 0, "insufficient data: N candles, need 60", "no valid stop: ...", a bad candle, or an
-        instrument the broker does not list (``reason`` says which); rows ordered by score, then
-        risk-reward (both descending), then symbol. Empty cell = not computed. Written atomically
-        (temp file + os.replace), so place_orders_daily never reads a half-written scan; a rerun
-        for the same session replaces the file.
+        <YYYYMMDD> is the last completed session the scan used. One row per universe symbol, also
+        for score 0, "insufficient data: N candles, need 60", "no valid stop: ...", a bad candle, or
+        an instrument the broker does not list (``reason`` says which); rows ordered by score, then
+        risk-reward (both descending), then symbol. Written atomically, so place_orders_daily never
+        reads a half-written scan; a rerun for the same session replaces the file.
 
 Candles come through the shared market-data cache (workers.marketdata: one fetch per symbol and
 session range for all users of one data source). ``--no-shared-cache`` bypasses it and fetches
@@ -36,27 +35,23 @@ limited after retries (nothing is written: a scan with holes would silently drop
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import zlib
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from kitefleet import clock
-from kitefleet.atomic import atomic_write_text, remove_stale_temps
 from kitefleet.errors import BrokerPermanentError
 from workers.context import JobContext
-from workers.strategy.patterns import SCAN_COLUMNS, ScanResult, scan_sort_key, scan_symbol, session_date
+from workers.scans import scan_file, write_scan
+from workers.strategy.patterns import ScanResult, scan_sort_key, scan_symbol, session_date
 from workers.universe import resolve_universe
 
 TAKES_JOB_LOCK = True
 
 #: "About six months" of daily candles: ~125 sessions, well above patterns.MIN_CANDLES (60).
 LOOKBACK_CALENDAR_DAYS = 183
-SCAN_PREFIX = "pattern_daily_"
 DEFAULT_TOP = 10
 
 
@@ -67,36 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON summary line instead of the table")
     parser.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="N",
                         help=f"rows shown in the summary (default {DEFAULT_TOP})")
-
-
-def scans_dir(home: Any, user: str) -> Path:
-    return Path(home.user_data_dir(user)) / "scans"
-
-
-def scan_file(home: Any, user: str, session: date) -> Path:
-    """``data/<User>/scans/pattern_daily_<YYYYMMDD>.csv`` for the scan of ``session``."""
-    return scans_dir(home, user) / f"{SCAN_PREFIX}{session:%Y%m%d}.csv"
-
-
-def latest_scan_file(home: Any, user: str) -> Path | None:
-    """The newest scan file by session date in its name (for place_orders_daily and doctor)."""
-    files = sorted(scans_dir(home, user).glob(f"{SCAN_PREFIX}[0-9]*.csv"))
-    return files[-1] if files else None
-
-
-def read_scan(path: Path) -> list[ScanResult]:
-    """The rows of a scan file, in file order."""
-    with path.open(encoding="utf-8", newline="") as fh:
-        return [ScanResult.from_row(row) for row in csv.DictReader(fh)]
-
-
-def scan_csv(results: list[ScanResult]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SCAN_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for result in results:
-        writer.writerow(result.as_row())
-    return buf.getvalue()
 
 
 def scan_order(user: str, symbols: list[str]) -> list[str]:
@@ -187,8 +152,7 @@ def run(ctx: JobContext) -> int:
 
     path = scan_file(ctx.home, ctx.user, last)
     if not ctx.dry_run:
-        remove_stale_temps(path)  # leftovers of a killed run; we hold the job lock
-        atomic_write_text(path, scan_csv(results))
+        write_scan(path, results)  # we hold the job lock (see write_scan)
     not_scored = [r for r in results if r.reason is not None and r.trend is None]
     counts = {
         "symbols": len(results),
