@@ -20,8 +20,9 @@ from kitefleet.ticks import round_to_tick
 from tests.jobs.test_place_orders_daily import Desk, last_json, open_desk
 from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home
+from workers.gtt import stop_ownership
 from workers.intents import make_tag
-from workers.jobs.update_cnc_stoploss import Outcome, _record, bot_stop_ownership, fresh_stop_tag
+from workers.jobs.update_cnc_stoploss import Outcome, _record, fresh_stop_tag
 from workers.strategy.stops import gtt_limit_price
 
 JOB = "update_cnc_stoploss"
@@ -366,9 +367,9 @@ def test_the_bot_owns_the_gtt_ids_of_its_state_and_its_intents() -> None:
                     "b": {"kind": "gtt", "job": JOB, "symbol": "ONGC", "broker_id": None},
                     "c": {"kind": "order", "job": "place_orders_daily", "symbol": "LT", "broker_id": "11"}},
     }
-    owned, known = bot_stop_ownership(state)
-    assert owned == {7, 8, 9, 10}
-    assert known == {"INFY", "TCS", "SBIN", "HDFCBANK", "ITC", "ONGC"}
+    ownership = stop_ownership(state)
+    assert ownership.owned_ids == {7, 8, 9, 10}
+    assert ownership.known_symbols == {"INFY", "TCS", "SBIN", "HDFCBANK", "ITC", "ONGC"}
 
 
 def test_the_state_never_names_a_stop_gtt_that_is_gone(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ with at least a ``ticker`` (or ``symbol``) column; ``stop_loss``/``stop``, ``tar
 its rows keep their order and ``MIN_SCORE`` applies only if it has a score column.
 
 Rules (workers.strategy.sizing; docs/trading-rules.md): selection (score >= ``MIN_SCORE``, not
-held or pending, at most ``MAX_CNC_POSITIONS`` minus the symbols held or with an open BUY order:
+blocked for entries (``workers.portfolio.entry_blocked``: held, sold today, held on another
+exchange, or an open BUY order), at most ``MAX_CNC_POSITIONS`` minus the symbols held or with an open BUY order:
 an unfilled entry of an earlier run takes a slot), size (cash x
 ``CAPITAL_DEPLOYMENT_PERCENT`` / number selected / limit price, optional ``RISK_PER_TRADE_PERCENT``
 cap on (entry - stop) x shares against equity = free cash + held market value), the order (BUY
@@ -83,8 +84,12 @@ from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.intents import SENT, IntentLog, SymbolBlocked, make_tag, send_order_once
 from workers.portfolio import (
+    HELD,
+    HELD_ELSEWHERE,
+    SOLD_TODAY,
     AccountSnapshot,
     available_cash,
+    entry_blocked,
     plan_key,
     prune_entry_plans,
     record_entry_fills,
@@ -368,18 +373,19 @@ def run(ctx: JobContext) -> int:
     else:
         cash = available_cash(equity_margins)
         equity = round(cash + account.market_value(), 2)
-        held, pending = account.held_symbols, account.pending_symbols
+        blocked_now = entry_blocked(account)
         # An open BUY (an earlier run's entry not filled yet) will become a position: it takes a
-        # slot, or a second input the same day could fill MAX_CNC_POSITIONS twice over.
-        taken = len(held | pending)
+        # slot, or a second input the same day could fill MAX_CNC_POSITIONS twice over. A symbol
+        # sold today is blocked but holds nothing: no slot.
+        taken = sum(1 for why in blocked_now.values() if why != SOLD_TODAY)
         if has_score and args.from_file is None:
-            selected, skipped = select_candidates(rows, held, pending, min_score=min_score,
+            selected, skipped = select_candidates(rows, blocked_now, min_score=min_score,
                                                   max_positions=max_positions, held_count=taken)
         else:
-            selected, skipped = select_candidates(rows, held, pending, min_score=min_score if has_score else None,
+            selected, skipped = select_candidates(rows, blocked_now, min_score=min_score if has_score else None,
                                                   max_positions=max_positions, held_count=taken, manual=True)
-        skipped = [s for s in skipped if s.reason.startswith(("already held", "open BUY"))] + \
-            [s for s in skipped if not s.reason.startswith(("already held", "open BUY"))]
+        reasons = set(blocked_now.values())
+        skipped = [s for s in skipped if s.reason in reasons] + [s for s in skipped if s.reason not in reasons]
         n_selected = len(selected)
 
     entries = [Entry(r, make_tag(ctx.user, JOB, today, r.symbol, PURPOSE)) for r in selected]
@@ -476,6 +482,7 @@ def _remaining(plan: dict[str, Any], rows: list[ScanResult], account: AccountSna
                today: date, user: str) -> tuple[list[ScanResult], list[Skipped]]:
     """The planned entries still to do: not sent yet, and not held or pending meanwhile."""
     by_symbol = {r.symbol: r for r in rows}
+    blocked_now = entry_blocked(account)
     selected: list[ScanResult] = []
     skipped: list[Skipped] = []
     for sym, meta in (plan.get("entries") or {}).items():
@@ -485,11 +492,8 @@ def _remaining(plan: dict[str, Any], rows: list[ScanResult], account: AccountSna
             status = intent.get("order_status") or "sent"
             skipped.append(Skipped(sym, f"already placed today: order {intent.get('broker_id')} ({status})"))
             continue
-        if sym in account.held_symbols:
-            skipped.append(Skipped(sym, "already held"))
-            continue
-        if sym in account.pending_symbols:
-            skipped.append(Skipped(sym, "open BUY order pending"))
+        if sym in blocked_now:
+            skipped.append(Skipped(sym, blocked_now[sym]))
             continue
         row = by_symbol.get(sym) or ScanResult(sym, 0, entry=meta.get("entry"), stop_loss=meta.get("stop_loss"),
                                                target_1=meta.get("target_price"),
@@ -548,7 +552,7 @@ def _finish(ctx: JobContext, kite: Any, store: StateStore, entries: list[Entry],
         "total_orders_attempted": sum(1 for e in entries if e.at is not None),
         "successful_orders": len(successes),
         "total_investment": round(sum(e.plan.order_value for e in successes if e.plan), 2),
-        "skipped_existing_positions": [s.symbol for s in skipped if s.reason == "already held"],
+        "skipped_existing_positions": [s.symbol for s in skipped if s.reason in (HELD, HELD_ELSEWHERE, SOLD_TODAY)],
         "skipped": [{"ticker": s.symbol, "reason": s.reason} for s in skipped],
         "stopped": stopped,
         "orders": [e.record() for e in entries],

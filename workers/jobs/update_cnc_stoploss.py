@@ -14,11 +14,11 @@ held symbol (rules in workers.strategy.stops and docs/trading-rules.md):
   source ``fallback``, and a WARNING asks a person to look;
 * the GTT: single trigger at the stop, one SELL LIMIT CNC leg for the full held quantity, limit
   ``GTT_LIMIT_BUFFER_PERCENT`` (default 5) below the trigger, floored to the tick;
-* only the bot's own stop GTTs are managed: ids recorded in state (``stops[S].gtt_id``, the
-  positions' ``gtt_order_id`` and legacy ``gtt.trigger_id``) or in this job's GTT intents, and, on
-  a held symbol the state has no record of (lost or migrated state), stop-shaped ones (single
-  SELL leg, trigger below the GTT's ``last_price``). Two-leg (OCO) and take-profit GTTs placed by
-  a person are never modified or deleted and never set the floor;
+* only the bot's own stop GTTs are managed (workers.gtt, one predicate shared with the watchdog
+  and doctor): ids recorded in state or in this job's GTT intents, and, on a held symbol the state
+  has no record of (lost or migrated state), stop-shaped ones (single SELL leg, trigger below the
+  GTT's ``last_price``). Two-leg (OCO) and take-profit GTTs placed by a person are never modified
+  or deleted and never set the floor;
 * a managed GTT whose trigger, limit or quantity differ is **modified in place** (the legacy job
   deleted and re-created, leaving moments without a stop); duplicates are deleted; owned stop
   GTTs on symbols no longer held are deleted; nothing changed -> nothing sent.
@@ -75,8 +75,9 @@ from kitefleet.state import StateStore
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.faults import fault_point
+from workers.gtt import bot_stops, stop_ownership
 from workers.intents import RESOLVED, SENT, UNRESOLVED, IntentLog, SymbolBlocked, make_tag, send_gtt_once
-from workers.portfolio import record_entry_fills, snapshot, sync_held_positions
+from workers.portfolio import held_quantities, record_entry_fills, snapshot, sync_held_positions
 from workers.strategy.stops import (
     CREATE,
     DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
@@ -86,12 +87,11 @@ from workers.strategy.stops import (
     NONE,
     PREV_SESSION_LOW,
     DesiredGtt,
-    GttAction,
     StopDecision,
+    StopPlanAction,
     decide_stop,
     gtt_limit_price,
     gtt_params,
-    managed_stop_gtts,
     plan_gtt_changes,
     previous_session_low,
     stop_floors,
@@ -133,36 +133,6 @@ def fresh_stop_tag(user: str, session: date, symbol: str, trigger: float, quanti
         if (intents.get(tag) or {}).get("status") not in _USED_TAG_STATUSES:
             return tag, purpose
         attempt += 1
-
-
-def _as_id(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def bot_stop_ownership(state: Mapping[str, Any]) -> tuple[set[int], set[str]]:
-    """(GTT ids this job placed or adopted, symbols it has any stop record of), from the state:
-    ``stops``, the positions' ``gtt_order_id`` (and legacy ``gtt.trigger_id``), its GTT intents."""
-    owned: set[int] = set()
-    known: set[str] = set()
-    for sym, rec in (state.get("stops") or {}).items():
-        known.add(str(sym).upper())
-        if (gid := _as_id((rec or {}).get("gtt_id"))) is not None:
-            owned.add(gid)
-    for sym, pos in (state.get("positions") or {}).items():
-        legacy = (pos or {}).get("gtt")
-        for value in ((pos or {}).get("gtt_order_id"), legacy.get("trigger_id") if isinstance(legacy, dict) else None):
-            if (gid := _as_id(value)) is not None:
-                owned.add(gid)
-                known.add(str(sym).upper())
-    for intent in (state.get("intents") or {}).values():
-        if intent.get("kind") == "gtt" and intent.get("job") == JOB:
-            known.add(str(intent.get("symbol", "")).upper())
-            if (gid := _as_id(intent.get("broker_id"))) is not None:
-                owned.add(gid)
-    return owned, known
 
 
 @dataclass
@@ -243,22 +213,22 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
         if report.checked:
             log.info("%s", report.summary())
     account = snapshot(kite)
-    held = account.held_quantities()
+    held = held_quantities(account)
     if not ctx.dry_run:
         with store.transaction() as state:
             record_entry_fills(state, account.orders, today, now)
             sync_held_positions(state, account, now)
     state = store.read()
     gtts = list(kite.get_gtts())
-    owned, known = bot_stop_ownership(state)
-    managed = managed_stop_gtts(gtts, held, owned_ids=owned, known_symbols=known, exchange=EXCHANGE)
+    ownership = stop_ownership(state)
+    managed = bot_stops(gtts, ownership, adopt_on=held, exchange=EXCHANGE)
     buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
     decisions, ticks, ltps = decide_stops(md, kite, held, state, managed, now, buffer)
     desired: dict[str, DesiredGtt] = {}
     for sym, d in decisions.items():
         if d.place and d.stop is not None:
             desired[sym] = DesiredGtt(d.stop, gtt_limit_price(d.stop, buffer, ticks[sym]), held[sym])
-    actions = plan_gtt_changes(held, desired, gtts, EXCHANGE, owned_ids=owned, known_symbols=known)
+    actions = plan_gtt_changes(held, desired, gtts, EXCHANGE, ownership=ownership)
     recorded_stops = state.get("stops") or {}
     outcomes: list[Outcome] = []
     for a in actions:
@@ -306,7 +276,7 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
     return exit_code
 
 
-def _apply(ctx: JobContext, kite: Any, intents: IntentLog, out: Outcome, action: GttAction,
+def _apply(ctx: JobContext, kite: Any, intents: IntentLog, out: Outcome, action: StopPlanAction,
            ltps: dict[str, float], today: date) -> None:
     log = ctx.log
     if out.action == DELETE:
