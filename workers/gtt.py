@@ -99,20 +99,17 @@ class StopOwnership:
 
 
 def stop_ownership(state: Mapping[str, Any]) -> StopOwnership:
-    """The bot's stop GTTs, from the state: ``stops[S].gtt_id`` (the one home), the positions'
-    legacy ``gtt_order_id`` / ``gtt.trigger_id``, and update_cnc_stoploss's GTT intents."""
+    """The bot's stop GTTs, from the state: ``stops[S].gtt_id`` (the one home of a stop's GTT
+    id) and update_cnc_stoploss's sent GTT intents (the record of a GTT sent but not yet in
+    ``stops``: a run killed right after the send). ``positions[S].gtt_order_id`` is a derived
+    legacy field and is not read; a legacy id there is folded into ``stops`` on load
+    (kitefleet.state_migrations.fold_legacy_stop_ids)."""
     owned: set[int] = set()
     known: set[str] = set()
     for sym, rec in (state.get("stops") or {}).items():
         known.add(str(sym).upper())
         if (gid := _as_id((rec or {}).get("gtt_id"))) is not None:
             owned.add(gid)
-    for sym, pos in (state.get("positions") or {}).items():
-        legacy = (pos or {}).get("gtt")
-        for value in ((pos or {}).get("gtt_order_id"), legacy.get("trigger_id") if isinstance(legacy, dict) else None):
-            if (gid := _as_id(value)) is not None:
-                owned.add(gid)
-                known.add(str(sym).upper())
     for intent in (state.get("intents") or {}).values():
         if intent.get("kind") == "gtt" and intent.get("job") == STOP_JOB:
             known.add(str(intent.get("symbol", "")).upper())

@@ -43,12 +43,14 @@ follow the live holdings. The test-only fault point ``after_send`` (workers.faul
 a modification and a deletion: the broker has it, the state not.
 
 State (data/trading_state_<User>.json): ``stops[SYMBOL] = {stop, source: "prev_session_low" |
-"fallback", gtt_id, trigger, limit_price, quantity, updated_at}`` for every held symbol whose stop
-GTT is or was in place (written only once the broker has it; removed when the symbol is no longer
-held). ``gtt_id`` is the id of an **active** stop GTT or null: when the GTT is gone and no new one
-could be placed the id is cleared, and ``stop`` stays as the never-lower floor. The position
-record gets the legacy annotations ``stop_loss``, ``stop_loss_source`` (``previous_day_low_gtt``,
-or ``fallback_gtt``), ``stop_loss_updated``, ``gtt_order_id``; positions follow the held
+"fallback" | "legacy", gtt_id, trigger, limit_price, quantity, updated_at}`` for every held symbol
+whose stop GTT is or was in place (written only once the broker has it; removed when the symbol is
+no longer held). ``stops[S]`` is the one home of a stop's GTT id (schema 2,
+kitefleet.state_migrations); ``gtt_id`` is the id of an **active** stop GTT or null: when the GTT
+is gone and no new one could be placed the id is cleared, and ``stop`` stays as the never-lower
+floor. The position record gets the legacy annotations ``stop_loss``, ``stop_loss_source``
+(``previous_day_low_gtt``, or ``fallback_gtt``), ``stop_loss_updated``, and ``gtt_order_id``,
+which is written only as a copy of ``stops[S].gtt_id`` and never read; positions follow the held
 quantities (workers.portfolio.sync_held_positions). ``--dry-run`` prints the changes, sends and
 writes nothing, and takes no GTT lock.
 
@@ -72,6 +74,7 @@ from kitefleet.errors import LockTimeout
 from kitefleet.exitcodes import ExitCode
 from kitefleet.locks import gtt_lock
 from kitefleet.state import StateStore
+from kitefleet.state_migrations import fold_legacy_stop_ids
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.faults import fault_point
@@ -216,9 +219,12 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
     held = held_quantities(account)
     if not ctx.dry_run:
         with store.transaction() as state:
+            # A position migrate-state brought in with a legacy GTT id gets its stop record first.
+            fold_legacy_stop_ids(state)
             record_entry_fills(state, account.orders, today, now)
             sync_held_positions(state, account, now)
     state = store.read()
+    fold_legacy_stop_ids(state)  # in memory: a dry run plans as the real run would
     gtts = list(kite.get_gtts())
     ownership = stop_ownership(state)
     managed = bot_stops(gtts, ownership, adopt_on=held, exchange=EXCHANGE)
@@ -350,9 +356,9 @@ def _record(store: StateStore, outcomes: list[Outcome], held: dict[str, int], no
             if {k: old.get(k) for k in entry} != entry:
                 stops[out.symbol] = {**entry, "updated_at": stamp}
             pos = positions.get(out.symbol)
-            if pos is not None and (pos.get("stop_loss") != out.trigger or pos.get("gtt_order_id") != out.gtt_id):
+            if pos is not None and pos.get("stop_loss") != out.trigger:
                 pos.update({"stop_loss": out.trigger, "stop_loss_source": LEGACY_SOURCE.get(out.source, out.source),
-                            "stop_loss_updated": stamp, "gtt_order_id": out.gtt_id})
+                            "stop_loss_updated": stamp})
         for sym, gtt_id in live.items():
             if gtt_id is not None:
                 continue
@@ -360,13 +366,17 @@ def _record(store: StateStore, outcomes: list[Outcome], held: dict[str, int], no
             # the state must not name a dead GTT. The stop stays: it is still the never-lower floor.
             if sym in stops and stops[sym].get("gtt_id") is not None:
                 stops[sym] = {**stops[sym], "gtt_id": None, "updated_at": stamp}
-            pos = positions.get(sym)
-            if pos is not None and pos.get("gtt_order_id") is not None:
-                pos.update({"gtt_order_id": None, "stop_loss_updated": stamp})
         for sym in [s for s in stops if s not in held]:
             # Sold out while its GTT was already gone (fired, or deleted by hand): nothing to protect.
             if not any(o.symbol == sym and o.error for o in outcomes):
                 stops.pop(sym)
+        # positions[S].gtt_order_id is derived from the one home, stops[S].gtt_id, for legacy readers.
+        for sym, pos in positions.items():
+            want = (stops.get(sym) or {}).get("gtt_id")
+            if not isinstance(pos, dict) or pos.get("gtt_order_id") == want:
+                continue
+            if want is not None or "gtt_order_id" in pos:
+                pos["gtt_order_id"] = want
 
 
 def _summary(outcomes: list[Outcome], decisions: dict[str, StopDecision]) -> dict[str, Any]:
