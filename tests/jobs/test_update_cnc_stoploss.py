@@ -7,7 +7,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -469,4 +469,32 @@ def test_a_legacy_gtt_id_on_a_position_gets_a_stop_record_and_only_the_stop_reco
     assert state["stops"]["HDFCBANK"]["gtt_id"] == 9 and "GONE" not in state["stops"]
     assert state["stops"]["INFY"] == {"gtt_id": 7, "stop": 1450.0}
     assert stop_ownership(state).owned_ids == {7, 8, 9, 10}
+
+
+# --- intent pruning (once a day, from this job) ------------------------------------------------------
+def test_a_40_day_old_stop_intent_whose_gtt_is_active_is_kept_by_the_prune_and_its_gtt_still_managed(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, _at(A, 10, 5), SYMBOLS, SCENARIO)
+    _buy(desk, "Som", ["INFY"], tmp_path)
+    first = desk.ok("Som", JOB)["actions"][0]
+    gid = first["gtt_id"]
+    old_day = (A - timedelta(days=40)).isoformat()
+    with StateStore(desk.home, "Som", "paper").transaction() as state:
+        (stop_tag,) = [t for t, i in state["intents"].items() if i["kind"] == "gtt"]
+        for intent in state["intents"].values():  # everything happened 40 days ago
+            intent.update(session=old_day, placed_on=old_day)
+        gone = dict(state["intents"][stop_tag], tag="STGONE", broker_id="999")  # its GTT is long gone
+        state["intents"]["STGONE"] = gone
+        state["intents"]["ENPENDING"] = dict(gone, tag="ENPENDING", kind="order", status="pending", broker_id=None)
+        state["stops"].pop("INFY")  # the intent is the only record that the bot placed GTT gid
+        state["meta"].pop("intents_pruned_on")  # the first run pruned today already: as if a new day
+    before = desk.audit_len()
+    out = desk.ok("Som", JOB)
+    assert desk.writes(before) == [] and out["sent"] == 0
+    assert [(a["symbol"], a["action"], a["gtt_id"]) for a in out["actions"]] == [("INFY", "none", gid)]
+    state = desk.state("Som")
+    # kept: the GTT intent whose GTT is active, the open one; dropped: the closed ones
+    assert set(state["intents"]) == {stop_tag, "ENPENDING"}
+    assert state["meta"]["intents_pruned_on"] == A.isoformat()
+    assert state["stops"]["INFY"]["gtt_id"] == gid
 

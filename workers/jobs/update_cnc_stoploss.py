@@ -54,6 +54,10 @@ which is written only as a copy of ``stops[S].gtt_id`` and never read; positions
 quantities (workers.portfolio.sync_held_positions). ``--dry-run`` prints the changes, sends and
 writes nothing, and takes no GTT lock.
 
+Intents: once a day, after the stop record is written, closed intents older than 30 days are
+forgotten (workers.intents.IntentLog.prune): never an open or unresolved one, one of the current
+session, or a GTT intent whose GTT is active in the list this run read.
+
 Exit codes: 0 done (stops not placed and fallbacks are reported, not failures); 1 the GTT lock
 was not free within 60 s; 5 Kite session; 6 an intent the broker cannot confirm blocked a write
 (reported per symbol, the others proceed); 7 broker unavailable or a write's outcome unknown.
@@ -79,7 +83,16 @@ from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.faults import fault_point
 from workers.gtt import bot_stops, stop_ownership
-from workers.intents import RESOLVED, SENT, UNRESOLVED, IntentLog, SymbolBlocked, make_tag, send_gtt_once
+from workers.intents import (
+    KEEP_INTENT_DAYS,
+    RESOLVED,
+    SENT,
+    UNRESOLVED,
+    IntentLog,
+    SymbolBlocked,
+    make_tag,
+    send_gtt_once,
+)
 from workers.portfolio import held_quantities, record_entry_fills, snapshot, sync_held_positions
 from workers.strategy.stops import (
     CREATE,
@@ -279,7 +292,20 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
         _print(ctx, outcomes, decisions, ltps, dry_run=False)
         if ctx.args.json:
             print(json.dumps(_summary(outcomes, decisions)))
+    _prune_once_a_day(ctx, store, intents, gtts, today)
     return exit_code
+
+
+def _prune_once_a_day(ctx: JobContext, store: StateStore, intents: IntentLog, gtts: list[Mapping[str, Any]],
+                      today: date) -> None:
+    """Forget old closed intents (workers.intents.IntentLog.prune), once a day, after the stop
+    record is written: a GTT intent whose GTT is active in the list this run read is kept."""
+    if (store.read().get("meta") or {}).get("intents_pruned_on") == today.isoformat():
+        return
+    active = [g.get("id") for g in gtts if str(g.get("status", "")).lower() == "active"]
+    dropped = intents.prune(active_gtt_ids=active)
+    if dropped:
+        ctx.log.info("forgot %d closed intent(s) older than %d days", dropped, KEEP_INTENT_DAYS)
 
 
 def _apply(ctx: JobContext, kite: Any, intents: IntentLog, out: Outcome, action: StopPlanAction,
