@@ -498,3 +498,27 @@ def test_a_40_day_old_stop_intent_whose_gtt_is_active_is_kept_by_the_prune_and_i
     assert state["meta"]["intents_pruned_on"] == A.isoformat()
     assert state["stops"]["INFY"]["gtt_id"] == gid
 
+
+# --- issue 15 item 14 ------------------------------------------------------------------------------
+def test_a_fallback_stop_killed_right_after_its_send_is_recorded_on_the_rerun(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    # docs/restart-behaviour.md, "crash after send, before record (stop GTT)": the rerun finds the
+    # GTT and records it. TCS trades below P's low on A: its stop is a fallback.
+    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, _at(A, 10, 5), SYMBOLS, SCENARIO)
+    _buy(desk, "Som", ["TCS"], tmp_path)
+    killed = desk.run("Som", JOB, fault="after_send:TCS")
+    assert killed.returncode == -9, killed.stderr
+    (g,) = _active(desk, "Som")["TCS"]
+    assert "TCS" not in (desk.state("Som").get("stops") or {})
+    before = desk.audit_len()
+    out = desk.ok("Som", JOB)
+    assert desk.writes(before) == [] and out["sent"] == 0
+    (act,) = out["actions"]
+    assert (act["action"], act["gtt_id"]) == ("none", g["id"])
+    trigger = g["condition"]["trigger_values"][0]
+    state = desk.state("Som")
+    assert state["stops"]["TCS"] == {**state["stops"]["TCS"], "stop": trigger, "source": "fallback",
+                                     "gtt_id": g["id"], "trigger": trigger,
+                                     "limit_price": g["orders"][0]["price"], "quantity": g["orders"][0]["quantity"]}
+    assert state["positions"]["TCS"]["gtt_order_id"] == g["id"]
+    assert state["positions"]["TCS"]["stop_loss_source"] == "fallback_gtt"

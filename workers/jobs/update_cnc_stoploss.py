@@ -102,6 +102,7 @@ from workers.strategy.stops import (
     MODIFY,
     NONE,
     PREV_SESSION_LOW,
+    PRICE_TOLERANCE,
     DesiredGtt,
     StopDecision,
     StopPlanAction,
@@ -163,6 +164,8 @@ class Outcome:
     done: bool = False
     error: str | None = None
     source: str = SOURCE
+    #: the stop to record when it differs from the GTT's trigger (a kept GTT under a higher floor)
+    stop: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"symbol": self.symbol, "action": self.action, "gtt_id": self.gtt_id, "trigger": self.trigger,
@@ -172,8 +175,10 @@ class Outcome:
 
 def decide_stops(md: Any, kite: Any, held: dict[str, int], state: dict[str, Any],
                  managed: Mapping[str, list[Mapping[str, Any]]], now: datetime, buffer: float,
-                 ) -> tuple[dict[str, StopDecision], dict[str, float], dict[str, float]]:
-    """Per held symbol: the stop decision, its tick size and its LTP."""
+                 ) -> tuple[dict[str, StopDecision], dict[str, float], dict[str, float], dict[str, float]]:
+    """Per held symbol: the stop decision, its tick size, its LTP, and (where the rule stop
+    cannot be placed) the fallback stop that would be placed if the symbol had no stop GTT: a
+    kept GTT at that level is a fallback placed earlier (e.g. by a run killed after the send)."""
     last_completed: date = md.calendar.last_completed_session(now)
     start = last_completed - timedelta(days=CANDLE_LOOKBACK_DAYS)
     ltp_answer = kite.ltp(*[f"{EXCHANGE}:{s}" for s in sorted(held)]) if held else {}
@@ -182,6 +187,7 @@ def decide_stops(md: Any, kite: Any, held: dict[str, int], state: dict[str, Any]
     decisions: dict[str, StopDecision] = {}
     ticks: dict[str, float] = {}
     ltps: dict[str, float] = {}
+    fallbacks: dict[str, float] = {}
     for sym in sorted(held):
         tick = md.tick_size(sym)
         candles = md.daily_candles(sym, start, last_completed, last_completed=last_completed, now=now)
@@ -191,8 +197,27 @@ def decide_stops(md: Any, kite: Any, held: dict[str, int], state: dict[str, Any]
         ltp = float((ltp_answer.get(f"{EXCHANGE}:{sym}") or {}).get("last_price") or 0.0)
         decisions[sym] = decide_stop(prev_low, recorded, ltp or None, tick, has_stop_gtt=bool(managed.get(sym)),
                                      buffer_percent=buffer)
+        if managed.get(sym) and not decisions[sym].place:
+            bare = decide_stop(prev_low, recorded, ltp or None, tick, has_stop_gtt=False, buffer_percent=buffer)
+            if bare.source == FALLBACK and bare.stop is not None:
+                fallbacks[sym] = bare.stop
         ticks[sym], ltps[sym] = tick, ltp
-    return decisions, ticks, ltps
+    return decisions, ticks, ltps, fallbacks
+
+
+def _kept_stop(rec: Mapping[str, Any], gtt_trigger: float, decision: StopDecision | None,
+               fallback: float | None) -> tuple[float, str]:
+    """(stop, source) to record for a kept stop GTT: the recorded stop stays the floor when there
+    is one; else the GTT's trigger, a ``fallback`` if that is where the fallback rule puts it."""
+    recorded = rec.get("stop")
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool):
+        return float(recorded), str(rec.get("source") or SOURCE)
+    if fallback is not None and abs(fallback - gtt_trigger) < PRICE_TOLERANCE:
+        return gtt_trigger, FALLBACK
+    candidate = decision.candidate if decision is not None else None
+    if candidate is not None and abs(candidate - gtt_trigger) < PRICE_TOLERANCE:
+        return gtt_trigger, PREV_SESSION_LOW
+    return gtt_trigger, str(rec.get("source") or SOURCE)
 
 
 def _gtt_locked(ctx: JobContext) -> contextlib.ExitStack[bool | None]:
@@ -242,7 +267,7 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
     ownership = stop_ownership(state)
     managed = bot_stops(gtts, ownership, adopt_on=held, exchange=EXCHANGE)
     buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
-    decisions, ticks, ltps = decide_stops(md, kite, held, state, managed, now, buffer)
+    decisions, ticks, ltps, fallbacks = decide_stops(md, kite, held, state, managed, now, buffer)
     desired: dict[str, DesiredGtt] = {}
     for sym, d in decisions.items():
         if d.place and d.stop is not None:
@@ -260,8 +285,14 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
             rec = recorded_stops.get(a.symbol) or {}
             # A kept stop keeps the source it was placed with (a fallback stays a fallback).
             source = d.source if d.moved or rec.get("stop") != d.stop else str(rec.get("source") or d.source)
+        stop: float | None = None
+        if a.action == NONE and a.gtt_id is not None and a.symbol not in desired and a.trigger is not None:
+            # A GTT kept as it is (no stop to place now) is recorded as it stands, so that one
+            # sent by a run killed before its record is in stops[S] after this run.
+            stop, source = _kept_stop(recorded_stops.get(a.symbol) or {}, a.trigger, decisions.get(a.symbol),
+                                      fallbacks.get(a.symbol))
         outcomes.append(Outcome(a.symbol, a.action, a.gtt_id, a.trigger, a.limit_price, a.quantity, note,
-                                source=source))
+                                source=source, stop=stop))
 
     if ctx.dry_run:
         _print(ctx, outcomes, decisions, ltps, dry_run=True)
@@ -376,14 +407,15 @@ def _record(store: StateStore, outcomes: list[Outcome], held: dict[str, int], no
                 continue
             if out.action != NONE and not out.done:
                 continue
-            entry = {"stop": out.trigger, "source": out.source, "gtt_id": out.gtt_id, "trigger": out.trigger,
+            stop = out.stop if out.stop is not None else out.trigger
+            entry = {"stop": stop, "source": out.source, "gtt_id": out.gtt_id, "trigger": out.trigger,
                      "limit_price": out.limit_price, "quantity": out.quantity}
             old = stops.get(out.symbol) or {}
             if {k: old.get(k) for k in entry} != entry:
                 stops[out.symbol] = {**entry, "updated_at": stamp}
             pos = positions.get(out.symbol)
-            if pos is not None and pos.get("stop_loss") != out.trigger:
-                pos.update({"stop_loss": out.trigger, "stop_loss_source": LEGACY_SOURCE.get(out.source, out.source),
+            if pos is not None and pos.get("stop_loss") != stop:
+                pos.update({"stop_loss": stop, "stop_loss_source": LEGACY_SOURCE.get(out.source, out.source),
                             "stop_loss_updated": stamp})
         for sym, gtt_id in live.items():
             if gtt_id is not None:

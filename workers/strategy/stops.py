@@ -34,8 +34,9 @@ Rules and defaults (legacy section 4.3, ``update_cnc_stoploss.py``, with its fau
   held, stop wanted, trigger/limit/qty differ    modify in place
   held, stop wanted, several GTTs                keep one (a matching one, else the lowest id),
                                                  delete the rest
-  held, no stop wanted (e.g. no LTP)             existing GTT kept (none); of several, the one
-                                                 with the highest trigger stays
+  held, no stop wanted (e.g. no LTP)             existing GTT kept (none, with its own trigger,
+                                                 limit and quantity); of several, the one with
+                                                 the highest trigger stays
   not held (quantity 0 or absent)                delete every **owned** stop GTT on it
   =============================================  ==========================================
 
@@ -237,7 +238,10 @@ def plan_gtt_changes(
             keep = max(gtts, key=lambda g: (trigger(g), -gtt_id(g)))
             actions += [StopPlanAction(DELETE, sym, gtt_id(g), reason=f"duplicate of GTT {keep['id']}")
                         for g in gtts if g is not keep]
-            actions.append(StopPlanAction(NONE, sym, int(keep["id"]), reason="no new stop to place; GTT kept"))
+            # The kept GTT's own values go with it, so the job can record the stop in place.
+            leg = legs(keep)[0]
+            actions.append(StopPlanAction(NONE, sym, gtt_id(keep), trigger(keep), float(leg.get("price") or 0.0),
+                                          int(leg.get("quantity") or 0), "no new stop to place; GTT kept"))
             continue
         if not gtts:
             actions.append(StopPlanAction(CREATE, sym, None, target.trigger, target.limit_price, target.quantity,
