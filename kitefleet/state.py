@@ -16,7 +16,7 @@ On-disk contract (paths from kitefleet.home.Home):
 File format (legacy keys ``meta``, ``positions``, ``daily_tickers`` keep their meaning; extra
 top-level keys written by jobs are preserved)::
 
-    {"schema_version": 1, "user": "Som", "mode": "paper",
+    {"schema_version": 2, "user": "Som", "mode": "paper",
      "meta": {"created_at": ISO, "last_updated": ISO, ...},
      "positions": {SYMBOL: {...}}, "daily_tickers": {...}, "intents": {TAG: {...}}, ...}
 
@@ -45,9 +45,11 @@ from kitefleet.atomic import atomic_write_bytes, discard_temp, remove_stale_temp
 from kitefleet.errors import LockTimeout, StateError
 from kitefleet.home import Home, ensure_dir
 from kitefleet.locks import recorded_holder_pid, write_holder_pid
+from kitefleet.state_migrations import upgrade
 from kitefleet.users import validate_user_name
 
-SCHEMA_VERSION = 1
+#: bumped with a forward migration in kitefleet.state_migrations (applied on load)
+SCHEMA_VERSION = 2
 MODES = ("paper", "live")
 _OBJECT_KEYS = ("meta", "positions", "daily_tickers", "intents")
 # Waiters poll flock(LOCK_NB); filelock's default 50 ms would cap a contended user at ~20 tx/s.
@@ -100,7 +102,8 @@ def validation_problem(data: Any) -> str | None:
         return (f"schema_version {version} is newer than this kitefleet understands ({SCHEMA_VERSION}); "
                 "upgrade kitefleet")
     if version != SCHEMA_VERSION:
-        return f"schema_version {version} is not supported (expected {SCHEMA_VERSION})"
+        return (f"schema_version {version} is not supported (expected {SCHEMA_VERSION}; older versions from 1 "
+                "on are migrated on load)")
     for key in ("user", "mode"):
         if not isinstance(data.get(key), str):
             return f"{key!r} is missing or not a string"
@@ -117,7 +120,7 @@ def _parse(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, "the file is empty"
     try:
         # Decode ourselves: json.loads(bytes) would guess UTF-16/32 from the first bytes.
-        data = json.loads(raw.decode("utf-8"))
+        data = upgrade(json.loads(raw.decode("utf-8")), SCHEMA_VERSION)
     except UnicodeDecodeError:
         return None, "the file is not UTF-8 text"
     except json.JSONDecodeError as exc:

@@ -42,7 +42,7 @@ from typing import Any
 
 from kitefleet.state import StateStore
 from workers.intents import SENT, IntentLog, make_tag
-from workers.portfolio import AccountSnapshot, plan_key
+from workers.portfolio import AccountSnapshot, entry_blocked, plan_key
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import Skipped
 
@@ -90,6 +90,7 @@ def remaining(plan: dict[str, Any], rows: list[ScanResult], account: AccountSnap
               today: date, user: str) -> tuple[list[ScanResult], list[Skipped]]:
     """The planned entries still to do: not sent yet, and not held or pending meanwhile."""
     by_symbol = {r.symbol: r for r in rows}
+    blocked_now = entry_blocked(account)
     selected: list[ScanResult] = []
     skipped: list[Skipped] = []
     for sym, meta in (plan.get("entries") or {}).items():
@@ -99,11 +100,8 @@ def remaining(plan: dict[str, Any], rows: list[ScanResult], account: AccountSnap
             status = intent.get("order_status") or "sent"
             skipped.append(Skipped(sym, f"already placed today: order {intent.get('broker_id')} ({status})"))
             continue
-        if sym in account.held_symbols:
-            skipped.append(Skipped(sym, "already held"))
-            continue
-        if sym in account.pending_symbols:
-            skipped.append(Skipped(sym, "open BUY order pending"))
+        if sym in blocked_now:
+            skipped.append(Skipped(sym, blocked_now[sym]))
             continue
         row = by_symbol.get(sym) or ScanResult(sym, 0, entry=meta.get("entry"), stop_loss=meta.get("stop_loss"),
                                                target_1=meta.get("target_price"),

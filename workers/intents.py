@@ -67,6 +67,7 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
@@ -82,6 +83,8 @@ TAG_LENGTH = 20
 PENDING, UNKNOWN, SENT, FAILED, UNRESOLVED, RESOLVED = (
     "pending", "unknown", "sent", "failed", "unresolved", "resolved")
 OPEN_STATUSES = (PENDING, UNKNOWN)
+#: closed intents older than this many days are forgotten by ``IntentLog.prune``
+KEEP_INTENT_DAYS = 30
 #: purposes of writes that reduce risk (stop GTTs, exits): never blocked by another tag's unresolved intent
 PROTECTIVE_PREFIXES = ("stop", "exit")
 #: after a WriteOutcomeUnknown: how long to look for the order in the book before giving up
@@ -249,16 +252,43 @@ class IntentLog:
         """A person (or doctor) closes an intent after looking; unblocks its symbol."""
         return self._update(tag, status=RESOLVED, note=note, broker_id=broker_id)
 
-    def prune(self, keep_days: int = 30) -> int:
-        """Forget closed intents older than ``keep_days`` (open and unresolved ones stay)."""
-        cutoff = clock.today().toordinal() - keep_days
+    def prune(self, keep_days: int = KEEP_INTENT_DAYS, *, active_gtt_ids: Iterable[Any] = ()) -> int:
+        """Forget closed intents older than ``keep_days`` (by ``placed_on``). Never dropped:
+
+        ====================================================  =====================================
+        intent                                                why it stays
+        ====================================================  =====================================
+        open (``pending``, ``unknown``)                       not settled: the next reconcile needs it
+        ``unresolved``                                        blocks its symbol until a person looks
+        of the current session (``session`` or ``placed_on``  its tag must never be sent again today
+        today)
+        GTT intent whose ``broker_id`` is in                  the bot's record of owning a live GTT
+        ``active_gtt_ids`` (the GTT list just read)           (workers.gtt.stop_ownership)
+        ====================================================  =====================================
+
+        Dropped: ``sent``, ``failed``, ``resolved`` older than that. ``meta.intents_pruned_on`` is
+        set to today (update_cnc_stoploss prunes once a day). Returns how many were dropped."""
+        today = clock.today()
+        cutoff = today.toordinal() - keep_days
+        live = {str(i) for i in active_gtt_ids}
+
+        def age(intent: dict[str, Any]) -> int:
+            try:
+                return date.fromisoformat(str(intent.get("placed_on") or "1970-01-01")).toordinal()
+            except ValueError:
+                return today.toordinal()  # unreadable date: keep it rather than guess
+
         with self.store.transaction() as state:
             intents = state.get("intents") or {}
             old = [t for t, i in intents.items()
-                   if i.get("status") in (SENT, FAILED, RESOLVED)
-                   and date.fromisoformat(i.get("placed_on", "1970-01-01")).toordinal() < cutoff]
+                   if isinstance(i, dict) and i.get("status") in (SENT, FAILED, RESOLVED)
+                   and age(i) < cutoff
+                   and today.isoformat() not in (i.get("session"), i.get("placed_on"))
+                   and not (i.get("kind") == "gtt" and i.get("broker_id") is not None
+                            and str(i["broker_id"]) in live)]
             for t in old:
                 del intents[t]
+            state.setdefault("meta", {})["intents_pruned_on"] = today.isoformat()
         return len(old)
 
     # --- reconciliation ------------------------------------------------------------------------

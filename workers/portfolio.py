@@ -1,10 +1,17 @@
 """What the account holds and has pending, read from the broker; and the state records of
 positions and stops that place_orders_daily, update_cnc_stoploss and the watchdog share.
 
-Held quantity of a symbol = holdings ``quantity`` + ``t1_quantity`` + today's CNC net position
-``quantity`` (kite-api.md 3.10: a CNC buy is a position on day T, ``t1_quantity`` on T+1, then
-``quantity``; a sale from holdings leaves holdings unchanged intraday and shows as a negative CNC
-position, so the sum is what is really held at every moment).
+"Held" has exactly two meanings, each one function here, used by every job and by doctor:
+
+* :func:`held_quantities`: what stops, exits and doctor's coverage protect (NSE shares really held
+  now);
+* :func:`entry_blocked`: the symbols place_orders_daily must not buy now.
+
+Kite semantics they rest on (kite-api.md 3.10/3.11, and the paper broker's paper_broker/portfolio.py,
+which does the same): a CNC buy is a ``positions()["net"]`` row on day T, ``t1_quantity`` on T+1,
+then ``quantity``. A sale from holdings does **not** lower the holdings ``quantity`` intraday (it
+shows as ``used_quantity``) and appears as a negative CNC net position; so holdings ``quantity`` +
+``t1_quantity`` + today's CNC net position is what is really held at every moment.
 
 State records (``data/trading_state_<User>.json``, via kitefleet.state.StateStore; legacy keys
 keep their meaning)::
@@ -13,23 +20,32 @@ keep their meaning)::
                            "stop_loss", "target_price", "risk_reward_ratio", "order_id",
                            "confirmation" (= order_id, legacy), "tag", "entry_time",
                            "timestamp", "source": "place_orders_daily"|"holdings",
-                           "gtt_order_id", "stop_loss_source", "stop_loss_updated",
+                           "gtt_order_id" (derived from stops[S].gtt_id, legacy; never read),
+                           "stop_loss_source", "stop_loss_updated",
                            "scan_stop_loss" (the scanner's stop at entry), "closed_at"}}
-    "stops":     {SYMBOL: {"stop", "source": "prev_session_low", "gtt_id", "trigger",
-                           "limit_price", "quantity", "updated_at"}}
+    "stops":     {SYMBOL: {"stop", "source": "prev_session_low"|"fallback"|"legacy", "gtt_id",
+                           "trigger", "limit_price", "quantity", "updated_at"}}
+                 the one home of a stop and its GTT id (workers.gtt reads ownership from it)
     "entry_plans": {"<session>|<source>": {"session", "source", "created_at", "cash", "equity",
                            "n_selected", "entries": {SYMBOL: {"tag", "stop_loss",
                            "target_price", "risk_reward_ratio", "entry"}}}}
 """
-
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from workers.strategy.sizing import PRODUCT, held_and_pending
+PRODUCT = "CNC"
+EXCHANGE = "NSE"
+#: ``entry_blocked`` reasons (also the skip reasons place_orders_daily reports)
+HELD = "already held"
+HELD_ELSEWHERE = "already held on another exchange (not managed by the bot)"
+SOLD_TODAY = "sold today: not bought back the same day"
+BUY_PENDING = "open BUY order pending"
+#: order statuses after which an order is no longer open
+FINAL_ORDER_STATUSES = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
 
 #: entry plans older than this many days are dropped by ``prune_entry_plans``
 KEEP_PLAN_DAYS = 30
@@ -39,61 +55,126 @@ def _sym(row: Mapping[str, Any]) -> str:
     return str(row["tradingsymbol"]).upper()
 
 
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _exchange(row: Mapping[str, Any]) -> str:
+    return str(row.get("exchange") or EXCHANGE).upper()
+
+
+def _is_cnc(row: Mapping[str, Any]) -> bool:
+    return str(row.get("product") or "").upper() == PRODUCT
+
+
 @dataclass(frozen=True)
 class AccountSnapshot:
     """One read of the account: ``holdings()``, ``positions()["net"]``, ``orders()``."""
 
     holdings: Sequence[Mapping[str, Any]]
     positions_net: Sequence[Mapping[str, Any]]
-    orders: Sequence[Mapping[str, Any]]
-    _held_pending: tuple[set[str], set[str]] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_held_pending",
-                           held_and_pending(self.holdings, self.positions_net, self.orders))
-
-    @property
-    def held_symbols(self) -> set[str]:
-        """Symbols counted as held for entries (holdings quantity + t1, today's CNC buys)."""
-        return set(self._held_pending[0])
-
-    @property
-    def pending_symbols(self) -> set[str]:
-        """Symbols with a BUY order still open."""
-        return set(self._held_pending[1])
-
-    def held_quantities(self) -> dict[str, int]:
-        """Symbol -> shares really held now (see the module docstring); only positive ones."""
-        qty: dict[str, int] = {}
-        for h in self.holdings:
-            if str(h.get("exchange") or "NSE").upper() != "NSE":
-                continue
-            qty[_sym(h)] = qty.get(_sym(h), 0) + int(h.get("quantity") or 0) + int(h.get("t1_quantity") or 0)
-        for p in self.positions_net:
-            if p.get("product") == PRODUCT and str(p.get("exchange") or "NSE").upper() == "NSE":
-                qty[_sym(p)] = qty.get(_sym(p), 0) + int(p.get("quantity") or 0)
-        return {s: q for s, q in qty.items() if q > 0}
+    orders: Sequence[Mapping[str, Any]] = ()
 
     def average_price(self, symbol: str) -> float | None:
         symbol = symbol.upper()
-        for row in list(self.holdings) + [p for p in self.positions_net if p.get("product") == PRODUCT]:
+        for row in list(self.holdings) + [p for p in self.positions_net if _is_cnc(p)]:
             if _sym(row) == symbol and float(row.get("average_price") or 0) > 0:
                 return float(row["average_price"])
         return None
 
     def market_value(self) -> float:
-        """Held shares at their last price (holdings and today's CNC buys)."""
+        """Held shares (:func:`held_quantities`) at their last price."""
         prices: dict[str, float] = {}
         for row in list(self.holdings) + list(self.positions_net):
             if float(row.get("last_price") or 0) > 0:
                 prices[_sym(row)] = float(row["last_price"])
-        return round(sum(q * prices.get(s, 0.0) for s, q in self.held_quantities().items()), 2)
+        return round(sum(q * prices.get(s, 0.0) for s, q in held_quantities(self).items()), 2)
 
     def order(self, order_id: str) -> Mapping[str, Any] | None:
         for o in self.orders:
             if str(o.get("order_id")) == str(order_id):
                 return o
         return None
+
+
+def held_quantities(snapshot: AccountSnapshot) -> dict[str, int]:
+    """NSE symbol -> shares really held now: holdings ``quantity`` + ``t1_quantity`` + today's net
+    CNC position (today's sells reduce it), NSE rows only, positive values only. What stops, exits
+    and doctor's coverage protect.
+
+    ==========================  ======================  =====================  ==========
+    case                        holdings row            today's CNC net (NSE)  held
+    ==========================  ======================  =====================  ==========
+    bought today                none                    +10                    10
+    T1 only (bought yesterday)  NSE qty 0, t1 5         none                   5
+    settled                     NSE qty 10              none                   10
+    sold today                  NSE qty 10 (unchanged)  -10                    absent
+    partly sold today           NSE qty 10 (unchanged)  -4                     6
+    T1 sold today (BTST)        NSE qty 0, t1 5         -5                     absent
+    BSE only                    BSE qty 10              none                   absent
+    BSE + NSE                   BSE qty 10, NSE qty 5   none                   5
+    ==========================  ======================  =====================  ==========
+
+    A BSE holding never gets a bot stop (the bot's GTTs are NSE); doctor reports it as "not on
+    NSE, not managed" (:func:`unmanaged_holdings`)."""
+    qty: dict[str, int] = {}
+    for h in snapshot.holdings:
+        if _exchange(h) == EXCHANGE:
+            qty[_sym(h)] = qty.get(_sym(h), 0) + _int(h.get("quantity")) + _int(h.get("t1_quantity"))
+    for p in snapshot.positions_net:
+        if _is_cnc(p) and _exchange(p) == EXCHANGE:
+            qty[_sym(p)] = qty.get(_sym(p), 0) + _int(p.get("quantity"))
+    return {s: q for s, q in qty.items() if q > 0}
+
+
+def entry_blocked(snapshot: AccountSnapshot) -> dict[str, str]:
+    """Symbol -> why place_orders_daily must not buy it now. A symbol is blocked when
+    :func:`held_quantities` > 0, or any holdings row on any exchange has ``quantity`` +
+    ``t1_quantity`` > 0 (so a symbol sold today is not bought back the same day: its holdings
+    row still shows the shares), or a CNC position on another exchange is long, or a BUY order of
+    any product is still open.
+
+    ==========================  ======================================  =================
+    case                        account                                 blocked, reason
+    ==========================  ======================================  =================
+    bought today                NSE CNC net +10                         ``HELD``
+    T1 only                     NSE holdings t1 5                       ``HELD``
+    sold today                  NSE holdings 10, NSE CNC net -10        ``SOLD_TODAY``
+    partly sold today           NSE holdings 10, NSE CNC net -4         ``HELD``
+    BSE only                    BSE holdings 10                         ``HELD_ELSEWHERE``
+    BSE + NSE                   BSE holdings 10, NSE holdings 5         ``HELD``
+    open BUY (any product)      BUY order OPEN / TRIGGER PENDING / AMO  ``BUY_PENDING``
+    nothing                     no row, or holdings 0 and t1 0          not blocked
+    ==========================  ======================================  =================
+
+    ``SOLD_TODAY`` does not take a position slot (nothing is held); the others do."""
+    held = held_quantities(snapshot)
+    blocked: dict[str, str] = {s: HELD for s in held}
+    for h in snapshot.holdings:
+        if _int(h.get("quantity")) + _int(h.get("t1_quantity")) > 0:
+            blocked.setdefault(_sym(h), SOLD_TODAY if _exchange(h) == EXCHANGE else HELD_ELSEWHERE)
+    for p in snapshot.positions_net:
+        if _is_cnc(p) and _exchange(p) != EXCHANGE and _int(p.get("quantity")) > 0:
+            blocked.setdefault(_sym(p), HELD_ELSEWHERE)
+    for o in snapshot.orders:
+        if (str(o.get("transaction_type") or "").upper() == "BUY"
+                and str(o.get("status") or "").upper() not in FINAL_ORDER_STATUSES):
+            blocked.setdefault(_sym(o), BUY_PENDING)
+    return blocked
+
+
+def unmanaged_holdings(snapshot: AccountSnapshot) -> dict[str, int]:
+    """Symbol -> shares in holdings rows of another exchange than NSE (``quantity`` +
+    ``t1_quantity`` > 0): held, but never given a bot stop; doctor reports them."""
+    out: dict[str, int] = {}
+    for h in snapshot.holdings:
+        q = _int(h.get("quantity")) + _int(h.get("t1_quantity"))
+        if _exchange(h) != EXCHANGE and q > 0:
+            out[_sym(h)] = out.get(_sym(h), 0) + q
+    return out
 
 
 def snapshot(kite: Any) -> AccountSnapshot:
@@ -190,7 +271,7 @@ def sync_held_positions(state: dict[str, Any], account: AccountSnapshot, now: da
     """Make ``positions`` agree with what is held: quantities updated, a record created for a
     holding the state does not know (bought by hand, or a lost state), and a symbol no longer held
     marked ``closed_at`` with quantity 0. Returns the symbols changed. Inside a transaction."""
-    held = account.held_quantities()
+    held = held_quantities(account)
     positions = state.setdefault("positions", {})
     stamp = now.isoformat()
     changed: list[str] = []

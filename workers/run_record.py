@@ -28,6 +28,7 @@ from typing import Any
 from kitefleet import clock
 from kitefleet.atomic import atomic_write_json
 from kitefleet.home import Home
+from workers.portfolio import HELD, HELD_ELSEWHERE, SOLD_TODAY
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import EntryPlan, Skipped
 
@@ -125,7 +126,8 @@ class EntryRun:
             "total_orders_attempted": sum(1 for e in self.entries if e.at is not None),
             "successful_orders": len(successes),
             "total_investment": round(sum(e.plan.order_value for e in successes if e.plan), 2),
-            "skipped_existing_positions": [s.symbol for s in self.skipped if s.reason == "already held"],
+            "skipped_existing_positions": [s.symbol for s in self.skipped
+                                           if s.reason in (HELD, HELD_ELSEWHERE, SOLD_TODAY)],
             "skipped": [{"ticker": s.symbol, "reason": s.reason} for s in self.skipped],
             "stopped": self.stopped,
             "orders": [e.record() for e in self.entries],

@@ -40,10 +40,13 @@ OPEN while the LTP has fallen below its limit is modified (one full replacement 
 and price) down to LTP × 0.995 floored to the tick, at most MAX_EXIT_MODIFICATIONS times
 (Kite refuses the 26th); the modification counts are in the record.
 
-After an exit fills, every active all-SELL GTT of the symbol is deleted (nothing left) or its legs
-are reduced to the quantity still held, so the broker-side stop cannot sell shares already sold.
-That step runs under kitefleet.locks.gtt_lock (update_cnc_stoploss takes it around its
-plan-and-apply) and reads the holdings and the GTT list inside it.
+After an exit fills, every **bot stop** GTT of the symbol (workers.gtt: the one predicate shared
+with update_cnc_stoploss and doctor) is deleted (nothing left) or its leg reduced to the quantity
+still held, so the broker-side stop cannot sell shares already sold. A person's GTT (OCO,
+take-profit, a stop the bot did not place) is never changed: one that now sells more than is held
+is reported with a WARNING (and by doctor). That step runs under kitefleet.locks.gtt_lock
+(update_cnc_stoploss takes it around its plan-and-apply) and reads the holdings, the GTT list and
+the stop record inside it.
 
 On-disk contract: ``state["watchdog"]`` in ``data/trading_state_<User>.json`` (StateStore),
 written by this job only, and only when something changed (a level, a stop, an exit)::
@@ -96,6 +99,7 @@ from kitefleet.errors import BrokerTemporaryError, KitefleetError, ReconcileErro
 from kitefleet.locks import gtt_lock
 from kitefleet.states import TERMINAL
 from workers.broker_errors import BrokerRejected
+from workers.gtt import DELETE, cuts_after_exit, reduced_legs, stop_ownership
 from workers.intents import (
     FAILED,
     PENDING,
@@ -108,7 +112,7 @@ from workers.intents import (
     send_order_once,
 )
 from workers.marketdata import UnknownInstrument
-from workers.portfolio import AccountSnapshot, snapshot
+from workers.portfolio import AccountSnapshot, held_quantities, snapshot
 from workers.ratelimit import PER_SECOND, QUOTE, WINDOW_MARGIN_S
 from workers.strategy.watchdog_rules import (
     RULE_ATR_TRAILING,
@@ -184,43 +188,6 @@ def pending_sell_quantity(orders: Iterable[Mapping[str, Any]], symbol: str) -> i
         total += int(o.get("pending_quantity") or 0) or (int(o.get("quantity") or 0)
                                                          - int(o.get("filled_quantity") or 0))
     return max(total, 0)
-
-
-@dataclass(frozen=True)
-class GttAction:
-    trigger_id: int
-    action: str  # "delete" | "reduce"
-    quantity: int
-    gtt: Mapping[str, Any]
-
-
-def gtt_actions(gtts: Iterable[Mapping[str, Any]], symbol: str, held: int,
-                exchange: str = EXCHANGE) -> list[GttAction]:
-    """What to do with the symbol's stop GTTs when ``held`` shares are left: delete them all when
-    none are, else cut every leg above ``held`` down to it. Only active GTTs whose legs are all
-    SELL on ``exchange`` count (a BUY GTT is someone's entry, not a stop)."""
-    out = []
-    for g in gtts:
-        cond = g.get("condition") or {}
-        legs = list(g.get("orders") or [])
-        if g.get("status") != "active" or str(cond.get("tradingsymbol", "")).upper() != symbol.upper():
-            continue
-        if cond.get("exchange", exchange) != exchange or not legs:
-            continue
-        if any(leg.get("transaction_type") != "SELL" for leg in legs):
-            continue
-        if held <= 0:
-            out.append(GttAction(int(g["id"]), "delete", 0, g))
-        elif any(int(leg.get("quantity") or 0) > held for leg in legs):
-            out.append(GttAction(int(g["id"]), "reduce", held, g))
-    return out
-
-
-def reduced_legs(gtt: Mapping[str, Any], held: int) -> list[dict[str, Any]]:
-    return [{"exchange": leg.get("exchange", EXCHANGE), "tradingsymbol": leg["tradingsymbol"],
-             "transaction_type": leg["transaction_type"], "quantity": min(int(leg["quantity"]), held),
-             "order_type": leg.get("order_type", "LIMIT"), "product": leg.get("product", "CNC"),
-             "price": leg["price"]} for leg in gtt.get("orders") or []]
 
 
 def exit_pending(exits: Sequence[Mapping[str, Any]]) -> bool:
@@ -488,7 +455,7 @@ class Watchdog:
     # --- positions -----------------------------------------------------------------------------
     def refresh_positions(self, now: datetime, account: AccountSnapshot | None = None) -> AccountSnapshot:
         account = account or snapshot(self.kite)
-        held = account.held_quantities()
+        held = held_quantities(account)
         for symbol in sorted(set(held) - set(self.tracked)):
             self.log.info("tracking %s: %d shares", symbol, held[symbol])
         for symbol in sorted(set(self.tracked) - set(held)):
@@ -631,7 +598,7 @@ class Watchdog:
                               decision.reason)
             return
         account = self.refresh_positions(now)  # sell what is really held, net of sells already open
-        held = account.held_quantities().get(symbol, 0)
+        held = held_quantities(account).get(symbol, 0)
         quantity = held - pending_sell_quantity(account.orders, symbol)
         rec = self.sym(symbol)
         if quantity <= 0:
@@ -828,36 +795,40 @@ class Watchdog:
             self.stats.errors += 1
             self.log.warning("GTTs not tidied after the exit fill (%s); will look again", exc)
             return
-        self.tracked = {s: q for s, q in account.held_quantities().items() if s in self.ticks}
+        self.tracked = {s: q for s, q in held_quantities(account).items() if s in self.ticks}
 
     def _tidy_gtts_locked(self, due: list[tuple[str, dict[str, Any]]], now: datetime) -> AccountSnapshot:
         account = snapshot(self.kite)
         gtts = self.kite.get_gtts()
+        ownership = stop_ownership(self.store.read())
         for symbol, e in due:
-            held = account.held_quantities().get(symbol, 0)
+            held = held_quantities(account).get(symbol, 0)
             gtt = e.setdefault("gtt", {"synced_filled": 0, "actions": []})
             ok = True
-            for action in gtt_actions(gtts, symbol, held):
+            cuts, reports = cuts_after_exit(gtts, symbol, held, ownership)
+            for line in reports:
+                self.log.warning("%s", line)
+            for action in cuts:
                 try:
-                    if action.action == "delete":
-                        self.kite.delete_gtt(action.trigger_id)
+                    if action.action == DELETE:
+                        self.kite.delete_gtt(action.gtt_id)
                     else:
                         cond = action.gtt.get("condition") or {}
-                        self.kite.modify_gtt(action.trigger_id, str(action.gtt.get("type", "single")), symbol,
+                        self.kite.modify_gtt(action.gtt_id, str(action.gtt.get("type", "single")), symbol,
                                              cond.get("exchange", EXCHANGE), list(cond.get("trigger_values") or []),
                                              float(cond.get("last_price") or 0.0), reduced_legs(action.gtt, held))
                 except KitefleetError as exc:
                     # Deleting/reducing is idempotent: the next look at the GTT list decides again.
                     ok = False
                     self.stats.errors += 1
-                    self.log.warning("%s: GTT %d not %sd (%s); will look again", symbol, action.trigger_id,
+                    self.log.warning("%s: GTT %d not %sd (%s); will look again", symbol, action.gtt_id,
                                      action.action, exc)
                     continue
                 self.stats.gtt_actions += 1
-                gtt["actions"].append({"id": action.trigger_id, "action": action.action,
+                gtt["actions"].append({"id": action.gtt_id, "action": action.action,
                                        "quantity": action.quantity, "at": now.isoformat()})
                 self.log.info("%s: GTT %d %s after the exit fill (%d shares still held)", symbol,
-                              action.trigger_id, "deleted" if action.action == "delete" else "reduced", held)
+                              action.gtt_id, "deleted" if action.action == DELETE else "reduced", held)
             if ok:
                 gtt["synced_filled"] = int(e.get("filled") or 0)
             self.dirty = True

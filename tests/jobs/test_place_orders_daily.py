@@ -459,8 +459,8 @@ def test_manual_selection_keeps_file_order_and_skips_held_pending_and_beyond_the
     from workers.strategy.sizing import select_candidates
 
     rows = [ScanResult(s, 0) for s in ("TCS", "INFY", "TCS", "SBIN", "ITC", "WIPRO")]
-    selected, skipped = select_candidates(rows, {"INFY"}, {"SBIN"}, min_score=None, max_positions=3, held_count=1,
-                                          manual=True)
+    blocked = {"INFY": "already held", "SBIN": "open BUY order pending"}
+    selected, skipped = select_candidates(rows, blocked, min_score=None, max_positions=3, held_count=1, manual=True)
     assert [r.symbol for r in selected] == ["TCS", "ITC"]
     assert {s.symbol: s.reason.split(" ")[0] for s in skipped} == \
         {"INFY": "already", "TCS": "duplicate", "SBIN": "open", "WIPRO": "MAX_CNC_POSITIONS"}

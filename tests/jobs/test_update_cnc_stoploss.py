@@ -7,21 +7,25 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kitefleet.clock import IST
+from kitefleet.errors import StateError
+from kitefleet.exitcodes import ExitCode
 from kitefleet.locks import gtt_lock
-from kitefleet.state import StateStore
+from kitefleet.state import SCHEMA_VERSION, StateStore
+from kitefleet.state_migrations import fold_legacy_stop_ids, upgrade
 from kitefleet.ticks import round_to_tick
 from tests.jobs.test_place_orders_daily import Desk, last_json, open_desk
 from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home
+from workers.gtt import stop_ownership
 from workers.intents import make_tag
-from workers.jobs.update_cnc_stoploss import Outcome, _record, bot_stop_ownership, fresh_stop_tag
+from workers.jobs.update_cnc_stoploss import Outcome, _record, fresh_stop_tag
 from workers.strategy.stops import gtt_limit_price
 
 JOB = "update_cnc_stoploss"
@@ -358,7 +362,7 @@ def test_a_new_stop_gtt_after_a_sent_one_gets_the_next_tag_never_a_spent_one() -
     assert fresh_stop_tag("Som", A, "INFY", 1450.0, 10, spent) == (tag("stop:1450.00:10:4"), "stop:1450.00:10:4")
 
 
-def test_the_bot_owns_the_gtt_ids_of_its_state_and_its_intents() -> None:
+def test_the_bot_owns_the_gtt_ids_of_its_stop_record_and_its_intents() -> None:
     state = {
         "stops": {"INFY": {"gtt_id": 7}, "TCS": {"gtt_id": None}},
         "positions": {"SBIN": {"gtt_order_id": 8}, "HDFCBANK": {"gtt": {"trigger_id": "9"}}, "WIPRO": {}},
@@ -366,9 +370,11 @@ def test_the_bot_owns_the_gtt_ids_of_its_state_and_its_intents() -> None:
                     "b": {"kind": "gtt", "job": JOB, "symbol": "ONGC", "broker_id": None},
                     "c": {"kind": "order", "job": "place_orders_daily", "symbol": "LT", "broker_id": "11"}},
     }
-    owned, known = bot_stop_ownership(state)
-    assert owned == {7, 8, 9, 10}
-    assert known == {"INFY", "TCS", "SBIN", "HDFCBANK", "ITC", "ONGC"}
+    ownership = stop_ownership(state)
+    assert ownership.owned_ids == {7, 10}  # positions' ids are folded into stops on load, not read
+    assert ownership.known_symbols == {"INFY", "TCS", "ITC", "ONGC"}
+    fold_legacy_stop_ids(state)  # (the positions there have no quantity: not open, nothing folded)
+    assert stop_ownership(state) == ownership
 
 
 def test_the_state_never_names_a_stop_gtt_that_is_gone(tmp_path: Path) -> None:
@@ -383,3 +389,136 @@ def test_the_state_never_names_a_stop_gtt_that_is_gone(tmp_path: Path) -> None:
     state = store.read()
     assert state["stops"]["INFY"]["gtt_id"] is None and state["stops"]["INFY"]["stop"] == 1450.0
     assert state["positions"]["INFY"]["gtt_order_id"] is None
+
+
+# --- the stop record: one home, schema 2 ----------------------------------------------------------
+FIXTURES = Path(__file__).parent / "fixtures"
+#: written by update_cnc_stoploss of schema 1 (commit 8c94513) after one run on day A, 10:05, for Som
+#: holding INFY, TCS (a fallback stop) and SBIN.
+V1_AFTER_STOP_RUN = FIXTURES / "trading_state_Som_v1_after_stop_run.json"
+
+
+def _replay_gtts(desk: Desk, user: str, state: dict[str, Any]) -> None:
+    """Put the GTTs a state's stop intents name at the broker, in the order they were placed: a
+    fresh paper broker numbers them the same way."""
+    kite = desk.kite(user)
+    for intent in sorted((i for i in state["intents"].values() if i["kind"] == "gtt"),
+                         key=lambda i: int(i["broker_id"])):
+        p = intent["params"]
+        gid = kite.place_gtt(p["trigger_type"], intent["symbol"], p["exchange"], p["trigger_values"],
+                             p["last_price"], p["orders"])["trigger_id"]
+        assert int(gid) == int(intent["broker_id"])
+
+
+def test_a_schema_1_state_after_a_stop_run_loads_and_the_next_run_sends_nothing(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, _at(A, 10, 5), SYMBOLS, SCENARIO)
+    _buy(desk, "Som", ["INFY", "TCS", "SBIN"], tmp_path)
+    v1 = json.loads(V1_AFTER_STOP_RUN.read_text(encoding="utf-8"))
+    assert v1["schema_version"] == 1
+    _replay_gtts(desk, "Som", v1)
+    desk.home.state_file("Som").write_bytes(V1_AFTER_STOP_RUN.read_bytes())
+
+    before = desk.audit_len()
+    out = desk.ok("Som", JOB)
+    assert out["sent"] == 0 and desk.writes(before) == []
+    ids = {"INFY": 1, "SBIN": 2, "TCS": 3}
+    assert {a["symbol"]: (a["action"], a["gtt_id"]) for a in out["actions"]} == {s: ("none", i) for s, i in ids.items()}
+    state = desk.state("Som")
+    assert state["schema_version"] == 2
+    assert {s: r["gtt_id"] for s, r in state["stops"].items()} == ids
+    assert {s: r["stop"] for s, r in state["stops"].items()} == {s: r["stop"] for s, r in v1["stops"].items()}
+    assert state["stops"]["TCS"]["source"] == "fallback"
+    assert {s: p["gtt_order_id"] for s, p in state["positions"].items()} == ids  # derived from stops
+
+    # It keeps managing the same GTTs: next day the stops move up in place, nothing is created.
+    desk.at(_at(B, 10, 5))
+    before = desk.audit_len()
+    out = desk.ok("Som", JOB)
+    acts = {a["symbol"]: (a["action"], a["gtt_id"]) for a in out["actions"]}
+    assert acts == {s: ("modify", i) for s, i in ids.items()}
+    assert sorted(w["path"] for w in desk.writes(before)) == [f"/gtt/triggers/{i}" for i in (1, 2, 3)]
+    assert {s: [g["id"] for g in gs] for s, gs in _active(desk, "Som").items()} == {s: [i] for s, i in ids.items()}
+
+
+def test_a_state_file_of_a_newer_schema_is_refused_with_exit_4(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    store = StateStore(home, "Som", "paper")
+    newer = json.loads(V1_AFTER_STOP_RUN.read_text(encoding="utf-8")) | {"schema_version": 3}
+    store.path.write_text(json.dumps(newer), encoding="utf-8")
+    raw = store.path.read_bytes()
+    with pytest.raises(StateError, match="schema_version 3 is newer") as refused:
+        store.read()
+    assert refused.value.exit_code == ExitCode.CONFIG == 4 and store.path.read_bytes() == raw
+
+
+def test_a_legacy_gtt_id_on_a_position_gets_a_stop_record_and_only_the_stop_record_owns() -> None:
+    state: dict[str, Any] = {
+        "schema_version": 1,
+        "stops": {"INFY": {"gtt_id": 7, "stop": 1450.0}},
+        "positions": {"INFY": {"quantity": 10, "gtt_order_id": 99},  # derived, stale: never read
+                      "SBIN": {"quantity": 5, "gtt_order_id": 8},
+                      "HDFCBANK": {"quantity": 3, "gtt": {"trigger_id": "9"}},
+                      "GONE": {"quantity": 0, "closed_at": "x", "gtt_order_id": 11}},
+        "intents": {"a": {"kind": "gtt", "job": JOB, "symbol": "ITC", "broker_id": "10"}},
+    }
+    assert stop_ownership(state).owned_ids == {7, 10}  # positions are not an owner of record
+    upgrade(state, SCHEMA_VERSION)
+    assert state["schema_version"] == 2
+    assert state["stops"]["SBIN"] == {"stop": None, "source": "legacy", "gtt_id": 8}
+    assert state["stops"]["HDFCBANK"]["gtt_id"] == 9 and "GONE" not in state["stops"]
+    assert state["stops"]["INFY"] == {"gtt_id": 7, "stop": 1450.0}
+    assert stop_ownership(state).owned_ids == {7, 8, 9, 10}
+
+
+# --- intent pruning (once a day, from this job) ------------------------------------------------------
+def test_a_40_day_old_stop_intent_whose_gtt_is_active_is_kept_by_the_prune_and_its_gtt_still_managed(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, _at(A, 10, 5), SYMBOLS, SCENARIO)
+    _buy(desk, "Som", ["INFY"], tmp_path)
+    first = desk.ok("Som", JOB)["actions"][0]
+    gid = first["gtt_id"]
+    old_day = (A - timedelta(days=40)).isoformat()
+    with StateStore(desk.home, "Som", "paper").transaction() as state:
+        (stop_tag,) = [t for t, i in state["intents"].items() if i["kind"] == "gtt"]
+        for intent in state["intents"].values():  # everything happened 40 days ago
+            intent.update(session=old_day, placed_on=old_day)
+        gone = dict(state["intents"][stop_tag], tag="STGONE", broker_id="999")  # its GTT is long gone
+        state["intents"]["STGONE"] = gone
+        state["intents"]["ENPENDING"] = dict(gone, tag="ENPENDING", kind="order", status="pending", broker_id=None)
+        state["stops"].pop("INFY")  # the intent is the only record that the bot placed GTT gid
+        state["meta"].pop("intents_pruned_on")  # the first run pruned today already: as if a new day
+    before = desk.audit_len()
+    out = desk.ok("Som", JOB)
+    assert desk.writes(before) == [] and out["sent"] == 0
+    assert [(a["symbol"], a["action"], a["gtt_id"]) for a in out["actions"]] == [("INFY", "none", gid)]
+    state = desk.state("Som")
+    # kept: the GTT intent whose GTT is active, the open one; dropped: the closed ones
+    assert set(state["intents"]) == {stop_tag, "ENPENDING"}
+    assert state["meta"]["intents_pruned_on"] == A.isoformat()
+    assert state["stops"]["INFY"]["gtt_id"] == gid
+
+
+# --- issue 15 item 14 ------------------------------------------------------------------------------
+def test_a_fallback_stop_killed_right_after_its_send_is_recorded_on_the_rerun(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    # docs/restart-behaviour.md, "crash after send, before record (stop GTT)": the rerun finds the
+    # GTT and records it. TCS trades below P's low on A: its stop is a fallback.
+    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, _at(A, 10, 5), SYMBOLS, SCENARIO)
+    _buy(desk, "Som", ["TCS"], tmp_path)
+    killed = desk.run("Som", JOB, fault="after_send:TCS")
+    assert killed.returncode == -9, killed.stderr
+    (g,) = _active(desk, "Som")["TCS"]
+    assert "TCS" not in (desk.state("Som").get("stops") or {})
+    before = desk.audit_len()
+    out = desk.ok("Som", JOB)
+    assert desk.writes(before) == [] and out["sent"] == 0
+    (act,) = out["actions"]
+    assert (act["action"], act["gtt_id"]) == ("none", g["id"])
+    trigger = g["condition"]["trigger_values"][0]
+    state = desk.state("Som")
+    assert state["stops"]["TCS"] == {**state["stops"]["TCS"], "stop": trigger, "source": "fallback",
+                                     "gtt_id": g["id"], "trigger": trigger,
+                                     "limit_price": g["orders"][0]["price"], "quantity": g["orders"][0]["quantity"]}
+    assert state["positions"]["TCS"]["gtt_order_id"] == g["id"]
+    assert state["positions"]["TCS"]["stop_loss_source"] == "fallback_gtt"

@@ -43,6 +43,7 @@ from kitefleet.state import StateStore
 from kitefleet.ticks import round_to_tick
 from tests.support.broker import RunningBroker, broker_factory, clock_file  # noqa: F401 (fixture)
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home, write_env
+from workers.gtt import StopOwnership, cuts_after_exit, reduced_legs
 from workers.intents import make_tag
 from workers.strategy.patterns import Candle
 from workers.strategy.watchdog_rules import exit_limit_price
@@ -50,11 +51,9 @@ from workers.watchdog import (
     JOB,
     AtrTrail,
     exit_pending,
-    gtt_actions,
     last_completed_hour,
     next_exit_purpose,
     pending_sell_quantity,
-    reduced_legs,
 )
 
 DAY = date(2026, 3, 4)
@@ -106,16 +105,26 @@ def _gtt(gid: int, symbol: str = "INFY", qty: int = 10, side: str = "SELL", stat
                         "order_type": "LIMIT", "product": "CNC", "price": 1330.0}] * legs}
 
 
-def test_gtt_actions_delete_when_nothing_is_left_and_reduce_otherwise() -> None:
+def test_watchdog_changes_gtts_not_its_own() -> None:
+    # Bug: the tidy after an exit reduced or deleted every active all-SELL GTT of the symbol,
+    # including a person's OCO (id 6, pinned as deleted before), take-profit and own stop.
+    take_profit = {**_gtt(7), "condition": {**_gtt(7)["condition"], "trigger_values": [1600.0]}}
     gtts = [_gtt(1), _gtt(2, qty=3), _gtt(3, side="BUY"), _gtt(4, status="triggered"), _gtt(5, symbol="TCS"),
-            _gtt(6, legs=2)]
-    assert [(a.trigger_id, a.action) for a in gtt_actions(gtts, "INFY", 0)] == [(1, "delete"), (2, "delete"),
-                                                                               (6, "delete")]
-    reduce = gtt_actions(gtts, "INFY", 4)
-    assert [(a.trigger_id, a.action, a.quantity) for a in reduce] == [(1, "reduce", 4), (6, "reduce", 4)]
-    assert [leg["quantity"] for leg in reduced_legs(reduce[1].gtt, 4)] == [4, 4]
-    assert reduced_legs(reduce[0].gtt, 4)[0] | {"quantity": 10} == _gtt(1)["orders"][0]
-    assert gtt_actions(gtts, "INFY", 10) == []  # nothing sells more than is held
+            _gtt(6, legs=2), take_profit, _gtt(8)]
+    # The bot placed 1 and 2 (its stop record and intents); 8 is a person's extra stop on INFY.
+    ours = StopOwnership(frozenset({1, 2}), frozenset({"INFY"}))
+    cuts, reports = cuts_after_exit(gtts, "INFY", 0, ours)
+    assert [(c.gtt_id, c.action) for c in cuts] == [(1, "delete"), (2, "delete")]
+    assert [r.split(" ")[2] for r in reports] == ["6", "7", "8"] and all("not the bot's" in r for r in reports)
+    cuts, reports = cuts_after_exit(gtts, "INFY", 4, ours)
+    assert [(c.gtt_id, c.action, c.quantity) for c in cuts] == [(1, "reduce", 4)]
+    assert [r.split(" ")[2] for r in reports] == ["6", "7", "8"]
+    assert reduced_legs(cuts[0].gtt, 4)[0] | {"quantity": 10} == _gtt(1)["orders"][0]
+    assert cuts_after_exit(gtts, "INFY", 10, ours) == ([], [])  # nothing sells more than is held
+    # No stop record at all (lost state): the stop-shaped GTTs of the symbol just sold are adopted;
+    # the OCO and the take-profit are still a person's.
+    cuts, reports = cuts_after_exit(gtts, "INFY", 0, StopOwnership())
+    assert [c.gtt_id for c in cuts] == [1, 2, 8] and [r.split(" ")[2] for r in reports] == ["6", "7"]
 
 
 def test_pending_sell_quantity_counts_open_cnc_sells_only() -> None:

@@ -21,7 +21,9 @@ from kitefleet.home import Home
 from kitefleet.state import StateStore
 from tests.support.broker import RunningBroker, clock_file, start_broker
 from tests.support.homes import make_home, write_env
-from workers.jobs.doctor_checks import gtt_coverage, held_quantities, position_drift
+from workers.gtt import coverage_gaps as gtt_coverage
+from workers.jobs.doctor_checks import position_drift
+from workers.portfolio import AccountSnapshot, held_quantities
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=IST)
 FROZEN = 1e-6
@@ -183,7 +185,7 @@ def test_pure_coverage_and_drift_rules() -> None:
     positions = {"net": [{"tradingsymbol": "C", "product": "CNC", "quantity": 2},
                          {"tradingsymbol": "A", "product": "CNC", "quantity": -10},
                          {"tradingsymbol": "D", "product": "MIS", "quantity": 7}]}
-    held = held_quantities(holdings, positions)
+    held = held_quantities(AccountSnapshot(holdings, positions["net"]))
     assert held == {"B": 3, "C": 2}  # A was sold out of holdings today; MIS is not a holding
     stop = {"trigger_values": [90.0], "last_price": 100.0, "exchange": "NSE"}
     gtts = [{"status": "active", "type": "single", "condition": {"tradingsymbol": "B", **stop},

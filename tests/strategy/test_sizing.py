@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kitefleet.settings import KEYS
+from workers.portfolio import BUY_PENDING, HELD
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import (
     DEFAULT_CAPITAL_DEPLOYMENT_PERCENT,
@@ -14,7 +15,6 @@ from workers.strategy.sizing import (
     DEFAULT_PRICE_BAND_PERCENT,
     EntryPlan,
     check_pre_trade,
-    held_and_pending,
     order_params,
     select_candidates,
     size_entry,
@@ -39,7 +39,7 @@ def test_selection_filters_and_orders_best_first():
     rows = [row("LOW", 4), row("B", 5, 1.0), row("A", 5, 1.0), row("TOP", 7, 0.5), row("HELD", 6),
             row("PEND", 6), row("NODATA", 0, reason="insufficient data: 3 candles, need 60"),
             row("BADSTOP", 6, stop=101.0)]
-    selected, skipped = select_candidates(rows, {"held"}, {"PEND"}, min_score=5, max_positions=10,
+    selected, skipped = select_candidates(rows, {"HELD": HELD, "PEND": BUY_PENDING}, min_score=5, max_positions=10,
                                           held_count=1)
     assert [r.symbol for r in selected] == ["TOP", "A", "B"]
     reasons = {s.symbol: s.reason for s in skipped}
@@ -52,23 +52,23 @@ def test_selection_filters_and_orders_best_first():
 
 def test_score_six_and_seven_are_entered_too():
     # legacy HEAD entered exactly 5/7 only; the rule is score >= MIN_SCORE
-    selected, _ = select_candidates([row("S7", 7), row("S6", 6), row("S5", 5)], set(), set())
+    selected, _ = select_candidates([row("S7", 7), row("S6", 6), row("S5", 5)], {})
     assert [r.symbol for r in selected] == ["S7", "S6", "S5"]
 
 
 def test_max_positions_counts_what_is_already_held():
     rows = [row(f"S{i}", 6, rr=3 - i / 10) for i in range(5)]
-    selected, skipped = select_candidates(rows, {"H1", "H2", "H3"}, set(), max_positions=5,
+    selected, skipped = select_candidates(rows, dict.fromkeys(("H1", "H2", "H3"), HELD), max_positions=5,
                                           held_count=3)
     assert [r.symbol for r in selected] == ["S0", "S1"]
     assert [s.symbol for s in skipped] == ["S2", "S3", "S4"]
     assert all(s.reason == "MAX_CNC_POSITIONS 5 reached (3 held or pending + 2 selected)" for s in skipped)
-    full, skipped = select_candidates(rows, set(), set(), max_positions=3, held_count=4)
+    full, skipped = select_candidates(rows, {}, max_positions=3, held_count=4)
     assert full == [] and len(skipped) == 5
 
 
 def test_held_count_defaults_to_the_held_symbols():
-    selected, _ = select_candidates([row("A", 6), row("B", 6)], {"X"}, set(), max_positions=2)
+    selected, _ = select_candidates([row("A", 6), row("B", 6)], {"X": HELD}, max_positions=2)
     assert [r.symbol for r in selected] == ["A"]
 
 
@@ -77,7 +77,7 @@ def test_duplicate_rows_and_csv_dicts():
              "conditions": "above_sma20;momentum_5d", "reason": ""},
             {"symbol": "INFY", "score": "6", "entry": "1500", "stop_loss": "1450", "risk_reward": "2.0",
              "reason": ""}]
-    selected, skipped = select_candidates(rows, set(), set())
+    selected, skipped = select_candidates(rows, {})
     assert [(r.symbol, r.risk_reward) for r in selected] == [("INFY", 2.5)]
     assert skipped[0].reason == "duplicate row"
 
@@ -170,17 +170,3 @@ def test_order_params_are_a_cnc_limit_buy():
                       "transaction_type": "BUY", "quantity": 337, "product": "CNC", "order_type": "LIMIT",
                       "price": 1479.5, "validity": "DAY"}
 
-
-def test_held_and_pending_from_kite_shapes():
-    holdings = [{"tradingsymbol": "T1ONLY", "quantity": 0, "t1_quantity": 5},
-                {"tradingsymbol": "SOLD", "quantity": 0, "t1_quantity": 0},
-                {"tradingsymbol": "OLD", "quantity": 10, "t1_quantity": 0}]
-    positions = [{"tradingsymbol": "TODAY", "product": "CNC", "quantity": 3},
-                 {"tradingsymbol": "INTRADAY", "product": "MIS", "quantity": 3}]
-    orders = [{"tradingsymbol": "OPENBUY", "transaction_type": "BUY", "status": "OPEN"},
-              {"tradingsymbol": "AMO", "transaction_type": "BUY", "status": "AMO REQ RECEIVED"},
-              {"tradingsymbol": "DONE", "transaction_type": "BUY", "status": "COMPLETE"},
-              {"tradingsymbol": "SELLING", "transaction_type": "SELL", "status": "OPEN"}]
-    held, pending = held_and_pending(holdings, positions, orders)
-    assert held == {"T1ONLY", "OLD", "TODAY"}
-    assert pending == {"OPENBUY", "AMO"}

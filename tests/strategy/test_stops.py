@@ -9,6 +9,7 @@ from kiteconnect import KiteConnect
 
 from kitefleet.clock import IST
 from kitefleet.settings import KEYS
+from workers.gtt import StopOwnership, bot_stops, is_stop_shaped
 from workers.strategy.patterns import Candle
 from workers.strategy.stops import (
     CREATE,
@@ -19,14 +20,12 @@ from workers.strategy.stops import (
     NONE,
     PREV_SESSION_LOW,
     DesiredGtt,
-    GttAction,
+    StopPlanAction,
     compute_stop,
     decide_stop,
     fallback_stop,
     gtt_limit_price,
     gtt_params,
-    is_stop_gtt,
-    managed_stop_gtts,
     plan_gtt_changes,
     previous_session_low,
     stop_floors,
@@ -108,7 +107,7 @@ def gtt(gid: int, symbol: str, trigger: float, price: float, qty: int, *, status
 
 def test_plan_creates_a_missing_stop():
     actions = plan_gtt_changes({"INFY": 10}, {"INFY": (1479.45, 1405.45, 10)}, [])
-    assert actions == [GttAction(CREATE, "INFY", None, 1479.45, 1405.45, 10, "no stop GTT")]
+    assert actions == [StopPlanAction(CREATE, "INFY", None, 1479.45, 1405.45, 10, "no stop GTT")]
 
 
 def test_second_run_with_nothing_changed_sends_nothing():
@@ -129,7 +128,7 @@ def test_plan_modifies_in_place_when_trigger_or_quantity_changes():
 
 def test_plan_deletes_owned_stops_on_symbols_no_longer_held():
     existing = [gtt(7, "SOLD", 90.0, 85.5, 10), gtt(8, "ZERO", 50.0, 47.5, 5), gtt(9, "HANDS", 60.0, 57.0, 5)]
-    actions = plan_gtt_changes({"ZERO": 0}, {}, existing, owned_ids={7, 8})
+    actions = plan_gtt_changes({"ZERO": 0}, {}, existing, ownership=StopOwnership(frozenset({7, 8})))
     # GTT 9 is not the bot's (a person's stop on a symbol not held): left alone
     assert [(a.action, a.symbol, a.gtt_id) for a in actions] == [(DELETE, "SOLD", 7), (DELETE, "ZERO", 8)]
 
@@ -159,13 +158,14 @@ def test_only_active_sell_gtts_on_the_exchange_count():
 def test_a_two_leg_gtt_is_never_touched_and_never_the_stop():
     oco = gtt(4, "INFY", 1400.0, 1330.0, 10, legs=2, last_price=1500.0)
     for owned in (set(), {4}):  # even an id the state names: a person made it an OCO
-        actions = plan_gtt_changes({"INFY": 10}, {"INFY": (1479.45, 1405.45, 10)}, [oco], owned_ids=owned,
-                                   known_symbols={"INFY"} if owned else ())
+        actions = plan_gtt_changes({"INFY": 10}, {"INFY": (1479.45, 1405.45, 10)}, [oco],
+                                   ownership=StopOwnership(frozenset(owned), frozenset({"INFY"} if owned else ())))
         assert [(a.action, a.gtt_id) for a in actions] == [(CREATE, None)]
     with_single = [oco, gtt(6, "INFY", 1479.45, 1405.45, 10)]
     actions = plan_gtt_changes({"INFY": 10}, {"INFY": (1479.45, 1405.45, 10)}, with_single)
     assert [(a.action, a.gtt_id) for a in actions] == [(NONE, 6)]
-    assert managed_stop_gtts([oco], {"INFY": 10}) == {} and stop_floors(managed_stop_gtts([oco], {"INFY": 10})) == {}
+    managed = bot_stops([oco], StopOwnership(), adopt_on={"INFY": 10})
+    assert managed == {} and stop_floors(managed) == {}
 
 
 def test_held_without_a_new_stop_keeps_its_gtt():
@@ -198,15 +198,15 @@ def test_a_desired_quantity_of_zero_creates_nothing():
 
 # --- which GTTs are the bot's (review: every active all-SELL GTT was treated as its own) -----------
 def test_only_single_sell_gtts_below_their_last_price_are_stop_shaped():
-    assert is_stop_gtt(gtt(1, "INFY", 950.0, 902.5, 10, last_price=1000.0))
-    assert not is_stop_gtt(gtt(2, "INFY", 1100.0, 1100.0, 10, last_price=1000.0))  # take-profit
-    assert not is_stop_gtt(gtt(3, "INFY", 940.0, 893.0, 10, legs=2, last_price=1000.0))  # OCO
-    assert not is_stop_gtt(gtt(4, "INFY", 950.0, 960.0, 10, side="BUY"))
-    assert not is_stop_gtt(gtt(5, "INFY", 950.0, 902.5, 10, status="triggered"))
-    assert not is_stop_gtt(gtt(6, "INFY", 950.0, 902.5, 10, exchange="BSE"))
+    assert is_stop_shaped(gtt(1, "INFY", 950.0, 902.5, 10, last_price=1000.0))
+    assert not is_stop_shaped(gtt(2, "INFY", 1100.0, 1100.0, 10, last_price=1000.0))  # take-profit
+    assert not is_stop_shaped(gtt(3, "INFY", 940.0, 893.0, 10, legs=2, last_price=1000.0))  # OCO
+    assert not is_stop_shaped(gtt(4, "INFY", 950.0, 960.0, 10, side="BUY"))
+    assert not is_stop_shaped(gtt(5, "INFY", 950.0, 902.5, 10, status="triggered"))
+    assert not is_stop_shaped(gtt(6, "INFY", 950.0, 902.5, 10, exchange="BSE"))
     no_direction = gtt(7, "INFY", 950.0, 902.5, 10)
     del no_direction["condition"]["last_price"]
-    assert not is_stop_gtt(no_direction)
+    assert not is_stop_shaped(no_direction)
 
 
 def test_a_hand_take_profit_with_a_lost_state_neither_sets_the_floor_nor_is_touched():
@@ -214,7 +214,7 @@ def test_a_hand_take_profit_with_a_lost_state_neither_sets_the_floor_nor_is_touc
     # at 1100 (LTP 1000). Before: the floor became 1100 (>= LTP, so nothing placed) and the plan
     # kept the take-profit and deleted the real stop.
     gtts = [gtt(1, "INFY", 950.0, 902.5, 10, last_price=1000.0), gtt(2, "INFY", 1100.0, 1100.0, 10, last_price=1000.0)]
-    managed = managed_stop_gtts(gtts, {"INFY": 10})
+    managed = bot_stops(gtts, StopOwnership(), adopt_on={"INFY": 10})
     assert [g["id"] for g in managed["INFY"]] == [1]
     assert stop_floors(managed) == {"INFY": 950.0}
     d = decide_stop(960.0, stop_floors(managed)["INFY"], 1000.0, 0.05, has_stop_gtt=True)
@@ -227,16 +227,16 @@ def test_a_hand_take_profit_with_a_lost_state_neither_sets_the_floor_nor_is_touc
 
 def test_a_known_symbol_manages_only_its_owned_gtts():
     bot, hand = gtt(5, "INFY", 950.0, 902.5, 10), gtt(6, "INFY", 900.0, 855.0, 10)
-    actions = plan_gtt_changes({"INFY": 10}, {"INFY": (960.0, 912.0, 10)}, [bot, hand], owned_ids={5},
-                               known_symbols={"INFY"})
+    actions = plan_gtt_changes({"INFY": 10}, {"INFY": (960.0, 912.0, 10)}, [bot, hand],
+                               ownership=StopOwnership(frozenset({5}), frozenset({"INFY"})))
     assert [(a.action, a.gtt_id) for a in actions] == [(MODIFY, 5)]  # the person's stop 6 is not a duplicate
     # the bot's stop is gone: a new one, not an adopted hand stop
-    actions = plan_gtt_changes({"INFY": 10}, {"INFY": (960.0, 912.0, 10)}, [hand], owned_ids={5},
-                               known_symbols={"INFY"})
+    actions = plan_gtt_changes({"INFY": 10}, {"INFY": (960.0, 912.0, 10)}, [hand],
+                               ownership=StopOwnership(frozenset({5}), frozenset({"INFY"})))
     assert [(a.action, a.gtt_id) for a in actions] == [(CREATE, None)]
     # an unknown held symbol (lost state) adopts stop-shaped GTTs; a symbol not held adopts nothing
-    assert set(managed_stop_gtts([hand], {"INFY": 10})) == {"INFY"}
-    assert managed_stop_gtts([hand], {"TCS": 10}) == {}
+    assert set(bot_stops([hand], StopOwnership(), adopt_on={"INFY": 10})) == {"INFY"}
+    assert bot_stops([hand], StopOwnership(), adopt_on={"TCS": 10}) == {}
 
 
 # --- fallback: "never lowered" must not mean "no stop" ----------------------------------------------

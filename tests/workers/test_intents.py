@@ -342,6 +342,27 @@ def test_prune_forgets_old_closed_intents_only(log_: IntentLog) -> None:
     assert set(log_.all()) == {pending}
 
 
+def test_prune_never_drops_open_unresolved_current_session_or_live_gtt_intents(log_: IntentLog) -> None:
+    broker = BookBroker()
+    live = make_tag("Som", "update_cnc_stoploss", DAY1, "TCS", "stop:900.00:5")
+    gone = make_tag("Som", "update_cnc_stoploss", DAY1, "SBIN", "stop:900.00:5")
+    send_gtt_once(broker, log_, live, purpose="stop:900.00:5", **gtt_kwargs())
+    send_gtt_once(broker, log_, gone, purpose="stop:900.00:5", **gtt_kwargs("SBIN"))
+    parked = make_tag("Som", "j", DAY1, "ITC", "entry")
+    log_.record(parked, "order", "ITC", "entry", order_params("ITC"))
+    log_._update(parked, status=UNRESOLVED)
+    later = DAY1 + timedelta(days=40)
+    today_tag = make_tag("Som", "j", later, "LT", "entry")
+    with log_.store.transaction() as state:  # an intent of today's session recorded with an old date
+        state["intents"][today_tag] = dict(state["intents"][parked], tag=today_tag, status="sent",
+                                           session=later.isoformat())
+    set_day(later)
+    live_id = log_.get(live)["broker_id"]
+    assert log_.prune(keep_days=30, active_gtt_ids=[int(live_id)]) == 1
+    assert set(log_.all()) == {live, parked, today_tag}
+    assert log_.store.read()["meta"]["intents_pruned_on"] == later.isoformat()
+
+
 # --- the fault hook end to end: real worker processes, real paper broker ---------------------
 @pytest.fixture
 def market(tmp_path: Path, broker_factory: Callable[..., RunningBroker]  # noqa: F811

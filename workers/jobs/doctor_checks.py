@@ -7,12 +7,13 @@ places or changes anything at the broker (a paper user may log in, as any paper 
 
 Checks: env (reaching this point means the env file loaded: valid, 0600), clock, session,
 broker (profile() with the session), state (the StateStore file validates and is this user's and
-mode's), intents (none parked ``unresolved``), gtt (every CNC holding covered by an active GTT
-SELL leg for at least the held quantity), drift (open state positions agree with what the broker
-holds: quantity + t1_quantity + today's net CNC position), instance (instance lock and heartbeat
-agree).
+mode's), intents (none parked ``unresolved``), gtt (every NSE symbol held, workers.portfolio
+.held_quantities, covered by an active stop GTT for at least the held quantity, workers.gtt
+.coverage_gaps; a holding on another exchange is reported "not on NSE, not managed", and a
+person's GTT that sells more than is held is reported, both as warnings, never failures), drift (open
+state positions agree with held_quantities), instance (instance lock and heartbeat agree).
 
-``--holdings-json`` prints ``{"holdings": [SYMBOL, ...]}`` (symbols held, any quantity) and
+``--holdings-json`` prints ``{"holdings": [SYMBOL, ...]}`` (symbols held on any exchange) and
 exits: what ``migrate-state --ask-broker`` asks each user.
 """
 
@@ -27,7 +28,8 @@ from typing import Any
 from kitefleet import clock
 from kitefleet.errors import KitefleetError, TokenError
 from workers.context import JobContext
-from workers.strategy.stops import is_stop_gtt
+from workers.gtt import coverage_gaps, oversized_person_gtts, stop_ownership
+from workers.portfolio import held_quantities, snapshot, unmanaged_holdings
 
 LOG_TO_CONSOLE = False
 OK, WARN, FAIL, NA = "ok", "warn", "fail", "n/a"
@@ -43,46 +45,6 @@ def check(name: str, status: str, detail: str, fix: str = "") -> dict[str, str]:
 
 
 # --- pure checks on plain data (unit-tested) -------------------------------------------------------
-
-
-def held_quantities(holdings: list[dict[str, Any]], positions: dict[str, Any] | None) -> dict[str, int]:
-    """Symbol -> shares really held: quantity + t1_quantity + today's net CNC position."""
-    held: dict[str, int] = {}
-    for h in holdings:
-        sym = str(h.get("tradingsymbol", "")).upper()
-        qty = int(h.get("quantity") or 0) + int(h.get("t1_quantity") or 0)
-        held[sym] = held.get(sym, 0) + qty
-    for p in (positions or {}).get("net", []) or []:
-        if str(p.get("product", "")).upper() == "CNC":
-            sym = str(p.get("tradingsymbol", "")).upper()
-            held[sym] = held.get(sym, 0) + int(p.get("quantity") or 0)
-    return {s: q for s, q in held.items() if s and q != 0}
-
-
-def gtt_coverage(held: dict[str, int], gtts: list[dict[str, Any]]) -> dict[str, str]:
-    """Symbol -> problem, for every long holding without an active stop covering it. A stop is a
-    stop-shaped single GTT (workers.strategy.stops.is_stop_gtt) or a two-leg OCO of SELL legs
-    (its lower leg is a stop); a take-profit above the price protects nothing on a fall."""
-    cover: dict[str, int] = {}
-    for g in gtts:
-        if str(g.get("status", "")).lower() != "active":
-            continue
-        if not (is_stop_gtt(g) or str(g.get("type") or "") == "two-leg"):
-            continue
-        sym = str((g.get("condition") or {}).get("tradingsymbol", "")).upper()
-        legs = [o for o in g.get("orders") or [] if str(o.get("transaction_type", "")).upper() == "SELL"]
-        if legs:
-            cover[sym] = max(cover.get(sym, 0), max(int(o.get("quantity") or 0) for o in legs))
-    problems: dict[str, str] = {}
-    for sym, qty in sorted(held.items()):
-        if qty <= 0:
-            continue
-        covered = cover.get(sym, 0)
-        if covered == 0:
-            problems[sym] = f"{sym}: {qty} held, no active GTT stop"
-        elif covered < qty:
-            problems[sym] = f"{sym}: {qty} held, the GTT stop covers only {covered}"
-    return problems
 
 
 def _is_open(position: dict[str, Any]) -> bool:
@@ -224,17 +186,27 @@ def broker_checks(ctx: JobContext, state: dict[str, Any] | None) -> list[dict[st
         return [check("broker", FAIL, str(exc), fix_unreachable), *skipped]
     out = [check("broker", OK, f"reachable at {ctx.settings.kite_root}; broker user {profile.get('user_id')}")]
     try:
-        held = held_quantities(kite.holdings(), kite.positions())
+        account = snapshot(kite)
+        held = held_quantities(account)
+        unmanaged = unmanaged_holdings(account)
         gtts = kite.get_gtts()
     except KitefleetError as exc:
         return [*out, check("gtt", FAIL, f"holdings or GTTs could not be read: {exc}", fix_unreachable),
                 check("drift", NA, "skipped: holdings could not be read")]
-    gaps = gtt_coverage(held, gtts)
+    gaps = coverage_gaps(held, gtts)
+    notes = [f"{s}: {q} held on another exchange: not on NSE, not managed (no bot stop; protect it yourself)"
+             for s, q in sorted(unmanaged.items())]
+    # A person's GTT is never changed by the bot: if it now sells more than is held, say so.
+    oversized = oversized_person_gtts(gtts, held, stop_ownership(state or {}), adopt_on=held)
+    notes += [line for _sym, lines in sorted(oversized.items()) for line in lines]
     if gaps:
-        out.append(check("gtt", FAIL, "; ".join(gaps.values()),
+        out.append(check("gtt", FAIL, "; ".join([*gaps.values(), *notes]),
                          f"orchestrator.py run {ctx.user} update_cnc_stoploss (places the missing stops)"))
+    elif notes:
+        out.append(check("gtt", WARN, f"{len(held)} NSE holding(s), all covered; " + "; ".join(notes),
+                         "look at these yourself: the bot never changes a person's GTT or a BSE holding"))
     else:
-        out.append(check("gtt", OK, f"{sum(1 for q in held.values() if q > 0)} holding(s), all covered"))
+        out.append(check("gtt", OK, f"{len(held)} holding(s), all covered"))
     if state is None:
         out.append(check("drift", NA, "skipped: state file unusable"))
     else:
@@ -252,8 +224,9 @@ def _holdings_json(ctx: JobContext) -> int:
     from workers.kite_client import build_kite
 
     kite = build_kite(ctx.home, ctx.settings, ctx.log, attempts=2, backoff_initial=0.2, timeout=10)
-    held = held_quantities(kite.holdings(), kite.positions())
-    print(json.dumps({"user": ctx.user, "holdings": sorted(s for s, q in held.items() if q > 0)}), flush=True)
+    account = snapshot(kite)
+    symbols = set(held_quantities(account)) | set(unmanaged_holdings(account))
+    print(json.dumps({"user": ctx.user, "holdings": sorted(symbols)}), flush=True)
     return 0
 
 

@@ -9,7 +9,8 @@ person's explicit pick (CSV or JSON with at least a ``ticker`` column): its rows
 and ``MIN_SCORE`` applies only if it has a score column.
 
 Rules (workers.strategy.sizing; docs/trading-rules.md): selection (score >= ``MIN_SCORE``, not
-held or pending, at most ``MAX_CNC_POSITIONS`` minus the symbols held or with an open BUY order:
+blocked for entries (``workers.portfolio.entry_blocked``: held, sold today, held on another
+exchange, or an open BUY order), at most ``MAX_CNC_POSITIONS`` minus the symbols held or with an open BUY order:
 an unfilled entry of an earlier run takes a slot), size (cash x
 ``CAPITAL_DEPLOYMENT_PERCENT`` / number selected / limit price, optional ``RISK_PER_TRADE_PERCENT``
 cap on (entry - stop) x shares against equity = free cash + held market value), the order (BUY
@@ -72,8 +73,10 @@ from workers.entry_input import load_scan, read_manual
 from workers.entry_plan import JOB, PURPOSE, Basis, entry_tag, fix_plan, plan_basis, read_plan, remaining
 from workers.intents import IntentLog, SymbolBlocked, send_order_once
 from workers.portfolio import (
+    SOLD_TODAY,
     AccountSnapshot,
     available_cash,
+    entry_blocked,
     prune_entry_plans,
     record_entry_fills,
     snapshot,
@@ -277,19 +280,20 @@ def _select(ctx: JobContext, rows: list[ScanResult], has_score: bool, account: A
     """The first run's selection, and the cash and equity it is sized with."""
     cash = available_cash(equity_margins)
     equity = round(cash + account.market_value(), 2)
-    held, pending = account.held_symbols, account.pending_symbols
+    blocked_now = entry_blocked(account)
     # An open BUY (an earlier run's entry not filled yet) will become a position: it takes a
-    # slot, or a second input the same day could fill MAX_CNC_POSITIONS twice over.
-    taken = len(held | pending)
+    # slot, or a second input the same day could fill MAX_CNC_POSITIONS twice over. A symbol
+    # sold today is blocked but holds nothing: no slot.
+    taken = sum(1 for why in blocked_now.values() if why != SOLD_TODAY)
     min_score, max_positions = limits.min_score, limits.max_positions
     if has_score and ctx.args.from_file is None:
-        selected, skipped = select_candidates(rows, held, pending, min_score=min_score,
+        selected, skipped = select_candidates(rows, blocked_now, min_score=min_score,
                                               max_positions=max_positions, held_count=taken)
     else:
-        selected, skipped = select_candidates(rows, held, pending, min_score=min_score if has_score else None,
+        selected, skipped = select_candidates(rows, blocked_now, min_score=min_score if has_score else None,
                                               max_positions=max_positions, held_count=taken, manual=True)
-    skipped = [s for s in skipped if s.reason.startswith(("already held", "open BUY"))] + \
-        [s for s in skipped if not s.reason.startswith(("already held", "open BUY"))]
+    reasons = set(blocked_now.values())
+    skipped = [s for s in skipped if s.reason in reasons] + [s for s in skipped if s.reason not in reasons]
     return Basis(cash=cash, equity=equity, n_selected=len(selected)), selected, skipped
 
 

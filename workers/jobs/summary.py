@@ -19,8 +19,11 @@ the token); null when there is no session file.
 reading any env file). Without it, the figures come from the broker (paper users log in by
 themselves; a live user without a valid session exits 5). No secret is printed.
 
-``day_pnl`` = the P&L of today's positions plus today's change of the holdings (quantity x
-day_change).
+``holdings`` = the NSE symbols held now (workers.portfolio.held_quantities: a symbol sold today
+is not counted), plus holdings on another exchange (held, not managed); ``open_positions`` = the
+symbols with a net position today. ``day_pnl`` = the P&L of today's positions plus today's change
+of the holdings rows (quantity x day_change; a holding sold today still counts here, its sale is
+in the position's P&L).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from typing import Any
 
 from kitefleet import clock
 from workers.context import JobContext
+from workers.gtt import coverage_gaps
+from workers.portfolio import AccountSnapshot, held_quantities, unmanaged_holdings
 from workers.schedule import SCHEDULED_JOBS, format_schedule, schedule_key
 
 LOG_TO_CONSOLE = False
@@ -53,19 +58,19 @@ def figures(kite: Any) -> dict[str, Any]:
     positions = kite.positions() or {}
     holdings = kite.holdings() or []
     net = [p for p in positions.get("net", []) if _number(p.get("quantity"))]
+    account = AccountSnapshot(holdings, positions.get("net") or [])
     held = [h for h in holdings if _number(h.get("quantity")) + _number(h.get("t1_quantity"))]
     day_pnl = sum(_number(p.get("pnl")) for p in positions.get("day", []))
     day_pnl += sum(_number(h.get("day_change")) * (_number(h.get("quantity")) + _number(h.get("t1_quantity")))
                    for h in held)
     margins = kite.margins("equity") or {}
     cash = margins.get("available", {}).get("cash") if isinstance(margins.get("available"), dict) else None
-    from workers.jobs.doctor_checks import gtt_coverage, held_quantities
-
-    shares = held_quantities(holdings, positions)
-    return {"open_positions": len(net), "holdings": len(held), "day_pnl": round(day_pnl, 2),
+    shares = held_quantities(account)
+    n_held = len(set(shares) | set(unmanaged_holdings(account)))
+    return {"open_positions": len(net), "holdings": n_held, "day_pnl": round(day_pnl, 2),
             "cash": None if cash is None else _number(cash),
             "held": {s: q for s, q in sorted(shares.items()) if q > 0},
-            "unprotected": gtt_coverage(shares, list(kite.get_gtts() or []))}
+            "unprotected": coverage_gaps(shares, list(kite.get_gtts() or []))}
 
 
 def session_expiry(ctx: JobContext) -> dict[str, Any]:

@@ -14,11 +14,11 @@ held symbol (rules in workers.strategy.stops and docs/trading-rules.md):
   source ``fallback``, and a WARNING asks a person to look;
 * the GTT: single trigger at the stop, one SELL LIMIT CNC leg for the full held quantity, limit
   ``GTT_LIMIT_BUFFER_PERCENT`` (default 5) below the trigger, floored to the tick;
-* only the bot's own stop GTTs are managed: ids recorded in state (``stops[S].gtt_id``, the
-  positions' ``gtt_order_id`` and legacy ``gtt.trigger_id``) or in this job's GTT intents, and, on
-  a held symbol the state has no record of (lost or migrated state), stop-shaped ones (single
-  SELL leg, trigger below the GTT's ``last_price``). Two-leg (OCO) and take-profit GTTs placed by
-  a person are never modified or deleted and never set the floor;
+* only the bot's own stop GTTs are managed (workers.gtt, one predicate shared with the watchdog
+  and doctor): ids recorded in state or in this job's GTT intents, and, on a held symbol the state
+  has no record of (lost or migrated state), stop-shaped ones (single SELL leg, trigger below the
+  GTT's ``last_price``). Two-leg (OCO) and take-profit GTTs placed by a person are never modified
+  or deleted and never set the floor;
 * a managed GTT whose trigger, limit or quantity differ is **modified in place** (the legacy job
   deleted and re-created, leaving moments without a stop); duplicates are deleted; owned stop
   GTTs on symbols no longer held are deleted; nothing changed -> nothing sent.
@@ -43,14 +43,20 @@ follow the live holdings. The test-only fault point ``after_send`` (workers.faul
 a modification and a deletion: the broker has it, the state not.
 
 State (data/trading_state_<User>.json): ``stops[SYMBOL] = {stop, source: "prev_session_low" |
-"fallback", gtt_id, trigger, limit_price, quantity, updated_at}`` for every held symbol whose stop
-GTT is or was in place (written only once the broker has it; removed when the symbol is no longer
-held). ``gtt_id`` is the id of an **active** stop GTT or null: when the GTT is gone and no new one
-could be placed the id is cleared, and ``stop`` stays as the never-lower floor. The position
-record gets the legacy annotations ``stop_loss``, ``stop_loss_source`` (``previous_day_low_gtt``,
-or ``fallback_gtt``), ``stop_loss_updated``, ``gtt_order_id``; positions follow the held
+"fallback" | "legacy", gtt_id, trigger, limit_price, quantity, updated_at}`` for every held symbol
+whose stop GTT is or was in place (written only once the broker has it; removed when the symbol is
+no longer held). ``stops[S]`` is the one home of a stop's GTT id (schema 2,
+kitefleet.state_migrations); ``gtt_id`` is the id of an **active** stop GTT or null: when the GTT
+is gone and no new one could be placed the id is cleared, and ``stop`` stays as the never-lower
+floor. The position record gets the legacy annotations ``stop_loss``, ``stop_loss_source``
+(``previous_day_low_gtt``, or ``fallback_gtt``), ``stop_loss_updated``, and ``gtt_order_id``,
+which is written only as a copy of ``stops[S].gtt_id`` and never read; positions follow the held
 quantities (workers.portfolio.sync_held_positions). ``--dry-run`` prints the changes, sends and
 writes nothing, and takes no GTT lock.
+
+Intents: once a day, after the stop record is written, closed intents older than 30 days are
+forgotten (workers.intents.IntentLog.prune): never an open or unresolved one, one of the current
+session, or a GTT intent whose GTT is active in the list this run read.
 
 Exit codes: 0 done (stops not placed and fallbacks are reported, not failures); 1 the GTT lock
 was not free within 60 s; 5 Kite session; 6 an intent the broker cannot confirm blocked a write
@@ -72,11 +78,22 @@ from kitefleet.errors import LockTimeout
 from kitefleet.exitcodes import ExitCode
 from kitefleet.locks import gtt_lock
 from kitefleet.state import StateStore
+from kitefleet.state_migrations import fold_legacy_stop_ids
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.faults import fault_point
-from workers.intents import RESOLVED, SENT, UNRESOLVED, IntentLog, SymbolBlocked, make_tag, send_gtt_once
-from workers.portfolio import record_entry_fills, snapshot, sync_held_positions
+from workers.gtt import bot_stops, stop_ownership
+from workers.intents import (
+    KEEP_INTENT_DAYS,
+    RESOLVED,
+    SENT,
+    UNRESOLVED,
+    IntentLog,
+    SymbolBlocked,
+    make_tag,
+    send_gtt_once,
+)
+from workers.portfolio import held_quantities, record_entry_fills, snapshot, sync_held_positions
 from workers.strategy.stops import (
     CREATE,
     DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
@@ -85,13 +102,13 @@ from workers.strategy.stops import (
     MODIFY,
     NONE,
     PREV_SESSION_LOW,
+    PRICE_TOLERANCE,
     DesiredGtt,
-    GttAction,
     StopDecision,
+    StopPlanAction,
     decide_stop,
     gtt_limit_price,
     gtt_params,
-    managed_stop_gtts,
     plan_gtt_changes,
     previous_session_low,
     stop_floors,
@@ -135,36 +152,6 @@ def fresh_stop_tag(user: str, session: date, symbol: str, trigger: float, quanti
         attempt += 1
 
 
-def _as_id(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def bot_stop_ownership(state: Mapping[str, Any]) -> tuple[set[int], set[str]]:
-    """(GTT ids this job placed or adopted, symbols it has any stop record of), from the state:
-    ``stops``, the positions' ``gtt_order_id`` (and legacy ``gtt.trigger_id``), its GTT intents."""
-    owned: set[int] = set()
-    known: set[str] = set()
-    for sym, rec in (state.get("stops") or {}).items():
-        known.add(str(sym).upper())
-        if (gid := _as_id((rec or {}).get("gtt_id"))) is not None:
-            owned.add(gid)
-    for sym, pos in (state.get("positions") or {}).items():
-        legacy = (pos or {}).get("gtt")
-        for value in ((pos or {}).get("gtt_order_id"), legacy.get("trigger_id") if isinstance(legacy, dict) else None):
-            if (gid := _as_id(value)) is not None:
-                owned.add(gid)
-                known.add(str(sym).upper())
-    for intent in (state.get("intents") or {}).values():
-        if intent.get("kind") == "gtt" and intent.get("job") == JOB:
-            known.add(str(intent.get("symbol", "")).upper())
-            if (gid := _as_id(intent.get("broker_id"))) is not None:
-                owned.add(gid)
-    return owned, known
-
-
 @dataclass
 class Outcome:
     symbol: str
@@ -177,6 +164,8 @@ class Outcome:
     done: bool = False
     error: str | None = None
     source: str = SOURCE
+    #: the stop to record when it differs from the GTT's trigger (a kept GTT under a higher floor)
+    stop: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"symbol": self.symbol, "action": self.action, "gtt_id": self.gtt_id, "trigger": self.trigger,
@@ -186,8 +175,10 @@ class Outcome:
 
 def decide_stops(md: Any, kite: Any, held: dict[str, int], state: dict[str, Any],
                  managed: Mapping[str, list[Mapping[str, Any]]], now: datetime, buffer: float,
-                 ) -> tuple[dict[str, StopDecision], dict[str, float], dict[str, float]]:
-    """Per held symbol: the stop decision, its tick size and its LTP."""
+                 ) -> tuple[dict[str, StopDecision], dict[str, float], dict[str, float], dict[str, float]]:
+    """Per held symbol: the stop decision, its tick size, its LTP, and (where the rule stop
+    cannot be placed) the fallback stop that would be placed if the symbol had no stop GTT: a
+    kept GTT at that level is a fallback placed earlier (e.g. by a run killed after the send)."""
     last_completed: date = md.calendar.last_completed_session(now)
     start = last_completed - timedelta(days=CANDLE_LOOKBACK_DAYS)
     ltp_answer = kite.ltp(*[f"{EXCHANGE}:{s}" for s in sorted(held)]) if held else {}
@@ -196,6 +187,7 @@ def decide_stops(md: Any, kite: Any, held: dict[str, int], state: dict[str, Any]
     decisions: dict[str, StopDecision] = {}
     ticks: dict[str, float] = {}
     ltps: dict[str, float] = {}
+    fallbacks: dict[str, float] = {}
     for sym in sorted(held):
         tick = md.tick_size(sym)
         candles = md.daily_candles(sym, start, last_completed, last_completed=last_completed, now=now)
@@ -205,8 +197,27 @@ def decide_stops(md: Any, kite: Any, held: dict[str, int], state: dict[str, Any]
         ltp = float((ltp_answer.get(f"{EXCHANGE}:{sym}") or {}).get("last_price") or 0.0)
         decisions[sym] = decide_stop(prev_low, recorded, ltp or None, tick, has_stop_gtt=bool(managed.get(sym)),
                                      buffer_percent=buffer)
+        if managed.get(sym) and not decisions[sym].place:
+            bare = decide_stop(prev_low, recorded, ltp or None, tick, has_stop_gtt=False, buffer_percent=buffer)
+            if bare.source == FALLBACK and bare.stop is not None:
+                fallbacks[sym] = bare.stop
         ticks[sym], ltps[sym] = tick, ltp
-    return decisions, ticks, ltps
+    return decisions, ticks, ltps, fallbacks
+
+
+def _kept_stop(rec: Mapping[str, Any], gtt_trigger: float, decision: StopDecision | None,
+               fallback: float | None) -> tuple[float, str]:
+    """(stop, source) to record for a kept stop GTT: the recorded stop stays the floor when there
+    is one; else the GTT's trigger, a ``fallback`` if that is where the fallback rule puts it."""
+    recorded = rec.get("stop")
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool):
+        return float(recorded), str(rec.get("source") or SOURCE)
+    if fallback is not None and abs(fallback - gtt_trigger) < PRICE_TOLERANCE:
+        return gtt_trigger, FALLBACK
+    candidate = decision.candidate if decision is not None else None
+    if candidate is not None and abs(candidate - gtt_trigger) < PRICE_TOLERANCE:
+        return gtt_trigger, PREV_SESSION_LOW
+    return gtt_trigger, str(rec.get("source") or SOURCE)
 
 
 def _gtt_locked(ctx: JobContext) -> contextlib.ExitStack[bool | None]:
@@ -243,22 +254,25 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
         if report.checked:
             log.info("%s", report.summary())
     account = snapshot(kite)
-    held = account.held_quantities()
+    held = held_quantities(account)
     if not ctx.dry_run:
         with store.transaction() as state:
+            # A position migrate-state brought in with a legacy GTT id gets its stop record first.
+            fold_legacy_stop_ids(state)
             record_entry_fills(state, account.orders, today, now)
             sync_held_positions(state, account, now)
     state = store.read()
+    fold_legacy_stop_ids(state)  # in memory: a dry run plans as the real run would
     gtts = list(kite.get_gtts())
-    owned, known = bot_stop_ownership(state)
-    managed = managed_stop_gtts(gtts, held, owned_ids=owned, known_symbols=known, exchange=EXCHANGE)
+    ownership = stop_ownership(state)
+    managed = bot_stops(gtts, ownership, adopt_on=held, exchange=EXCHANGE)
     buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
-    decisions, ticks, ltps = decide_stops(md, kite, held, state, managed, now, buffer)
+    decisions, ticks, ltps, fallbacks = decide_stops(md, kite, held, state, managed, now, buffer)
     desired: dict[str, DesiredGtt] = {}
     for sym, d in decisions.items():
         if d.place and d.stop is not None:
             desired[sym] = DesiredGtt(d.stop, gtt_limit_price(d.stop, buffer, ticks[sym]), held[sym])
-    actions = plan_gtt_changes(held, desired, gtts, EXCHANGE, owned_ids=owned, known_symbols=known)
+    actions = plan_gtt_changes(held, desired, gtts, EXCHANGE, ownership=ownership)
     recorded_stops = state.get("stops") or {}
     outcomes: list[Outcome] = []
     for a in actions:
@@ -271,8 +285,14 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
             rec = recorded_stops.get(a.symbol) or {}
             # A kept stop keeps the source it was placed with (a fallback stays a fallback).
             source = d.source if d.moved or rec.get("stop") != d.stop else str(rec.get("source") or d.source)
+        stop: float | None = None
+        if a.action == NONE and a.gtt_id is not None and a.symbol not in desired and a.trigger is not None:
+            # A GTT kept as it is (no stop to place now) is recorded as it stands, so that one
+            # sent by a run killed before its record is in stops[S] after this run.
+            stop, source = _kept_stop(recorded_stops.get(a.symbol) or {}, a.trigger, decisions.get(a.symbol),
+                                      fallbacks.get(a.symbol))
         outcomes.append(Outcome(a.symbol, a.action, a.gtt_id, a.trigger, a.limit_price, a.quantity, note,
-                                source=source))
+                                source=source, stop=stop))
 
     if ctx.dry_run:
         _print(ctx, outcomes, decisions, ltps, dry_run=True)
@@ -303,10 +323,23 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
         _print(ctx, outcomes, decisions, ltps, dry_run=False)
         if ctx.args.json:
             print(json.dumps(_summary(outcomes, decisions)))
+    _prune_once_a_day(ctx, store, intents, gtts, today)
     return exit_code
 
 
-def _apply(ctx: JobContext, kite: Any, intents: IntentLog, out: Outcome, action: GttAction,
+def _prune_once_a_day(ctx: JobContext, store: StateStore, intents: IntentLog, gtts: list[Mapping[str, Any]],
+                      today: date) -> None:
+    """Forget old closed intents (workers.intents.IntentLog.prune), once a day, after the stop
+    record is written: a GTT intent whose GTT is active in the list this run read is kept."""
+    if (store.read().get("meta") or {}).get("intents_pruned_on") == today.isoformat():
+        return
+    active = [g.get("id") for g in gtts if str(g.get("status", "")).lower() == "active"]
+    dropped = intents.prune(active_gtt_ids=active)
+    if dropped:
+        ctx.log.info("forgot %d closed intent(s) older than %d days", dropped, KEEP_INTENT_DAYS)
+
+
+def _apply(ctx: JobContext, kite: Any, intents: IntentLog, out: Outcome, action: StopPlanAction,
            ltps: dict[str, float], today: date) -> None:
     log = ctx.log
     if out.action == DELETE:
@@ -374,15 +407,16 @@ def _record(store: StateStore, outcomes: list[Outcome], held: dict[str, int], no
                 continue
             if out.action != NONE and not out.done:
                 continue
-            entry = {"stop": out.trigger, "source": out.source, "gtt_id": out.gtt_id, "trigger": out.trigger,
+            stop = out.stop if out.stop is not None else out.trigger
+            entry = {"stop": stop, "source": out.source, "gtt_id": out.gtt_id, "trigger": out.trigger,
                      "limit_price": out.limit_price, "quantity": out.quantity}
             old = stops.get(out.symbol) or {}
             if {k: old.get(k) for k in entry} != entry:
                 stops[out.symbol] = {**entry, "updated_at": stamp}
             pos = positions.get(out.symbol)
-            if pos is not None and (pos.get("stop_loss") != out.trigger or pos.get("gtt_order_id") != out.gtt_id):
-                pos.update({"stop_loss": out.trigger, "stop_loss_source": LEGACY_SOURCE.get(out.source, out.source),
-                            "stop_loss_updated": stamp, "gtt_order_id": out.gtt_id})
+            if pos is not None and pos.get("stop_loss") != stop:
+                pos.update({"stop_loss": stop, "stop_loss_source": LEGACY_SOURCE.get(out.source, out.source),
+                            "stop_loss_updated": stamp})
         for sym, gtt_id in live.items():
             if gtt_id is not None:
                 continue
@@ -390,13 +424,17 @@ def _record(store: StateStore, outcomes: list[Outcome], held: dict[str, int], no
             # the state must not name a dead GTT. The stop stays: it is still the never-lower floor.
             if sym in stops and stops[sym].get("gtt_id") is not None:
                 stops[sym] = {**stops[sym], "gtt_id": None, "updated_at": stamp}
-            pos = positions.get(sym)
-            if pos is not None and pos.get("gtt_order_id") is not None:
-                pos.update({"gtt_order_id": None, "stop_loss_updated": stamp})
         for sym in [s for s in stops if s not in held]:
             # Sold out while its GTT was already gone (fired, or deleted by hand): nothing to protect.
             if not any(o.symbol == sym and o.error for o in outcomes):
                 stops.pop(sym)
+        # positions[S].gtt_order_id is derived from the one home, stops[S].gtt_id, for legacy readers.
+        for sym, pos in positions.items():
+            want = (stops.get(sym) or {}).get("gtt_id")
+            if not isinstance(pos, dict) or pos.get("gtt_order_id") == want:
+                continue
+            if want is not None or "gtt_order_id" in pos:
+                pos["gtt_order_id"] = want
 
 
 def _summary(outcomes: list[Outcome], decisions: dict[str, StopDecision]) -> dict[str, Any]:

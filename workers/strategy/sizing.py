@@ -7,10 +7,11 @@ Rules and defaults (the env keys are in ``kitefleet/settings.py``; the defaults 
   order (score desc, risk-reward desc, symbol). A row is skipped, with its reason, when its score
   is below ``MIN_SCORE`` (default 5; legacy golden "≥ 5"; HEAD's "exactly 5/7" is not kept), when
   the scan left a reason (insufficient data, no valid stop), when it has no usable entry/stop
-  (stop ≥ entry), when the symbol is already held (holdings quantity + t1_quantity, today's CNC
-  positions) or has an open BUY order (the caller builds those two sets; legacy golden checked the
-  state file only and HEAD did not check at all), when it repeats an earlier row, or when
-  ``MAX_CNC_POSITIONS`` (default 10) minus the positions already held are taken.
+  (stop ≥ entry), when the symbol is blocked for entries (held, sold today, held on another
+  exchange, or an open BUY order: the caller passes ``workers.portfolio.entry_blocked``, whose
+  reason is the skip reason; legacy golden checked the state file only and HEAD did not check at
+  all), when it repeats an earlier row, or when ``MAX_CNC_POSITIONS`` (default 10) minus the
+  positions already held or pending are taken.
 * Size (:func:`size_entry`): budget = available cash × ``CAPITAL_DEPLOYMENT_PERCENT`` (default 50)
   / 100 / number selected; limit price = the LTP on the instrument's tick grid rounded **up**, so a
   BUY LIMIT is marketable (legacy HEAD: LIMIT at the LTP; golden: MARKET); shares =
@@ -28,12 +29,11 @@ Rules and defaults (the env keys are in ``kitefleet/settings.py``; the defaults 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from kitefleet.states import TERMINAL
 from kitefleet.ticks import on_tick, round_to_tick
 from workers.strategy.patterns import ScanResult, scan_sort_key
 
@@ -88,8 +88,7 @@ def _as_scan(row: ScanResult | Mapping[str, Any]) -> ScanResult:
 
 def select_candidates(
     scan_rows: Iterable[ScanResult | Mapping[str, Any]],
-    held_symbols: set[str],
-    pending_symbols: set[str],
+    blocked: Mapping[str, str],
     min_score: int | None = DEFAULT_MIN_SCORE,
     max_positions: int = DEFAULT_MAX_CNC_POSITIONS,
     held_count: int | None = None,
@@ -101,14 +100,14 @@ def select_candidates(
     A scan (default): best first (score, risk-reward, symbol); a row needs no scan ``reason``, a
     score of at least ``min_score`` and a usable entry and stop. ``manual`` (a person's
     ``--from`` list): the file's order is kept and only the score is checked, and only when
-    ``min_score`` is given (a list without scores is an explicit pick). Either way duplicates,
-    held and pending symbols are skipped, and rows beyond the free slots (``max_positions`` minus
-    ``held_count``, default ``len(held_symbols)``: pass held and pending) are skipped.
+    ``min_score`` is given (a list without scores is an explicit pick). Either way duplicates and
+    ``blocked`` symbols (symbol -> reason, ``workers.portfolio.entry_blocked``) are skipped, and
+    rows beyond the free slots (``max_positions`` minus ``held_count``, default ``len(blocked)``:
+    pass the symbols held or pending) are skipped.
     Rows may be :class:`ScanResult` or scan-CSV dicts.
     """
-    held = {s.upper() for s in held_symbols}
-    pending = {s.upper() for s in pending_symbols}
-    taken = len(held) if held_count is None else held_count
+    why_blocked = {s.upper(): r for s, r in blocked.items()}
+    taken = len(why_blocked) if held_count is None else held_count
     slots = max(0, max_positions - taken)
     rows = [_as_scan(r) for r in scan_rows]
     if not manual:
@@ -127,10 +126,8 @@ def select_candidates(
             reason = f"score {r.score} below MIN_SCORE {min_score}"
         elif not manual and (r.entry is None or r.stop_loss is None or not 0 < r.stop_loss < r.entry):
             reason = f"no usable entry/stop (entry {r.entry}, stop {r.stop_loss})"
-        elif r.symbol in held:
-            reason = "already held"
-        elif r.symbol in pending:
-            reason = "open BUY order pending"
+        elif r.symbol in why_blocked:
+            reason = why_blocked[r.symbol]
         elif len(selected) >= slots:
             reason = (f"MAX_CNC_POSITIONS {max_positions} reached "
                       f"({taken} held or pending + {len(selected)} selected)")
@@ -241,24 +238,3 @@ def order_params(plan: EntryPlan) -> dict[str, Any]:
         "transaction_type": TRANSACTION_TYPE, "quantity": plan.quantity, "product": PRODUCT,
         "order_type": ORDER_TYPE, "price": plan.limit_price, "validity": VALIDITY,
     }
-
-
-def held_and_pending(
-    holdings: Sequence[Mapping[str, Any]],
-    positions_net: Sequence[Mapping[str, Any]],
-    orders: Sequence[Mapping[str, Any]],
-) -> tuple[set[str], set[str]]:
-    """Held and pending symbols from Kite's ``holdings()``, ``positions()["net"]`` and ``orders()``.
-
-    Held: holdings with quantity + t1_quantity > 0 (T1 shares are bought but not yet delivered),
-    and CNC net positions with quantity > 0 (today's buys). Pending: BUY orders still open (OPEN,
-    TRIGGER PENDING, AMO REQ RECEIVED, or any status not final).
-    """
-    held = {str(h["tradingsymbol"]).upper() for h in holdings
-            if (h.get("quantity") or 0) + (h.get("t1_quantity") or 0) > 0}
-    held |= {str(p["tradingsymbol"]).upper() for p in positions_net
-             if p.get("product") == PRODUCT and (p.get("quantity") or 0) > 0}
-    pending = {str(o["tradingsymbol"]).upper() for o in orders
-               if o.get("transaction_type") == TRANSACTION_TYPE
-               and str(o.get("status", "")).upper() not in TERMINAL}
-    return held, pending

@@ -21,13 +21,11 @@ Rules and defaults (legacy section 4.3, ``update_cnc_stoploss.py``, with its fau
   full held quantity, trigger = the stop, limit price = trigger × (1 − ``GTT_LIMIT_BUFFER_PERCENT``
   / 100) (default 5 %), floored to the tick; ``last_price`` is the LTP, which must be above the
   trigger for a stop. (Legacy golden order_manager hard-coded product MIS and used no tick rounding.)
-* Which GTTs are the bot's (:func:`is_stop_gtt`, :func:`managed_stop_gtts`): only **stop-shaped**
-  GTTs count: active, on the exchange (NSE), one trigger below its ``condition.last_price`` (the
-  LTP when it was set: a stop, not a take-profit), one SELL leg. Of those, the bot manages the
-  ones it **owns** (ids recorded in its state or in its GTT intents) and, on a held symbol it has
-  no record of at all (a lost or migrated state), **adopts** the stop-shaped ones. Two-leg (OCO)
-  GTTs, take-profit GTTs (trigger above the price), BUY GTTs, other exchanges and finished GTTs
-  are never touched and never set the never-lower floor (:func:`stop_floors`).
+* Which GTTs are the bot's: the one predicate of :mod:`workers.gtt` (``bot_stops``): stop-shaped
+  GTTs it owns (``stops[S].gtt_id``, its GTT intents) and, on a held symbol it has no stop record
+  of at all (a lost or migrated state), the stop-shaped ones it adopts. Two-leg (OCO) GTTs,
+  take-profit GTTs (trigger above the price), BUY GTTs, other exchanges and finished GTTs are
+  never touched and never set the never-lower floor (:func:`stop_floors`).
 * Plan (:func:`plan_gtt_changes`), over the managed GTTs, per symbol:
 
   =============================================  ==========================================
@@ -36,8 +34,9 @@ Rules and defaults (legacy section 4.3, ``update_cnc_stoploss.py``, with its fau
   held, stop wanted, trigger/limit/qty differ    modify in place
   held, stop wanted, several GTTs                keep one (a matching one, else the lowest id),
                                                  delete the rest
-  held, no stop wanted (e.g. no LTP)             existing GTT kept (none); of several, the one
-                                                 with the highest trigger stays
+  held, no stop wanted (e.g. no LTP)             existing GTT kept (none, with its own trigger,
+                                                 limit and quantity); of several, the one with
+                                                 the highest trigger stays
   not held (quantity 0 or absent)                delete every **owned** stop GTT on it
   =============================================  ==========================================
 
@@ -48,12 +47,13 @@ Rules and defaults (legacy section 4.3, ``update_cnc_stoploss.py``, with its fau
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from kitefleet.ticks import round_to_tick
+from workers.gtt import StopOwnership, bot_stops, gtt_id, legs, trigger
 from workers.strategy.patterns import SESSION_CLOSE, CandleLike, completed_daily_candles
 
 DEFAULT_GTT_LIMIT_BUFFER_PERCENT = 5.0
@@ -169,7 +169,10 @@ class DesiredGtt:
 
 
 @dataclass(frozen=True)
-class GttAction:
+class StopPlanAction:
+    """One step of update_cnc_stoploss's GTT plan for a symbol: ``create``, ``modify``,
+    ``delete`` or ``none`` (keep ``gtt_id`` as it is)."""
+
     action: str
     symbol: str
     gtt_id: int | None = None
@@ -179,66 +182,10 @@ class GttAction:
     reason: str = ""
 
 
-def _legs(gtt: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return list(gtt.get("orders") or [])
-
-
-def gtt_symbol(gtt: Mapping[str, Any]) -> str:
-    return str((gtt.get("condition") or {}).get("tradingsymbol", "")).upper()
-
-
-def is_stop_gtt(gtt: Mapping[str, Any], exchange: str = EXCHANGE) -> bool:
-    """Stop-shaped: active, on ``exchange``, single (one trigger, one SELL leg), and the trigger
-    below ``condition.last_price`` (the LTP when it was set), i.e. it fires on a fall. A trigger
-    above it is a take-profit; a two-leg GTT is an OCO someone set up on purpose."""
-    cond = gtt.get("condition") or {}
-    legs = _legs(gtt)
-    triggers = list(cond.get("trigger_values") or [])
-    if (str(gtt.get("status", "")).lower() != "active"
-            or str(cond.get("exchange") or exchange).upper() != exchange
-            or str(gtt.get("type") or "single") != "single"
-            or len(triggers) != 1 or len(legs) != 1
-            or str(legs[0].get("transaction_type", "")).upper() != "SELL"):
-        return False
-    try:
-        return float(triggers[0]) < float(cond["last_price"])
-    except (KeyError, TypeError, ValueError):
-        return False  # no direction on record: not provably a stop, so not ours to touch
-
-
-def managed_stop_gtts(
-    existing_gtts: Iterable[Mapping[str, Any]],
-    holdings: Mapping[str, int],
-    *,
-    owned_ids: Collection[int] = (),
-    known_symbols: Collection[str] = (),
-    exchange: str = EXCHANGE,
-) -> dict[str, list[Mapping[str, Any]]]:
-    """Symbol -> the stop GTTs the bot manages, lowest id first: stop-shaped ones whose id it
-    owns (``owned_ids``: recorded in its state or its GTT intents), and, on a held symbol not in
-    ``known_symbols`` (the bot has no record of its stop: a lost or migrated state), every
-    stop-shaped one (adopted)."""
-    held = {s.upper() for s, q in holdings.items() if q > 0}
-    known = {s.upper() for s in known_symbols}
-    owned = {int(i) for i in owned_ids}
-    out: dict[str, list[Mapping[str, Any]]] = {}
-    for g in existing_gtts:
-        if not is_stop_gtt(g, exchange):
-            continue
-        sym = gtt_symbol(g)
-        if int(g["id"]) in owned or (sym in held and sym not in known):
-            out.setdefault(sym, []).append(g)
-    return {s: sorted(gs, key=lambda g: int(g["id"])) for s, gs in out.items()}
-
-
 def stop_floors(managed: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, float]:
     """Symbol -> the highest trigger among its managed stop GTTs: the never-lower floor when the
     state records no stop for it."""
-    return {s: max(_trigger(g) for g in gs) for s, gs in managed.items() if gs}
-
-
-def _trigger(gtt: Mapping[str, Any]) -> float:
-    return float(((gtt.get("condition") or {}).get("trigger_values") or [0.0])[0])
+    return {s: max(trigger(g) for g in gs) for s, gs in managed.items() if gs}
 
 
 def _same_price(a: float, b: float) -> bool:
@@ -246,8 +193,8 @@ def _same_price(a: float, b: float) -> bool:
 
 
 def _matches(gtt: Mapping[str, Any], want: DesiredGtt) -> bool:
-    leg = _legs(gtt)[0]
-    return (_same_price(_trigger(gtt), want.trigger) and _same_price(leg.get("price", 0), want.limit_price)
+    leg = legs(gtt)[0]
+    return (_same_price(trigger(gtt), want.trigger) and _same_price(leg.get("price", 0), want.limit_price)
             and int(leg.get("quantity", 0)) == want.quantity)
 
 
@@ -264,57 +211,58 @@ def plan_gtt_changes(
     existing_gtts: Iterable[Mapping[str, Any]],
     exchange: str = EXCHANGE,
     *,
-    owned_ids: Collection[int] = (),
-    known_symbols: Collection[str] = (),
-) -> list[GttAction]:
+    ownership: StopOwnership | None = None,
+) -> list[StopPlanAction]:
     """The GTT calls that bring the account to one stop GTT per held symbol (see the table above).
 
     ``holdings``: symbol → held quantity (quantity + t1_quantity). ``desired``: symbol →
     (trigger, limit price, quantity) for every symbol whose stop should be placed now.
-    ``existing_gtts``: ``kite.get_gtts()`` as returned; only the managed ones count
-    (:func:`managed_stop_gtts` with ``owned_ids`` and ``known_symbols``).
+    ``existing_gtts``: ``kite.get_gtts()`` as returned; only the bot's stops count
+    (``workers.gtt.bot_stops`` with ``ownership``, adopting on the held symbols).
     """
     held = {s.upper() for s, q in holdings.items() if q > 0}
     want = {s.upper(): _desired(v) for s, v in desired.items()}
-    by_symbol = managed_stop_gtts(existing_gtts, holdings, owned_ids=owned_ids, known_symbols=known_symbols,
-                                  exchange=exchange)
-    actions: list[GttAction] = []
+    by_symbol = bot_stops(existing_gtts, ownership or StopOwnership(), adopt_on=held, exchange=exchange)
+    actions: list[StopPlanAction] = []
     for sym in sorted(held | set(by_symbol)):
         gtts = by_symbol.get(sym, [])
         if sym not in held:
-            actions += [GttAction(DELETE, sym, int(g["id"]), reason="symbol no longer held") for g in gtts]
+            actions += [StopPlanAction(DELETE, sym, gtt_id(g), reason="symbol no longer held") for g in gtts]
             continue
         target = want.get(sym)
         if target is None or target.quantity <= 0:
             if not gtts:
-                actions.append(GttAction(NONE, sym, reason="held without a stop to place"))
+                actions.append(StopPlanAction(NONE, sym, reason="held without a stop to place"))
                 continue
             # No new stop: keep the tightest existing stop rather than loosen the protection.
-            keep = max(gtts, key=lambda g: (_trigger(g), -int(g["id"])))
-            actions += [GttAction(DELETE, sym, int(g["id"]), reason=f"duplicate of GTT {keep['id']}")
+            keep = max(gtts, key=lambda g: (trigger(g), -gtt_id(g)))
+            actions += [StopPlanAction(DELETE, sym, gtt_id(g), reason=f"duplicate of GTT {keep['id']}")
                         for g in gtts if g is not keep]
-            actions.append(GttAction(NONE, sym, int(keep["id"]), reason="no new stop to place; GTT kept"))
+            # The kept GTT's own values go with it, so the job can record the stop in place.
+            leg = legs(keep)[0]
+            actions.append(StopPlanAction(NONE, sym, gtt_id(keep), trigger(keep), float(leg.get("price") or 0.0),
+                                          int(leg.get("quantity") or 0), "no new stop to place; GTT kept"))
             continue
         if not gtts:
-            actions.append(GttAction(CREATE, sym, None, target.trigger, target.limit_price, target.quantity,
+            actions.append(StopPlanAction(CREATE, sym, None, target.trigger, target.limit_price, target.quantity,
                                      "no stop GTT"))
             continue
         # A GTT that already matches, else the lowest id.
-        keep = min(gtts, key=lambda g: (not _matches(g, target), int(g["id"])))
-        actions += [GttAction(DELETE, sym, int(g["id"]), reason=f"duplicate of GTT {keep['id']}")
+        keep = min(gtts, key=lambda g: (not _matches(g, target), gtt_id(g)))
+        actions += [StopPlanAction(DELETE, sym, gtt_id(g), reason=f"duplicate of GTT {keep['id']}")
                     for g in gtts if g is not keep]
         if _matches(keep, target):
-            actions.append(GttAction(NONE, sym, int(keep["id"]), target.trigger, target.limit_price,
+            actions.append(StopPlanAction(NONE, sym, int(keep["id"]), target.trigger, target.limit_price,
                                      target.quantity, "unchanged"))
         else:
-            actions.append(GttAction(MODIFY, sym, int(keep["id"]), target.trigger, target.limit_price,
+            actions.append(StopPlanAction(MODIFY, sym, int(keep["id"]), target.trigger, target.limit_price,
                                      target.quantity, _describe_change(keep, target)))
     return actions
 
 
 def _describe_change(gtt: Mapping[str, Any], want: DesiredGtt) -> str:
-    leg = _legs(gtt)[0]
-    return (f"trigger {_trigger(gtt)} -> {want.trigger}, limit {leg.get('price')} -> {want.limit_price}, "
+    leg = legs(gtt)[0]
+    return (f"trigger {trigger(gtt)} -> {want.trigger}, limit {leg.get('price')} -> {want.limit_price}, "
             f"quantity {leg.get('quantity')} -> {want.quantity}")
 
 
