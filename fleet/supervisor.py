@@ -22,21 +22,18 @@ user (``summary --settings-only``), never by reading env files here.
 from __future__ import annotations
 
 import contextlib
-import json
 import shlex
-import subprocess
 import sys
 import xmlrpc.client
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from fleet import probe
 from kitefleet.errors import ConfigError
 from kitefleet.exitcodes import PERMANENT_EXIT_CODES
 from kitefleet.home import PROJECT_ROOT, Home, ensure_dir
-from kitefleet.launcher import spawn_worker
 
 GROUP = "trader"
 PAPER_BROKER = "paper-broker"
@@ -72,35 +69,24 @@ class UserProbe:
     details: dict[str, Any] | None = None
 
 
-def probe_settings(home: Home, user: str, *, live: bool = False, timeout: float = 30.0) -> UserProbe:
-    """Run ``summary`` for one user in a process of its own and parse its JSON line."""
-    args = [] if live else ["--settings-only"]
-    try:
-        proc = spawn_worker(user, "summary", args, home=home, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except Exception as exc:  # an invalid user name, for instance
-        return UserProbe(user, False, error=str(exc))
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return UserProbe(user, False, error=f"no answer within {timeout:.0f}s")
-    if proc.returncode == 0:
-        with contextlib.suppress(ValueError, IndexError):
-            info = json.loads(out.decode().strip().splitlines()[-1])
-            return UserProbe(user, True, info.get("mode"), info.get("kite_root"), details=info)
-        return UserProbe(user, False, error="summary printed no JSON")
-    lines = err.decode("utf-8", "replace").strip().splitlines()
-    message = lines[-1].split("error: ", 1)[-1] if lines else f"exit code {proc.returncode}"
-    return UserProbe(user, False, error=message, details={"exit_code": proc.returncode})
+def probe_settings(home: Home, user: str, *, live: bool = False,
+                   timeout: float = probe.LOCAL_TIMEOUT_S) -> UserProbe:
+    """Run ``summary`` for one user in a process of its own (fleet.probe) and keep its answer."""
+    answer = probe.ask(home, user, "summary", [] if live else ["--settings-only"], timeout=timeout)
+    return _user_probe(answer)
 
 
-def probe_all(home: Home, users: list[str], *, live: bool = False, timeout: float = 30.0) -> list[UserProbe]:
-    if not users:
-        return []
-    with ThreadPoolExecutor(max_workers=min(8, len(users))) as pool:
-        return list(pool.map(lambda u: probe_settings(home, u, live=live, timeout=timeout), users))
+def _user_probe(answer: probe.Answer) -> UserProbe:
+    if answer.ok:
+        info = answer.data or {}
+        return UserProbe(answer.user, True, info.get("mode"), info.get("kite_root"), details=info)
+    details = None if answer.exit_code is None else {"exit_code": answer.exit_code}
+    return UserProbe(answer.user, False, error=answer.error, details=details)
+
+
+def probe_all(home: Home, users: list[str], *, live: bool = False,
+              timeout: float = probe.LOCAL_TIMEOUT_S) -> list[UserProbe]:
+    return probe.map_users(users, lambda u: probe_settings(home, u, live=live, timeout=timeout))
 
 
 # --- the config ------------------------------------------------------------------------------------

@@ -36,12 +36,11 @@ import argparse
 import contextlib
 import hashlib
 import json
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet import probe
 from fleet.legacy import Attribution, LegacyState, OrderIndex, attribute, read_legacy_state, read_orders_dir
 from fleet.output import print_json, table
 from kitefleet import clock
@@ -49,13 +48,11 @@ from kitefleet.atomic import atomic_write_bytes, atomic_write_json
 from kitefleet.errors import ConfigError, KitefleetError, StateError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home, ensure_dir
-from kitefleet.launcher import spawn_worker
 from kitefleet.settings import load_settings
 from kitefleet.state import StateStore
 from kitefleet.users import list_users, validate_user_name
 
 MARKER = "legacy_migration"
-BROKER_TIMEOUT_S = 60.0
 
 
 def add_parser(sub: Any) -> None:
@@ -141,31 +138,21 @@ def fetch_holdings(home: Home, users: list[str]) -> tuple[dict[str, set[str]], d
     --holdings-json). Returns (holdings by user, error by user)."""
 
     def one(user: str) -> tuple[str, set[str] | None, str]:
-        try:
-            proc = spawn_worker(user, "doctor_checks", ["--holdings-json"], home=home,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            out, err = proc.communicate(timeout=BROKER_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return user, None, f"no answer within {BROKER_TIMEOUT_S:.0f}s"
-        if proc.returncode != 0:
-            lines = err.decode("utf-8", "replace").strip().splitlines()
-            return user, None, (lines[-1] if lines else f"exit code {proc.returncode}")
-        try:
-            data = json.loads(out.decode().strip().splitlines()[-1])
-            return user, {str(s).upper() for s in data["holdings"]}, ""
-        except (ValueError, KeyError, IndexError):
+        answer = probe.ask(home, user, "doctor_checks", ["--holdings-json"], timeout=probe.BROKER_TIMEOUT_S)
+        if not answer.ok:
+            return user, None, answer.error or "no answer"
+        symbols = (answer.data or {}).get("holdings")
+        if not isinstance(symbols, list):
             return user, None, "unreadable answer"
+        return user, {str(s).upper() for s in symbols}, ""
 
     holdings: dict[str, set[str]] = {}
     errors: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for user, symbols, problem in pool.map(one, users):
-            if symbols is None:
-                errors[user] = problem
-            else:
-                holdings[user] = symbols
+    for user, symbols, problem in probe.map_users(users, one, max_parallel=4):
+        if symbols is None:
+            errors[user] = problem
+        else:
+            holdings[user] = symbols
     return holdings, errors
 
 
