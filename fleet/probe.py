@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kitefleet.home import Home
-from kitefleet.launcher import spawn_worker
+from kitefleet.launcher import SUPERVISOR_NAMES, spawn_worker
 
 #: For answers read from the user's own files (settings, fingerprint): no broker involved.
 LOCAL_TIMEOUT_S = 30.0
@@ -94,8 +94,11 @@ def _error_line(err: bytes, returncode: int) -> str:
 def ask(home: Home, user: str, job: str, args: Sequence[str] = (), *,
         timeout: float = LOCAL_TIMEOUT_S) -> Answer:
     """Run ``job`` for ``user`` (with ``args``) and return its one JSON line, or why there is none."""
+    # A probe is not the supervised program: supervisord's identity (exec Som asking about Sai)
+    # would make the other user's worker refuse to start.
+    parent = {k: v for k, v in os.environ.items() if k not in SUPERVISOR_NAMES}
     try:
-        proc = spawn_worker(user, job, args, home=home, stdin=subprocess.DEVNULL,
+        proc = spawn_worker(user, job, args, home=home, parent_env=parent, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except Exception as exc:  # an invalid user name, for instance: already one line
         return Answer(user, job, error=str(exc))

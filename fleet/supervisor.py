@@ -25,12 +25,13 @@ import contextlib
 import shlex
 import sys
 import xmlrpc.client
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from fleet import probe
+from fleet import accounts, probe
 from kitefleet.errors import ConfigError
 from kitefleet.exitcodes import PERMANENT_EXIT_CODES
 from kitefleet.home import PROJECT_ROOT, Home, ensure_dir
@@ -82,6 +83,13 @@ def _user_probe(answer: probe.Answer) -> UserProbe:
         return UserProbe(answer.user, True, info.get("mode"), info.get("kite_root"), details=info)
     details = None if answer.exit_code is None else {"exit_code": answer.exit_code}
     return UserProbe(answer.user, False, error=answer.error, details=details)
+
+
+def shared_accounts(home: Home, probes: list[UserProbe]) -> dict[str, str]:
+    """Users left out because another user's env file is the same file or holds the same API key
+    (fleet.accounts), with the reason; fingerprints as each user's own summary process told."""
+    return accounts.clashes(home, {p.user: (p.details or {}).get("api_key_fingerprint") if p.valid else None
+                                   for p in probes if program_name_ok(p.user)})
 
 
 def probe_all(home: Home, users: list[str], *, live: bool = False,
@@ -155,12 +163,15 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
     python = python or sys.executable
     warnings: list[str] = []
     users = []
+    shared = shared_accounts(home, probes)
     for p in sorted(probes, key=lambda p: p.user):
-        if program_name_ok(p.user):
-            users.append(p.user)
-        else:
+        if not program_name_ok(p.user):
             warnings.append(f"env/{p.user}.env: {p.user!r} cannot be a supervisord program name; left out: "
                             "rename the file to a valid user name (letters, digits, '_' or '-')")
+        elif p.user in shared:
+            warnings.append(f"{shared[p.user]}; {p.user} left out")
+        else:
+            users.append(p.user)
     exitcodes = ",".join(str(int(c)) for c in sorted(PERMANENT_EXIT_CODES))
     home_env = f'KITEFLEET_HOME="{_value(str(home.root))}"'
     lines = [
@@ -221,9 +232,9 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
     return "\n".join(lines), warnings
 
 
-def count_text(users: list[str]) -> str:
+def count_text(users: list[str], excluded: Collection[str] = ()) -> str:
     """How many programs of group trader the env files make, and how many files are left out."""
-    programs = sum(1 for u in users if program_name_ok(u))
+    programs = sum(1 for u in users if program_name_ok(u) and u not in excluded)
     left_out = len(users) - programs
     text = f"{programs} user program(s)"
     return text + (f", {left_out} env file(s) left out" if left_out else "")

@@ -17,7 +17,7 @@ import argparse
 import shutil
 from typing import Any
 
-from fleet import probe
+from fleet import accounts, probe
 from fleet.output import print_json, table
 from fleet.validate import select_users
 from kitefleet import clock
@@ -133,6 +133,12 @@ def run(args: argparse.Namespace) -> int:
                         "orchestrator.py import-config LEGACY_CONFIG_INI, or copy env/example.env"))
     for checks in probe.map_users(users, lambda u: user_checks(home, u), max_parallel=4):
         rows.extend(checks)
+    shared = accounts.fleet_clashes(home)
+    for user in users:
+        if user in shared:
+            rows.append(row(user, "account", "fail", shared[user],
+                            "one env file per Kite account: remove the extra file (or link), or give each "
+                            "user its own API key"))
     rows.append(check_supervisor_conf(home, list_users(home)))
     rows.append(check_disk(home))
     clock_row = check_clock_env()

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     external = args.external_broker
     if external is None:
         external = bool(supervisor.external_broker_of(current))
+    excluded = supervisor.shared_accounts(home, probes)
     text, warnings = supervisor.render(home, probes, timings, external_broker=external)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -80,17 +81,17 @@ def run(args: argparse.Namespace) -> int:
             what = "missing" if current is None else "out of date with env/"
             print(f"{target}: {what}; run 'orchestrator.py supervisor-conf'", file=sys.stderr)
             return ExitCode.JOB_FAILED
-        print(f"{target}: up to date ({supervisor.count_text(users)})")
+        print(f"{target}: up to date ({supervisor.count_text(users, excluded)})")
         return ExitCode.OK
     supervisor.ensure_dirs(home, users)
     if home_conf is not None and home_conf_stale:
         atomic_write_text(home_conf, supervisor.static_conf_text(), mode=0o644)
         print(f"wrote {home_conf}")
     if current == text:
-        print(f"{target}: already up to date ({supervisor.count_text(users)})")
+        print(f"{target}: already up to date ({supervisor.count_text(users, excluded)})")
         return ExitCode.OK
     atomic_write_text(target, text, mode=0o600)
-    print(f"wrote {target} ({supervisor.count_text(users)})")
+    print(f"wrote {target} ({supervisor.count_text(users, excluded)})")
     print(f"apply with: supervisorctl -c {home.supervisord_conf} update")
     if _market_open(home):
         print("warning: the market is open: 'supervisorctl update' restarts every program of group "

@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fleet import probe
+from fleet import accounts, probe
 from fleet.output import print_json, table
+from kitefleet.errors import UsageError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
-from kitefleet.users import list_users
+from kitefleet.users import list_users, validate_user_name
 
 
 def add_parser(sub: Any) -> None:
@@ -34,10 +35,23 @@ def probe_user(home: Home, user: str, timeout: float = probe.LOCAL_TIMEOUT_S) ->
     return row
 
 
+def _named_ok(user: str) -> bool:
+    try:
+        validate_user_name(user)
+    except UsageError:
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     home = Home.resolve()
     users = list_users(home)
     rows = probe.map_users(users, lambda u: probe_user(home, u))
+    # Two env files, one Kite account: every user of the group fails with the one line naming them.
+    shared = accounts.clashes(home, {r["user"]: r["fingerprint"] for r in rows if _named_ok(r["user"])})
+    for r in rows:
+        if r["user"] in shared:
+            r.update(valid=False, error=shared[r["user"]], exit_code=int(ExitCode.CONFIG))
     if args.json:
         print_json(rows)
     else:
