@@ -3,9 +3,10 @@
 On-disk contract:
 
     supervisord.conf                  tracked, static (socket, pid file, supervisord's log inside the
-                                      home via %(here)s; include of run/supervisord.d/*.conf). A home
-                                      other than the project root gets a copy (written by
-                                      ``supervisor-conf``), since %(here)s is the config's folder.
+                                      home via %(here)s; include of run/supervisord.d/*.conf, relative
+                                      to the file). A home other than the project root gets a copy
+                                      (written by ``supervisor-conf``) with the home's folder written
+                                      out in place of %(here)s (supervisord would expand a '%' in it).
     run/supervisord.d/trader.conf     generated from env/ by ``supervisor-conf``; untracked. Group
                                       ``trader`` with one program per env file (an invalid one too, so
                                       its error lands in its log and it goes FATAL), and a
@@ -13,6 +14,12 @@ On-disk contract:
     logs/<User>/scheduler.out.log     the program's stdout+stderr (supervisord rotates it)
     logs/paper-broker.out.log         the paper broker program's stdout+stderr
     run/supervisor.sock               the XML-RPC socket (mode 0700)
+
+Quoting: supervisord splits ``command=`` with POSIX shlex (words are shlex-quoted), splits
+``environment=`` with non-POSIX shlex and strips quotes from both ends (the value is put in a quote
+it does not contain), expands '%' once in most values and twice in log file names. What cannot be
+said that way is refused: the generated text is read back with supervisord's own parser
+(``parse_generated``/``parse_installed``) and compared with what was meant (``misread``).
 
 No secret is in any of these: a program's only variable is ``KITEFLEET_HOME``; each worker reads
 its own env file. Each user's mode and ``KITE_ROOT`` are learnt from a short process of that
@@ -22,21 +29,19 @@ user (``summary --settings-only``), never by reading env files here.
 from __future__ import annotations
 
 import contextlib
-import json
 import shlex
-import subprocess
 import sys
 import xmlrpc.client
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from fleet import accounts, probe
 from kitefleet.errors import ConfigError
 from kitefleet.exitcodes import PERMANENT_EXIT_CODES
 from kitefleet.home import PROJECT_ROOT, Home, ensure_dir
-from kitefleet.launcher import spawn_worker
 
 GROUP = "trader"
 PAPER_BROKER = "paper-broker"
@@ -72,35 +77,31 @@ class UserProbe:
     details: dict[str, Any] | None = None
 
 
-def probe_settings(home: Home, user: str, *, live: bool = False, timeout: float = 30.0) -> UserProbe:
-    """Run ``summary`` for one user in a process of its own and parse its JSON line."""
-    args = [] if live else ["--settings-only"]
-    try:
-        proc = spawn_worker(user, "summary", args, home=home, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except Exception as exc:  # an invalid user name, for instance
-        return UserProbe(user, False, error=str(exc))
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return UserProbe(user, False, error=f"no answer within {timeout:.0f}s")
-    if proc.returncode == 0:
-        with contextlib.suppress(ValueError, IndexError):
-            info = json.loads(out.decode().strip().splitlines()[-1])
-            return UserProbe(user, True, info.get("mode"), info.get("kite_root"), details=info)
-        return UserProbe(user, False, error="summary printed no JSON")
-    lines = err.decode("utf-8", "replace").strip().splitlines()
-    message = lines[-1].split("error: ", 1)[-1] if lines else f"exit code {proc.returncode}"
-    return UserProbe(user, False, error=message, details={"exit_code": proc.returncode})
+def probe_settings(home: Home, user: str, *, live: bool = False,
+                   timeout: float = probe.LOCAL_TIMEOUT_S) -> UserProbe:
+    """Run ``summary`` for one user in a process of its own (fleet.probe) and keep its answer."""
+    answer = probe.ask(home, user, "summary", [] if live else ["--settings-only"], timeout=timeout)
+    return _user_probe(answer)
 
 
-def probe_all(home: Home, users: list[str], *, live: bool = False, timeout: float = 30.0) -> list[UserProbe]:
-    if not users:
-        return []
-    with ThreadPoolExecutor(max_workers=min(8, len(users))) as pool:
-        return list(pool.map(lambda u: probe_settings(home, u, live=live, timeout=timeout), users))
+def _user_probe(answer: probe.Answer) -> UserProbe:
+    if answer.ok:
+        info = answer.data or {}
+        return UserProbe(answer.user, True, info.get("mode"), info.get("kite_root"), details=info)
+    details = None if answer.exit_code is None else {"exit_code": answer.exit_code}
+    return UserProbe(answer.user, False, error=answer.error, details=details)
+
+
+def shared_accounts(home: Home, probes: list[UserProbe]) -> dict[str, str]:
+    """Users left out because another user's env file is the same file or holds the same API key
+    (fleet.accounts), with the reason; fingerprints as each user's own summary process told."""
+    return accounts.clashes(home, {p.user: (p.details or {}).get("api_key_fingerprint") if p.valid else None
+                                   for p in probes if program_name_ok(p.user)})
+
+
+def probe_all(home: Home, users: list[str], *, live: bool = False,
+              timeout: float = probe.LOCAL_TIMEOUT_S) -> list[UserProbe]:
+    return probe.map_users(users, lambda u: probe_settings(home, u, live=live, timeout=timeout))
 
 
 # --- the config ------------------------------------------------------------------------------------
@@ -117,8 +118,33 @@ def _value(text: str) -> str:
     return text.replace("%", "%%")
 
 
+def _logfile(path: Path) -> str:
+    """A ``stdout_logfile=`` value: supervisord expands it twice (once as every value, once more
+    with the program's expansions), so a '%' is doubled twice."""
+    return str(path).replace("%", "%%%%")
+
+
 def _quoted(path: Path | str) -> str:
+    """A word of ``command=``, which supervisord splits with ``shlex.split`` after expansion."""
     return _value(shlex.quote(str(path)))
+
+
+def _env_value(text: str) -> str:
+    """A value of ``environment=``: supervisord splits it with a non-POSIX shlex (no escapes) and
+    strips quote characters from both ends, so it is quoted with a quote it does not contain."""
+    for quote in ('"', "'"):
+        if quote not in text:
+            return _value(f"{quote}{text}{quote}")
+    raise ConfigError(f"the home {text!r} contains both ' and \": supervisord cannot pass it as "
+                      "KITEFLEET_HOME; move the home to a path without quotes")
+
+
+def _home_env(home: Home) -> str:
+    root = str(home.root)
+    if any(c in root for c in "\n\r\0"):
+        raise ConfigError(f"the home {root!r} contains a line break: supervisord's config cannot hold it; "
+                          "move the home to a path without one")
+    return f"KITEFLEET_HOME={_env_value(root)}"
 
 
 def paper_broker_address(probes: list[UserProbe]) -> tuple[str, int] | None:
@@ -169,14 +195,17 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
     python = python or sys.executable
     warnings: list[str] = []
     users = []
+    shared = shared_accounts(home, probes)
     for p in sorted(probes, key=lambda p: p.user):
-        if program_name_ok(p.user):
-            users.append(p.user)
-        else:
+        if not program_name_ok(p.user):
             warnings.append(f"env/{p.user}.env: {p.user!r} cannot be a supervisord program name; left out: "
                             "rename the file to a valid user name (letters, digits, '_' or '-')")
+        elif p.user in shared:
+            warnings.append(f"{shared[p.user]}; {p.user} left out")
+        else:
+            users.append(p.user)
     exitcodes = ",".join(str(int(c)) for c in sorted(PERMANENT_EXIT_CODES))
-    home_env = f'KITEFLEET_HOME="{_value(str(home.root))}"'
+    home_env = _home_env(home)
     lines = [
         "; Generated by 'orchestrator.py supervisor-conf' from env/; do not edit (it is rewritten).",
         "; Untracked: user names stay private. No secrets: each worker reads its own env file.",
@@ -192,7 +221,7 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
             f"[program:{user}]",
             f"command={_quoted(python)} {_quoted(ORCHESTRATOR)} exec %(program_name)s "
             f"--stop-grace {timings.stop_grace:g}",
-            f"directory={_quoted(PROJECT_ROOT)}",
+            f"directory={_value(str(PROJECT_ROOT))}",
             f"environment={home_env}",
             "autostart=true",
             "autorestart=unexpected",
@@ -203,7 +232,7 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
             f"stopwaitsecs={timings.stopwaitsecs}",
             "stopasgroup=true",
             "killasgroup=true",
-            f"stdout_logfile={_value(str(home.user_logs_dir(user) / 'scheduler.out.log'))}",
+            f"stdout_logfile={_logfile(home.user_logs_dir(user) / 'scheduler.out.log')}",
             "stdout_logfile_maxbytes=5MB",
             "stdout_logfile_backups=5",
             "redirect_stderr=true",
@@ -215,7 +244,7 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
         lines += [
             f"[program:{PAPER_BROKER}]",
             f"command={_quoted(python)} {_quoted(ORCHESTRATOR)} paper-broker --port {port} -- --host {host}",
-            f"directory={_quoted(PROJECT_ROOT)}",
+            f"directory={_value(str(PROJECT_ROOT))}",
             f"environment={home_env}",
             "; started before the trader group (lower priority number starts first)",
             "priority=100",
@@ -226,7 +255,7 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
             f"stopwaitsecs={timings.stopwaitsecs}",
             "stopasgroup=true",
             "killasgroup=true",
-            f"stdout_logfile={_value(str(home.logs_dir / 'paper-broker.out.log'))}",
+            f"stdout_logfile={_logfile(home.logs_dir / 'paper-broker.out.log')}",
             "stdout_logfile_maxbytes=5MB",
             "stdout_logfile_backups=5",
             "redirect_stderr=true",
@@ -235,9 +264,9 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
     return "\n".join(lines), warnings
 
 
-def count_text(users: list[str]) -> str:
+def count_text(users: list[str], excluded: Collection[str] = ()) -> str:
     """How many programs of group trader the env files make, and how many files are left out."""
-    programs = sum(1 for u in users if program_name_ok(u))
+    programs = sum(1 for u in users if program_name_ok(u) and u not in excluded)
     left_out = len(users) - programs
     text = f"{programs} user program(s)"
     return text + (f", {left_out} env file(s) left out" if left_out else "")
@@ -255,6 +284,80 @@ def home_conf_needed(home: Home) -> bool:
 
 def static_conf_text() -> str:
     return STATIC_CONF.read_text(encoding="utf-8")
+
+
+def home_conf_text(home: Home) -> str:
+    """The home's copy of the static config, with ``%(here)s`` written out: supervisord puts the
+    folder into ``%(here)s`` unescaped and then expands the value again, so a home with a ``%``
+    would break every path (and the include is relative, not ``%(here)s``, because supervisord
+    splits the include's value on whitespace)."""
+    text = static_conf_text()
+    if not home_conf_needed(home):
+        return text
+    return text.replace("%(here)s", _value(str(home.root)))
+
+
+# --- reading it back as supervisord does ------------------------------------------------------------
+def expected_program(home: Home, user: str, timings: Timings, python: str | None = None) -> dict[str, Any]:
+    return {"argv": [python or sys.executable, str(ORCHESTRATOR), "exec", user, "--stop-grace",
+                     f"{timings.stop_grace:g}"],
+            "environment": {"KITEFLEET_HOME": str(home.root)},
+            "directory": str(PROJECT_ROOT),
+            "stdout_logfile": str(home.user_logs_dir(user) / "scheduler.out.log")}
+
+
+def _programs_of(opts: Any, groups: list[Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        for proc in group.process_configs:
+            try:
+                argv = shlex.split(proc.command)
+            except ValueError as exc:
+                argv = [f"<unparseable: {exc}>"]
+            out[f"{group.name}:{proc.name}"] = {
+                "argv": argv, "environment": dict(proc.environment or {}),
+                "directory": proc.directory, "stdout_logfile": proc.stdout_logfile}
+    return out
+
+
+def parse_generated(home: Home, text: str) -> dict[str, dict[str, Any]]:
+    """The trader programs as supervisord's own parser reads ``text`` (the generated part).
+    Raises ValueError where supervisord would refuse it. The log folders must exist."""
+    from supervisor.options import ServerOptions, UnhosedConfigParser
+
+    opts = ServerOptions()
+    opts.here = str(home.root)
+    parser = UnhosedConfigParser()
+    parser.expansions = opts.environ_expansions
+    parser.read_string(text)
+    return _programs_of(opts, opts.process_groups_from_parser(parser))
+
+
+def parse_installed(home: Home) -> dict[str, dict[str, Any]]:
+    """The programs as supervisord reads the home's whole config (static part and includes).
+    Raises ValueError where supervisord would refuse it."""
+    from supervisor.options import ServerOptions
+
+    opts = ServerOptions()
+    conf = str(home.supervisord_conf)
+    opts.configfile = conf
+    opts.here = str(home.supervisord_conf.parent)
+    opts.read_config(conf)
+    return _programs_of(opts, opts.configroot.supervisord.process_group_configs)
+
+
+def misread(home: Home, parsed: dict[str, dict[str, Any]], users: list[str], timings: Timings,
+            python: str | None = None) -> str | None:
+    """One line saying what supervisord would read differently from what was meant, or None."""
+    for user in users:
+        want = expected_program(home, user, timings, python)
+        got = parsed.get(f"{GROUP}:{user}")
+        if got is None:
+            return f"supervisord would start no program {GROUP}:{user}"
+        for key, value in want.items():
+            if got[key] != value:
+                return f"supervisord would read {GROUP}:{user}'s {key} as {got[key]!r}, not {value!r}"
+    return None
 
 
 def ensure_dirs(home: Home, users: list[str]) -> None:

@@ -33,7 +33,7 @@ from dotenv.parser import parse_stream
 
 from kitefleet.errors import ConfigError
 from kitefleet.home import Home
-from kitefleet.users import validate_user_name
+from kitefleet.users import read_env_file, validate_user_name
 
 MODES = ("paper", "live")
 DEFAULT_PAPER_ROOT = "http://127.0.0.1:8765"
@@ -250,24 +250,17 @@ def load_settings(home: Home, user: str) -> Settings:
     validate_user_name(user)
     path = home.env_file(user)
     shown = _rel(path, home)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(f"{shown}: no such env file; copy env/example.env to {shown} and fill it in") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{shown}: not a regular file")
+    # Missing, a symlink, not a regular file, not ours, too big: refused before it is read whole.
+    st, raw = read_env_file(path, shown)
     if st.st_mode & 0o077:
         raise ConfigError(
             f"{shown}: readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
             f"run: chmod 600 {path}"
         )
     try:
-        raw = path.read_bytes()
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{shown}: not valid UTF-8 (byte {exc.start}); save it as UTF-8") from None
-    except OSError as exc:
-        raise ConfigError(f"{shown}: cannot be read ({exc.strerror})") from None
     return parse_settings(text, user=user, env_file=path, shown=shown)
 
 

@@ -15,19 +15,16 @@ Every failing row carries a fix. Exit 0 when nothing failed (warnings allowed), 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from fleet import accounts, probe
 from fleet.output import print_json, table
 from fleet.validate import select_users
 from kitefleet import clock
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
-from kitefleet.launcher import spawn_worker
 from kitefleet.users import list_users, validate_user_name
 
 USER_CHECKS = ("env", "clock", "session", "broker", "state", "intents", "gtt", "drift", "instance")
@@ -36,7 +33,7 @@ MIN_FREE_MB = 200.0
 #: Below this much (or this fraction of the disk) but above the minimum: a warning.
 LOW_FREE_BYTES = 1 << 30
 LOW_FREE_FRACTION = 0.05
-TIMEOUT_S = 90.0
+TIMEOUT_S = probe.BROKER_TIMEOUT_S
 
 
 def add_parser(sub: Any) -> None:
@@ -79,27 +76,21 @@ def user_checks(home: Home, user: str, timeout: float = TIMEOUT_S) -> list[dict[
         validate_user_name(user)
     except Exception as exc:
         return [row(user, "env", "fail", str(exc), "rename the env file to a valid user name")]
-    try:
-        proc = spawn_worker(user, "doctor_checks", home=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return [row(user, "broker", "fail", f"checks did not finish within {timeout:.0f}s",
+    answer = probe.ask(home, user, "doctor_checks", timeout=timeout)
+    if answer.timed_out:
+        return [row(user, "broker", "fail", answer.error or "no answer",
                     "is the broker hanging? try again; see logs/" + user + "/doctor_checks.log")]
-    lines = out.decode("utf-8", "replace").strip().splitlines()
-    if proc.returncode == 0 and lines:
+    if answer.ok:
         try:
-            data = json.loads(lines[-1])
+            data = answer.data or {}
             rows = [row(user, c["check"], c["status"], c["detail"],
                         c.get("fix") or ("see the detail" if c["status"] == "fail" else ""))
                     for c in data["checks"]]
             order = {name: n for n, name in enumerate(USER_CHECKS)}
             return sorted(rows, key=lambda r: order.get(r["check"], len(order)))
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             pass
-    messages = err.decode("utf-8", "replace").strip().splitlines()
-    message = (messages[-1] if messages else f"exit code {proc.returncode}").split("error: ", 1)[-1]
+    message = answer.error or "doctor_checks gave an unreadable answer"
     failed, fix = _fix_for_start_failure(user, message)
     rows = [row(user, failed, "fail", message, fix)]
     rows += [row(user, c, "n/a", f"skipped: the {failed} check failed") for c in USER_CHECKS if c != failed]
@@ -159,9 +150,14 @@ def run(args: argparse.Namespace) -> int:
     if not users:
         rows.append(row("*", "users", "fail", f"no env/<User>.env files in {home.env_dir}",
                         "orchestrator.py import-config LEGACY_CONFIG_INI, or copy env/example.env"))
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for checks in pool.map(lambda u: user_checks(home, u), users):
-            rows.extend(checks)
+    for checks in probe.map_users(users, lambda u: user_checks(home, u), max_parallel=4):
+        rows.extend(checks)
+    shared = accounts.fleet_clashes(home)
+    for user in users:
+        if user in shared:
+            rows.append(row(user, "account", "fail", shared[user],
+                            "one env file per Kite account: remove the extra file (or link), or give each "
+                            "user its own API key"))
     rows.append(check_supervisor_conf(home, list_users(home)))
     rows.append(check_disk(home, args.min_free_mb))
     clock_row = check_clock_env()

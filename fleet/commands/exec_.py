@@ -13,6 +13,7 @@ import argparse
 import os
 from typing import Any
 
+from fleet import accounts
 from fleet.output import error
 from fleet.validate import require_user
 from kitefleet import clock
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         raise UsageError(f"{exc}; if supervisord runs it, its config is older than env/: "
                          "run 'orchestrator.py supervisor-conf', then 'supervisorctl update'") from None
+    # Two env files, one Kite account: exit 4, which supervisord takes as "do not restart".
+    accounts.refuse_clashes(home, [user])
     try:
         from kitefleet.calendar import load_calendar
 

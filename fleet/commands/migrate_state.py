@@ -14,8 +14,10 @@ On-disk contract (all under the home's ``data/``):
         non-empty; an identical earlier file is reused.
     trading_state_<User>.json
         through kitefleet.state.StateStore (the user's lock, atomic write), with mode = that user's
-        current TRADER_MODE. New tickers are added with the legacy record unchanged (every legacy
-        field is kept) plus ``legacy_migration: {source, sha256, attributed_by, evidence}``;
+        current TRADER_MODE, told by a process of that user (``whoami``): this command never reads
+        an env file, so the orchestrator holds no user's secret. New tickers are added with the
+        legacy record unchanged (every legacy field is kept) plus
+        ``legacy_migration: {source, sha256, attributed_by, evidence}``;
         existing tickers are never overwritten. Only users that receive positions are touched.
 
 Attribution (fleet.legacy.attribute), in order: an explicit user/account field; the order id
@@ -36,12 +38,11 @@ import argparse
 import contextlib
 import hashlib
 import json
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet import probe
 from fleet.legacy import Attribution, LegacyState, OrderIndex, attribute, read_legacy_state, read_orders_dir
 from fleet.output import print_json, table
 from kitefleet import clock
@@ -49,13 +50,10 @@ from kitefleet.atomic import atomic_write_bytes, atomic_write_json
 from kitefleet.errors import ConfigError, KitefleetError, StateError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home, ensure_dir
-from kitefleet.launcher import spawn_worker
-from kitefleet.settings import load_settings
 from kitefleet.state import StateStore
 from kitefleet.users import list_users, validate_user_name
 
 MARKER = "legacy_migration"
-BROKER_TIMEOUT_S = 60.0
 
 
 def add_parser(sub: Any) -> None:
@@ -65,7 +63,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--legacy", required=True, metavar="PATH", help="the legacy trading_state.json (only read)")
     p.add_argument("--orders-dir", metavar="DIR",
                    help="the legacy Daily/Current_Orders folder (one sub-folder per user)")
-    p.add_argument("--dry-run", action="store_true", help="show the plan; write nothing at all")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show the plan; write no file (each user's own whoami process "
+                        "still logs that it ran)")
     p.add_argument("--ask-broker", action="store_true",
                    help="for positions in no order file, ask each user's broker holdings (a process per user)")
     p.add_argument("--json", action="store_true", help="machine-readable report")
@@ -141,61 +141,64 @@ def fetch_holdings(home: Home, users: list[str]) -> tuple[dict[str, set[str]], d
     --holdings-json). Returns (holdings by user, error by user)."""
 
     def one(user: str) -> tuple[str, set[str] | None, str]:
-        try:
-            proc = spawn_worker(user, "doctor_checks", ["--holdings-json"], home=home,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            out, err = proc.communicate(timeout=BROKER_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return user, None, f"no answer within {BROKER_TIMEOUT_S:.0f}s"
-        if proc.returncode != 0:
-            lines = err.decode("utf-8", "replace").strip().splitlines()
-            return user, None, (lines[-1] if lines else f"exit code {proc.returncode}")
-        try:
-            data = json.loads(out.decode().strip().splitlines()[-1])
-            return user, {str(s).upper() for s in data["holdings"]}, ""
-        except (ValueError, KeyError, IndexError):
+        answer = probe.ask(home, user, "doctor_checks", ["--holdings-json"], timeout=probe.BROKER_TIMEOUT_S)
+        if not answer.ok:
+            return user, None, answer.error or "no answer"
+        symbols = (answer.data or {}).get("holdings")
+        if not isinstance(symbols, list):
             return user, None, "unreadable answer"
+        return user, {str(s).upper() for s in symbols}, ""
 
     holdings: dict[str, set[str]] = {}
     errors: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for user, symbols, problem in pool.map(one, users):
-            if symbols is None:
-                errors[user] = problem
-            else:
-                holdings[user] = symbols
+    for user, symbols, problem in probe.map_users(users, one, max_parallel=4):
+        if symbols is None:
+            errors[user] = problem
+        else:
+            holdings[user] = symbols
     return holdings, errors
 
 
 # --- planning ------------------------------------------------------------------------------------
 
 
-def _user_mode(home: Home, user: str, cache: dict[str, str | ConfigError]) -> str | ConfigError:
-    """The user's current TRADER_MODE (settings are read for the mode only and not kept)."""
-    if user not in cache:
+def learn_modes(home: Home, users: list[str], cache: dict[str, str | ConfigError]) -> None:
+    """Fill ``cache`` with each user's current TRADER_MODE, told by a process of that user
+    (``whoami``): the orchestrator never reads an env file, so it never holds a user's secret.
+    A user whose process refuses to start (no or a broken env file) maps to the ConfigError."""
+    wanted: list[str] = []
+    for user in users:
+        if user in cache or user in wanted:
+            continue
         try:
-            validate_user_name(user)
-            cache[user] = load_settings(home, user).mode
+            wanted.append(validate_user_name(user))
         except KitefleetError as exc:
             cache[user] = ConfigError(str(exc))
-    return cache[user]
+    for answer in probe.ask_all(home, wanted, "whoami"):
+        mode = (answer.data or {}).get("mode")
+        if answer.ok and isinstance(mode, str):
+            cache[answer.user] = mode
+        else:
+            cache[answer.user] = ConfigError(answer.error or "whoami named no mode")
 
 
 def make_plan(home: Home, legacy: LegacyState, index: OrderIndex,
-              holdings: dict[str, set[str]] | None) -> Plan:
+              holdings: dict[str, set[str]] | None,
+              modes: dict[str, str | ConfigError] | None = None) -> Plan:
     sha = hashlib.sha256(legacy.raw).hexdigest()
     plan = Plan(legacy=legacy, sha256=sha)
     known = sorted(set(list_users(home)) | set(index.users))
-    modes: dict[str, str | ConfigError] = {}
+    modes = {} if modes is None else modes
     current: dict[str, dict[str, Any]] = {}
+    attributions = {ticker: attribute(ticker, record, index, known, holdings)
+                    for ticker, record in legacy.positions.items()}
+    learn_modes(home, sorted({a.user for a in attributions.values() if a.user is not None}), modes)
     for ticker, record in legacy.positions.items():
-        att = attribute(ticker, record, index, known, holdings)
+        att = attributions[ticker]
         if att.user is None:
             plan.outcomes[ticker] = Outcome(ticker, att, "unassigned", reason=att.evidence)
             continue
-        mode = _user_mode(home, att.user, modes)
+        mode = modes[att.user]
         if isinstance(mode, ConfigError):
             plan.outcomes[ticker] = Outcome(
                 ticker, att, "unassigned",
@@ -287,20 +290,24 @@ def write_unassigned(home: Home, doc: dict[str, Any]) -> Path:
     return path
 
 
-def conservation(home: Home, plan: Plan, unassigned_file: Path | None) -> list[str]:
+def conservation(home: Home, plan: Plan, unassigned_file: Path | None,
+                 modes: dict[str, str | ConfigError] | None = None) -> list[str]:
     """Read the outputs back: every legacy ticker must appear exactly once across the users' state
     files (as this legacy record) and the unassigned file. Returns the problems."""
     found: dict[str, list[str]] = {t: [] for t in plan.legacy.positions}
     users = sorted(set(list_users(home)) | set(plan.modes))
+    modes = {} if modes is None else modes
+    others = [u for u in users if u not in plan.modes and _state_file_exists(home, u)]
+    learn_modes(home, others, modes)
     for user in users:
         mode = plan.modes.get(user)
         if mode is None:
-            if not home.state_file(user).exists():
+            if user not in others:
                 continue
-            try:
-                mode = load_settings(home, user).mode
-            except KitefleetError:
+            known_mode = modes.get(user)
+            if not isinstance(known_mode, str):
                 continue
+            mode = known_mode
         try:
             state = StateStore(home, user, mode).read()
         except KitefleetError:
@@ -318,6 +325,13 @@ def conservation(home: Home, plan: Plan, unassigned_file: Path | None) -> list[s
             if ticker in found:
                 found[ticker].append("unassigned")
     return [f"{t} appears {len(w)} times ({', '.join(w) or 'nowhere'})" for t, w in found.items() if len(w) != 1]
+
+
+def _state_file_exists(home: Home, user: str) -> bool:
+    try:
+        return home.state_file(validate_user_name(user)).exists()
+    except KitefleetError:
+        return False
 
 
 def planned_conservation(plan: Plan) -> list[str]:
@@ -342,15 +356,17 @@ def run(args: argparse.Namespace) -> int:
         index = OrderIndex()
         notes.append("no --orders-dir: only explicit user fields (and --ask-broker) can attribute positions")
     holdings: dict[str, set[str]] | None = None
+    modes: dict[str, str | ConfigError] = {}
     if args.ask_broker:
-        askable = [u for u in list_users(home) if _askable(home, u)]
+        learn_modes(home, list_users(home), modes)
+        askable = [u for u in list_users(home) if isinstance(modes.get(u), str)]
         holdings, errors = fetch_holdings(home, askable)
         for user, problem in errors.items():
             notes.append(f"holdings of {user} unavailable ({problem}); broker attribution not used")
         if errors:
             holdings = None  # a missing answer could make a two-holder ticker look like a one-holder one
     try:
-        plan = make_plan(home, legacy, index, holdings)
+        plan = make_plan(home, legacy, index, holdings, modes)
     except StateError as exc:
         raise StateError(f"{exc}; nothing was written") from None
     plan.notes = notes
@@ -370,7 +386,7 @@ def run(args: argparse.Namespace) -> int:
                         o.status, o.reason = "unassigned", f"writing {user}'s state failed: {exc}"
         if plan.by_status("unassigned", "conflict"):
             unassigned_file = write_unassigned(home, unassigned_document(home, plan, backup))
-        problems += conservation(home, plan, unassigned_file)
+        problems += conservation(home, plan, unassigned_file, modes)
     report = _report(home, plan, backup, unassigned_file, problems, write_errors, args.dry_run)
     if args.json:
         print_json(report)
@@ -379,15 +395,6 @@ def run(args: argparse.Namespace) -> int:
     if write_errors or problems:
         return ExitCode.JOB_FAILED
     return ExitCode.OK
-
-
-def _askable(home: Home, user: str) -> bool:
-    try:
-        validate_user_name(user)
-        load_settings(home, user)
-    except KitefleetError:
-        return False
-    return True
 
 
 def _report(home: Home, plan: Plan, backup: Path | None, unassigned_file: Path | None, problems: list[str],

@@ -6,6 +6,7 @@ import argparse
 import signal
 from typing import Any
 
+from fleet import accounts
 from fleet.procs import signal_group
 from fleet.validate import require_job, require_user
 from kitefleet.home import Home
@@ -24,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     home = Home.resolve()
     user = require_user(home, args.user)
     job = require_job(args.job)
+    accounts.refuse_clashes(home, [user])
     proc = spawn_worker(user, job, args.passthrough, home=home)
 
     def forward(signum: int, _frame: object) -> None:

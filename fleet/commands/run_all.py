@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fleet import accounts
 from fleet.output import table, warning
 from fleet.runner import run_all
 from fleet.validate import misnamed_env_warnings, require_job, select_users
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.users is None:
         for text in misnamed_env_warnings(home):
             warning(text)
+    accounts.refuse_clashes(home, users)
     # A scheduler stops its own jobs on SIGTERM (up to its stop grace): give it time before SIGKILL.
     grace = SCHEDULER_STOP_WAIT if job == SCHEDULER_JOB else 5.0
     children, stopped = run_all(home, users, job, args.passthrough, max_parallel=args.max_parallel, grace=grace)

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     external = args.external_broker
     if external is None:
         external = bool(supervisor.external_broker_of(current))
+    excluded = supervisor.shared_accounts(home, probes)
     text, warnings = supervisor.render(home, probes, timings, external_broker=external)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -74,23 +75,39 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {p.user}: {p.error} (its program will go FATAL until fixed)", file=sys.stderr)
     home_conf = home.supervisord_conf if supervisor.home_conf_needed(home) else None
     home_conf_stale = home_conf is not None and (
-        not home_conf.exists() or home_conf.read_text(encoding="utf-8") != supervisor.static_conf_text())
+        not home_conf.exists() or home_conf.read_text(encoding="utf-8") != supervisor.home_conf_text(home))
+    programs = [u for u in sorted(users) if supervisor.program_name_ok(u) and u not in excluded]
     if args.check:
         if current != text or home_conf_stale:
             what = "missing" if current is None else "out of date with env/"
             print(f"{target}: {what}; run 'orchestrator.py supervisor-conf'", file=sys.stderr)
             return ExitCode.JOB_FAILED
-        print(f"{target}: up to date ({supervisor.count_text(users)})")
+        # Read back by supervisord's own parser: what it would run is what we meant.
+        try:
+            problem = supervisor.misread(home, supervisor.parse_installed(home), programs, timings)
+        except ValueError as exc:
+            problem = f"supervisord refuses it: {exc}"
+        if problem:
+            print(f"{home.supervisord_conf}: {problem}", file=sys.stderr)
+            return ExitCode.CONFIG
+        print(f"{target}: up to date ({supervisor.count_text(users, excluded)}), read back by supervisord's parser")
         return ExitCode.OK
     supervisor.ensure_dirs(home, users)
+    try:
+        problem = supervisor.misread(home, supervisor.parse_generated(home, text), programs, timings)
+    except ValueError as exc:
+        problem = f"supervisord would refuse the config: {exc}"
+    if problem:
+        raise ConfigError(f"KITEFLEET_HOME={home.root}: {problem}; nothing written: move the home to a plainer "
+                          "path (letters, digits, '/', '_', '-', '.')")
     if home_conf is not None and home_conf_stale:
-        atomic_write_text(home_conf, supervisor.static_conf_text(), mode=0o644)
+        atomic_write_text(home_conf, supervisor.home_conf_text(home), mode=0o644)
         print(f"wrote {home_conf}")
     if current == text:
-        print(f"{target}: already up to date ({supervisor.count_text(users)})")
+        print(f"{target}: already up to date ({supervisor.count_text(users, excluded)})")
         return ExitCode.OK
     atomic_write_text(target, text, mode=0o600)
-    print(f"wrote {target} ({supervisor.count_text(users)})")
+    print(f"wrote {target} ({supervisor.count_text(users, excluded)})")
     print(f"apply with: supervisorctl -c {home.supervisord_conf} update")
     if _market_open(home):
         print("warning: the market is open: 'supervisorctl update' restarts every program of group "

@@ -6,16 +6,14 @@ orchestrator never holds any user's secret."""
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from fleet import accounts, probe
 from fleet.output import print_json, table
+from kitefleet.errors import UsageError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
-from kitefleet.launcher import spawn_worker
-from kitefleet.users import list_users
+from kitefleet.users import list_users, validate_user_name
 
 
 def add_parser(sub: Any) -> None:
@@ -24,34 +22,36 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def probe_user(home: Home, user: str, timeout: float = 30.0) -> dict[str, Any]:
+def probe_user(home: Home, user: str, timeout: float = probe.LOCAL_TIMEOUT_S) -> dict[str, Any]:
     row: dict[str, Any] = {"user": user, "mode": None, "valid": False, "error": None, "fingerprint": None}
-    try:
-        proc = spawn_worker(user, "whoami", home=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        row["error"] = f"no answer within {timeout:.0f}s"
-        return row
-    except Exception as exc:  # an invalid user name, for instance
-        row["error"] = str(exc)
-        return row
-    if proc.returncode == 0:
-        info = json.loads(out.decode().strip().splitlines()[-1])
-        row.update(mode=info["mode"], valid=True, fingerprint=info["api_key_fingerprint"])
+    answer = probe.ask(home, user, "whoami", timeout=timeout)
+    if answer.ok:
+        assert answer.data is not None
+        row.update(mode=answer.data.get("mode"), valid=True, fingerprint=answer.data.get("api_key_fingerprint"))
     else:
-        lines = err.decode("utf-8", "replace").strip().splitlines()
-        message = lines[-1] if lines else f"exit code {proc.returncode}"
-        row["error"] = message.split("error: ", 1)[-1]
-        row["exit_code"] = proc.returncode
+        row["error"] = answer.error
+        if answer.exit_code is not None:
+            row["exit_code"] = answer.exit_code
     return row
+
+
+def _named_ok(user: str) -> bool:
+    try:
+        validate_user_name(user)
+    except UsageError:
+        return False
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
     home = Home.resolve()
     users = list_users(home)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        rows = list(pool.map(lambda u: probe_user(home, u), users))
+    rows = probe.map_users(users, lambda u: probe_user(home, u))
+    # Two env files, one Kite account: every user of the group fails with the one line naming them.
+    shared = accounts.clashes(home, {r["user"]: r["fingerprint"] for r in rows if _named_ok(r["user"])})
+    for r in rows:
+        if r["user"] in shared:
+            r.update(valid=False, error=shared[r["user"]], exit_code=int(ExitCode.CONFIG))
     if args.json:
         print_json(rows)
     else:

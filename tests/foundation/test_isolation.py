@@ -175,7 +175,9 @@ def test_run_all_whoami_for_two_users_copied_from_example_env(tmp_path: Path) ->
     home = make_home(tmp_path / "home")
     example = (PROJECT_ROOT / "env" / "example.env").read_text()
     for user in ("Som", "Sai"):
-        home.env_file(user).write_text(example)
+        # Each user's own key: two env files with one key are one account, refused (issue 15).
+        home.env_file(user).write_text(example.replace("KITE_API_KEY=your_api_key",
+                                                       f"KITE_API_KEY=your_api_key_{user.lower()}"))
         home.env_file(user).chmod(0o600)
     proc = orchestrator(home, "run-all", "whoami")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -3,6 +3,7 @@
 Prints one JSON object on one line (stdout) and exits 0::
 
     {"user": "Som", "mode": "paper", "kite_root": "http://127.0.0.1:8765" | null,
+     "api_key_fingerprint": "abcd:0123456789ab",
      "schedules": {"update_cnc_stoploss": "09:00,14:00", ...}, "entry_cutoff": "11:00",
      "session_expires_at": "2026-11-27T06:00:00+05:30" | null, "session_expired": false,
      "open_positions": 2, "holdings": 3, "day_pnl": 1234.5, "cash": 100000.0,
@@ -91,6 +92,7 @@ def run(ctx: JobContext) -> int:
         "user": ctx.user,
         "mode": settings.mode,
         "kite_root": settings.kite_root if settings.is_paper else None,
+        "api_key_fingerprint": settings.fingerprint,
         "schedules": {job: format_schedule(settings.get(schedule_key(job))) for job in SCHEDULED_JOBS},  # type: ignore[arg-type]
         "entry_cutoff": settings.get("ENTRY_CUTOFF").strftime("%H:%M"),  # type: ignore[union-attr]
         **session_expiry(ctx),
