@@ -1,0 +1,45 @@
+"""Issue 15, items 4-6: secrets pasted into harmless keys, the LC_ allowlist, and the test-only
+fault variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from kitefleet.home import Home
+from tests.support.broker import start_broker
+from tests.support.homes import PROJECT_ROOT, child_env, make_home, write_env
+
+PASTED = "Zq9PaStEdSeCrEt4711xyz"
+
+
+def _orchestrator(home: Home, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "orchestrator.py"), *args], env=child_env(home),
+                          capture_output=True, text=True, timeout=120)
+
+
+# --- 4. a secret pasted as the value of a non-secret key ------------------------------------------
+def test_secret_pasted_into_a_non_secret_key_is_never_printed(tmp_path: Path) -> None:
+    """README, "Env files": the line naming a refused value "never shows a secret". A secret pasted
+    as KITE_ROOT, MIN_SCORE or TRADER_MODE was printed whole by ``users``, ``supervisor-conf`` and
+    the paper broker's log; now the key, its line and the expected form are named, no value."""
+    home = make_home(tmp_path / "home")
+    write_env(home, "Good", api_key="goodkey00001")
+    write_env(home, "Root", api_key="rootkey00002", KITE_ROOT=PASTED)
+    write_env(home, "Score", api_key="scorekey0003", MIN_SCORE=PASTED)
+    write_env(home, "Mode", mode=PASTED, api_key="modekey00004")
+
+    users = _orchestrator(home, "users")
+    assert users.returncode == 4, users.stdout + users.stderr
+    assert "KITE_ROOT (line 4) must look like http://127.0.0.1:8765" in users.stdout
+    assert "MIN_SCORE (line 4) must be an integer" in users.stdout
+    assert "TRADER_MODE (line 1) must be one of paper, live" in users.stdout
+    conf = _orchestrator(home, "supervisor-conf")
+    broker = start_broker(home)
+    broker.stop()
+    log = broker.log_text() + broker.output()
+    assert "Root" in log  # the paper broker did read and refuse the file
+    generated = "".join(p.read_text(encoding="utf-8") for p in (home.root / "run").rglob("*.conf"))
+    for text in (users.stdout + users.stderr, conf.stdout + conf.stderr, log, generated):
+        assert PASTED not in text and PASTED[:8] not in text
