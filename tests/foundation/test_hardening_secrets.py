@@ -3,11 +3,13 @@ fault variable."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 from kitefleet.home import Home
+from kitefleet.launcher import LOCALE_NAMES, build_child_env
 from tests.support.broker import start_broker
 from tests.support.homes import PROJECT_ROOT, child_env, make_home, write_env
 
@@ -43,3 +45,30 @@ def test_secret_pasted_into_a_non_secret_key_is_never_printed(tmp_path: Path) ->
     generated = "".join(p.read_text(encoding="utf-8") for p in (home.root / "run").rglob("*.conf"))
     for text in (users.stdout + users.stderr, conf.stdout + conf.stderr, log, generated):
         assert PASTED not in text and PASTED[:8] not in text
+
+
+# --- 5. only the locale variables by name pass the launcher ---------------------------------------
+def test_lc_prefixed_secret_does_not_pass_the_launcher(tmp_path: Path) -> None:
+    """README, "How a worker process is born": nothing but the listed variables passes, "so a key
+    exported in the shell that started supervisord never reaches a worker". Any ``LC_`` name used
+    to pass; ``LC_KITE_API_SECRET`` reached every user's worker."""
+    home = make_home(tmp_path / "home")
+    write_env(home, "Som", api_key="somkey00001")
+    write_env(home, "Sai", api_key="saikey00002")
+    env = child_env(home, LC_KITE_API_SECRET=PASTED, LC_ALL="C.UTF-8", LC_TELEPHONE="C", LC_FOO="x")
+    proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "orchestrator.py"), "run-all", "whoami"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line.split(" | ", 1)[1]) for line in proc.stdout.splitlines()
+            if " | {" in line]
+    assert {r["user"] for r in rows} == {"Som", "Sai"}
+    for row in rows:
+        assert "LC_ALL" in row["env_keys"] and "LC_TELEPHONE" in row["env_keys"]
+        assert "LC_KITE_API_SECRET" not in row["env_keys"] and "LC_FOO" not in row["env_keys"]
+    assert PASTED not in proc.stdout + proc.stderr
+
+
+def test_every_locale_name_passes_and_nothing_else_starting_lc() -> None:
+    parent = {name: "C" for name in LOCALE_NAMES} | {"LC_": "x", "LC_ALLX": "x", "lc_all": "x"}
+    env = build_child_env(parent, home=Home(Path("/nonexistent")))
+    assert {n for n in env if n.upper().startswith("LC_")} == set(LOCALE_NAMES)
