@@ -39,8 +39,10 @@ ALLOWED_NAMES = frozenset({"PATH", "LANG", "TZ", "HOME", "TMPDIR", "PYTHONPATH"}
 SUPERVISOR_NAMES = frozenset(
     {"SUPERVISOR_ENABLED", "SUPERVISOR_PROCESS_NAME", "SUPERVISOR_GROUP_NAME", "SUPERVISOR_SERVER_URL"}
 )
-#: Test-only fault injection (see workers/faults.py).
+#: Test-only fault injection and the test suite's marker without which it does nothing (see
+#: workers/faults.py; the names are repeated here so the launcher imports nothing of the workers).
 FAULT_ENV = "KITEFLEET_FAULT"
+TEST_MARKER_ENV = "KITEFLEET_TEST_MARKER"
 
 
 def build_child_env(parent: Mapping[str, str] | None = None, *, home: Home | None = None) -> dict[str, str]:
@@ -54,8 +56,10 @@ def build_child_env(parent: Mapping[str, str] | None = None, *, home: Home | Non
     anchored = clock.anchored(parent.get(clock.ENV_VAR))
     if anchored:
         env[clock.ENV_VAR] = anchored
-    if parent.get(FAULT_ENV):
-        env[FAULT_ENV] = parent[FAULT_ENV]
+    for name in (FAULT_ENV, TEST_MARKER_ENV):
+        # Passed as given, even empty: a live worker refuses to start with the fault variable present.
+        if name in parent:
+            env[name] = parent[name]
     env["PYTHONUNBUFFERED"] = "1"
     # The project's packages must import in the child even when it is not installed in the venv.
     root = str(PROJECT_ROOT)

@@ -134,8 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for secret in settings.secrets():
             register_secret(secret)
         register_secret(settings.api_key, keep=4)
+        from workers.faults import arm
+
+        if not settings.is_paper:
+            arm(paper=False)  # refuses a fault variable in live mode, before anything is logged
         log = setup_logging(home, user, job, level=settings.log_level,
                             console=getattr(module, "LOG_TO_CONSOLE", True))
+        arm(paper=settings.is_paper)
         _install_signal_handlers(getattr(module, "HANDLES_STOP", False))
         ctx = JobContext(user=user, job=job, home=home, settings=settings, args=args, log=log)
         if getattr(module, "TAKES_JOB_LOCK", False):

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from kitefleet.home import Home
-from kitefleet.launcher import LOCALE_NAMES, build_child_env
+from kitefleet.launcher import LOCALE_NAMES, TEST_MARKER_ENV, build_child_env
+from tests.foundation import fault_job
 from tests.support.broker import start_broker
 from tests.support.homes import PROJECT_ROOT, child_env, make_home, write_env
 
@@ -72,3 +73,44 @@ def test_every_locale_name_passes_and_nothing_else_starting_lc() -> None:
     parent = {name: "C" for name in LOCALE_NAMES} | {"LC_": "x", "LC_ALLX": "x", "lc_all": "x"}
     env = build_child_env(parent, home=Home(Path("/nonexistent")))
     assert {n for n in env if n.upper().startswith("LC_")} == set(LOCALE_NAMES)
+
+
+# --- 6. KITEFLEET_FAULT only under the test suite, only in paper mode ------------------------------
+def _fault_job(home: Home, **env: str) -> subprocess.CompletedProcess[str]:
+    full = child_env(home, PYTHONPATH=str(PROJECT_ROOT), **env)
+    full.pop(TEST_MARKER_ENV, None)
+    if "marker" in env:
+        full[TEST_MARKER_ENV] = full.pop("marker")
+    return subprocess.run([sys.executable, "-c", fault_job.RUNNER, "fault_job", "--user", "Som"],
+                          cwd=PROJECT_ROOT, env=full, capture_output=True, text=True, timeout=60)
+
+
+def test_kitefleet_fault_from_an_operator_shell_is_not_honoured(tmp_path: Path) -> None:
+    """A stray ``KITEFLEET_FAULT`` exported in an operator's shell used to SIGKILL any worker at
+    its fault point, paper or live; without the test suite's marker it now does nothing."""
+    home = make_home(tmp_path / "home")
+    write_env(home, "Som")
+    stray = _fault_job(home, KITEFLEET_FAULT="after_intent")
+    assert stray.returncode == 0, stray.stdout + stray.stderr
+    assert "survived the fault point" in stray.stdout
+    assert "KITEFLEET_FAULT ignored" in (home.user_logs_dir("Som") / "fault_job.log").read_text()
+    armed = _fault_job(home, KITEFLEET_FAULT="after_intent", marker="pytest")
+    assert armed.returncode == -9 and "survived" not in armed.stdout  # the test suite's faults still work
+
+
+def test_kitefleet_fault_in_live_mode_is_refused_at_start(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    write_env(home, "Som", mode="live")
+    for env in ({"KITEFLEET_FAULT": "after_send"}, {"KITEFLEET_FAULT": "", "marker": "pytest"}):
+        proc = _fault_job(home, **env)
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            "fault_job: error: KITEFLEET_FAULT is set: fault injection is for the test suite and never "
+            "runs in live mode; unset KITEFLEET_FAULT"]
+        assert "survived" not in proc.stdout
+
+
+def test_the_launcher_passes_the_fault_and_the_marker_only() -> None:
+    env = build_child_env({"KITEFLEET_FAULT": "", TEST_MARKER_ENV: "pytest", "PATH": "/bin"},
+                          home=Home(Path("/nonexistent")))
+    assert env["KITEFLEET_FAULT"] == "" and env[TEST_MARKER_ENV] == "pytest"
