@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from fleet import supervisor
+from fleet.argtypes import seconds
 from fleet.output import print_json, table
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
@@ -26,13 +27,17 @@ from kitefleet.locks import lock_holder
 from kitefleet.users import list_users, validate_user_name
 from workers.heartbeat import heartbeat_age, is_stale, read_heartbeat
 
+#: The per-user wait for live figures is capped: an hour-long status is a mistake, not a wish.
+MAX_TIMEOUT_S = 600.0
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("status", help="one row per user: supervision, lock holder, heartbeat, jobs, P&L",
                        usage="orchestrator.py status [--json] [--no-live] [--timeout SECONDS]")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-live", action="store_true", help="skip the per-user broker figures")
-    p.add_argument("--timeout", type=float, default=20.0, help="per-user timeout of the live figures")
+    p.add_argument("--timeout", type=seconds(0, MAX_TIMEOUT_S, lo_open=True), default=20.0,
+                   help="per-user timeout of the live figures")
     p.set_defaults(func=run)
 
 
