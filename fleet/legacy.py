@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import configparser
 import json
+import math
+import os
+import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +37,117 @@ from kitefleet.settings import KEYS
 from kitefleet.users import RESERVED_NAMES, USER_NAME_RE
 
 CREDENTIALS_PREFIX = "API_CREDENTIALS_"
+
+#: The largest legacy files read (README: import-config, migrate-state). A legacy config.ini is a
+#: few kB and a shared trading_state.json or one order file well under a MB; anything near these
+#: sizes is not one of them, and is refused before it is read (``/dev/zero`` once grew until the
+#: OOM killer came).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_STATE_BYTES = 16 << 20
+MAX_ORDER_FILE_BYTES = 16 << 20
+#: Legacy JSON is at most a few levels deep; deeper is refused (a 100,000-deep file was a traceback).
+MAX_JSON_DEPTH = 32
+#: An NSE equity trading symbol as Kite spells it: INFY, M&M, BAJAJ-AUTO, 3MINDIA.
+NSE_SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9&_-]{0,19}")
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """A value from a legacy file as it may appear in an error: escaped, short."""
+    return ascii(text if len(text) <= limit else text[:limit] + "...")
+
+
+def read_regular_file(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; ConfigError (one line) otherwise.
+    Opened without blocking and checked on the open descriptor: a FIFO would hang a plain read,
+    a device such as /dev/zero never ends."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{path}: is a folder; give the {what} itself")
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file (a FIFO, device or socket); give the {what} itself")
+        too_big = ConfigError(f"{path}: larger than {limit // (1 << 20)} MB, the most a {what} may be; "
+                              "is this the right file?")
+        if st.st_size > limit:
+            raise too_big
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    if len(data) > limit:  # it grew while read
+        raise too_big
+    return data
+
+
+class _Refused(ValueError):
+    pass
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            # json.loads would keep the last copy silently: a ticker twice is a position lost.
+            raise _Refused(f"key {_shown(key)} appears twice in one JSON object (a second copy would "
+                           "silently replace the first); merge or remove one by hand")
+        out[key] = value
+    return out
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"number {_shown(text)} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number")
+
+
+def _depth_ok(data: Any) -> bool:
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                return False
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+def load_legacy_json(path: Path, raw: bytes, what: str) -> Any:
+    """Parse a legacy JSON file strictly: duplicate keys, NaN/Infinity, numbers out of range and
+    nesting deeper than MAX_JSON_DEPTH are refused with one line (ConfigError, exit 4)."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: {what} is not UTF-8 text") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_object_without_duplicates, parse_float=_finite,
+                          parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: {what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "nothing was written; repair it or restore it from a backup") from None
+    except _Refused as exc:
+        raise ConfigError(f"{path}: {what}: {exc}; nothing was written") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: {what} is nested more than {MAX_JSON_DEPTH} levels deep; nothing was "
+                          "written") from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise ConfigError(f"{path}: {what} has a value out of range ({str(exc)[:80]}); nothing was "
+                          "written") from None
+    if not _depth_ok(data):
+        raise ConfigError(f"{path}: {what} is nested more than {MAX_JSON_DEPTH} levels deep; nothing was written")
+    return data
 
 # --------------------------------------------------------------------------------------------
 # config.ini
@@ -96,14 +211,11 @@ def _read_ini(path: Path) -> configparser.ConfigParser:
     # [DEFAULT] is read as an ordinary section, so each section shows only its own keys; the
     # inheritance configparser would apply is done by hand below.
     parser = configparser.ConfigParser(interpolation=None, strict=True, default_section=_NO_DEFAULT)
+    raw = read_regular_file(path, MAX_CONFIG_BYTES, "legacy config.ini")
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
     try:
         parser.read_string(text, source=str(path))
     except configparser.MissingSectionHeaderError as exc:
@@ -229,15 +341,7 @@ def parse_legacy_state(path: Path, raw: bytes) -> LegacyState:
     """Parse and check the shape; ConfigError (exit 4) for anything unusable."""
     if not raw.strip():
         raise ConfigError(f"{path}: legacy state file is empty; nothing can be migrated from it")
-    try:
-        data = json.loads(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: legacy state file is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{path}: legacy state file is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-            "nothing was written; repair it or restore it from a backup"
-        ) from None
+    data = load_legacy_json(path, raw, "legacy state file")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level is a JSON {type(data).__name__}, not an object")
     positions = data.get("positions")
@@ -245,6 +349,12 @@ def parse_legacy_state(path: Path, raw: bytes) -> LegacyState:
         raise ConfigError(f"{path}: no 'positions' object; is this a legacy trading_state.json?")
     if not isinstance(positions, dict):
         raise ConfigError(f"{path}: 'positions' is a JSON {type(positions).__name__}, not an object")
+    # Checked before anything is written: a ticker becomes a key of a user's state and a symbol
+    # the jobs send to the broker.
+    odd = sorted(t for t in positions if not NSE_SYMBOL_RE.fullmatch(t))
+    if odd:
+        raise ConfigError(f"{path}: position key(s) {', '.join(_shown(t) for t in odd[:5])} are not NSE trading "
+                          "symbols (capitals, digits, & _ -, at most 20); correct them by hand; nothing was written")
     bad = sorted(t for t, p in positions.items() if not isinstance(p, dict))
     if bad:
         raise ConfigError(f"{path}: position(s) {', '.join(bad)} are not JSON objects")
@@ -252,15 +362,7 @@ def parse_legacy_state(path: Path, raw: bytes) -> LegacyState:
 
 
 def read_legacy_state(path: Path) -> LegacyState:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such legacy state file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder; give the trading_state.json file itself") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
-    return parse_legacy_state(path, raw)
+    return parse_legacy_state(path, read_regular_file(path, MAX_STATE_BYTES, "legacy state file"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,14 +430,12 @@ def read_orders_dir(orders_dir: Path) -> OrderIndex:
         index.files[user] = []
         for path in sorted(folder.glob("*.json")):
             try:
-                data = json.loads(path.read_bytes().decode("utf-8-sig"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                data = load_legacy_json(path, read_regular_file(path, MAX_ORDER_FILE_BYTES, "legacy order file"),
+                                        "legacy order file")
+            except ConfigError as exc:
                 raise ConfigError(
-                    f"{path}: legacy order file does not parse ({exc}); repair it or move it out of "
-                    f"{orders_dir} (a skipped file could attribute a position to the wrong user)"
-                ) from None
-            except OSError as exc:
-                raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+                    f"{exc}; repair it or move it out of {orders_dir} (a skipped file could attribute a "
+                    "position to the wrong user)") from None
             index.files[user].append(path)
             for record in _records(data):
                 ids, tickers = record_keys(record)
@@ -363,13 +463,14 @@ class Attribution:
         return self.user is None and len(self.candidates) > 1
 
 
-def _explicit_user(position: Mapping[str, Any], known: Iterable[str]) -> tuple[str | None, str | None]:
-    """(field name, its value) of an explicit user field, if any."""
+def _explicit_users(position: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(field name, value) of every explicit user field, in USER_FIELDS order."""
+    found = []
     for key in USER_FIELDS:
         value = position.get(key)
         if isinstance(value, str) and value.strip():
-            return key, value.strip()
-    return None, None
+            found.append((key, value.strip()))
+    return found
 
 
 def attribute(ticker: str, position: Mapping[str, Any], index: OrderIndex, known_users: Iterable[str],
@@ -377,8 +478,14 @@ def attribute(ticker: str, position: Mapping[str, Any], index: OrderIndex, known
     """Decide whose position this is, in the issue's order: explicit field; order id, else ticker,
     in exactly one user's records; then (if given) exactly one user's broker holdings. Never guesses."""
     known = sorted(set(known_users) | set(index.users))
-    key, value = _explicit_user(position, known)
-    if key is not None and value is not None:
+    named = _explicit_users(position)
+    if len({value.lower() for _, value in named}) > 1:
+        # Two fields naming two accounts: whichever came first must not win.
+        fields = ", ".join(f"{k}={v}" for k, v in named)
+        candidates = tuple(sorted({v for _, v in named}))
+        return Attribution(ticker, None, None, f"names more than one user ({fields}); decide by hand", candidates)
+    if named:
+        key, value = named[0]
         if value in known:
             return Attribution(ticker, value, "field", f"{key}={value}", (value,))
         folded = [u for u in known if u.lower() == value.lower()]

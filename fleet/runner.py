@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO, TextIO
 
 from fleet.procs import StopRequested, install_stop_handlers, stop_groups
+from kitefleet.exitcodes import from_returncode, signal_name
 from kitefleet.home import Home
 from kitefleet.launcher import spawn_worker
 
@@ -27,7 +28,10 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     ended: float | None = None
+    #: the exit code as documented (a death by signal is ExitCode.KILLED), None if never started
     returncode: int | None = None
+    #: the signal's name when the child was killed by one
+    killed_by: str | None = None
     threads: list[threading.Thread] = field(default_factory=list)
 
     @property
@@ -111,7 +115,9 @@ def run_all(home: Home, users: Sequence[str], job: str, job_args: Sequence[str],
 
 def _finish(child: Child) -> None:
     assert child.proc is not None
-    child.returncode = child.proc.wait()
+    raw = child.proc.wait()
+    child.killed_by = signal_name(raw)
+    child.returncode = from_returncode(raw)
     child.ended = time.monotonic()
     for t in child.threads:
         t.join(timeout=5)

@@ -27,15 +27,22 @@ from kitefleet.errors import UsageError
 from kitefleet.home import PROJECT_ROOT, Home
 from kitefleet.users import validate_user_name
 
+#: The locale variables by name: POSIX's, and the GNU ones a Debian system sets. Never a prefix:
+#: ``LC_KITE_API_SECRET`` is a legal name, and anything exported in supervisord's shell would pass.
+LOCALE_NAMES = frozenset({
+    "LC_ALL", "LC_CTYPE", "LC_COLLATE", "LC_MESSAGES", "LC_MONETARY", "LC_NUMERIC", "LC_TIME",
+    "LC_ADDRESS", "LC_IDENTIFICATION", "LC_MEASUREMENT", "LC_NAME", "LC_PAPER", "LC_TELEPHONE",
+})
 #: Harmless variables copied from the parent when present.
-ALLOWED_NAMES = frozenset({"PATH", "LANG", "TZ", "HOME", "TMPDIR", "PYTHONPATH"})
-ALLOWED_PREFIXES = ("LC_",)
+ALLOWED_NAMES = frozenset({"PATH", "LANG", "TZ", "HOME", "TMPDIR", "PYTHONPATH"}) | LOCALE_NAMES
 #: supervisord's identity variables (the worker cross-checks its --user against them).
 SUPERVISOR_NAMES = frozenset(
     {"SUPERVISOR_ENABLED", "SUPERVISOR_PROCESS_NAME", "SUPERVISOR_GROUP_NAME", "SUPERVISOR_SERVER_URL"}
 )
-#: Test-only fault injection (see workers/faults.py).
+#: Test-only fault injection and the test suite's marker without which it does nothing (see
+#: workers/faults.py; the names are repeated here so the launcher imports nothing of the workers).
 FAULT_ENV = "KITEFLEET_FAULT"
+TEST_MARKER_ENV = "KITEFLEET_TEST_MARKER"
 
 
 def build_child_env(parent: Mapping[str, str] | None = None, *, home: Home | None = None) -> dict[str, str]:
@@ -43,14 +50,16 @@ def build_child_env(parent: Mapping[str, str] | None = None, *, home: Home | Non
     parent = os.environ if parent is None else parent
     env: dict[str, str] = {}
     for name, value in parent.items():
-        if name in ALLOWED_NAMES or name.startswith(ALLOWED_PREFIXES) or name in SUPERVISOR_NAMES:
+        if name in ALLOWED_NAMES or name in SUPERVISOR_NAMES:
             env[name] = value
     env["KITEFLEET_HOME"] = str((home or Home.resolve(dict(parent))).root)
     anchored = clock.anchored(parent.get(clock.ENV_VAR))
     if anchored:
         env[clock.ENV_VAR] = anchored
-    if parent.get(FAULT_ENV):
-        env[FAULT_ENV] = parent[FAULT_ENV]
+    for name in (FAULT_ENV, TEST_MARKER_ENV):
+        # Passed as given, even empty: a live worker refuses to start with the fault variable present.
+        if name in parent:
+            env[name] = parent[name]
     env["PYTHONUNBUFFERED"] = "1"
     # The project's packages must import in the child even when it is not installed in the venv.
     root = str(PROJECT_ROOT)

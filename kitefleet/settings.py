@@ -8,8 +8,9 @@ the wrong type or range is refused with one line naming the file and every offen
 Error messages reach stderr, ``orchestrator.py users``, supervisord's logs and the paper broker's
 log, so they never echo what might be a secret: an unknown key is named only when it is a near
 miss of a schema key (a typo), otherwise only its line number is given; a line without ``=`` (a
-token pasted alone) is never shown; values of secret keys are never shown and values of sensitive
-ones (the API key) at most by their first 4 characters, as the log redaction does.
+token pasted alone) is never shown; and no value is ever shown, of any key: a secret pasted as
+the value of a harmless key (``KITE_ROOT=<secret>``) would otherwise be printed whole. A refused
+value is described by its key, its line and the form expected.
 
 The schema below is the single list of env keys; README.md and env/example.env document it.
 """
@@ -20,6 +21,7 @@ import difflib
 import hashlib
 import io
 import logging
+import math
 import re
 import stat
 from collections.abc import Callable, Iterator, Mapping
@@ -74,6 +76,8 @@ def _number(kind: type, lo: float | None = None, hi: float | None = None,
             n = kind(v.replace("_", ""))
         except ValueError:
             raise _Bad(f"must be {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(n):  # nan passes every comparison below
+            raise _Bad("must be a finite number")
         if lo is not None and (n < lo or (lo_open and n == lo)):
             raise _Bad(f"must be {'>' if lo_open else '>='} {lo:g}")
         if hi is not None and n > hi:
@@ -105,6 +109,13 @@ def parse_schedule(v: str) -> tuple[time, ...] | str | None:
     return tuple(sorted(out))
 
 
+def _hhmm(v: str) -> time:
+    try:
+        return time.fromisoformat(v)
+    except ValueError:
+        raise _Bad("must be HH:MM (IST)") from None
+
+
 @dataclass(frozen=True)
 class Key:
     name: str
@@ -113,7 +124,7 @@ class Key:
     doc: str = ""
     required: bool = False
     secret: bool = False
-    #: not secret, but never shown whole in an error (at most its first 4 characters)
+    #: not secret, but shown only as a fingerprint (no value of any key is shown in an error)
     sensitive: bool = False
     modes: tuple[str, ...] = MODES
     #: a default that depends on the mode: {"paper": ..., "live": ...}
@@ -169,7 +180,7 @@ SCHEMA: tuple[Key, ...] = (
         mode_default={"paper": parse_schedule("09:20"), "live": None}, example="09:20",
         doc="When the scheduler runs place_orders_daily. Default 09:20 in paper mode and off in live "
             "mode: real-money entries are opted into."),
-    Key("ENTRY_CUTOFF", lambda v: time.fromisoformat(v), default=time(11, 0), example="11:00",
+    Key("ENTRY_CUTOFF", _hhmm, default=time(11, 0), example="11:00",
         doc="After downtime, a missed place_orders_daily still runs only before this time (IST)."),
 )
 KEYS: Mapping[str, Key] = MappingProxyType({k.name: k for k in SCHEMA})
@@ -268,10 +279,6 @@ def load_settings(home: Home, user: str) -> Settings:
 #: High enough that a pasted token never qualifies, low enough for a doubled or dropped letter.
 TYPO_CUTOFF = 0.75
 _KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: A value shown in an error keeps at most this many leading characters when the key is sensitive.
-SHOWN_PREFIX = 4
-
-
 def typo_of(name: str) -> str | None:
     """The schema key ``name`` is a near miss of (``KITE_API_KEYY`` -> ``KITE_API_KEY``), else None.
     Only then may ``name`` itself be printed: anything else may be a pasted secret."""
@@ -279,16 +286,6 @@ def typo_of(name: str) -> str | None:
         return None
     close = difflib.get_close_matches(name.upper(), list(KEYS), n=1, cutoff=TYPO_CUTOFF)
     return close[0] if close else None
-
-
-def _shown_value(key: Key, value: str) -> str:
-    """How a refused value appears in the error: whole, a 4-character prefix, or not at all."""
-    if key.secret:
-        return ""
-    if key.sensitive:
-        # A short value would be shown whole by its prefix: then show nothing.
-        return f"={value[:SHOWN_PREFIX]}***" if len(value) > 2 * SHOWN_PREFIX else ""
-    return f"={value!r}"
 
 
 def parse_settings(text: str, *, user: str, env_file: Path, shown: str) -> Settings:
@@ -324,6 +321,8 @@ def parse_settings(text: str, *, user: str, env_file: Path, shown: str) -> Setti
         else:
             problems.append(f"line {line}: unknown key (not shown: it may be a secret)")
 
+    # dotenv keeps the last binding of a repeated key; so does the line an error names.
+    line_of = {b.key: b.original.line for b in bindings if b.key is not None and not b.error}
     values: dict[str, object] = {}
     mode_raw = raw.get("TRADER_MODE")
     mode = mode_raw if mode_raw in MODES else None
@@ -331,18 +330,20 @@ def parse_settings(text: str, *, user: str, env_file: Path, shown: str) -> Setti
         key = KEYS.get(name)
         if key is None:
             continue  # reported above
+        where = f"{name} (line {line_of[name]})" if name in line_of else name
         if value is None:
-            problems.append(f"{name} has no '=value'")
+            problems.append(f"{where} has no '=value'")
             continue
         value = value.strip()
         if mode is not None and mode not in key.modes:
-            problems.append(f"{name} is not allowed with TRADER_MODE={mode}")
+            problems.append(f"{where} is not allowed with TRADER_MODE={mode}")
             continue
         try:
             values[name] = key.parse(value)
         except (_Bad, ValueError) as exc:
+            # The value is never echoed, whatever the key: see the module docstring.
             reason = str(exc) if isinstance(exc, _Bad) else "has the wrong format"
-            problems.append(f"{name}{_shown_value(key, value)} {reason}")
+            problems.append(f"{where} {reason} (value not shown)")
     for key in SCHEMA:
         if key.required and key.name not in raw:
             problems.append(f"missing required key {key.name}")

@@ -5,6 +5,11 @@ import os
 import pytest
 
 from kitefleet import clock
+from workers.context import TEST_MARKER_ENV
+
+# Fault injection (KITEFLEET_FAULT) is honoured only in a paper worker that also sees this marker;
+# every process the tests start inherits it (tests/support/homes.py child_env passes it on).
+os.environ[TEST_MARKER_ENV] = "pytest"
 
 
 @pytest.fixture(autouse=True)

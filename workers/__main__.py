@@ -14,6 +14,7 @@ and options are never matched by abbreviation (``--us Sai`` would otherwise mean
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import logging
@@ -21,6 +22,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType, ModuleType
 
 from kitefleet import clock
@@ -105,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     job, rest = argv[0], argv[1:]
     install_ticker_placeholder()
     log: logging.Logger | None = None
+    home: Home | None = None
     try:
         if job not in JOBS:
             raise UsageError(f"unknown job {job!r}; jobs: {', '.join(available_jobs())}")
@@ -134,11 +137,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for secret in settings.secrets():
             register_secret(secret)
         register_secret(settings.api_key, keep=4)
+        from workers.faults import arm
+
+        if not settings.is_paper:
+            arm(paper=False)  # refuses a fault variable in live mode, before anything is logged
         log = setup_logging(home, user, job, level=settings.log_level,
                             console=getattr(module, "LOG_TO_CONSOLE", True))
         # stderr ends up in logs/<User>/<job>.out.log, and uncaught exceptions (a job's thread
         # above all: threading.excepthook bypasses logging) would print raw tracebacks there.
         redact_process_output(log)
+        arm(paper=settings.is_paper)
         _install_signal_handlers(getattr(module, "HANDLES_STOP", False))
         ctx = JobContext(user=user, job=job, home=home, settings=settings, args=args, log=log)
         if getattr(module, "TAKES_JOB_LOCK", False):
@@ -148,22 +156,62 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return int(module.run(ctx))
         return int(module.run(ctx))
     except KitefleetError as exc:
-        if log is not None:
-            log.error("%s", exc)
-        from workers.logs import redact
-
-        print(f"{job}: error: {redact(str(exc))}", file=sys.stderr)
-        return int(exc.exit_code)
+        return _refused(job, log, exc)
     except KeyboardInterrupt:
         return ExitCode.OK
+    except OSError as exc:
+        folder = _unwritable_folder(exc, home)
+        if folder is None:
+            return _failed(job, log)
+        return _refused(job, log, ConfigError(
+            f"{folder}: cannot be written ({exc.strerror}); the home's data/ and logs/ folders must be "
+            "writable by the user running the fleet"))
     except Exception:
-        if log is not None:
-            log.exception("job %s failed", job)
-        else:
-            import traceback
+        return _failed(job, log)
 
-            traceback.print_exc()
-        return ExitCode.JOB_FAILED
+
+#: errno values that mean "this folder is not ours to write" (a read-only mount, modes, chattr +i).
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _unwritable_folder(exc: OSError, home: Home | None) -> Path | None:
+    """The folder inside the home that a failed write names, or None for any other OSError."""
+    if exc.errno not in _NOT_WRITABLE or not exc.filename or home is None:
+        return None
+    path = Path(os.fsdecode(exc.filename))
+    if home.root not in path.parents:
+        return None
+    return path if path.is_dir() else path.parent
+
+
+def _refused(job: str, log: logging.Logger | None, exc: KitefleetError) -> int:
+    """One line on stderr (README: "every failure ends with one line"); the log file gets it too,
+    but not the console handler, which would print the same failure a second time."""
+    from workers.logs import redact
+
+    if log is not None:
+        root = logging.getLogger()
+        consoles = [h for h in root.handlers
+                    if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+        for handler in consoles:
+            root.removeHandler(handler)
+        try:
+            log.error("%s", exc)
+        finally:
+            for handler in consoles:
+                root.addHandler(handler)
+    print(f"{job}: error: {redact(str(exc))}", file=sys.stderr)
+    return int(exc.exit_code)
+
+
+def _failed(job: str, log: logging.Logger | None) -> int:
+    if log is not None:
+        log.exception("job %s failed", job)
+    else:
+        import traceback
+
+        traceback.print_exc()
+    return ExitCode.JOB_FAILED
 
 
 if __name__ == "__main__":

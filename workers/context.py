@@ -13,6 +13,8 @@ from kitefleet.settings import Settings
 #: Test-only fault injection: the launcher passes it through. Value "POINT" or "POINT:SYMBOL"
 #: (e.g. "after_intent", "after_send:INFY"); the process SIGKILLs itself at that point.
 FAULT_ENV = "KITEFLEET_FAULT"
+#: Set by tests/conftest.py: without it (and outside paper mode) FAULT_ENV does nothing (workers/faults.py).
+TEST_MARKER_ENV = "KITEFLEET_TEST_MARKER"
 
 #: Set on SIGTERM/SIGINT by the worker entry; long-running jobs watch it and stop in an orderly
 #: way. (It lives here, not in workers/__main__.py: under ``python -m workers`` that module is

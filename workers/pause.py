@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,24 @@ from kitefleet.home import Home, ensure_dir
 from kitefleet.users import validate_user_name
 
 FLAG_NAME = "paused"
+#: A reason is shown in every refusal, in tables and logs: one short line.
+MAX_REASON_CHARS = 200
+#: Control and format characters: newlines, terminal escapes (ESC [ ...), bidi overrides.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
+
+
+def clean_reason(reason: str) -> tuple[str, list[str]]:
+    """The reason as stored and shown: control characters (terminal escapes, newlines) replaced by
+    a space, at most MAX_REASON_CHARS characters. Returns it and what was changed, to be said."""
+    changes: list[str] = []
+    cleaned = _UNPRINTABLE.sub(" ", reason)
+    if cleaned != reason:
+        changes.append("control characters (newlines, terminal escapes) replaced by spaces")
+    cleaned = " ".join(cleaned.split())
+    if len(cleaned) > MAX_REASON_CHARS:
+        cleaned = cleaned[:MAX_REASON_CHARS - 3].rstrip() + "..."
+        changes.append(f"cut to {MAX_REASON_CHARS} characters")
+    return cleaned, changes
 
 
 def pause_file(home: Home, user: str) -> Path:
@@ -54,7 +73,8 @@ def describe(info: dict[str, Any] | None) -> str:
     if info.get("by"):
         parts.append(f"by {info['by']}")
     if info.get("reason"):
-        parts.append(f"({info['reason']})")
+        # A flag written by hand (or by an older version) is cleaned for display as well.
+        parts.append(f"({clean_reason(str(info['reason']))[0]})")
     return " ".join(parts)
 
 
@@ -70,7 +90,8 @@ def pause(home: Home, user: str, reason: str = "", by: str | None = None) -> dic
     """Set the flag (again: the newer who/when/why replaces the older)."""
     path = pause_file(home, user)
     ensure_dir(path.parent)
-    info = {"user": user, "paused_at": clock.now().isoformat(), "by": by or _who(), "reason": reason}
+    info = {"user": user, "paused_at": clock.now().isoformat(), "by": by or _who(),
+            "reason": clean_reason(reason)[0]}
     atomic_write_json(path, info, mode=0o600)
     return info
 

@@ -66,6 +66,8 @@ def _fix_for_start_failure(user: str, message: str) -> tuple[str, str]:
         return "clock", "unset TRADER_CLOCK for live trading (in the shell and in supervisord's environment)"
     if "chmod" in message or "readable by group" in message:
         return "env", f"chmod 600 env/{user}.env"
+    if "cannot be written" in message:  # a read-only home: nothing in the env file would help
+        return "home", "make that folder writable by the user running the fleet (remount read-write, chown or chmod)"
     if "no such env file" in message:
         return "env", f"copy env/example.env to env/{user}.env (or orchestrator.py import-config) and chmod 600"
     return "env", f"edit env/{user}.env (keys and formats: env/example.env)"

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from fleet import accounts
+from fleet.argtypes import seconds
 from fleet.output import error
 from fleet.validate import require_user
 from kitefleet import clock
@@ -22,12 +23,15 @@ from kitefleet.home import Home
 from kitefleet.launcher import exec_worker
 from kitefleet.users import validate_user_name
 
+#: The scheduler's wait for its jobs on SIGTERM; supervisord's stopwaitsecs must stay above it.
+MAX_STOP_GRACE_S = 3600.0
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("exec", help="replace this process with USER's scheduler (supervisord's command)",
                        usage="orchestrator.py exec USER [--stop-grace SECONDS]")
     p.add_argument("user")
-    p.add_argument("--stop-grace", type=float, default=None,
+    p.add_argument("--stop-grace", type=seconds(0, MAX_STOP_GRACE_S), default=None,
                    help="passed to the scheduler: how long its jobs get to stop on SIGTERM")
     p.set_defaults(func=run)
 

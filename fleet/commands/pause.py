@@ -24,7 +24,8 @@ def add_parser(sub: Any) -> None:
                        usage="orchestrator.py pause [USER | --all] [--reason TEXT]")
     p.add_argument("user", nargs="?", help="the user to pause (none: list the pause flags)")
     p.add_argument("--all", action="store_true", help="pause every user")
-    p.add_argument("--reason", default="", help="why (shown in every refused entry)")
+    p.add_argument("--reason", default="", help="why (shown in every refused entry; one line, at most "
+                                                  f"{flag.MAX_REASON_CHARS} characters)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run_pause)
 
@@ -66,9 +67,13 @@ def run_pause(args: argparse.Namespace) -> int:
     home = Home.resolve()
     if not args.user and not args.all:
         return _list(home, args.json)
+    targets = _targets(home, args, "pause")
+    reason, changes = flag.clean_reason(args.reason)
+    if changes:
+        warning(f"--reason: {'; '.join(changes)}")
     done = []
-    for user in _targets(home, args, "pause"):
-        info = flag.pause(home, user, reason=args.reason)
+    for user in targets:
+        info = flag.pause(home, user, reason=reason)
         done.append({"user": user, "paused": True, "info": info})
     if args.json:
         print_json(done)

@@ -7,8 +7,10 @@ import signal
 from typing import Any
 
 from fleet import accounts
+from fleet.output import error
 from fleet.procs import signal_group
 from fleet.validate import require_job, require_user
+from kitefleet.exitcodes import ExitCode, from_returncode, signal_name
 from kitefleet.home import Home
 from kitefleet.launcher import spawn_worker
 
@@ -33,4 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    return proc.wait()
+    returncode = proc.wait()
+    killed_by = signal_name(returncode)
+    if killed_by is not None:
+        error(f"{user}'s {job} was killed by {killed_by}; see logs/{user}/{job}.log "
+              f"(exit code {int(ExitCode.KILLED)})")
+    return from_returncode(returncode)

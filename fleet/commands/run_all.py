@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     print()
     rows = []
     for c in children:
-        rc = "not started" if c.returncode is None else c.returncode
+        rc: object = "not started" if c.returncode is None else c.returncode
+        if c.killed_by is not None:
+            rc = f"{c.returncode} ({c.killed_by})"
         log = home.user_logs_dir(c.user) / f"{job}.log"
         # A worker that stopped before its logging started (a bad env file) wrote no log.
         rows.append((c.user, rc, f"{c.duration:.1f}s", log if log.exists() else "- (none written)"))

@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from fleet import supervisor
+from fleet.argtypes import seconds
 from fleet.output import print_json, table
 from kitefleet import clock
 from kitefleet.calendar import read_calendar
@@ -38,13 +39,17 @@ from workers.heartbeat import heartbeat_age, is_stale, is_stopped, read_heartbea
 WATCHDOG = "hourly_candle_watchdog"
 DEFAULT_MIN_FREE_MB = 200.0
 
+#: The per-user wait for live figures is capped: an hour-long status is a mistake, not a wish.
+MAX_TIMEOUT_S = 600.0
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("status", help="one row per user: supervision, lock holder, heartbeat, jobs, P&L",
                        usage="orchestrator.py status [--json] [--no-live] [--timeout SECONDS] [--min-free-mb MB]")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-live", action="store_true", help="skip the per-user broker figures")
-    p.add_argument("--timeout", type=float, default=20.0, help="per-user timeout of the live figures")
+    p.add_argument("--timeout", type=seconds(0, MAX_TIMEOUT_S, lo_open=True), default=20.0,
+                   help="per-user timeout of the live figures")
     p.add_argument("--min-free-mb", type=_megabytes, default=DEFAULT_MIN_FREE_MB, metavar="MB",
                    help="less free space than this on the home's file system is unhealthy "
                         f"(default {DEFAULT_MIN_FREE_MB:g})")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet import supervisor
+from fleet.argtypes import seconds
 from fleet.validate import env_file_present, unknown_users_error
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
@@ -29,12 +30,15 @@ from kitefleet.launcher import signal_leader
 from kitefleet.locks import lock_holder
 from kitefleet.users import validate_user_name
 
+MAX_GRACE_S = 3600.0
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("stop", help="stop USER's scheduler (supervised or orphaned) and its jobs",
                        usage="orchestrator.py stop USER [--grace SECONDS]")
     p.add_argument("user")
-    p.add_argument("--grace", type=float, default=35.0, help="seconds between SIGTERM and SIGKILL (default 35)")
+    p.add_argument("--grace", type=seconds(0, MAX_GRACE_S), default=35.0,
+                   help="seconds between SIGTERM and SIGKILL (default 35)")
     p.set_defaults(func=run)
 
 

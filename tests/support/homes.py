@@ -35,7 +35,7 @@ def write_env(home: Home, user: str, *, mode: str = "paper", api_key: str | None
 
 def child_env(home: Home, **extra: str) -> dict[str, str]:
     """A minimal environment for running project commands against ``home`` in a subprocess."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "HOME", "TMPDIR")}
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "HOME", "TMPDIR", "KITEFLEET_TEST_MARKER")}
     env["KITEFLEET_HOME"] = str(home.root)
     env.update(extra)
     return env
