@@ -264,3 +264,32 @@ def contract_note(fills: Iterable[Fill], *, t1_sold: Mapping[str, int] | None = 
         gst=_paise((brokerage + exchange + sebi) * table.gst),
         dp_scrips=tuple(dp_scrips), dp_charges=dp_each * len(dp_scrips),
     )
+
+
+def virtual_contract_note(orders: Iterable[Any]) -> list[dict[str, Any]]:
+    """``POST /charges/orders`` (``kite.get_virtual_contract_note``): each executed order of the list
+    with its ``charges``, the list priced as one day's contract note (so a CNC buy and sell of the
+    same scrip in it net as intraday). Raises ValueError naming the order and field that is wrong."""
+    fills = []
+    echoed = []
+    for n, item in enumerate(orders):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"order {n}: expected a JSON object, got {type(item).__name__}")
+        label = str(item.get("order_id") or n)
+        exchange, product = item.get("exchange"), item.get("product")
+        if exchange != "NSE" or product != "CNC":
+            raise ValueError(f"order {label}: only NSE CNC equity is simulated (exchange {exchange!r}, "
+                             f"product {product!r})")
+        try:
+            quantity = int(str(item.get("quantity")))
+            price = float(str(item.get("average_price")))
+        except ValueError:
+            raise ValueError(f"order {label}: quantity {item.get('quantity')!r} and average_price "
+                             f"{item.get('average_price')!r} must be numbers") from None
+        fills.append(Fill(label, str(item.get("tradingsymbol") or ""), str(item.get("transaction_type")),
+                          quantity, price))
+        echoed.append({"transaction_type": item.get("transaction_type"), "tradingsymbol": item.get("tradingsymbol"),
+                       "exchange": exchange, "variety": item.get("variety"), "product": product,
+                       "order_type": item.get("order_type"), "quantity": quantity, "price": price})
+    note = contract_note(fills)
+    return [{**wire, "charges": order.kite()} for wire, order in zip(echoed, note.orders, strict=True)]
