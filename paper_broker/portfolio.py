@@ -40,6 +40,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from kitefleet.calendar import NseCalendar
+from kitefleet.sim.charges import Fill, order_charges
 from paper_broker.db import Account, Database
 from paper_broker.errors import input_error
 
@@ -258,6 +259,14 @@ def segment_wire(*, opening_balance: float, payin: float, spent: float, blocked:
     }
 
 
+def _margin_charges(symbol: str, item: dict[str, Any], quantity: int, price: float) -> dict[str, Any]:
+    """``order_margins``' ``charges``: the order priced as a CNC delivery trade on its own."""
+    side = str(item.get("transaction_type"))
+    if quantity <= 0 or price <= 0 or side not in ("BUY", "SELL"):
+        return {"total": 0}
+    return order_charges(Fill("", symbol, side, quantity, price)).kite()
+
+
 def empty_segment() -> dict[str, Any]:
     return segment_wire(opening_balance=0.0, payin=0.0, spent=0.0, blocked=0.0, enabled=False)
 
@@ -354,7 +363,8 @@ class PortfolioReads:
                 "type": "equity", "tradingsymbol": inst.tradingsymbol, "exchange": inst.exchange,
                 "span": 0, "exposure": 0, "option_premium": 0, "additional": 0, "bo": 0,
                 "cash": 0, "var": round(total, 4), "pnl": {"realised": 0, "unrealised": 0},
-                "leverage": 1, "charges": {"total": 0}, "total": round(total, 4),
+                "leverage": 1, "charges": _margin_charges(inst.tradingsymbol, item, quantity, price),
+                "total": round(total, 4),
             })
         return out
 

@@ -53,6 +53,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from kitefleet.clock import IST, Clock
 from kitefleet.settings import api_key_fingerprint
+from kitefleet.sim import charges
 from paper_broker import marketdata
 from paper_broker.audit import AuditLog
 from paper_broker.auth import Accounts, profile_payload, session_payload
@@ -160,6 +161,7 @@ def _routes() -> list[Route]:
         ("PUT", "/gtt/triggers/{trigger_id}", "modify_gtt", OTHER, True),
         ("DELETE", "/gtt/triggers/{trigger_id}", "delete_gtt", OTHER, True),
         ("POST", "/margins/orders", "order_margins", OTHER, True),
+        ("POST", "/charges/orders", "virtual_contract_note", OTHER, True),
         ("GET", "/paper/health", "admin_health", None, False),
         ("GET", "/paper/accounts", "admin_accounts", None, False),
         ("GET", "/paper/audit", "admin_audit", None, False),
@@ -511,6 +513,14 @@ class BrokerService:
         if not isinstance(req.json_body, list):
             raise input_error("Expected a JSON array of orders.")
         return compute(req.account, req.json_body, req.query)
+
+    def virtual_contract_note(self, req: Request) -> object:
+        if not isinstance(req.json_body, list):
+            raise input_error("Expected a JSON array of orders.")
+        try:
+            return charges.virtual_contract_note(req.json_body)
+        except ValueError as exc:
+            raise input_error(str(exc)) from None
 
     # --- admin -------------------------------------------------------------------------------
     def admin_health(self, req: Request) -> dict[str, object]:

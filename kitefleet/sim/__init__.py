@@ -1,0 +1,1 @@
+"""Shared simulation model: pure functions, no I/O, no clock."""
