@@ -77,10 +77,10 @@ from demo.replay import Replay, idle, job_done  # noqa: E402
 from fleet import supervisor  # noqa: E402
 from kitefleet.calendar import read_calendar  # noqa: E402
 from kitefleet.clock import IST  # noqa: E402
+from kitefleet.heartbeat import read_heartbeat  # noqa: E402
 from kitefleet.home import Home  # noqa: E402
 from tests.support.broker import RunningBroker, ensure_calendar, start_broker  # noqa: E402
 from tests.support.homes import make_home, write_env  # noqa: E402
-from workers.heartbeat import read_heartbeat  # noqa: E402
 from workers.ratelimit import PER_SECOND, QUOTE, WINDOW_MARGIN_S  # noqa: E402
 from workers.schedule import ON_TIME_GRACE  # noqa: E402
 from workers.universe import nifty50_symbols  # noqa: E402

@@ -1,5 +1,5 @@
 """The replay: one clock file moved by the demo, progress lines, and the schedulers' runs seen
-through their heartbeats (``data/<User>/heartbeat.json``, see workers.heartbeat).
+through their heartbeats (``data/<User>/heartbeat.json``, see kitefleet.heartbeat).
 
 The clock file holds ``start,speed,anchor`` (kitefleet.clock): a change of speed re-anchors at
 the current simulated instant, so nobody sees time jump; a jump writes a new start. Every
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kitefleet.clock import ClockSpec, write_clock_file
+from kitefleet.heartbeat import read_heartbeat
 from kitefleet.home import Home
-from workers.heartbeat import read_heartbeat
 
 PROGRESS_EVERY = 2.0  # wall seconds between progress lines
 

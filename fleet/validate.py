@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from kitefleet.errors import UsageError
 from kitefleet.home import Home
+from kitefleet.jobs import JOB_NAMES
 from kitefleet.users import list_users, validate_user_name
 
 #: Commands whose extra arguments belong to the job: they take job arguments after ``--``.
@@ -100,10 +101,8 @@ def select_users(home: Home, wanted: str | None) -> list[str]:
 
 
 def job_names() -> list[str]:
-    """The worker's jobs (its registry, only the ones installed in this version)."""
-    from workers.__main__ import available_jobs
-
-    return list(available_jobs())
+    """The worker's jobs, by name (kitefleet.jobs: nothing of the workers is imported)."""
+    return sorted(JOB_NAMES)
 
 
 def require_job(job: str) -> str:

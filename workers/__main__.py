@@ -29,24 +29,16 @@ from kitefleet import clock
 from kitefleet.errors import ConfigError, KitefleetError, UsageError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
+from kitefleet.jobs import JOB_NAMES
 from kitefleet.settings import load_settings
 from kitefleet.users import validate_user_name
 from workers.context import STOP, JobContext
 from workers.lean_imports import install_ticker_placeholder
 
+#: Jobs whose module is not ``workers.jobs.<name>``.
+_MODULE_OUTSIDE_JOBS = {"daemon": "workers.daemon"}
 #: Job name -> module. Modules are imported only when their job runs, so the scheduler stays lean.
-JOBS: dict[str, str] = {
-    "whoami": "workers.jobs.whoami",
-    "pattern_daily": "workers.jobs.pattern_daily",
-    "place_orders_daily": "workers.jobs.place_orders_daily",
-    "update_cnc_stoploss": "workers.jobs.update_cnc_stoploss",
-    "hourly_candle_watchdog": "workers.jobs.hourly_candle_watchdog",
-    "summary": "workers.jobs.summary",
-    "daemon": "workers.daemon",
-    "login": "workers.jobs.login",
-    "doctor_checks": "workers.jobs.doctor_checks",
-    "resolve_intent": "workers.jobs.resolve_intent",
-}
+JOBS: dict[str, str] = {name: _MODULE_OUTSIDE_JOBS.get(name, f"workers.jobs.{name}") for name in JOB_NAMES}
 
 
 def available_jobs() -> list[str]:

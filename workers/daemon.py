@@ -14,7 +14,7 @@ Each job's stdout and stderr go to ``logs/<User>/<job>.out.log`` (appended), nev
 scheduler's own output: a job must survive its scheduler.
 
 Files: writes ``data/<User>/heartbeat.json`` (at least every 2 wall seconds) and
-``data/<User>/scheduler.json`` (run records, on every change); see workers.heartbeat. Reads
+``data/<User>/scheduler.json`` (run records, on every change); see kitefleet.heartbeat. Reads
 ``data/<User>/session.json``'s mtime (a new login re-runs jobs that failed for the token) and
 ``data/<User>/paused`` (shown in the heartbeat; the jobs themselves honour it).
 
@@ -40,13 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from kitefleet import clock
+from kitefleet import heartbeat as hb
 from kitefleet.calendar import NseCalendar, read_calendar
 from kitefleet.errors import ConfigError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home, ensure_dir
 from kitefleet.launcher import signal_leader, spawn_worker
 from kitefleet.locks import instance_lock, job_lock, lock_holder
-from workers import heartbeat as hb
 from workers.context import STOP, JobContext
 from workers.schedule import (
     ENTRY_JOBS,

@@ -50,14 +50,8 @@ from typing import Any
 from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST
 from kitefleet.exitcodes import ExitCode
+from kitefleet.jobs import SCHEDULED_JOBS, schedule_key
 
-#: The jobs the scheduler runs, each with its ``SCHEDULE_<JOB>`` settings key.
-SCHEDULED_JOBS: tuple[str, ...] = (
-    "update_cnc_stoploss",
-    "hourly_candle_watchdog",
-    "place_orders_daily",
-    "pattern_daily",
-)
 #: Jobs that open new positions: a missed run is caught up only before ENTRY_CUTOFF.
 ENTRY_JOBS = frozenset({"place_orders_daily"})
 SESSION = "session"
@@ -71,10 +65,6 @@ RETRY_BACKOFF = timedelta(minutes=2)
 MAX_RUNS_PER_DAY = 4
 
 Schedule = tuple[time, ...] | str | None
-
-
-def schedule_key(job: str) -> str:
-    return f"SCHEDULE_{job.upper()}"
 
 
 def format_schedule(schedule: Schedule) -> str:

@@ -2,7 +2,7 @@
 
 Each ``[API_CREDENTIALS_<User>]`` section with both an ``api_key`` and an ``api_secret`` becomes
 ``env/<User>.env`` (mode 0600, written atomically) with ``TRADER_MODE=live``, the key and secret,
-and the ``[DEFAULT]`` settings that map onto env keys (fleet.legacy.DEFAULT_KEY_MAP; a section's
+and the ``[DEFAULT]`` settings that map onto env keys (fleet.legacy_config.DEFAULT_KEY_MAP; a section's
 own value overrides the default, as configparser did). The legacy ``access_token`` is not
 imported: it dies every morning; ``orchestrator.py login`` makes the session now.
 
@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fleet.legacy import DEFAULT_KEY_MAP, LegacyUser, env_file_text, read_legacy_config
+from fleet.legacy_config import DEFAULT_KEY_MAP, LegacyUser, env_file_text, read_legacy_config
 from fleet.output import print_json, table
 from kitefleet import clock
 from kitefleet.atomic import atomic_write_text

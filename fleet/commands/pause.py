@@ -1,6 +1,6 @@
 """``pause USER [--reason TEXT]`` / ``pause --all`` and ``resume USER`` / ``resume --all``.
 
-Sets or clears the per-user pause flag ``data/<User>/paused`` (workers.pause): while it is set,
+Sets or clears the per-user pause flag ``data/<User>/paused`` (kitefleet.pause): while it is set,
 place_orders_daily refuses every new entry of that user and reports the refusal. Stops and exits
 keep working. ``--all`` acts on every user that has an env file now (a user added later is not
 paused). ``pause`` with neither a user nor ``--all`` lists who is paused.
@@ -13,10 +13,10 @@ from typing import Any
 
 from fleet.output import print_json, table, warning
 from fleet.validate import misnamed_env_warnings, require_user, select_users, valid_users
+from kitefleet import pause as flag
 from kitefleet.errors import UsageError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
-from workers import pause as flag
 
 
 def add_parser(sub: Any) -> None:

@@ -31,10 +31,10 @@ from kitefleet import clock
 from kitefleet.calendar import read_calendar
 from kitefleet.errors import ConfigError
 from kitefleet.exitcodes import ExitCode
+from kitefleet.heartbeat import heartbeat_age, is_stale, is_stopped, read_heartbeat
 from kitefleet.home import Home
 from kitefleet.locks import job_lock, lock_holder
 from kitefleet.users import list_users, validate_user_name
-from workers.heartbeat import heartbeat_age, is_stale, is_stopped, read_heartbeat
 
 WATCHDOG = "hourly_candle_watchdog"
 DEFAULT_MIN_FREE_MB = 200.0

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from kitefleet import pause as flag
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 from tests.supervision.helpers import hold_job_lock, kill_group
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home, write_env
-from workers import pause as flag
 
 
 @pytest.fixture

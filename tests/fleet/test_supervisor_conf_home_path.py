@@ -14,10 +14,10 @@ import pytest
 
 from fleet import supervisor
 from kitefleet.exitcodes import ExitCode
+from kitefleet.heartbeat import read_heartbeat
 from kitefleet.home import Home
 from tests.supervision.helpers import env_for, fleet_home, kill_group, orchestrator, poll
 from tests.support.homes import PROJECT_ROOT
-from workers.heartbeat import read_heartbeat
 
 SUPERVISORD = PROJECT_ROOT / ".venv" / "bin" / "supervisord"
 

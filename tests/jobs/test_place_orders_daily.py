@@ -467,7 +467,7 @@ def test_manual_selection_keeps_file_order_and_skips_held_pending_and_beyond_the
 
 
 def test_pause_flag_records_who_when_why_and_a_damaged_flag_still_pauses(tmp_path: Path) -> None:
-    from workers import pause
+    from kitefleet import pause
 
     home = make_home(tmp_path / "home")
     assert not pause.is_paused(home, "Som") and pause.pause_info(home, "Som") is None

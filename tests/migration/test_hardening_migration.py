@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from fleet.legacy import MAX_CONFIG_BYTES, MAX_STATE_BYTES
+from fleet.legacy import MAX_STATE_BYTES
+from fleet.legacy_config import MAX_CONFIG_BYTES
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 from kitefleet.state import StateStore

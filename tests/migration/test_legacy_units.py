@@ -1,4 +1,4 @@
-"""Pure attribution and parsing rules of fleet.legacy, on plain data."""
+"""Pure attribution and parsing rules of fleet.legacy and fleet.legacy_config, on plain data."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet.legacy import OrderIndex, attribute, parse_legacy_state, read_legacy_config, record_keys
+from fleet.legacy import OrderIndex, attribute, parse_legacy_state, record_keys
+from fleet.legacy_config import read_legacy_config
 from kitefleet.errors import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures"

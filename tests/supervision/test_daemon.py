@@ -18,6 +18,7 @@ from kitefleet import clock
 from kitefleet.calendar import read_calendar
 from kitefleet.clock import IST, SimulatedClock, parse_spec
 from kitefleet.exitcodes import ExitCode
+from kitefleet.heartbeat import is_stale, read_heartbeat, read_records
 from kitefleet.home import Home
 from kitefleet.locks import instance_lock, lock_holder
 from tests.supervision.helpers import (
@@ -32,7 +33,6 @@ from tests.supervision.helpers import (
 )
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON
 from workers.daemon import Scheduler
-from workers.heartbeat import is_stale, read_heartbeat, read_records
 from workers.schedule import Plan
 
 HEAVY = ("kiteconnect", "pandas", "pandas_market_calendars", "numpy")

@@ -6,10 +6,10 @@ import signal
 import subprocess
 from pathlib import Path
 
+from kitefleet.heartbeat import read_heartbeat
 from kitefleet.locks import lock_holder
 from tests.supervision.helpers import env_for, fleet_home, kill_group, orchestrator, pid_alive, poll
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON
-from workers.heartbeat import read_heartbeat
 
 
 def test_run_all_runs_every_scheduler_in_the_foreground_and_ctrl_c_stops_them(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ import requests
 
 from fleet.supervisor import rpc
 from kitefleet import clock as kclock
+from kitefleet.heartbeat import is_stale, read_heartbeat, read_records
 from kitefleet.home import Home
 from kitefleet.locks import lock_holder
 from tests.supervision.helpers import (
@@ -42,7 +43,6 @@ from tests.supervision.helpers import (
     poll,
 )
 from tests.support.homes import PROJECT_ROOT, write_env
-from workers.heartbeat import is_stale, read_heartbeat, read_records
 
 pytestmark = pytest.mark.supervisord
 

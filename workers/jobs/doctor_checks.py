@@ -144,8 +144,8 @@ def check_intents(ctx: JobContext, state: dict[str, Any]) -> dict[str, str]:
 
 
 def check_instance(ctx: JobContext) -> dict[str, str]:
+    from kitefleet.heartbeat import is_stale, read_heartbeat
     from kitefleet.locks import lock_holder
-    from workers.heartbeat import is_stale, read_heartbeat
 
     holder = lock_holder(ctx.home.locks_dir(ctx.user) / "instance.lock")
     beat = read_heartbeat(ctx.home, ctx.user)

@@ -62,11 +62,10 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from kitefleet import clock
+from kitefleet import clock, pause
 from kitefleet.errors import KitefleetError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.state import StateStore
-from workers import pause
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.entry_input import load_scan, read_manual

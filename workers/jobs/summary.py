@@ -35,10 +35,11 @@ from datetime import datetime
 from typing import Any
 
 from kitefleet import clock
+from kitefleet.jobs import SCHEDULED_JOBS, schedule_key
 from workers.context import JobContext
 from workers.gtt import coverage_gaps
 from workers.portfolio import AccountSnapshot, held_quantities, unmanaged_holdings
-from workers.schedule import SCHEDULED_JOBS, format_schedule, schedule_key
+from workers.schedule import format_schedule
 
 LOG_TO_CONSOLE = False
 
