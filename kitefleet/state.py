@@ -213,7 +213,8 @@ class StateStore:
         except FileNotFoundError:
             return None
         except IsADirectoryError:
-            raise self._unusable("it is a directory, not a file") from None
+            raise self._unusable(f"it is a directory, not a file (move it away first: mv {self.path} "
+                                 f"{self.path}.dir)") from None
         except OSError as exc:
             raise self._unusable(f"it cannot be read ({exc.strerror})") from None
 
