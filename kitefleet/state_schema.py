@@ -38,8 +38,28 @@ from typing import Any
 
 #: a place inside the document: object keys and list indexes from the top
 Path = tuple[str | int, ...]
-#: a rule: the problem of ``value`` at ``path`` (one line starting with the path), or None
-Rule = Callable[[Any, Path], str | None]
+
+
+class Problem:
+    """What is wrong and where: ``parts`` is the path from the value up (each rule that passes
+    the problem on adds its key), so nothing is built while a value is fine."""
+
+    __slots__ = ("parts", "what")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.parts: list[str | int] = []
+
+    def under(self, part: str | int) -> Problem:
+        self.parts.append(part)
+        return self
+
+    def line(self) -> str:
+        return f"{render_path(tuple(reversed(self.parts)))}: {self.what}"
+
+
+#: a rule: the problem of a value, or None
+Rule = Callable[[Any], Problem | None]
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_&-]+")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -103,46 +123,53 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "date": ("a date YYYY-MM-DD", _is_date),
     "null": ("null", lambda v: v is None),
 }
+#: kind -> the exact types json.loads gives that need no further look (bool is not int here)
+_PLAIN_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,), "number": (int,),
+                                             "null": (type(None),), "date": ()}
 
 
 def kind(*names: str) -> Rule:
     """A scalar of one of the kinds ``string``, ``integer``, ``number`` (finite), ``date``
     (``YYYY-MM-DD``), ``null``."""
-    tests = [_KINDS[n] for n in names]
-    expected = " or ".join(label for label, _ in tests)
+    tests = [_KINDS[n][1] for n in names]
+    plain = frozenset(t for n in names for t in _PLAIN_TYPES[n])
+    expected = " or ".join(_KINDS[n][0] for n in names)
 
-    def rule(value: Any, path: Path) -> str | None:
-        if any(test(value) for _, test in tests):
+    def rule(value: Any) -> Problem | None:
+        # The type test first: it settles nearly every value; the predicates handle the rest
+        # (floats, dates, and subclasses a writer may put in memory).
+        if type(value) in plain or any(test(value) for test in tests):
             return None
-        return f"{render_path(path)}: expected {expected}, got {describe(value)}"
+        return Problem(f"expected {expected}, got {describe(value)}")
 
     return rule
 
 
 def one_of(*values: str) -> Rule:
-    def rule(value: Any, path: Path) -> str | None:
+    def rule(value: Any) -> Problem | None:
         if isinstance(value, str) and value in values:
             return None
-        return f"{render_path(path)}: expected one of {', '.join(values)}, got {describe(value)}"
+        return Problem(f"expected one of {', '.join(values)}, got {describe(value)}")
 
     return rule
 
 
 def record(fields: Mapping[str, Rule], *, required: Sequence[str] = (), nullable: bool = False) -> Rule:
     """An object whose known ``fields`` follow their rules; other keys are allowed as they are."""
+    checks = tuple(fields.items())
+    expected = "an object or null" if nullable else "an object"
 
-    def rule(value: Any, path: Path) -> str | None:
-        if value is None and nullable:
-            return None
+    def rule(value: Any) -> Problem | None:
         if not isinstance(value, dict):
-            expected = "an object or null" if nullable else "an object"
-            return f"{render_path(path)}: expected {expected}, got {describe(value)}"
+            if value is None and nullable:
+                return None
+            return Problem(f"expected {expected}, got {describe(value)}")
         for key in required:
             if key not in value:
-                return f"{render_path((*path, key))}: missing (every record here has it)"
-        for key, sub in fields.items():
-            if key in value and (problem := sub(value[key], (*path, key))):
-                return problem
+                return Problem("missing (every record here has it)").under(key)
+        for key, sub in checks:
+            if key in value and (problem := sub(value[key])) is not None:
+                return problem.under(key)
         return None
 
     return rule
@@ -151,33 +178,34 @@ def record(fields: Mapping[str, Rule], *, required: Sequence[str] = (), nullable
 def map_of(item: Rule) -> Rule:
     """An object of any keys (symbols, tags, sessions), each value following ``item``."""
 
-    def rule(value: Any, path: Path) -> str | None:
+    def rule(value: Any) -> Problem | None:
         if not isinstance(value, dict):
-            return f"{render_path(path)}: expected an object, got {describe(value)}"
+            return Problem(f"expected an object, got {describe(value)}")
         for key, sub in value.items():
-            if problem := item(sub, (*path, key)):
-                return problem
+            if (problem := item(sub)) is not None:
+                return problem.under(key)
         return None
 
     return rule
 
 
 def list_of(item: Rule, *, nullable: bool = False) -> Rule:
-    def rule(value: Any, path: Path) -> str | None:
-        if value is None and nullable:
-            return None
+    expected = "a list or null" if nullable else "a list"
+
+    def rule(value: Any) -> Problem | None:
         if not isinstance(value, list):
-            expected = "a list or null" if nullable else "a list"
-            return f"{render_path(path)}: expected {expected}, got {describe(value)}"
+            if value is None and nullable:
+                return None
+            return Problem(f"expected {expected}, got {describe(value)}")
         for n, sub in enumerate(value):
-            if problem := item(sub, (*path, n)):
-                return problem
+            if (problem := item(sub)) is not None:
+                return problem.under(n)
         return None
 
     return rule
 
 
-def anything(value: Any, path: Path) -> str | None:
+def anything(value: Any) -> Problem | None:
     return None
 
 
@@ -246,8 +274,8 @@ def document_problem(data: Mapping[str, Any]) -> str | None:
     """The first place where ``data`` (a state document whose top level kitefleet.state has
     checked) breaks the schema, as one line, or None."""
     for key, rule in DOCUMENT.items():
-        if key in data and (problem := rule(data[key], (key,))):
-            return problem
+        if key in data and (problem := rule(data[key])) is not None:
+            return problem.under(key).line()
     return None
 
 
