@@ -20,11 +20,14 @@ top-level keys written by jobs are preserved)::
      "meta": {"created_at": ISO, "last_updated": ISO, ...},
      "positions": {SYMBOL: {...}}, "daily_tickers": {...}, "intents": {TAG: {...}}, ...}
 
-A file that does not parse or validate, or that belongs to another user or mode, raises
-StateError and is never modified, by read() or by transaction(). So does a missing file whose
-backup exists (someone deleted it: starting empty would forget open positions). Readers need no
-lock: they see the old or the new version, never a torn one, and never "missing" while the file
-exists (a reader that found no file looks at the backup once and, if there is one, reads again).
+The whole document is validated against kitefleet.state_schema after migration, on every load and
+before every commit; a problem names the place inside the document (``stops.INFY.gtt_id: ...``).
+A file that does not parse or validate (or is a directory, or nested too deep to parse), or that
+belongs to another user or mode, raises StateError (exit 4) and is never modified, by read() or by
+transaction(). So does a missing file whose backup exists (someone deleted it: starting empty would
+forget open positions). Readers need no lock: they see the old or the new version, never a torn
+one, and never "missing" while the file exists (a reader that found no file looks at the backup
+once and, if there is one, reads again).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from kitefleet.errors import LockTimeout, StateError
 from kitefleet.home import Home, ensure_dir
 from kitefleet.locks import recorded_holder_pid, write_holder_pid
 from kitefleet.state_migrations import upgrade
+from kitefleet.state_schema import DEEP, document_problem, render_path, too_deep_path
 from kitefleet.users import validate_user_name
 
 #: bumped with a forward migration in kitefleet.state_migrations (applied on load)
@@ -112,7 +116,7 @@ def validation_problem(data: Any) -> str | None:
     for key in _OBJECT_KEYS:
         if key in data and not isinstance(data[key], dict):
             return f"{key!r} is a JSON {type(data[key]).__name__}, not an object"
-    return None
+    return document_problem(data)
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
@@ -125,6 +129,12 @@ def _parse(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, "the file is not UTF-8 text"
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    except RecursionError:
+        where = too_deep_path(raw.decode("utf-8"))
+        if where is None:
+            return None, "the JSON is nested too deep to read"
+        return None, (f"{render_path(where)}: nested more than {DEEP} levels deep, too deep to read "
+                      "(a state document is about ten)")
     problem = validation_problem(data)
     return (None, problem) if problem else (data, None)
 
@@ -202,6 +212,11 @@ class StateStore:
                 return fh.read()
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise self._unusable(f"it is a directory, not a file (move it away first: mv {self.path} "
+                                 f"{self.path}.dir)") from None
+        except OSError as exc:
+            raise self._unusable(f"it cannot be read ({exc.strerror})") from None
 
     def _load(self, raw: bytes | None) -> dict[str, Any]:
         if raw is None:
@@ -289,7 +304,7 @@ class StateStore:
         meta["last_updated"] = clock.now().isoformat()
         try:
             text = render(state)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise StateError(f"refusing to write {self.path}: the new state is not JSON ({exc}); "
                              "nothing was written") from None
         # The new version goes to disk before the backup is rotated: a write that fails (a full

@@ -167,6 +167,28 @@ def test_table_output_has_fixes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert "secret-liv" not in out
 
 
+def test_doctor_fails_a_state_whose_inner_types_are_wrong(desk: tuple[Home, RunningBroker, str],
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15, item 12: doctor said "state ok" for a file every job crashed on. It now loads the
+    state as the jobs do (the whole schema): the row fails naming the place, nothing is rewritten."""
+    home, _broker, clock = desk
+    state_file = home.state_file("Som")
+    good = state_file.read_bytes()
+    hostile = {**json.loads(good), "stops": [1, 2]}
+    state_file.write_text(json.dumps(hostile))
+    bad = state_file.read_bytes()
+    try:
+        rc, rows = doctor(home, clock, monkeypatch, capsys)
+        assert rc == 1
+        assert_fails(rows, "Som", "state", "stops: expected an object, got a list")
+        assert "restore" in rows[("Som", "state")]["fix"]
+        assert rows[("Som", "intents")]["status"] == "n/a" and rows[("Som", "drift")]["status"] == "n/a"
+        assert state_file.read_bytes() == bad
+    finally:
+        state_file.write_bytes(good)
+
+
 def test_disk_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
     from collections import namedtuple

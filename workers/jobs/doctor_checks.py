@@ -6,8 +6,9 @@ could not be checked because an earlier check failed). Read-only: it never write
 places or changes anything at the broker (a paper user may log in, as any paper worker does).
 
 Checks: env (reaching this point means the env file loaded: valid, 0600), clock, session,
-broker (profile() with the session), state (the StateStore file validates and is this user's and
-mode's), intents (none parked ``unresolved``), gtt (every NSE symbol held, workers.portfolio
+broker (profile() with the session), state (the StateStore file loads as every job loads it:
+parses, validates against kitefleet.state_schema after migration, is this user's and mode's),
+intents (none parked ``unresolved``), gtt (every NSE symbol held, workers.portfolio
 .held_quantities, covered by an active stop GTT for at least the held quantity, workers.gtt
 .coverage_gaps; a holding on another exchange is reported "not on NSE, not managed", and a
 person's GTT that sells more than is held is reported, both as warnings, never failures), drift (open
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kitefleet import clock
-from kitefleet.errors import KitefleetError, TokenError
+from kitefleet.errors import KitefleetError, StateError, TokenError
 from workers.context import JobContext
 from workers.gtt import coverage_gaps, oversized_person_gtts, stop_ownership
 from workers.portfolio import held_quantities, snapshot, unmanaged_holdings
@@ -122,7 +123,14 @@ def check_state(ctx: JobContext) -> tuple[dict[str, str], dict[str, Any] | None]
     store = StateStore(ctx.home, ctx.user, ctx.settings.mode)
     if not store.path.exists():
         return check("state", OK, "no state file yet (created by the first job)"), {}
-    state = store.read()
+    try:
+        # The same load (migration, then the whole schema) every job does: doctor never calls a
+        # file valid that a job would refuse.
+        state = store.read()
+    except StateError as exc:
+        return check("state", FAIL, str(exc),
+                     f"repair the place the detail names in {store.path.name} by hand, or restore the backup "
+                     f"as the detail says; every job of {ctx.user} refuses to run until then"), None
     n = sum(1 for p in (state.get("positions") or {}).values() if isinstance(p, dict) and _is_open(p))
     return check("state", OK, f"{store.path.name} valid; {n} open position(s)"), state
 
