@@ -148,3 +148,16 @@ def test_no_record_for_an_env_file_edited_within_a_timestamp_tick(tmp_path: Path
     write_env(home, "Som", api_key="keysai0001")
     assert not key_fingerprint.write_record(home, "Som", api_key_fingerprint("keysai0001"), st, later)
     assert key_fingerprint.recorded_fingerprint(home, "Som") is None
+
+
+def test_supervisor_conf_leaves_every_record_fresh_so_a_start_probes_nobody(tmp_path: Path) -> None:
+    """supervisord starting N programs (``exec``) after ``supervisor-conf`` costs no probe at all:
+    its ``summary --settings-only`` processes are the users' own and write their records (``run`` is
+    checked here: ``exec`` runs the same check, then becomes the scheduler)."""
+    home, clock = fleet_home(tmp_path / "home", {u: {} for u in USERS})
+    let_env_files_settle(home)
+    assert orchestrator(home, "supervisor-conf").returncode == ExitCode.OK
+    assert all(key_fingerprint.recorded_fingerprint(home, u) for u in USERS)
+    out = orchestrator(home, "run", "Som", "whoami", clock=clock)
+    assert out.returncode == ExitCode.OK, out.stderr
+    assert {u: whoami_runs(home, u) for u in USERS} == {"Som": 1, "Sai": 0, "Ravi": 0}
