@@ -8,6 +8,13 @@ Both processes would otherwise trade the one account, each with its own limits.
 ``users``/``doctor`` fail every user of such a group with one line naming all its files,
 ``supervisor-conf`` leaves them all out with that line, ``run``/``run-all``/``exec`` refuse them
 (exit 4).
+
+Cost: a user's fingerprint comes from the record its own process wrote when it last loaded its
+settings (kitefleet.key_fingerprint), as long as the env file is still the file that process read
+(same lstat: inode, size, mtime, ctime); only the other users are probed, and each probe refreshes
+its user's record. So ``exec`` (N of them when supervisord starts the fleet) and ``run`` start no
+probe at all once every user's process has run since its env file last changed (``supervisor-conf``
+alone does that for everyone), while an edited env file is probed at the very next check.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from fleet import probe
 from kitefleet.errors import ConfigError, UsageError
 from kitefleet.home import Home
+from kitefleet.key_fingerprint import recorded_fingerprint
 from kitefleet.users import list_users, validate_user_name
 
 
@@ -65,11 +73,18 @@ def clashes(home: Home, fingerprints: Mapping[str, str | None]) -> dict[str, str
 
 
 def fingerprints(home: Home, users: Sequence[str]) -> dict[str, str | None]:
-    """Each user's API key fingerprint as its own ``whoami`` process reports it (None when the
-    process refuses to start: a broken env file is that user's own error)."""
+    """Each user's API key fingerprint as its own process recorded it for the env file as it is
+    now, else as its own ``whoami`` process reports it (None when the process refuses to start: a
+    broken env file is that user's own error)."""
     out: dict[str, str | None] = {u: None for u in users}
-    valid = [u for u in users if _valid(u)]
-    for answer in probe.ask_all(home, valid, "whoami"):
+    unknown: list[str] = []
+    for user in users:
+        if not _valid(user):
+            continue
+        out[user] = recorded_fingerprint(home, user)
+        if out[user] is None:
+            unknown.append(user)
+    for answer in probe.ask_all(home, unknown, "whoami"):
         fp = (answer.data or {}).get("api_key_fingerprint")
         out[answer.user] = fp if answer.ok and isinstance(fp, str) else None
     return out

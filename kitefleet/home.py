@@ -96,6 +96,11 @@ class Home:
     def heartbeat_file(self, user: str) -> Path:
         return self.user_data_dir(user) / "heartbeat.json"
 
+    def key_fingerprint_file(self, user: str) -> Path:
+        """The fingerprint of the user's API key and the identity of the env file it was read from,
+        written by the user's own process (kitefleet.key_fingerprint)."""
+        return self.user_data_dir(user) / "key_fingerprint.json"
+
     def locks_dir(self, user: str) -> Path:
         return self.user_data_dir(user) / "locks"
 

@@ -30,7 +30,7 @@ from kitefleet.errors import ConfigError, KitefleetError, UsageError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 from kitefleet.jobs import JOB_NAMES
-from kitefleet.settings import load_settings
+from kitefleet.key_fingerprint import load_and_record
 from kitefleet.users import validate_user_name
 from workers.context import STOP, JobContext
 from workers.lean_imports import install_ticker_placeholder
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         user = validate_user_name(args.user)
         _check_identity(user)
         home = Home.resolve()
-        settings = load_settings(home, user)
+        settings = load_and_record(home, user)  # + data/<User>/key_fingerprint.json, for the fleet
         current_clock = clock.get_clock()
         if current_clock.simulated and not settings.is_paper:
             raise ConfigError(

@@ -52,9 +52,10 @@ def migrate(legacy: Path, capsys: pytest.CaptureFixture[str], *extra: str,
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    # Each user's mode is told by a process of that user (whoami), which logs that it ran.
+    # Each user's mode is told by a process of that user (whoami), which logs that it ran and
+    # records its key's fingerprint (kitefleet.key_fingerprint).
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and "locks" not in p.parts and p.name != "whoami.log"}
+            if p.is_file() and "locks" not in p.parts and p.name not in ("whoami.log", "key_fingerprint.json")}
 
 
 def test_attribution_backup_and_unassigned(home: Home, legacy_copy: Path,
