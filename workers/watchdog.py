@@ -97,8 +97,15 @@ from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST, Clock
 from kitefleet.errors import BrokerTemporaryError, KitefleetError, ReconcileError
 from kitefleet.locks import gtt_lock
-from kitefleet.states import TERMINAL
+from kitefleet.states import TERMINAL, ExitStatus, OrderStatus
 from workers.broker_errors import BrokerRejected
+from workers.exit_records import (
+    PENDING_STATUSES,
+    exit_pending,
+    move,
+    new_record,
+    next_exit_purpose,
+)
 from workers.gtt import DELETE, cuts_after_exit, reduced_legs, stop_ownership
 from workers.intents import (
     FAILED,
@@ -132,13 +139,11 @@ JOB = "hourly_candle_watchdog"
 STATE_KEY = "watchdog"
 EXCHANGE = "NSE"
 POSITIONS_REFRESH_SECONDS = 300
-MAX_EXIT_ATTEMPTS = 3
 KEEP_SESSIONS = 10
 ATR_LOOKBACK_DAYS = 45
 #: a refresh that does not yet show the expected newest candle is retried this often, then accepted
 LEVEL_TRIES = 3
 LEVEL_RETRY_SECONDS = 10
-PENDING_STATUSES = ("sending", "sent", "unknown")
 #: an exit whose send failed and whose tag the order book still does not show this many wall
 #: seconds later (and at least one poll later) is given up: resent under its own tag if it never
 #: reached the broker, under the next purpose's tag if it may have
@@ -188,22 +193,6 @@ def pending_sell_quantity(orders: Iterable[Mapping[str, Any]], symbol: str) -> i
         total += int(o.get("pending_quantity") or 0) or (int(o.get("quantity") or 0)
                                                          - int(o.get("filled_quantity") or 0))
     return max(total, 0)
-
-
-def exit_pending(exits: Sequence[Mapping[str, Any]]) -> bool:
-    return any(e.get("status") in PENDING_STATUSES and e.get("order_status") not in TERMINAL for e in exits)
-
-
-def next_exit_purpose(exits: Sequence[Mapping[str, Any]]) -> str | None:
-    """Purpose (hence tag) of the next exit attempt; None when the attempts are used up. A
-    not-sent attempt (its intent failed before reaching the broker) is retried under its own tag;
-    any other gets a fresh one (a tag must never name two orders)."""
-    if exits and exits[-1].get("status") == "not_sent":
-        return str(exits[-1]["purpose"])
-    used = sum(1 for e in exits if e.get("status") != "not_sent")
-    if used >= MAX_EXIT_ATTEMPTS:
-        return None
-    return "exit" if used == 0 else f"exit{used + 1}"
 
 
 @dataclass
@@ -424,31 +413,31 @@ class Watchdog:
             rec = next((e for e in exits if e.get("tag") == tag), None)
             if rec is None:
                 params = intent.get("params") or {}
-                rec = {"purpose": intent.get("purpose"), "tag": tag, "rule": self.rule, "level": None,
-                       "ltp": None, "price": params.get("price"), "quantity": params.get("quantity"),
-                       "decided_at": intent.get("created_at"), "status": "sending", "order_id": None,
-                       "order_status": None, "filled": 0, "note": "recovered from the intent log",
-                       "gtt": {"synced_filled": 0, "actions": []}}
+                rec = new_record(str(intent.get("purpose")), tag)
+                move(rec, ExitStatus.SENDING, rule=self.rule, level=None, ltp=None, price=params.get("price"),
+                     quantity=params.get("quantity"), decided_at=intent.get("created_at"), order_id=None,
+                     order_status=None, filled=0, note="recovered from the intent log")
                 exits.append(rec)
                 self.dirty = True
             status = intent.get("status")
-            if status == SENT and rec.get("status") != "sent":
-                rec.update(status="sent", order_id=intent.get("broker_id"),
-                           order_status=intent.get("order_status") or rec.get("order_status"))
+            if status == SENT and rec.get("status") != ExitStatus.SENT:
+                move(rec, ExitStatus.SENT, order_id=intent.get("broker_id"),
+                     order_status=intent.get("order_status") or rec.get("order_status"))
                 self.dirty = True
             elif status == PENDING:
                 # Reconcile just looked: today's book does not have it, so it never reached the broker.
                 self.intents.mark_failed(tag, "not sent: the watchdog stopped before sending; it re-decides")
-                rec.update(status="not_sent", note="stopped before sending")
+                move(rec, ExitStatus.NOT_SENT, note="stopped before sending")
                 self.dirty = True
             elif status == UNKNOWN:
                 # Its write may have reached the broker: the tag is used up (no tag names two orders).
                 self.intents.mark_failed(tag, "write outcome unknown and not in the order book at the restart: "
                                          "given up, the next exit uses a new tag")
-                rec.update(status="lost", note="outcome unknown and not in the order book: given up")
+                move(rec, ExitStatus.LOST, note="outcome unknown and not in the order book: given up")
                 self.dirty = True
             elif status == FAILED and rec.get("status") in PENDING_STATUSES:
-                rec.update(status="rejected" if intent.get("note") else "not_sent", note=intent.get("note", ""))
+                move(rec, ExitStatus.REJECTED if intent.get("note") else ExitStatus.NOT_SENT,
+                     note=intent.get("note", ""))
                 self.dirty = True
         self.flush()
 
@@ -614,11 +603,11 @@ class Watchdog:
         params = exit_order_params(symbol, quantity, decision, EXCHANGE)
         record = next((e for e in rec["exits"] if e.get("tag") == tag), None)
         if record is None:
-            record = {"purpose": purpose, "tag": tag, "gtt": {"synced_filled": 0, "actions": []}}
+            record = new_record(purpose, tag)
             rec["exits"].append(record)
-        record.update(rule=decision.rule, level=decision.level, ltp=decision.ltp, price=decision.limit_price,
-                      quantity=quantity, decided_at=now.isoformat(), status="sending", order_id=None,
-                      order_status=None, filled=0, note=decision.reason, retry_after=None)
+        move(record, ExitStatus.SENDING, rule=decision.rule, level=decision.level, ltp=decision.ltp,
+             price=decision.limit_price, quantity=quantity, decided_at=now.isoformat(), order_id=None,
+             order_status=None, filled=0, note=decision.reason, retry_after=None)
         self.dirty = True
         self.flush()
         self.log.info("%s: SELL %d LIMIT %s CNC (%s) tag %s", symbol, quantity, decision.limit_price,
@@ -627,15 +616,14 @@ class Watchdog:
             result = send_order_once(self.kite, self.intents, tag, params, purpose=purpose, job=JOB,
                                      session=self.session)
         except BrokerRejected as exc:
-            record.update(status="rejected", note=str(exc),
-                          retry_after=(now + self.positions_refresh).isoformat())
+            move(record, ExitStatus.REJECTED, note=str(exc), retry_after=(now + self.positions_refresh).isoformat())
             self.log.error("%s: exit refused by the broker: %s", symbol, exc)
         except ReconcileError as exc:
             # SymbolBlocked. Only this exit's own tag being unreconcilable uses the tag up; either
             # way the symbol is looked at again later, never skipped for the rest of the session.
             own = (self.intents.get(tag) or {}).get("status") in (UNRESOLVED, RESOLVED)
-            record.update(status="blocked" if own else "not_sent", note=str(exc),
-                          retry_after=(now + self.positions_refresh).isoformat())
+            move(record, ExitStatus.BLOCKED if own else ExitStatus.NOT_SENT, note=str(exc),
+                 retry_after=(now + self.positions_refresh).isoformat())
             self.log.error("%s: exit not sent: %s", symbol, exc)
         except BrokerTemporaryError as exc:
             intent = self.intents.get(tag)
@@ -646,14 +634,14 @@ class Watchdog:
                 # refused, workers.broker_errors.never_sent): the next poll may send the same tag.
                 if intent is not None and intent.get("status") == PENDING:
                     self.intents.mark_failed(tag, f"not sent: {exc}")
-                record.update(status="not_sent", note=f"not sent: {exc}")
+                move(record, ExitStatus.NOT_SENT, note=f"not sent: {exc}")
                 self.log.warning("%s: exit not sent (%s); the next poll decides again", symbol, exc)
             else:
-                record.update(status="unknown", note=str(exc))
+                move(record, ExitStatus.UNKNOWN, note=str(exc))
                 self._unsettled[tag] = time.monotonic()
                 self.log.warning("%s: exit outcome unknown (%s); the order book will tell", symbol, exc)
         else:
-            record.update(status="sent", order_id=result.broker_id, order_status=result.order_status)
+            move(record, ExitStatus.SENT, order_id=result.broker_id, order_status=result.order_status)
             if result.sent_now:
                 self.stats.exits_placed += 1
         self.dirty = True
@@ -668,12 +656,13 @@ class Watchdog:
         for symbol, rec in self.day["symbols"].items():
             for e in rec["exits"]:
                 status = e.get("status")
-                if status == "lost" and e["tag"] in by_tag:
+                if status == ExitStatus.LOST and e["tag"] in by_tag:
                     # Given up on, then it did arrive: it is an exit like any other (the next one,
                     # if any, is sized net of it).
                     order = by_tag[e["tag"]]
                     self.intents.mark_sent(e["tag"], str(order.get("order_id")), order_status=order.get("status"))
-                    e["status"] = status = "sent"
+                    move(e, ExitStatus.SENT)
+                    status = ExitStatus.SENT
                     self.log.warning("%s: exit %s given up on is in the book after all: %s", symbol, e["tag"],
                                      order.get("order_id"))
                 if status not in PENDING_STATUSES:
@@ -684,23 +673,24 @@ class Watchdog:
                         self._settle_unsent(symbol, e)
                     continue
                 self._unsettled.pop(e["tag"], None)
-                if status in ("unknown", "sending") and not e.get("order_id"):
+                if status in (ExitStatus.UNKNOWN, ExitStatus.SENDING) and not e.get("order_id"):
                     # The write timed out (or the process died) but the book shows it: settle the intent too.
                     self.intents.reconcile(self.kite, tags=[e["tag"]])
-                    e["status"] = "sent"
+                    move(e, ExitStatus.SENT)
                 filled = int(order.get("filled_quantity") or 0)
                 price = order.get("price")
                 changed = (str(order.get("order_id")) != e.get("order_id")
                            or order.get("status") != e.get("order_status") or filled != e.get("filled")
                            or (price is not None and float(price) != e.get("price")))
                 if changed:
-                    e.update(order_id=str(order.get("order_id")), order_status=order.get("status"), filled=filled)
+                    move(e, ExitStatus.SENT, order_id=str(order.get("order_id")), order_status=order.get("status"),
+                         filled=filled)
                     if price is not None and float(price) > 0:
                         e["price"] = float(price)  # the book's price (after a modification) is the truth
                     self.dirty = True
                     self.log.info("%s: exit %s is %s at %s, %d of %s filled", symbol, e["order_id"],
                                   order.get("status"), e.get("price"), filled, e.get("quantity"))
-                    if order.get("status") in ("CANCELLED", "REJECTED"):
+                    if order.get("status") in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
                         e["retry_after"] = now.isoformat()
         self._tidy_gtts(now)
 
@@ -727,13 +717,13 @@ class Watchdog:
         else:
             never_sent = status in (None, FAILED)
         if status == SENT:  # another path recorded it meanwhile; the next book read shows it
-            e.update(status="sent", order_id=(intent or {}).get("broker_id"))
+            move(e, ExitStatus.SENT, order_id=(intent or {}).get("broker_id"))
         elif status in (UNRESOLVED, RESOLVED):
-            e.update(status="blocked", note=(intent or {}).get("note", ""))
+            move(e, ExitStatus.BLOCKED, note=(intent or {}).get("note", ""))
         elif never_sent:
-            e.update(status="not_sent", note="not in the order book: never sent; the next poll may resend it")
+            move(e, ExitStatus.NOT_SENT, note="not in the order book: never sent; the next poll may resend it")
         else:
-            e.update(status="lost", note="outcome unknown and not in the order book: given up")
+            move(e, ExitStatus.LOST, note="outcome unknown and not in the order book: given up")
         self._unsettled.pop(tag, None)
         self.dirty = True
         self.log.warning("%s: exit %s not in the order book %g s after its send failed: %s", symbol, tag,
@@ -746,7 +736,7 @@ class Watchdog:
         if self.dry_run:
             return
         for e in self.sym(symbol)["exits"]:
-            if e.get("status") != "sent" or e.get("order_status") != "OPEN" or not e.get("order_id"):
+            if e.get("status") != ExitStatus.SENT or e.get("order_status") != OrderStatus.OPEN or not e.get("order_id"):
                 continue
             new = exit_reprice(float(e.get("price") or 0.0), ltp, self.ticks[symbol])
             if new is None:
