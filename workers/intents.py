@@ -90,7 +90,8 @@ OPEN_STATUSES = INTENT_OPEN
 KEEP_INTENT_DAYS = 30
 #: purposes of writes that reduce risk (stop GTTs, exits): never blocked by another tag's unresolved intent
 PROTECTIVE_PREFIXES = ("stop", "exit")
-#: after a WriteOutcomeUnknown: how long to look for the order in the book before giving up
+#: after a WriteOutcomeUnknown: how long to look for the order in the book before giving up (the
+#: defaults of IntentLog's ``unknown_poll_seconds`` and ``unknown_poll_interval``)
 UNKNOWN_POLL_SECONDS = 6.0
 UNKNOWN_POLL_INTERVAL = 1.0
 
@@ -189,8 +190,11 @@ class SendResult:
 class IntentLog:
     """The intents of one user's state file (a kitefleet.state.StateStore)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, *, unknown_poll_seconds: float = UNKNOWN_POLL_SECONDS,
+                 unknown_poll_interval: float = UNKNOWN_POLL_INTERVAL) -> None:
         self.store = store
+        self.unknown_poll_seconds = unknown_poll_seconds
+        self.unknown_poll_interval = unknown_poll_interval
 
     # --- reading -----------------------------------------------------------------------------
     def all(self) -> dict[str, dict[str, Any]]:
@@ -426,7 +430,7 @@ def _prepare(kite: Broker, intents: IntentLog, tag: str, symbol: str, purpose: s
 
 def _after_unknown(kite: Broker, intents: IntentLog, tag: str, exc: WriteOutcomeUnknown) -> SendResult:
     intents.mark_unknown(tag, str(exc))
-    deadline = time.monotonic() + UNKNOWN_POLL_SECONDS
+    deadline = time.monotonic() + intents.unknown_poll_seconds
     while True:
         report = intents.reconcile(kite, tags=[tag])
         if tag in report.found:
@@ -437,7 +441,7 @@ def _after_unknown(kite: Broker, intents: IntentLog, tag: str, exc: WriteOutcome
             raise SymbolBlocked(f"{tag}: write outcome unknown and not reconcilable; a person must look")
         if time.monotonic() >= deadline:
             raise exc
-        time.sleep(UNKNOWN_POLL_INTERVAL)
+        time.sleep(intents.unknown_poll_interval)
 
 
 def send_order_once(kite: Broker, intents: IntentLog, tag: str, params: dict[str, Any], *, purpose: str,

@@ -328,7 +328,8 @@ class Watchdog:
 
     def __init__(self, *, user: str, kite: Any, market: Any, store: Any, calendar: NseCalendar,
                  clock: Clock, rule: str, poll_seconds: float, dry_run: bool, log: logging.Logger,
-                 stop: threading.Event, positions_refresh_seconds: float = POSITIONS_REFRESH_SECONDS) -> None:
+                 stop: threading.Event, positions_refresh_seconds: float = POSITIONS_REFRESH_SECONDS,
+                 settle_grace_s: float = EXIT_SETTLE_GRACE_S) -> None:
         if rule not in (RULE_HOURLY_LOW, RULE_ATR_TRAILING):
             raise ValueError(f"unknown watchdog rule {rule!r}")
         self.user, self.kite, self.market, self.store = user, kite, market, store
@@ -336,6 +337,7 @@ class Watchdog:
         self.poll_seconds = float(poll_seconds)
         self.dry_run, self.log, self.stop = dry_run, log, stop
         self.positions_refresh = timedelta(seconds=positions_refresh_seconds)
+        self.settle_grace_s = settle_grace_s
         self.intents = IntentLog(store)
         self.stats = Stats()
         now = clock.now()
@@ -701,7 +703,7 @@ class Watchdog:
         broker, ``lost`` (the next purpose's tag: no tag may name two orders) when it may have."""
         tag = e["tag"]
         first = self._unsettled.setdefault(tag, time.monotonic())
-        if time.monotonic() - first < EXIT_SETTLE_GRACE_S:
+        if time.monotonic() - first < self.settle_grace_s:
             return
         intent = self.intents.get(tag)
         status = (intent or {}).get("status")
@@ -711,7 +713,7 @@ class Watchdog:
             never_sent = status == FAILED
         elif status == UNKNOWN:
             status = (self.intents.mark_failed(tag, "write outcome unknown and not in the order book after "
-                                               f"{EXIT_SETTLE_GRACE_S:g} s: given up, the next exit uses "
+                                               f"{self.settle_grace_s:g} s: given up, the next exit uses "
                                                "a new tag") or {}).get("status")
             never_sent = False
         else:
@@ -727,7 +729,7 @@ class Watchdog:
         self._unsettled.pop(tag, None)
         self.dirty = True
         self.log.warning("%s: exit %s not in the order book %g s after its send failed: %s", symbol, tag,
-                         EXIT_SETTLE_GRACE_S, e["status"])
+                         self.settle_grace_s, e["status"])
 
     def reprice(self, symbol: str, ltp: float, now: datetime) -> None:
         """An open exit whose limit the market has fallen below would never fill: modify it down
