@@ -10,7 +10,7 @@ Pure: no broker, no state file, no clock. The backtest reads these rules too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kitefleet.states import EXIT_PENDING, EXIT_TRANSITIONS, TERMINAL, ExitStatus, Move
@@ -48,3 +48,17 @@ def next_exit_purpose(exits: Sequence[Mapping[str, Any]]) -> str | None:
     if used >= MAX_EXIT_ATTEMPTS:
         return None
     return "exit" if used == 0 else f"exit{used + 1}"
+
+
+def pending_sell_quantity(orders: Iterable[Mapping[str, Any]], symbol: str) -> int:
+    """Shares of ``symbol`` already on their way out: open CNC SELL orders (a fired GTT's, a
+    manual one). Selling them again would be refused by the broker or oversell."""
+    total = 0
+    for o in orders:
+        if str(o.get("tradingsymbol", "")).upper() != symbol or o.get("transaction_type") != "SELL":
+            continue
+        if o.get("product") != "CNC" or o.get("status") in TERMINAL:
+            continue
+        total += int(o.get("pending_quantity") or 0) or (int(o.get("quantity") or 0)
+                                                         - int(o.get("filled_quantity") or 0))
+    return max(total, 0)

@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 import pytest
 from kiteconnect import KiteConnect
 
-from kitefleet.calendar import NseCalendar
+from kitefleet.calendar import NseCalendar, last_completed_hour
 from kitefleet.clock import IST, write_clock_file
 from kitefleet.home import Home
 from kitefleet.locks import gtt_lock
@@ -43,18 +43,12 @@ from kitefleet.state import StateStore
 from kitefleet.ticks import round_to_tick
 from tests.support.broker import RunningBroker, broker_factory, clock_file  # noqa: F401 (fixture)
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home, write_env
+from workers.exit_records import exit_pending, next_exit_purpose, pending_sell_quantity
 from workers.gtt import StopOwnership, cuts_after_exit, reduced_legs
 from workers.intents import make_tag
 from workers.strategy.patterns import Candle
 from workers.strategy.watchdog_rules import exit_limit_price
-from workers.watchdog import (
-    JOB,
-    AtrTrail,
-    exit_pending,
-    last_completed_hour,
-    next_exit_purpose,
-    pending_sell_quantity,
-)
+from workers.watchdog import JOB, AtrTrail
 
 DAY = date(2026, 3, 4)
 PREV_DAY = date(2026, 3, 2)  # 2026-03-03 is a holiday (Holi)
