@@ -204,3 +204,29 @@ def load_calendar(path: Path, around: date) -> NseCalendar:
     except ConfigError:
         pass  # missing or corrupt: the export holds no user data, so it is simply rebuilt
     return export_calendar(path, around)
+
+
+# --- hourly candles (Kite's 60minute interval) ---------------------------------------------------
+HOUR = timedelta(hours=1)
+
+
+def hourly_starts(calendar: NseCalendar, day: date) -> list[datetime]:
+    """Kite's 60minute candle starts of a session: open, open + 1 h, ... before the close."""
+    opening, closing = calendar.session_bounds(day)
+    starts, at = [], opening
+    while at < closing:
+        starts.append(at)
+        at += HOUR
+    return starts
+
+
+def last_completed_hour(calendar: NseCalendar, now: datetime) -> datetime:
+    """Start of the newest hourly candle complete at ``now`` (each ends an hour after its start,
+    the last at the close); before today's first one completes, the previous session's last."""
+    day = now.astimezone(IST).date()
+    if calendar.is_trading_day(day):
+        closing = calendar.session_bounds(day)[1]
+        done = [s for s in hourly_starts(calendar, day) if min(s + HOUR, closing) <= now]
+        if done:
+            return done[-1]
+    return hourly_starts(calendar, calendar.previous_trading_day(day))[-1]

@@ -41,7 +41,7 @@ from datetime import date, datetime
 from typing import Any
 
 from kitefleet.state import StateStore
-from workers.intents import SENT, IntentLog, make_tag
+from workers.intents import RESOLVED, SENT, IntentLog, make_tag
 from workers.portfolio import AccountSnapshot, entry_blocked, plan_key
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import Skipped
@@ -96,7 +96,7 @@ def remaining(plan: dict[str, Any], rows: list[ScanResult], account: AccountSnap
     for sym, meta in (plan.get("entries") or {}).items():
         tag = str(meta.get("tag") or entry_tag(user, today, sym))
         intent = intents.get(tag)
-        if intent is not None and intent.get("status") in (SENT, "resolved"):
+        if intent is not None and intent.get("status") in (SENT, RESOLVED):
             status = intent.get("order_status") or "sent"
             skipped.append(Skipped(sym, f"already placed today: order {intent.get('broker_id')} ({status})"))
             continue

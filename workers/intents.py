@@ -13,12 +13,13 @@ On-disk contract: ``state["intents"][TAG]`` in ``data/trading_state_<User>.json`
      "params": {...}, "status": see below, "broker_id": str|null, "order_status": str|null,
      "created_at": ISO, "updated_at": ISO, "note": str}
 
-Statuses: ``pending`` (recorded; not known to be sent), ``unknown`` (the write timed out, hit a
-server error or got a cut-off answer: it may have been placed), ``sent`` (broker id known),
-``failed`` (Kite answered with a refusal: nothing should have been placed; the book is still
-checked before the tag is sent again), ``unresolved`` (parked: new entries of its symbol are
-blocked until a person looks; ``doctor`` shows it), ``resolved`` (closed by a person,
-``mark_resolved``).
+Statuses (kitefleet.states.IntentStatus; every change goes through INTENT_TRANSITIONS there,
+which raises on a move no code path makes): ``pending`` (recorded; not known to be sent),
+``unknown`` (the write timed out, hit a server error or got a cut-off answer: it may have been
+placed), ``sent`` (broker id known), ``failed`` (Kite answered with a refusal: nothing should
+have been placed; the book is still checked before the tag is sent again), ``unresolved``
+(parked: new entries of its symbol are blocked until a person looks; ``doctor`` shows it),
+``resolved`` (closed by a person, ``mark_resolved``).
 
 What an unresolved intent blocks. Writes are *entries* (purpose ``entry``, ``entry2``...: they
 add exposure) or *protective* (purpose starting with ``stop`` or ``exit``: the stop GTTs of
@@ -74,20 +75,23 @@ from typing import Any, Protocol
 
 from kitefleet import clock
 from kitefleet.errors import ReconcileError
+from kitefleet.states import INTENT_CLOSED, INTENT_OPEN, INTENT_TRANSITIONS, IntentStatus, Move
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.faults import fault_point
 
 log = logging.getLogger("workers.intents")
 
 TAG_LENGTH = 20
-PENDING, UNKNOWN, SENT, FAILED, UNRESOLVED, RESOLVED = (
-    "pending", "unknown", "sent", "failed", "unresolved", "resolved")
-OPEN_STATUSES = (PENDING, UNKNOWN)
+# Short names for the members (callers and tests import them from here).
+PENDING, UNKNOWN, SENT = IntentStatus.PENDING, IntentStatus.UNKNOWN, IntentStatus.SENT
+FAILED, UNRESOLVED, RESOLVED = IntentStatus.FAILED, IntentStatus.UNRESOLVED, IntentStatus.RESOLVED
+OPEN_STATUSES = INTENT_OPEN
 #: closed intents older than this many days are forgotten by ``IntentLog.prune``
 KEEP_INTENT_DAYS = 30
 #: purposes of writes that reduce risk (stop GTTs, exits): never blocked by another tag's unresolved intent
 PROTECTIVE_PREFIXES = ("stop", "exit")
-#: after a WriteOutcomeUnknown: how long to look for the order in the book before giving up
+#: after a WriteOutcomeUnknown: how long to look for the order in the book before giving up (the
+#: defaults of IntentLog's ``unknown_poll_seconds`` and ``unknown_poll_interval``)
 UNKNOWN_POLL_SECONDS = 6.0
 UNKNOWN_POLL_INTERVAL = 1.0
 
@@ -186,8 +190,11 @@ class SendResult:
 class IntentLog:
     """The intents of one user's state file (a kitefleet.state.StateStore)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, *, unknown_poll_seconds: float = UNKNOWN_POLL_SECONDS,
+                 unknown_poll_interval: float = UNKNOWN_POLL_INTERVAL) -> None:
         self.store = store
+        self.unknown_poll_seconds = unknown_poll_seconds
+        self.unknown_poll_interval = unknown_poll_interval
 
     # --- reading -----------------------------------------------------------------------------
     def all(self) -> dict[str, dict[str, Any]]:
@@ -215,6 +222,7 @@ class IntentLog:
             intents = state.setdefault("intents", {})
             if tag in intents:
                 return dict(intents[tag])
+            INTENT_TRANSITIONS.check(None, PENDING, tag)
             intents[tag] = {
                 "tag": tag, "kind": kind, "symbol": symbol.upper(), "purpose": purpose, "job": job,
                 "session": (session or now.date()).isoformat(), "placed_on": now.date().isoformat(),
@@ -223,14 +231,16 @@ class IntentLog:
             }
             return dict(intents[tag])
 
-    def _update(self, tag: str, *, only_from: tuple[str, ...] | None = None, **changes: Any) -> dict[str, Any]:
+    def _update(self, tag: str, *, status: IntentStatus, **changes: Any) -> dict[str, Any]:
+        """Move the intent to ``status`` as INTENT_TRANSITIONS says: apply, keep it as it is
+        (settled meanwhile by another job's reconcile), or raise (a move no code path makes)."""
         with self.store.transaction() as state:
             intent = (state.get("intents") or {}).get(tag)
             if intent is None:
                 raise KeyError(f"no intent with tag {tag}")
-            if only_from is not None and intent.get("status") not in only_from:
+            if INTENT_TRANSITIONS.check(intent.get("status"), status, tag) is Move.KEEP:
                 return dict(intent)
-            intent.update(changes)
+            intent.update(changes, status=status)
             intent["updated_at"] = clock.now().isoformat()
             return dict(intent)
 
@@ -238,15 +248,15 @@ class IntentLog:
         return self._update(tag, status=SENT, broker_id=str(broker_id), order_status=order_status)
 
     def mark_unknown(self, tag: str, note: str) -> dict[str, Any]:
-        return self._update(tag, only_from=OPEN_STATUSES, status=UNKNOWN, note=note)
+        return self._update(tag, status=UNKNOWN, note=note)
 
     def mark_failed(self, tag: str, note: str) -> dict[str, Any]:
-        return self._update(tag, only_from=OPEN_STATUSES, status=FAILED, note=note)
+        return self._update(tag, status=FAILED, note=note)
 
     def reopen(self, tag: str) -> dict[str, Any]:
         """A failed intent is tried again. Callers check the book first (``reconcile`` with
         ``include_failed``): ``_prepare`` does."""
-        return self._update(tag, only_from=(FAILED,), status=PENDING, placed_on=clock.today().isoformat())
+        return self._update(tag, status=PENDING, placed_on=clock.today().isoformat())
 
     def mark_resolved(self, tag: str, note: str, *, broker_id: str | None = None) -> dict[str, Any]:
         """A person (or doctor) closes an intent after looking; unblocks its symbol."""
@@ -281,7 +291,7 @@ class IntentLog:
         with self.store.transaction() as state:
             intents = state.get("intents") or {}
             old = [t for t, i in intents.items()
-                   if isinstance(i, dict) and i.get("status") in (SENT, FAILED, RESOLVED)
+                   if isinstance(i, dict) and i.get("status") in INTENT_CLOSED
                    and age(i) < cutoff
                    and today.isoformat() not in (i.get("session"), i.get("placed_on"))
                    and not (i.get("kind") == "gtt" and i.get("broker_id") is not None
@@ -364,6 +374,7 @@ class IntentLog:
                     # Another process of this user may have settled it meanwhile: keep its answer.
                     if current is None or current.get("status") not in statuses:
                         continue
+                    INTENT_TRANSITIONS.check(current.get("status"), change["status"], tag)
                     current.update(change)
                     current["updated_at"] = stamp
         for tag in report.unresolved:
@@ -419,7 +430,7 @@ def _prepare(kite: Broker, intents: IntentLog, tag: str, symbol: str, purpose: s
 
 def _after_unknown(kite: Broker, intents: IntentLog, tag: str, exc: WriteOutcomeUnknown) -> SendResult:
     intents.mark_unknown(tag, str(exc))
-    deadline = time.monotonic() + UNKNOWN_POLL_SECONDS
+    deadline = time.monotonic() + intents.unknown_poll_seconds
     while True:
         report = intents.reconcile(kite, tags=[tag])
         if tag in report.found:
@@ -430,7 +441,7 @@ def _after_unknown(kite: Broker, intents: IntentLog, tag: str, exc: WriteOutcome
             raise SymbolBlocked(f"{tag}: write outcome unknown and not reconcilable; a person must look")
         if time.monotonic() >= deadline:
             raise exc
-        time.sleep(UNKNOWN_POLL_INTERVAL)
+        time.sleep(intents.unknown_poll_interval)
 
 
 def send_order_once(kite: Broker, intents: IntentLog, tag: str, params: dict[str, Any], *, purpose: str,

@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 import pytest
 from kiteconnect import KiteConnect
 
-from kitefleet.calendar import NseCalendar
+from kitefleet.calendar import NseCalendar, last_completed_hour
 from kitefleet.clock import IST, write_clock_file
 from kitefleet.home import Home
 from kitefleet.locks import gtt_lock
@@ -43,18 +43,12 @@ from kitefleet.state import StateStore
 from kitefleet.ticks import round_to_tick
 from tests.support.broker import RunningBroker, broker_factory, clock_file  # noqa: F401 (fixture)
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home, write_env
+from workers.exit_records import exit_pending, next_exit_purpose, pending_sell_quantity
 from workers.gtt import StopOwnership, cuts_after_exit, reduced_legs
 from workers.intents import make_tag
 from workers.strategy.patterns import Candle
 from workers.strategy.watchdog_rules import exit_limit_price
-from workers.watchdog import (
-    JOB,
-    AtrTrail,
-    exit_pending,
-    last_completed_hour,
-    next_exit_purpose,
-    pending_sell_quantity,
-)
+from workers.watchdog import JOB, AtrTrail
 
 DAY = date(2026, 3, 4)
 PREV_DAY = date(2026, 3, 2)  # 2026-03-03 is a holiday (Holi)
@@ -575,34 +569,81 @@ def _intent(paper: Paper, user: str, tag: str) -> dict[str, Any]:
     return dict((StateStore(paper.home, user, "paper").read().get("intents") or {}).get(tag) or {})
 
 
-def test_failed_sends_a_failing_start_and_a_gap_cost_no_exit(
-        tmp_path: Path, broker_factory: Callable[..., RunningBroker], papers: list[Paper]) -> None:  # noqa: F811
-    # Som: the exit's send is refused with 429 until the client's retries are used up (nothing
-    #      reached the broker): sent again at the next poll, under the same tag.
-    # Sai: the send gets a 500 (the client cannot know whether it was placed; it was not): after
-    #      the book has not shown it for a grace, given up and sent under the next tag (exit2).
-    # Raj: every read of the first start fails (429 after retries): the watchdog starts later
-    #      and exits; it does not end the job for the day (exit 7).
-    # Tok: an invalid token at the start still ends the job with exit 5.
-    # Ana: an unresolved entry intent of the previous session does not stop the exit.
-    # Ved: an exit resting above the market (priced at the level before a gap) is modified down
-    #      to a marketable limit and fills; the GTT is tidied only once update_cnc_stoploss's
-    #      lock on the GTT list is free, from holdings and GTTs read inside it.
-    users = ("Som", "Sai", "Raj", "Tok", "Ana", "Ved")
-    paper = _paper(tmp_path, broker_factory, {u: {} for u in users}, {"INFY": SLIDE_PATH}, at("09:20"))
-    papers.append(paper)
-    proxy = FaultProxy(paper.broker.url)
+def observe(predicate: Callable[[], Any], timeout: float) -> Any:
+    """``predicate()``'s first truthy value within ``timeout`` s, else None (for the test to assert)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value or None
+        time.sleep(0.05)
+
+
+FAIL_USERS = ("Som", "Sai", "Raj", "Tok", "Ana", "Ved")
+
+
+@dataclass
+class FailuresReplay:
+    """One replay of the failing day for six users (see the fixture); each test asserts on its row."""
+
+    paper: Paper
+    proxy: FaultProxy
+    key: dict[str, str]
+    sells: dict[str, Any] = field(default_factory=dict)
+    intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)
+    alive: dict[str, bool] = field(default_factory=dict)
+    filled: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, tuple[int, dict[str, Any], str]] = field(default_factory=dict)
+    ved: dict[str, Any] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def failures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FailuresReplay]:
+    """The failing day, replayed once for the six rows of T_FAIL (docs/restart-behaviour.md):
+
+    Som: the exit's send is refused with 429 until the client's retries are used up (nothing
+         reached the broker): sent again at the next poll, under the same tag.
+    Sai: the send gets a 500 (the client cannot know whether it was placed; it was not): after
+         the book has not shown it for a grace, given up and sent under the next tag (exit2).
+    Raj: every read of the first start fails (429 after retries): the watchdog starts later
+         and exits; it does not end the job for the day (exit 7).
+    Tok: an invalid token at the start still ends the job with exit 5.
+    Ana: an unresolved entry intent of the previous session does not stop the exit.
+    Ved: an exit resting above the market (priced at the level before a gap) is modified down
+         to a marketable limit and fills; the GTT is tidied only once update_cnc_stoploss's
+         lock on the GTT list is free, from holdings and GTTs read inside it.
+    """
+    tmp_path = tmp_path_factory.mktemp("failures")
+    brokers: list[RunningBroker] = []
+
+    def factory(home: Home, **kwargs: Any) -> RunningBroker:
+        from tests.support.broker import start_broker
+
+        brokers.append(start_broker(home, **kwargs))
+        return brokers[-1]
+
+    paper: Paper | None = None
+    proxy: FaultProxy | None = None
     try:
-        _run_failures(paper, proxy, users)
+        paper = _paper(tmp_path, factory, {u: {} for u in FAIL_USERS}, {"INFY": SLIDE_PATH}, at("09:20"))
+        proxy = FaultProxy(paper.broker.url)
+        yield _run_failures(paper, proxy)
     finally:
-        proxy.close()
+        if proxy is not None:
+            proxy.close()
+        if paper is not None:
+            paper.cleanup()
+        for broker in brokers:
+            broker.stop()
 
 
-def _run_failures(paper: Paper, proxy: FaultProxy, users: tuple[str, ...]) -> None:
-    for user in users:
+def _run_failures(paper: Paper, proxy: FaultProxy) -> FailuresReplay:
+    for user in FAIL_USERS:
         write_env(paper.home, user, KITE_ROOT=proxy.url)
         paper.buy(user, "INFY", 10)
-    key = {u: paper.api_key(u) for u in users}
+    key = {u: paper.api_key(u) for u in FAIL_USERS}
+    out = FailuresReplay(paper, proxy, key)
     proxy.fail(key["Som"], "POST", "/orders/regular", 429, "NetworkException", "Too many requests", times=5)
     proxy.fail(key["Sai"], "POST", "/orders/regular", 500, "GeneralException", "Internal server error", times=1)
     proxy.fail(key["Raj"], "GET", "/portfolio/holdings", 429, "NetworkException", "Too many requests", times=5)
@@ -617,8 +658,7 @@ def _run_failures(paper: Paper, proxy: FaultProxy, users: tuple[str, ...]) -> No
     paper.set_time(at("13:16"), 10.0)
     for user in ("Som", "Sai", "Raj", "Tok", "Ana"):
         paper.start(user)
-    code, _summary, err = paper.finish("Tok")
-    assert code == 5, err
+    out.results["Tok"] = paper.finish("Tok")
     for user in ("Som", "Sai", "Ana"):
         wait_for(lambda u=user: _level(paper, u, "INFY")[1] == 1485.0, 30, f"{user}'s 13:15 level")
     paper.set_time(at("13:39:30"), SPEED)
@@ -630,52 +670,105 @@ def _run_failures(paper: Paper, proxy: FaultProxy, users: tuple[str, ...]) -> No
               "quantity": 10, "product": "CNC", "order_type": "LIMIT", "price": EXIT_PRICE, "validity": "DAY"}
     _write_intent(paper, "Ved", exit_ved, "exit", JOB, DAY, params, at("13:41"))
     resting = paper.kite("Ved").place_order(tag=exit_ved, **params)
-    assert next(o for o in paper.kite("Ved").orders() if o["order_id"] == resting)["status"] == "OPEN"
+    ved = out.ved
+    ved["resting_status"] = next(o for o in paper.kite("Ved").orders() if o["order_id"] == resting)["status"]
     with contextlib.ExitStack() as held:
         held.enter_context(gtt_lock(paper.home, "Ved", timeout=5))  # update_cnc_stoploss is at work
         paper.start("Ved")
-        filled = wait_for(lambda: next((o for o in paper.kite("Ved").orders()
-                                        if o["order_id"] == resting and o["status"] == "COMPLETE"), None),
-                          30, "Ved's resting exit repriced and filled")
-        modify = wait_for(lambda: proxy.requests(key["Ved"], "PUT", f"/orders/regular/{resting}"), 10, "the modify")
-        wait_for(lambda: [r for r in proxy.requests(key["Ved"], "GET", "/orders") if r["wall"] > modify[0]["wall"]],
-                 10, "Ved's watchdog seeing the fill")
-        assert len(modify) == 1 and filled["price"] <= round_to_tick(1440 * 0.995, 0.1, "floor")
+        ved["filled"] = observe(lambda: next((o for o in paper.kite("Ved").orders()
+                                              if o["order_id"] == resting and o["status"] == "COMPLETE"), None), 30)
+        ved["modify"] = observe(lambda: proxy.requests(key["Ved"], "PUT", f"/orders/regular/{resting}"), 10) or []
+        if ved["modify"]:
+            observe(lambda: [r for r in proxy.requests(key["Ved"], "GET", "/orders")
+                             if r["wall"] > ved["modify"][0]["wall"]], 10)
         # the watchdog now waits for the lock: the GTT is left alone meanwhile
+        ved["gtt_while_locked"] = set()
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
-            assert paper.kite("Ved").get_gtt(gtt_ved)["status"] == "active"
+            ved["gtt_while_locked"].add(paper.kite("Ved").get_gtt(gtt_ved)["status"])
             time.sleep(0.05)
-        released = time.time()
-    wait_for(lambda: paper.kite("Ved").get_gtt(gtt_ved)["status"] == "deleted", 20, "Ved's GTT deleted")
-    after_fill = [r for r in proxy.requests(key["Ved"], "GET") if r["wall"] > modify[0]["wall"]
-                  and r["path"] in ("/gtt/triggers", "/portfolio/holdings")]
-    assert after_fill and all(r["wall"] >= released for r in after_fill), after_fill  # read inside the lock
+        ved["released"] = time.time()
+    ved["gtt_deleted"] = observe(lambda: paper.kite("Ved").get_gtt(gtt_ved)["status"] == "deleted", 20)
+    since = ved["modify"][0]["wall"] if ved["modify"] else 0.0
+    ved["after_fill"] = [r for r in proxy.requests(key["Ved"], "GET") if r["wall"] > since
+                         and r["path"] in ("/gtt/triggers", "/portfolio/holdings")]
 
-    # Som: one order, the first tag, after the refused attempts
     tag_som = make_tag("Som", JOB, DAY, "INFY", "exit")
-    som = wait_for(lambda: paper.sells("Som", "INFY"), 30, "Som's exit")
-    assert [o["tag"] for o in som] == [tag_som]
-    assert len([r for r in proxy.requests(key["Som"], "POST", "/orders/regular") if r["canned"]]) == 5
-    wait_for(lambda: _intent(paper, "Som", tag_som).get("status") == "sent", 10, "Som's intent sent")
-    assert som[0]["price"] < EXIT_PRICE  # decided again after the slide: priced under the LTP, so it fills
-    # Sai: the first tag is given up (it may have been placed), the second one is sent
-    sai = wait_for(lambda: paper.sells("Sai", "INFY"), 40, "Sai's second exit")
-    assert [o["tag"] for o in sai] == [make_tag("Sai", JOB, DAY, "INFY", "exit2")]
-    wait_for(lambda: [e["status"] for e in paper.symbol_state("Sai", "INFY")["exits"]] == ["lost", "sent"], 10,
-             "Sai's exit records")
-    # Raj: started late, then exited; Ana: exited despite yesterday's unresolved entry
-    raj = wait_for(lambda: paper.sells("Raj", "INFY"), 30, "Raj's exit")
-    assert [o["tag"] for o in raj] == [make_tag("Raj", JOB, DAY, "INFY", "exit")]
-    assert paper.procs["Raj"].poll() is None
-    ana = wait_for(lambda: paper.sells("Ana", "INFY"), 20, "Ana's exit")
-    assert [o["quantity"] for o in ana] == [10]
-    assert _intent(paper, "Ana", entry)["status"] == "unresolved"
+    out.sells["Som"] = observe(lambda: paper.sells("Som", "INFY"), 30) or []
+    out.intents["Som"] = observe(lambda: _intent(paper, "Som", tag_som).get("status") == "sent"
+                                 and _intent(paper, "Som", tag_som), 10) or _intent(paper, "Som", tag_som)
+    out.sells["Sai"] = observe(lambda: paper.sells("Sai", "INFY"), 40) or []
+    out.records["Sai"] = observe(lambda: [e["status"] for e in paper.symbol_state("Sai", "INFY")["exits"]]
+                                 == ["lost", "sent"] and ["lost", "sent"], 10) \
+        or [e["status"] for e in paper.symbol_state("Sai", "INFY").get("exits") or []]
+    out.sells["Raj"] = observe(lambda: paper.sells("Raj", "INFY"), 30) or []
+    out.alive["Raj"] = paper.procs["Raj"].poll() is None
+    out.sells["Ana"] = observe(lambda: paper.sells("Ana", "INFY"), 20) or []
+    out.intents["Ana"] = _intent(paper, "Ana", entry)
     for user in ("Som", "Sai", "Raj", "Ana", "Ved"):
-        wait_for(lambda u=user: all(o["status"] == "COMPLETE" for o in paper.sells(u, "INFY")), 20, f"{user}'s fill")
+        out.filled[user] = observe(lambda u=user: all(o["status"] == "COMPLETE" for o in paper.sells(u, "INFY")),
+                                   20)
 
     paper.set_time(at("15:29:45"), SPEED)
-    results = {user: paper.finish(user) for user in ("Som", "Sai", "Raj", "Ana", "Ved")}
-    for user, (code, summary, err) in results.items():
-        assert code == 0 and summary["outcome"] == "closed", (user, err[-3000:])
-    assert "start failed" in results["Raj"][2] and "started after failures" in results["Raj"][2]
+    for user in ("Som", "Sai", "Raj", "Ana", "Ved"):
+        out.results[user] = paper.finish(user)
+    return out
+
+
+def _closed(failures: FailuresReplay, user: str) -> None:
+    code, summary, err = failures.results[user]
+    assert code == 0 and summary["outcome"] == "closed", (user, err[-3000:])
+    assert failures.filled[user], f"{user}'s exit did not fill"
+
+
+def test_failed_send_refused_unprocessed_is_resent_under_the_same_tag(failures: FailuresReplay) -> None:
+    """Som: 429 on the exit's POST until the client's retries are used up."""
+    assert [o["tag"] for o in failures.sells["Som"]] == [make_tag("Som", JOB, DAY, "INFY", "exit")]
+    canned = [r for r in failures.proxy.requests(failures.key["Som"], "POST", "/orders/regular") if r["canned"]]
+    assert len(canned) == 5
+    assert failures.intents["Som"].get("status") == "sent"
+    assert failures.sells["Som"][0]["price"] < EXIT_PRICE  # decided again after the slide: under the LTP
+    _closed(failures, "Som")
+
+
+def test_failed_send_of_unknown_outcome_is_given_up_and_the_next_tag_sent(failures: FailuresReplay) -> None:
+    """Sai: a 500 on the exit's POST (the order never arrived)."""
+    assert [o["tag"] for o in failures.sells["Sai"]] == [make_tag("Sai", JOB, DAY, "INFY", "exit2")]
+    assert failures.records["Sai"] == ["lost", "sent"]
+    _closed(failures, "Sai")
+
+
+def test_a_failing_start_is_retried_and_then_exits(failures: FailuresReplay) -> None:
+    """Raj: every read of the first start fails (429 after retries)."""
+    assert [o["tag"] for o in failures.sells["Raj"]] == [make_tag("Raj", JOB, DAY, "INFY", "exit")]
+    assert failures.alive["Raj"]
+    _closed(failures, "Raj")
+    err = failures.results["Raj"][2]
+    assert "start failed" in err and "started after failures" in err
+
+
+def test_an_invalid_token_at_the_start_exits_5(failures: FailuresReplay) -> None:
+    """Tok: 403 TokenException on the first read."""
+    code, _summary, err = failures.results["Tok"]
+    assert code == 5, err
+
+
+def test_an_unresolved_entry_of_yesterday_does_not_stop_the_exit(failures: FailuresReplay) -> None:
+    """Ana: yesterday's entry intent, never confirmed, is parked; the exit still goes."""
+    assert [o["quantity"] for o in failures.sells["Ana"]] == [10]
+    assert failures.intents["Ana"]["status"] == "unresolved"
+    _closed(failures, "Ana")
+
+
+def test_an_exit_above_the_market_is_repriced_and_the_gtt_tidied_inside_the_lock(
+        failures: FailuresReplay) -> None:
+    """Ved: an exit resting at the level after a gap, and update_cnc_stoploss holding the GTT lock."""
+    ved = failures.ved
+    assert ved["resting_status"] == "OPEN"
+    assert ved["filled"] is not None, "Ved's resting exit was not repriced and filled"
+    assert len(ved["modify"]) == 1 and ved["filled"]["price"] <= round_to_tick(1440 * 0.995, 0.1, "floor")
+    assert ved["gtt_while_locked"] == {"active"}  # the watchdog waited for the lock
+    assert ved["gtt_deleted"], "Ved's GTT was not deleted"
+    after = ved["after_fill"]
+    assert after and all(r["wall"] >= ved["released"] for r in after), after  # read inside the lock
+    _closed(failures, "Ved")

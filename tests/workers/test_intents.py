@@ -24,7 +24,6 @@ from kitefleet.ticks import nse_tick_size, round_to_tick
 from tests.support.broker import RunningBroker, broker_factory, clock_file  # noqa: F401 (fixture)
 from tests.support.homes import make_home
 from tests.workers.jobs_for_tests import MARKET_OPEN, last_json, paper_home, point_users_at, run_job
-from workers import intents as intents_module
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.intents import (
     FAILED,
@@ -144,12 +143,10 @@ def set_day(day: date) -> None:
 
 
 @pytest.fixture
-def log_(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[IntentLog]:
+def log_(tmp_path: Path) -> Iterator[IntentLog]:
     set_day(DAY1)
-    monkeypatch.setattr(intents_module, "UNKNOWN_POLL_SECONDS", 0.2)
-    monkeypatch.setattr(intents_module, "UNKNOWN_POLL_INTERVAL", 0.05)
     home = make_home(tmp_path / "home")
-    yield IntentLog(StateStore(home, "Som", "paper"))
+    yield IntentLog(StateStore(home, "Som", "paper"), unknown_poll_seconds=0.2, unknown_poll_interval=0.05)
     clock.set_clock(None)
 
 

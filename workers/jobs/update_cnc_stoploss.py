@@ -79,15 +79,13 @@ from kitefleet.exitcodes import ExitCode
 from kitefleet.locks import gtt_lock
 from kitefleet.state import StateStore
 from kitefleet.state_migrations import fold_legacy_stop_ids
+from kitefleet.states import INTENT_TAG_USED
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.faults import fault_point
 from workers.gtt import bot_stops, stop_ownership
 from workers.intents import (
     KEEP_INTENT_DAYS,
-    RESOLVED,
-    SENT,
-    UNRESOLVED,
     IntentLog,
     SymbolBlocked,
     make_tag,
@@ -123,8 +121,6 @@ LEGACY_SOURCE = {PREV_SESSION_LOW: "previous_day_low_gtt", FALLBACK: "fallback_g
 CANDLE_LOOKBACK_DAYS = 14
 #: how long to wait for the user's GTT lock (the watchdog holds it for one GTT tidy step)
 GTT_LOCK_TIMEOUT_S = 60.0
-#: intent statuses whose tag must never be sent again (it named a GTT, or may have)
-_USED_TAG_STATUSES = (SENT, RESOLVED, UNRESOLVED)
 #: a GTT found for an intent but no longer active: try the next tag at most this often per run
 _CREATE_ATTEMPTS = 3
 
@@ -147,7 +143,7 @@ def fresh_stop_tag(user: str, session: date, symbol: str, trigger: float, quanti
     while True:
         purpose = stop_purpose(trigger, quantity, attempt)
         tag = make_tag(user, JOB, session, symbol, purpose)
-        if (intents.get(tag) or {}).get("status") not in _USED_TAG_STATUSES:
+        if (intents.get(tag) or {}).get("status") not in INTENT_TAG_USED:
             return tag, purpose
         attempt += 1
 
