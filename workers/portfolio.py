@@ -85,13 +85,18 @@ class AccountSnapshot:
                 return float(row["average_price"])
         return None
 
-    def market_value(self) -> float:
-        """Held shares (:func:`held_quantities`) at their last price."""
+    def last_prices(self) -> dict[str, float]:
         prices: dict[str, float] = {}
         for row in list(self.holdings) + list(self.positions_net):
             if float(row.get("last_price") or 0) > 0:
                 prices[_sym(row)] = float(row["last_price"])
-        return round(sum(q * prices.get(s, 0.0) for s, q in held_quantities(self).items()), 2)
+        return prices
+
+    def market_value(self, quantities: Mapping[str, int] | None = None) -> float:
+        """Held shares (:func:`held_quantities`), or ``quantities``, at their last price."""
+        prices = self.last_prices()
+        qty = held_quantities(self) if quantities is None else quantities
+        return round(sum(q * prices.get(s, 0.0) for s, q in qty.items()), 2)
 
     def order(self, order_id: str) -> Mapping[str, Any] | None:
         for o in self.orders:
