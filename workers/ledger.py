@@ -175,14 +175,16 @@ def _new_fill(ledger: dict[str, Any], order: Mapping[str, Any], session: str) ->
     return delta
 
 
-def reconcile(ledger: dict[str, Any], orders: Sequence[Mapping[str, Any]], held: Mapping[str, int], *,
+def reconcile(ledger: dict[str, Any], orders: Sequence[Mapping[str, Any]], held: Mapping[str, int] | None, *,
               entry_order_ids: Collection[str], bot_sell_order_ids: Collection[str], session: date,
               settle_shortfalls: bool = False) -> LedgerReport:
     """Bring the ledger up to today's order book (see the table above). ``entry_order_ids``: the
     bot's entry orders (sent entry intents); ``bot_sell_order_ids``: the bot's SELL orders (its
     exit intents, its fired stop GTTs' orders); ``held``: workers.portfolio.held_quantities.
     ``settle_shortfalls``: a stop run, which shrinks owned to held for a shortfall first seen in
-    an earlier session. Idempotent: a second call with the same book changes nothing."""
+    an earlier session. ``held`` None (only the order book was read): entry fills and the bot's
+    SELLs only; a person's SELL is left for a call that knows the holdings. Idempotent: a second
+    call with the same book changes nothing."""
     report = LedgerReport()
     day = session.isoformat()
     entry_ids = {str(i) for i in entry_order_ids}
@@ -210,8 +212,10 @@ def reconcile(ledger: dict[str, Any], orders: Sequence[Mapping[str, Any]], held:
                 taken = remove(ledger, sym, delta)
                 report.changes.append(f"{sym}: -{taken} owned (the bot's SELL {oid} filled {delta})")
                 report.changed.add(sym)
-        elif side == "SELL" and _new_fill(ledger, order, day):
+        elif side == "SELL" and held is not None and _new_fill(ledger, order, day):
             person_sold.add(sym)
+    if held is None:
+        return report
     owned = owned_quantities(ledger)
     for sym in sorted(person_sold):
         have, own = int(held.get(sym, 0)), owned.get(sym, 0)

@@ -319,18 +319,22 @@ SCOPE_ALL_WARNING = ("MANAGE_SCOPE=all: the bot manages EVERY NSE CNC holding of
 UNOWNED_BOT_STOP = "bot stop on an unowned holding: run adopt or release"
 
 
-def reconcile_ledger(state: dict[str, Any], account: AccountSnapshot, gtts: Sequence[Mapping[str, Any]],
-                     session: date, *, settle_shortfalls: bool = False) -> Any:
+def reconcile_ledger(state: dict[str, Any], account: AccountSnapshot | None, gtts: Sequence[Mapping[str, Any]],
+                     session: date, *, settle_shortfalls: bool = False,
+                     orders: Sequence[Mapping[str, Any]] | None = None) -> Any:
     """workers.ledger.reconcile on the state's ledger with today's order book: the bot's entry
     orders are its entry intents', its SELLs those of its SELL intents and of its fired stop
-    GTTs. Inside a transaction (or on a copy, for a dry run). Returns the LedgerReport."""
+    GTTs. Without ``account`` (only ``orders`` read, e.g. right after the entries were sent)
+    only entry fills and the bot's own SELLs are taken in. Inside a transaction (or on a copy,
+    for a dry run). Returns the LedgerReport."""
     from workers import ledger
     from workers.gtt import stop_ownership
 
     intents = state.get("intents") or {}
     led = ledger.ledger_of(state)
-    bot_sells = ledger.bot_sell_order_ids(intents, account.orders, gtts, stop_ownership(state).owned_ids)
-    return ledger.reconcile(led, account.orders, held_quantities(account),
+    book = list(account.orders if account is not None else orders or [])
+    bot_sells = ledger.bot_sell_order_ids(intents, book, gtts, stop_ownership(state).owned_ids)
+    return ledger.reconcile(led, book, held_quantities(account) if account is not None else None,
                             entry_order_ids=ledger.entry_order_ids(intents), bot_sell_order_ids=bot_sells,
                             session=session, settle_shortfalls=settle_shortfalls)
 

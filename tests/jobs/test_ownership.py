@@ -49,6 +49,8 @@ def test_a_persons_holding_never_gets_a_stop_and_with_manage_scope_all_it_does(
     desk.at(_at(A, 10, 5))
     for user in ("Som", "Sai"):
         _buy(desk, user, ["INFY"], tmp_path)
+    # The filled entry is owned as soon as the entry run reads it back; the person's SBIN is not.
+    assert set(owned_quantities(desk.state("Som")["ledger"])) == {"INFY"}
 
     som = desk.ok("Som", STOP_JOB)
     assert set(_active(desk, "Som")) == {"INFY"}  # the person's SBIN: no GTT
