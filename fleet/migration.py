@@ -47,9 +47,10 @@ from kitefleet.atomic import atomic_write_bytes, atomic_write_json
 from kitefleet.errors import ConfigError, KitefleetError, StateError
 from kitefleet.home import Home, ensure_dir
 from kitefleet.state import StateStore
+from kitefleet.state_migrations import MIGRATION_MARKER, migrated_lot
 from kitefleet.users import list_users, validate_user_name
 
-MARKER = "legacy_migration"
+MARKER = MIGRATION_MARKER
 
 
 @dataclass
@@ -230,6 +231,14 @@ def write_user(home: Home, plan: Plan, user: str, backup: Path) -> None:
             existing = positions.get(o.ticker)
             if existing is None:
                 positions[o.ticker] = migrated_record(record, o.attribution, plan.legacy.path, plan.sha256)
+                # What migrate-state brings in is the bot's: a ``migrated`` lot in the ledger
+                # (schema 3), so its stop and exits keep managing it under MANAGE_SCOPE=own.
+                lot = migrated_lot(positions[o.ticker])
+                if lot is not None and lot["quantity"] > 0:
+                    ledger = state.setdefault("ledger", {"lots": {}, "applied": {}, "shortfalls": {}})
+                    lots = ledger.setdefault("lots", {})
+                    if not any(x.get("source") == "migrated" for x in lots.get(o.ticker.upper(), [])):
+                        lots.setdefault(o.ticker.upper(), []).append(lot)
             elif isinstance(existing, dict) and same_record(existing, record, plan.sha256):
                 o.status = "present"
             else:

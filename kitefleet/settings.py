@@ -151,10 +151,16 @@ SCHEMA: tuple[Key, ...] = (
     Key("UNIVERSE", _text, default="NIFTY50",
         doc="Symbols pattern_daily scans: NIFTY50, or a path (relative to the home) to a CSV with "
             "a ticker/symbol column."),
+    Key("MANAGE_SCOPE", _choice("own", "all"), default="own",
+        doc="Which holdings the bot manages: own (default: only the shares it bought, migrated or "
+            "was handed with 'orchestrator.py adopt'; stops, exits, doctor's coverage and limits "
+            "cover the owned quantity) or all (legacy: every NSE CNC holding of the account, hand-"
+            "bought shares included; a warning at each start)."),
     Key("MIN_SCORE", _number(int, 0, 7), default=5,
         doc="place_orders_daily enters only symbols whose pattern score is at least this (0-7)."),
     Key("MAX_CNC_POSITIONS", _number(int, 1, 200), default=10,
-        doc="At most this many CNC positions held at once, including existing holdings."),
+        doc="At most this many positions the bot owns at once (open entry orders included); a "
+            "person's holdings do not count under MANAGE_SCOPE=own."),
     Key("CAPITAL_DEPLOYMENT_PERCENT", _number(float, 0, 100, lo_open=True), default=50.0,
         doc="Share of available cash that one place_orders_daily run spreads over its entries."),
     Key("RISK_PER_TRADE_PERCENT", _number(float, 0, 100, lo_open=True), default=None,

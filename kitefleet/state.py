@@ -53,7 +53,7 @@ from kitefleet.state_schema import DEEP, document_problem, render_path, too_deep
 from kitefleet.users import validate_user_name
 
 #: bumped with a forward migration in kitefleet.state_migrations (applied on load)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MODES = ("paper", "live")
 _OBJECT_KEYS = ("meta", "positions", "daily_tickers", "intents")
 # Waiters poll flock(LOCK_NB); filelock's default 50 ms would cap a contended user at ~20 tx/s.

@@ -85,13 +85,18 @@ class AccountSnapshot:
                 return float(row["average_price"])
         return None
 
-    def market_value(self) -> float:
-        """Held shares (:func:`held_quantities`) at their last price."""
+    def last_prices(self) -> dict[str, float]:
         prices: dict[str, float] = {}
         for row in list(self.holdings) + list(self.positions_net):
             if float(row.get("last_price") or 0) > 0:
                 prices[_sym(row)] = float(row["last_price"])
-        return round(sum(q * prices.get(s, 0.0) for s, q in held_quantities(self).items()), 2)
+        return prices
+
+    def market_value(self, quantities: Mapping[str, int] | None = None) -> float:
+        """Held shares (:func:`held_quantities`), or ``quantities``, at their last price."""
+        prices = self.last_prices()
+        qty = held_quantities(self) if quantities is None else quantities
+        return round(sum(q * prices.get(s, 0.0) for s, q in qty.items()), 2)
 
     def order(self, order_id: str) -> Mapping[str, Any] | None:
         for o in self.orders:
@@ -305,3 +310,59 @@ def prune_entry_plans(state: dict[str, Any], today: date, keep_days: int = KEEP_
                 if date.fromisoformat(str(p.get("session", "1970-01-01"))).toordinal()
                 < today.toordinal() - keep_days]:
         del plans[key]
+
+
+OWN, ALL = "own", "all"
+#: the warning each job of a user with MANAGE_SCOPE=all logs at its start
+SCOPE_ALL_WARNING = ("MANAGE_SCOPE=all: the bot manages EVERY NSE CNC holding of this account, hand-bought "
+                     "shares included (legacy behaviour); set MANAGE_SCOPE=own to manage only its own shares")
+UNOWNED_BOT_STOP = "bot stop on an unowned holding: run adopt or release"
+
+
+def reconcile_ledger(state: dict[str, Any], account: AccountSnapshot | None, gtts: Sequence[Mapping[str, Any]],
+                     session: date, *, settle_shortfalls: bool = False,
+                     orders: Sequence[Mapping[str, Any]] | None = None) -> Any:
+    """workers.ledger.reconcile on the state's ledger with today's order book: the bot's entry
+    orders are its entry intents', its SELLs those of its SELL intents and of its fired stop
+    GTTs. Without ``account`` (only ``orders`` read, e.g. right after the entries were sent)
+    only entry fills and the bot's own SELLs are taken in. Inside a transaction (or on a copy,
+    for a dry run). Returns the LedgerReport."""
+    from workers import ledger
+    from workers.gtt import stop_ownership
+
+    intents = state.get("intents") or {}
+    led = ledger.ledger_of(state)
+    book = list(account.orders if account is not None else orders or [])
+    bot_sells = ledger.bot_sell_order_ids(intents, book, gtts, stop_ownership(state).owned_ids)
+    return ledger.reconcile(led, book, held_quantities(account) if account is not None else None,
+                            entry_order_ids=ledger.entry_order_ids(intents), bot_sell_order_ids=bot_sells,
+                            session=session, settle_shortfalls=settle_shortfalls)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the bot manages of the account: ``protect`` symbol -> quantity its stops and exits
+    cover (``min(owned, held)`` under ``own``, every held share under ``all``); ``unmanaged``
+    symbol -> held shares it leaves alone."""
+
+    mode: str
+    protect: dict[str, int]
+    unmanaged: dict[str, int]
+
+
+def manage_scope(state: Mapping[str, Any], held: Mapping[str, int], mode: str) -> Scope:
+    from workers import ledger
+
+    if mode == ALL:
+        return Scope(ALL, dict(held), {})
+    protect = ledger.protected(ledger.owned_quantities(state.get("ledger")), held)
+    unmanaged = {s: q - protect.get(s, 0) for s, q in held.items() if q - protect.get(s, 0) > 0}
+    return Scope(OWN, protect, unmanaged)
+
+
+def unowned_bot_stops(state: Mapping[str, Any], scope: Scope) -> list[str]:
+    """Held symbols the bot does not own at all that have a bot stop record with a GTT (a stop
+    today's code gave a hand-bought holding before the ledger): left exactly as they are."""
+    stops = state.get("stops") or {}
+    return sorted(s for s in scope.unmanaged if s not in scope.protect
+                  and (stops.get(s) or {}).get("gtt_id") is not None)

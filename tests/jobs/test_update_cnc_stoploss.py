@@ -425,7 +425,7 @@ def test_a_schema_1_state_after_a_stop_run_loads_and_the_next_run_sends_nothing(
     ids = {"INFY": 1, "SBIN": 2, "TCS": 3}
     assert {a["symbol"]: (a["action"], a["gtt_id"]) for a in out["actions"]} == {s: ("none", i) for s, i in ids.items()}
     state = desk.state("Som")
-    assert state["schema_version"] == 2
+    assert state["schema_version"] == SCHEMA_VERSION
     assert {s: r["gtt_id"] for s, r in state["stops"].items()} == ids
     assert {s: r["stop"] for s, r in state["stops"].items()} == {s: r["stop"] for s, r in v1["stops"].items()}
     assert state["stops"]["TCS"]["source"] == "fallback"
@@ -444,10 +444,10 @@ def test_a_schema_1_state_after_a_stop_run_loads_and_the_next_run_sends_nothing(
 def test_a_state_file_of_a_newer_schema_is_refused_with_exit_4(tmp_path: Path) -> None:
     home = make_home(tmp_path / "home")
     store = StateStore(home, "Som", "paper")
-    newer = json.loads(V1_AFTER_STOP_RUN.read_text(encoding="utf-8")) | {"schema_version": 3}
+    newer = json.loads(V1_AFTER_STOP_RUN.read_text(encoding="utf-8")) | {"schema_version": SCHEMA_VERSION + 1}
     store.path.write_text(json.dumps(newer), encoding="utf-8")
     raw = store.path.read_bytes()
-    with pytest.raises(StateError, match="schema_version 3 is newer") as refused:
+    with pytest.raises(StateError, match=f"schema_version {SCHEMA_VERSION + 1} is newer") as refused:
         store.read()
     assert refused.value.exit_code == ExitCode.CONFIG == 4 and store.path.read_bytes() == raw
 
@@ -464,7 +464,7 @@ def test_a_legacy_gtt_id_on_a_position_gets_a_stop_record_and_only_the_stop_reco
     }
     assert stop_ownership(state).owned_ids == {7, 10}  # positions are not an owner of record
     upgrade(state, SCHEMA_VERSION)
-    assert state["schema_version"] == 2
+    assert state["schema_version"] == SCHEMA_VERSION
     assert state["stops"]["SBIN"] == {"stop": None, "source": "legacy", "gtt_id": 8}
     assert state["stops"]["HDFCBANK"]["gtt_id"] == 9 and "GONE" not in state["stops"]
     assert state["stops"]["INFY"] == {"gtt_id": 7, "stop": 1450.0}

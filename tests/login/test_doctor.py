@@ -48,6 +48,9 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Home, Runni
              "order_type": "LIMIT", "product": "CNC", "price": round(stop * 0.95, 1)}])
         with StateStore(home, "Som", "paper").transaction() as state:
             state["positions"]["INFY"] = {"type": "LONG", "quantity": 10, "product_type": "CNC"}
+            # The bot owns them (MANAGE_SCOPE=own): doctor's coverage is owed to owned shares.
+            state["ledger"] = {"lots": {"INFY": [{"quantity": 10, "price": ltp, "date": "2026-11-25",
+                                                  "source": "adopted"}]}, "applied": {}, "shortfalls": {}}
         yield home, broker, clock
     finally:
         broker.stop()
@@ -73,8 +76,9 @@ def test_healthy_then_each_failure(desk: tuple[Home, RunningBroker, str], monkey
     home, broker, clock = desk
     rc, rows = doctor(home, clock, monkeypatch, capsys)
     som = {check: r["status"] for (user, check), r in rows.items() if user == "Som"}
-    assert som == {c: "ok" for c in ("env", "clock", "session", "broker", "state", "intents", "gtt", "drift",
-                                      "instance")}, rows
+    assert som == {c: "ok" for c in ("env", "clock", "session", "broker", "state", "intents", "ownership", "gtt",
+                                      "drift", "instance")}, rows
+    assert "1 owned position(s)" in rows[("Som", "ownership")]["detail"]
     assert rc == 0
     assert rows[("*", "disk")]["status"] == "ok"
 
@@ -227,3 +231,23 @@ def test_pure_coverage_and_drift_rules() -> None:
     assert "C" not in gtt_coverage(held, [oco])
     state = {"B": {"quantity": 3}, "C": {"quantity": 2, "exit_price": 10.0}, "E": {"quantity": 1}}
     assert position_drift(state, held) == ["C: state 0, broker 2", "E: state 1, broker 0"]
+
+
+def test_doctor_lists_a_bot_stop_on_an_unowned_holding_and_what_the_bot_leaves_alone() -> None:
+    from workers.jobs.doctor_checks import ownership_check
+    from workers.portfolio import manage_scope
+
+    account = AccountSnapshot([{"tradingsymbol": "INFY", "exchange": "NSE", "quantity": 10, "last_price": 100.0},
+                               {"tradingsymbol": "SBIN", "exchange": "NSE", "quantity": 40, "last_price": 50.0}], [])
+    state = {"ledger": {"lots": {"INFY": [{"quantity": 10, "source": "entry"}]}},
+             "stops": {"INFY": {"gtt_id": 1}, "SBIN": {"gtt_id": 2, "stop": 45.0}}}
+    held = held_quantities(account)
+    row = ownership_check(state, manage_scope(state, held, "own"), account)
+    assert row["status"] == "warn"
+    assert "1 owned position(s) worth 1,000.00" in row["detail"]
+    assert "1 holding(s) the bot does not manage worth 2,000.00" in row["detail"]
+    assert "SBIN: bot stop on an unowned holding: run adopt or release (GTT 2 left as it is)" in row["detail"]
+    assert "adopt" in row["fix"] and "release" in row["fix"]
+    state["stops"].pop("SBIN")
+    assert ownership_check(state, manage_scope(state, held, "own"), account)["status"] == "ok"
+    assert ownership_check(state, manage_scope(state, held, "all"), account)["status"] == "warn"

@@ -189,3 +189,19 @@ def test_table_report(home: Home, legacy_copy: Path, capsys: pytest.CaptureFixtu
     assert rc == ExitCode.OK
     assert "conservation: OK" in out and "unassigned: JAGSNPHARM" in out
     assert "positions read" in out and "conflicts" in out
+
+
+def test_migrate_state_output_is_owned_by_the_bot(home: Home, legacy_copy: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 18: what migrate-state brings in is the bot's (``migrated`` lots), so its stops and
+    exits keep covering it under MANAGE_SCOPE=own; a second run adds no second lot."""
+    rc, _, _ = migrate(legacy_copy, capsys)
+    assert rc == ExitCode.OK
+    som = StateStore(home, "Som", "paper").read()
+    lots = som["ledger"]["lots"]
+    held = {s for s, p in som["positions"].items() if int(p.get("quantity") or 0) > 0}
+    assert set(lots) == held == {"XYZIND", "SYNCCO"}
+    for sym, (lot,) in lots.items():
+        assert lot["source"] == "migrated" and lot["quantity"] == int(som["positions"][sym]["quantity"])
+    migrate(legacy_copy, capsys)
+    assert StateStore(home, "Som", "paper").read()["ledger"]["lots"] == lots

@@ -29,7 +29,7 @@ def _bytes(path: Path) -> bytes:
 # --- format and commit -----------------------------------------------------------------------
 def test_default_state_shape() -> None:
     st = default_state("Som", "paper")
-    assert st["schema_version"] == SCHEMA_VERSION == 2
+    assert st["schema_version"] == SCHEMA_VERSION == 3
     assert (st["user"], st["mode"]) == ("Som", "paper")
     assert set(st["meta"]) == {"created_at", "last_updated"}
     assert st["meta"]["created_at"].endswith("+05:30")
@@ -94,7 +94,7 @@ def test_failing_block_writes_nothing(home: Home) -> None:
 
 @pytest.mark.parametrize("mutate", [
     lambda st: st.__setitem__("positions", []),
-    lambda st: st.__setitem__("schema_version", 3),
+    lambda st: st.__setitem__("schema_version", SCHEMA_VERSION + 1),
     lambda st: st.__setitem__("user", "Sai"),
     lambda st: st.__setitem__("mode", "live"),
     lambda st: st["positions"].__setitem__("X", {"ltp": float("nan")}),
@@ -118,7 +118,7 @@ CORRUPT = [
     (b"\xff\xfe{}", "not UTF-8"),
     (b"[1, 2]", "top level is a JSON list"),
     (b'{"user": "Som", "mode": "paper"}', "schema_version is missing"),
-    (b'{"schema_version": 3, "user": "Som", "mode": "paper"}', "newer than this kitefleet understands"),
+    (b'{"schema_version": 99, "user": "Som", "mode": "paper"}', "newer than this kitefleet understands"),
     (b'{"schema_version": "1", "user": "Som", "mode": "paper"}', "is not an integer"),
     (b'{"schema_version": 1, "user": "Som", "mode": "paper", "positions": []}', "'positions' is a JSON list"),
     (b'{"schema_version": 1, "user": "Som", "mode": "paper", "meta": "x"}', "'meta' is a JSON str"),

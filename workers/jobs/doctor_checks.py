@@ -8,8 +8,10 @@ places or changes anything at the broker (a paper user may log in, as any paper 
 Checks: env (reaching this point means the env file loaded: valid, 0600), clock, session,
 broker (profile() with the session), state (the StateStore file loads as every job loads it:
 parses, validates against kitefleet.state_schema after migration, is this user's and mode's),
-intents (none parked ``unresolved``), gtt (every NSE symbol held, workers.portfolio
-.held_quantities, covered by an active stop GTT for at least the held quantity, workers.gtt
+intents (none parked ``unresolved``), ownership (owned positions and, apart, the holdings the bot
+does not manage, count and value; a bot stop on an unowned holding is a warning: "run adopt or
+release"), gtt (every symbol the bot manages, min(owned, held) under MANAGE_SCOPE=own, every NSE
+holding under all, covered by an active stop GTT for at least the held quantity, workers.gtt
 .coverage_gaps; a holding on another exchange is reported "not on NSE, not managed", and a
 person's GTT that sells more than is held is reported, both as warnings, never failures), drift (open
 state positions agree with held_quantities), instance (instance lock and heartbeat agree).
@@ -30,7 +32,19 @@ from kitefleet import clock
 from kitefleet.errors import KitefleetError, StateError, TokenError
 from workers.context import JobContext
 from workers.gtt import coverage_gaps, oversized_person_gtts, stop_ownership
-from workers.portfolio import held_quantities, snapshot, unmanaged_holdings
+from workers.portfolio import (
+    OWN,
+    SCOPE_ALL_WARNING,
+    UNOWNED_BOT_STOP,
+    AccountSnapshot,
+    Scope,
+    held_quantities,
+    manage_scope,
+    reconcile_ledger,
+    snapshot,
+    unmanaged_holdings,
+    unowned_bot_stops,
+)
 
 LOG_TO_CONSOLE = False
 OK, WARN, FAIL, NA = "ok", "warn", "fail", "n/a"
@@ -187,10 +201,10 @@ def broker_checks(ctx: JobContext, state: dict[str, Any] | None) -> list[dict[st
         kite = build_kite(ctx.home, ctx.settings, ctx.log, attempts=2, backoff_initial=0.2, timeout=10)
         profile = kite.profile()
     except TokenError as exc:
-        skipped = [check(n, NA, "skipped: no working session") for n in ("gtt", "drift")]
+        skipped = [check(n, NA, "skipped: no working session") for n in ("ownership", "gtt", "drift")]
         return [check("broker", FAIL, str(exc), f"orchestrator.py login {ctx.user}"), *skipped]
     except BrokerUnavailable as exc:
-        skipped = [check(n, NA, "skipped: broker unreachable") for n in ("gtt", "drift")]
+        skipped = [check(n, NA, "skipped: broker unreachable") for n in ("ownership", "gtt", "drift")]
         return [check("broker", FAIL, str(exc), fix_unreachable), *skipped]
     out = [check("broker", OK, f"reachable at {ctx.settings.kite_root}; broker user {profile.get('user_id')}")]
     try:
@@ -201,7 +215,14 @@ def broker_checks(ctx: JobContext, state: dict[str, Any] | None) -> list[dict[st
     except KitefleetError as exc:
         return [*out, check("gtt", FAIL, f"holdings or GTTs could not be read: {exc}", fix_unreachable),
                 check("drift", NA, "skipped: holdings could not be read")]
-    gaps = coverage_gaps(held, gtts)
+    # Coverage is owed to what the bot manages (MANAGE_SCOPE, the ledger as of today's book; read-only).
+    import copy
+
+    view = copy.deepcopy(state or {})
+    reconcile_ledger(view, account, gtts, clock.now().date())
+    scope = manage_scope(view, held, str(ctx.settings.get("MANAGE_SCOPE", OWN)))
+    out.append(ownership_check(view, scope, account))
+    gaps = coverage_gaps(scope.protect, gtts)
     notes = [f"{s}: {q} held on another exchange: not on NSE, not managed (no bot stop; protect it yourself)"
              for s, q in sorted(unmanaged.items())]
     # A person's GTT is never changed by the bot: if it now sells more than is held, say so.
@@ -211,10 +232,10 @@ def broker_checks(ctx: JobContext, state: dict[str, Any] | None) -> list[dict[st
         out.append(check("gtt", FAIL, "; ".join([*gaps.values(), *notes]),
                          f"orchestrator.py run {ctx.user} update_cnc_stoploss (places the missing stops)"))
     elif notes:
-        out.append(check("gtt", WARN, f"{len(held)} NSE holding(s), all covered; " + "; ".join(notes),
+        out.append(check("gtt", WARN, f"{len(scope.protect)} managed holding(s), all covered; " + "; ".join(notes),
                          "look at these yourself: the bot never changes a person's GTT or a BSE holding"))
     else:
-        out.append(check("gtt", OK, f"{len(held)} holding(s), all covered"))
+        out.append(check("gtt", OK, f"{len(scope.protect)} managed holding(s), all covered"))
     if state is None:
         out.append(check("drift", NA, "skipped: state file unusable"))
     else:
@@ -226,6 +247,25 @@ def broker_checks(ctx: JobContext, state: dict[str, Any] | None) -> list[dict[st
         else:
             out.append(check("drift", OK, "state positions match the broker's holdings"))
     return out
+
+
+def ownership_check(state: dict[str, Any], scope: Scope, account: AccountSnapshot) -> dict[str, str]:
+    """``ownership``: the positions the bot manages and, apart, the holdings it leaves alone (count
+    and value); a bot stop on a holding the bot does not own (a stop given before the ledger) is a
+    warning until a person adopts or releases it."""
+    managed = f"{len(scope.protect)} owned position(s) worth {account.market_value(scope.protect):,.2f}"
+    apart = (f"{len(scope.unmanaged)} holding(s) the bot does not manage worth "
+             f"{account.market_value(scope.unmanaged):,.2f}")
+    if scope.mode != OWN:
+        return check("ownership", WARN, f"{SCOPE_ALL_WARNING}; {len(scope.protect)} holding(s) managed",
+                     "set MANAGE_SCOPE=own in the env file (docs/running-live.md)")
+    stray = unowned_bot_stops(state, scope)
+    if stray:
+        lines = [f"{s}: {UNOWNED_BOT_STOP} (GTT {state['stops'][s]['gtt_id']} left as it is)" for s in stray]
+        return check("ownership", WARN, f"{managed}; {apart}; " + "; ".join(lines),
+                     "orchestrator.py adopt USER SYMBOL (the bot manages it) or release USER SYMBOL "
+                     "(the bot lets go and deletes its stop)")
+    return check("ownership", OK, f"{managed}; {apart}")
 
 
 def _holdings_json(ctx: JobContext) -> int:

@@ -10,10 +10,12 @@ and ``MIN_SCORE`` applies only if it has a score column.
 
 Rules (workers.strategy.sizing; docs/trading-rules.md): selection (score >= ``MIN_SCORE``, not
 blocked for entries (``workers.portfolio.entry_blocked``: held, sold today, held on another
-exchange, or an open BUY order), at most ``MAX_CNC_POSITIONS`` minus the symbols held or with an open BUY order:
-an unfilled entry of an earlier run takes a slot), size (cash x
-``CAPITAL_DEPLOYMENT_PERCENT`` / number selected / limit price, optional ``RISK_PER_TRADE_PERCENT``
-cap on (entry - stop) x shares against equity = free cash + held market value), the order (BUY
+exchange, or an open BUY order), at most ``MAX_CNC_POSITIONS`` minus the positions the bot owns
+(workers.ledger; every holding under ``MANAGE_SCOPE=all``) and the open BUY orders: an unfilled
+entry of an earlier run takes a slot, a person's holding does not, though it is never bought
+into), size (cash x ``CAPITAL_DEPLOYMENT_PERCENT`` / number selected / limit price, optional
+``RISK_PER_TRADE_PERCENT`` cap on (entry - stop) x shares against the bot's equity = free cash +
+the market value of the shares it manages, min(owned, held)), the order (BUY
 LIMIT CNC DAY at the LTP rounded up to the tick), and the pre-trade limits checked right before
 every order against a fresh LTP (pause flag, ``MAX_ORDER_VALUE``, ``PRICE_BAND_PERCENT`` around
 the LTP, tick grid, quantity 0). Each refusal is reported and written to the run record. Cash is
@@ -31,7 +33,9 @@ manual run during the session) to enter at a price it has seen. ``--dry-run`` wo
 
 Idempotency. Every order goes through workers.intents.send_order_once with the tag
 ``make_tag(user, "place_orders_daily", session, symbol, "entry")``; open intents are reconciled
-with the order book first. The first run of a session that gets as far as sending fixes the day's
+with the order book first, and the ownership ledger is brought up to the order book (entry
+fills in, SELL trades out; a filled entry is owned at once, partial fills too). The first run
+of a session that gets as far as sending fixes the day's
 *entry plan* for its input (workers.entry_plan: the symbols, the cash, equity and number selected
 it sized with, each entry's stop and target). A later run of the same session and input only
 completes that plan: symbols whose entry was already sent are skipped ("already placed today"),
@@ -72,11 +76,18 @@ from workers.entry_input import load_scan, read_manual
 from workers.entry_plan import JOB, PURPOSE, Basis, entry_tag, fix_plan, plan_basis, read_plan, remaining
 from workers.intents import IntentLog, SymbolBlocked, send_order_once
 from workers.portfolio import (
+    ALL,
+    BUY_PENDING,
+    OWN,
+    SCOPE_ALL_WARNING,
     SOLD_TODAY,
     AccountSnapshot,
     available_cash,
     entry_blocked,
+    held_quantities,
+    manage_scope,
     prune_entry_plans,
+    reconcile_ledger,
     record_entry_fills,
     snapshot,
 )
@@ -259,9 +270,16 @@ def _reconcile(ctx: JobContext, kite: Any, store: StateStore, intents: IntentLog
             ctx.log.info("%s", report.summary())
     account = snapshot(kite)
     if not ctx.dry_run:
+        # The ledger needs the fired stops' orders too: a bot stop's SELL is not a person's.
+        gtts = list(kite.get_gtts())
         with store.transaction() as state:
             record_entry_fills(state, account.orders, today, now)
+            report = reconcile_ledger(state, account, gtts, today)
             prune_entry_plans(state, today)
+        for line in report.changes:
+            ctx.log.info("ledger: %s", line)
+        for line in report.shortfalls:
+            ctx.log.warning("ledger: %s", line)
     return account
 
 
@@ -278,12 +296,20 @@ def _select(ctx: JobContext, rows: list[ScanResult], has_score: bool, account: A
             equity_margins: dict[str, Any], limits: _Limits) -> tuple[Basis, list[ScanResult], list[Skipped]]:
     """The first run's selection, and the cash and equity it is sized with."""
     cash = available_cash(equity_margins)
-    equity = round(cash + account.market_value(), 2)
+    scope = manage_scope(StateStore(ctx.home, ctx.user, ctx.settings.mode).read(), held_quantities(account),
+                         str(ctx.settings.get("MANAGE_SCOPE", OWN)))
+    if scope.mode == ALL:
+        ctx.log.warning("%s", SCOPE_ALL_WARNING)
+    # Bot equity: cash + what the bot manages at its LTP (under MANAGE_SCOPE=own a large personal
+    # portfolio in the same account must not inflate every percentage of it).
+    equity = round(cash + account.market_value(scope.protect), 2)
     blocked_now = entry_blocked(account)
     # An open BUY (an earlier run's entry not filled yet) will become a position: it takes a
     # slot, or a second input the same day could fill MAX_CNC_POSITIONS twice over. A symbol
-    # sold today is blocked but holds nothing: no slot.
-    taken = sum(1 for why in blocked_now.values() if why != SOLD_TODAY)
+    # sold today is blocked but holds nothing: no slot. A person's holding (not owned) is never
+    # bought into, but takes no slot of the bot's.
+    taken = sum(1 for s, why in blocked_now.items()
+                if why != SOLD_TODAY and (scope.mode == ALL or why == BUY_PENDING or s in scope.protect))
     min_score, max_positions = limits.min_score, limits.max_positions
     if has_score and ctx.args.from_file is None:
         selected, skipped = select_candidates(rows, blocked_now, min_score=min_score,
@@ -373,6 +399,8 @@ def _finish(ctx: JobContext, kite: Any, store: StateStore, entry_run: EntryRun) 
     if orders:
         with store.transaction() as state:
             record_entry_fills(state, orders, entry_run.session, clock.now())
+            # Filled entries are the bot's at once (partial fills too): lots in the ledger.
+            reconcile_ledger(state, None, [], entry_run.session, orders=orders)
     record = entry_run.record()
     path = write_record(ctx.home, ctx.user, record, entry_run.started)
     successes = entry_run.successes

@@ -3,8 +3,16 @@
     python -m workers update_cnc_stoploss --user Som [--dry-run] [--json]
 
 Held = holdings ``quantity`` + ``t1_quantity`` + today's CNC net position (workers.portfolio), so
-today's filled buys get their stop the same day and a symbol sold today counts as gone. For each
-held symbol (rules in workers.strategy.stops and docs/trading-rules.md):
+today's filled buys get their stop the same day and a symbol sold today counts as gone.
+
+What it protects (``MANAGE_SCOPE``, workers.portfolio.manage_scope): under ``own`` (the default)
+only the shares the bot owns (the ledger, workers.ledger, brought up to today's order book first:
+entry fills in, SELL trades out), at most what is held: ``min(owned, held)``; a symbol with owned
+and hand-bought shares gets a stop for the owned quantity. A holding the bot does not own is not
+planned at all: its GTTs stay exactly as they are, even a bot stop that code before the ledger
+gave it (WARNING "bot stop on an unowned holding: run adopt or release"). Under ``all`` (legacy)
+every held share, with a WARNING at each start. For each protected symbol (rules in
+workers.strategy.stops and docs/trading-rules.md):
 
 * stop = low of the previous **completed** session (the NSE calendar export and the shared
   clock; during a session that is yesterday's, after 15:30 today's), floored to the tick; the
@@ -83,7 +91,7 @@ from kitefleet.states import INTENT_TAG_USED
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.faults import fault_point
-from workers.gtt import bot_stops, stop_ownership
+from workers.gtt import bot_stops, gtt_symbol, stop_ownership
 from workers.intents import (
     KEEP_INTENT_DAYS,
     IntentLog,
@@ -91,7 +99,20 @@ from workers.intents import (
     make_tag,
     send_gtt_once,
 )
-from workers.portfolio import held_quantities, record_entry_fills, snapshot, sync_held_positions
+from workers.portfolio import (
+    ALL,
+    OWN,
+    SCOPE_ALL_WARNING,
+    UNOWNED_BOT_STOP,
+    Scope,
+    held_quantities,
+    manage_scope,
+    reconcile_ledger,
+    record_entry_fills,
+    snapshot,
+    sync_held_positions,
+    unowned_bot_stops,
+)
 from workers.strategy.stops import (
     CREATE,
     DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
@@ -250,16 +271,33 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
         if report.checked:
             log.info("%s", report.summary())
     account = snapshot(kite)
-    held = held_quantities(account)
+    held_all = held_quantities(account)
+    gtts = list(kite.get_gtts())
     if not ctx.dry_run:
         with store.transaction() as state:
             # A position migrate-state brought in with a legacy GTT id gets its stop record first.
             fold_legacy_stop_ids(state)
             record_entry_fills(state, account.orders, today, now)
             sync_held_positions(state, account, now)
+            ledger_report = reconcile_ledger(state, account, gtts, today, settle_shortfalls=True)
     state = store.read()
     fold_legacy_stop_ids(state)  # in memory: a dry run plans as the real run would
-    gtts = list(kite.get_gtts())
+    if ctx.dry_run:
+        ledger_report = reconcile_ledger(state, account, gtts, today, settle_shortfalls=True)
+    for line in ledger_report.changes:
+        log.info("ledger: %s", line)
+    for line in ledger_report.shortfalls:
+        log.warning("ledger: %s", line)
+    scope = manage_scope(state, held_all, str(ctx.settings.get("MANAGE_SCOPE", OWN)))
+    if scope.mode == ALL:
+        log.warning("%s", SCOPE_ALL_WARNING)
+    held = scope.protect
+    # A holding the bot does not own is not planned at all: its GTTs (a person's, or a bot stop
+    # today's code gave it before the ledger) are left exactly as they are, never trailed or deleted.
+    untouched = [s for s in scope.unmanaged if s not in held]
+    for sym in unowned_bot_stops(state, scope):
+        log.warning("%s: %s (GTT %s left as it is)", sym, UNOWNED_BOT_STOP, state["stops"][sym]["gtt_id"])
+    gtts = [g for g in gtts if gtt_symbol(g) not in untouched]
     ownership = stop_ownership(state)
     managed = bot_stops(gtts, ownership, adopt_on=held, exchange=EXCHANGE)
     buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
@@ -293,7 +331,7 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
     if ctx.dry_run:
         _print(ctx, outcomes, decisions, ltps, dry_run=True)
         if ctx.args.json:
-            print(json.dumps(_summary(outcomes, decisions)))
+            print(json.dumps(_summary(outcomes, decisions, scope)))
         return ExitCode.OK
 
     exit_code = ExitCode.OK
@@ -315,10 +353,11 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
                 exit_code = ExitCode.BROKER_TEMPORARY
                 break
     finally:
-        _record(store, outcomes, held, now)
+        # Stop records of unowned holdings are kept as they are (``held`` names what stays recorded).
+        _record(store, outcomes, {**{s: held_all[s] for s in untouched}, **held}, now)
         _print(ctx, outcomes, decisions, ltps, dry_run=False)
         if ctx.args.json:
-            print(json.dumps(_summary(outcomes, decisions)))
+            print(json.dumps(_summary(outcomes, decisions, scope)))
     _prune_once_a_day(ctx, store, intents, gtts, today)
     return exit_code
 
@@ -433,8 +472,9 @@ def _record(store: StateStore, outcomes: list[Outcome], held: dict[str, int], no
                 pos["gtt_order_id"] = want
 
 
-def _summary(outcomes: list[Outcome], decisions: dict[str, StopDecision]) -> dict[str, Any]:
+def _summary(outcomes: list[Outcome], decisions: dict[str, StopDecision], scope: Scope) -> dict[str, Any]:
     return {
+        "scope": scope.mode, "protected": scope.protect, "unmanaged": scope.unmanaged,
         "actions": [o.as_dict() for o in outcomes],
         "sent": sum(1 for o in outcomes if o.done and o.action != NONE),
         "not_placed": {s: d.reason for s, d in decisions.items() if not d.place},
