@@ -3,6 +3,7 @@ process, a local HTTP sink per user standing in for the service (tests/support/s
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -190,3 +191,23 @@ def test_a_hanging_sink_never_delays_an_emit(tmp_path: Path, sinks: list[Sink]) 
     finally:
         som.release.set()
         proc.wait(30)
+
+
+def test_notify_test_command_names_positions_and_services_never_urls(tmp_path: Path, sinks: list[Sink]) -> None:
+    home = make_home(tmp_path / "home")
+    som = sink(sinks, "hook-som-A1")
+    dead = sink(sinks, "hook-dead-D4")
+    dead.stop()
+    write_env(home, "Som", NOTIFY_URLS=f"{som.url},{dead.url}")
+    write_env(home, "Sai")
+    env = child_env(home, PYTHONPATH=str(PROJECT_ROOT))
+    out = subprocess.run([str(VENV_PYTHON), str(PROJECT_ROOT / "orchestrator.py"), "notify-test", "--all", "--json"],
+                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 1, out.stderr
+    users = {u["user"]: u for u in json.loads(out.stdout)["users"]}
+    assert users["Som"]["results"] == [{"position": 1, "service": "JSON", "ok": True},
+                                       {"position": 2, "service": "JSON", "ok": False}]
+    assert users["Sai"]["results"] == []
+    assert len(som.messages()) == 1 and "test" in som.texts()[0].lower()
+    for part in ("hook-som-A1", "hook-dead-D4", str(som.port), str(dead.port)):
+        assert part not in out.stdout + out.stderr

@@ -286,4 +286,4 @@ def _test(ap: Any, user: str) -> int:
         results.append({"position": position, "service": server.service_name, "ok": ok})
     print(json.dumps({"user": user, "results": results}))
     sys.stdout.flush()
-    return ExitCode.OK if results and all(r["ok"] for r in results) else ExitCode.JOB_FAILED
+    return ExitCode.OK  # the JSON says which worked (orchestrator.py notify-test sets its own exit)
