@@ -232,3 +232,19 @@ def undelivered(home: Home, user: str) -> int:
     done = read_done(home, user)
     start = int(read_cursor(home, user).get("offset") or 0)
     return sum(1 for e in read_events(home, user, start) if e["id"] not in done)
+
+
+STATUS = "notify.json"
+
+
+def notify_problem(home: Home, user: str) -> str | None:
+    """"cannot notify: why" when the user's last notify run could not (``data/<User>/notify.json``,
+    written by the notify job: a bad NOTIFY_URLS entry, an env file too broken to read even its
+    NOTIFY_* keys); None when it could, or never ran."""
+    try:
+        data = json.loads((home.user_data_dir(user) / STATUS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and data.get("can_notify") is False and data.get("why") != "no NOTIFY_URLS":
+        return str(data.get("why") or "cannot notify")
+    return None

@@ -166,6 +166,11 @@ def test_bad_env_file_not_0600_cannot_notify(tmp_path: Path, sinks: list[Sink]) 
     assert som.messages() == []
     status = (home.user_data_dir("Som") / "notify.json").read_text()
     assert '"can_notify": false' in status
+    env = child_env(home, PYTHONPATH=str(PROJECT_ROOT))
+    out = subprocess.run([str(VENV_PYTHON), str(PROJECT_ROOT / "orchestrator.py"), "status", "--json", "--no-live"],
+                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    row = json.loads(out.stdout)["users"][0]
+    assert "cannot notify" in row["problems"] and "not 0600" in row["notify"]
 
 
 def test_a_hanging_sink_never_delays_an_emit(tmp_path: Path, sinks: list[Sink]) -> None:

@@ -52,7 +52,7 @@ LOCK_WAIT_S = 60.0
 #: back-off after a failed try (wall seconds): BACKOFF_S x 2^(tries-1), at most BACKOFF_MAX_S
 BACKOFF_S = 30.0
 BACKOFF_MAX_S = 900.0
-STATUS_FILE = "notify.json"
+STATUS_FILE = ob.STATUS
 
 #: the listener's events: --event NAME -> (kind, text)
 LISTENER_EVENTS = ("trader_stopped", "trader_restarted")
