@@ -9,8 +9,9 @@ On-disk contract:
                                       out in place of %(here)s (supervisord would expand a '%' in it).
     run/supervisord.d/trader.conf     generated from env/ by ``supervisor-conf``; untracked. Group
                                       ``trader`` with one program per env file (an invalid one too, so
-                                      its error lands in its log and it goes FATAL), and a
-                                      ``paper-broker`` program when any valid user is in paper mode.
+                                      its error lands in its log and it goes FATAL), a
+                                      ``paper-broker`` program when any valid user is in paper mode,
+                                      and ``[eventlistener:trader-events]`` (fleet/eventlistener.py).
     logs/<User>/scheduler.out.log     the program's stdout+stderr (supervisord rotates it)
     logs/paper-broker.out.log         the paper broker program's stdout+stderr
     run/supervisor.sock               the XML-RPC socket (mode 0700)
@@ -45,6 +46,7 @@ from kitefleet.home import PROJECT_ROOT, Home, ensure_dir
 
 GROUP = "trader"
 PAPER_BROKER = "paper-broker"
+LISTENER = "trader-events"
 GENERATED_NAME = "trader.conf"
 STATIC_CONF = PROJECT_ROOT / "supervisord.conf"
 ORCHESTRATOR = PROJECT_ROOT / "orchestrator.py"
@@ -236,6 +238,22 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
             "stdout_logfile_maxbytes=5MB",
             "stdout_logfile_backups=5",
             "redirect_stderr=true",
+            "",
+        ]
+    if users:
+        # supervisord's own event mechanism: on a trader's stop, that user's notify job is started
+        # (fleet/eventlistener.py). No secret here either: each notify job reads its own env file.
+        lines += [
+            f"[eventlistener:{LISTENER}]",
+            f"command={_quoted(python)} -m fleet.eventlistener",
+            f"directory={_value(str(PROJECT_ROOT))}",
+            f"environment={home_env}",
+            "events=PROCESS_STATE_EXITED,PROCESS_STATE_FATAL",
+            "autostart=true",
+            "autorestart=true",
+            f"stderr_logfile={_logfile(home.logs_dir / 'eventlistener.log')}",
+            "stderr_logfile_maxbytes=1MB",
+            "stderr_logfile_backups=2",
             "",
         ]
     address = None if external_broker else paper_broker_address(probes)

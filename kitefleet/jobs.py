@@ -19,6 +19,9 @@ JOB_NAMES: tuple[str, ...] = (
     "login",
     "doctor_checks",
     "resolve_intent",
+    "notify",
+    "daily_report",
+    "login_reminder",
 )
 
 #: The jobs the per-user scheduler runs, each with its ``SCHEDULE_<JOB>`` settings key.
@@ -27,6 +30,8 @@ SCHEDULED_JOBS: tuple[str, ...] = (
     "hourly_candle_watchdog",
     "place_orders_daily",
     "pattern_daily",
+    "login_reminder",
+    "daily_report",
 )
 
 

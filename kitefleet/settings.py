@@ -109,6 +109,45 @@ def parse_schedule(v: str) -> tuple[time, ...] | str | None:
     return tuple(sorted(out))
 
 
+_NOTIFY_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+
+
+def parse_notify_urls(v: str) -> tuple[str, ...]:
+    """``NOTIFY_URLS``: comma-separated Apprise URLs. Only their form is checked here (the lean
+    scheduler loads settings and never imports Apprise); whether Apprise takes each one is
+    checked by the processes that send (workers/jobs/notify.py), which name the position only."""
+    urls = tuple(u.strip() for u in v.split(",") if u.strip())
+    for position, url in enumerate(urls, 1):
+        if not _NOTIFY_URL.match(url):
+            raise _Bad(f"entry {position} is not a URL (service://...)")
+    return urls
+
+
+def notify_url_secrets(url: str) -> list[str]:
+    """The parts of a notification URL that may be a token: the URL, its userinfo, a host that is
+    not a host name (Telegram's bot token, a Discord webhook id), each path segment and each query
+    value of 4 or more characters (the redactor ignores shorter ones)."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    parts = [url]
+    rest = url.split("://", 1)[1]
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    userinfo, at, host = netloc.rpartition("@")
+    if at:
+        parts += [unquote(p) for p in userinfo.split(":", 1)]
+    hostname, _, port = host.partition(":") if not host.startswith("[") else (host, "", "")
+    a_host_name = hostname == "localhost" or bool(
+        re.match(r"^(\d+\.){3}\d+$|^\[[0-9a-fA-F:]+\]$|^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$", hostname))
+    if not a_host_name:
+        parts += [host, hostname]
+    if port and not port.isdigit():
+        parts.append(port)  # Telegram's tgram://123456789:AAH.../chat: the token after the colon
+    parts += [unquote(seg) for seg in path.split("/")]
+    parts += [unquote(val) for _, val in parse_qsl(urlsplit("x://h/?" + query).query)]
+    return [p for p in dict.fromkeys(parts) if len(p) >= 4]
+
+
 def _hhmm(v: str) -> time:
     try:
         return time.fromisoformat(v)
@@ -188,6 +227,21 @@ SCHEMA: tuple[Key, ...] = (
             "mode: real-money entries are opted into."),
     Key("ENTRY_CUTOFF", _hhmm, default=time(11, 0), example="11:00",
         doc="After downtime, a missed place_orders_daily still runs only before this time (IST)."),
+    Key("NOTIFY_URLS", parse_notify_urls, default=(), secret=True,
+        example="tgram://bottoken/ChatID,mailto://user:pass@gmail.com",
+        doc="Where this user's notifications go: comma-separated Apprise URLs (Telegram, e-mail, Slack, "
+            "Discord, ntfy, json:// webhooks, ...). They carry tokens: never printed or logged. Empty: "
+            "no notifications."),
+    Key("NOTIFY_LEVEL", _choice("trades", "all", "warnings"), default="trades",
+        doc="trades (fills, exits, warnings, failures, the daily report), all (adds entries placed and "
+            "stops placed or moved) or warnings (everything but fills and the daily report)."),
+    Key("NOTIFY_GIVE_UP_HOURS", _number(float, 0, 24 * 14, lo_open=True), default=24.0,
+        doc="An event no service accepted for this many (wall-clock) hours is dropped with a warning."),
+    Key("SCHEDULE_LOGIN_REMINDER", parse_schedule, default=parse_schedule("08:15"), example="08:15",
+        doc="When the scheduler checks for a valid session and, without one, sends a login reminder "
+            "(live mode; IST times, or off)."),
+    Key("SCHEDULE_DAILY_REPORT", parse_schedule, default=parse_schedule("16:15"), example="16:15",
+        doc="When the scheduler writes the daily report (data/<User>/reports/) and sends it, or off."),
 )
 KEYS: Mapping[str, Key] = MappingProxyType({k.name: k for k in SCHEMA})
 
@@ -246,8 +300,12 @@ class Settings:
 
     def secrets(self) -> Iterator[str]:
         for key in SCHEMA:
-            if key.secret and self.values.get(key.name):
-                yield str(self.values[key.name])
+            value = self.values.get(key.name)
+            if key.secret and value and isinstance(value, tuple):  # NOTIFY_URLS
+                for url in value:
+                    yield from notify_url_secrets(url)
+            elif key.secret and value:
+                yield str(value)
 
     def __repr__(self) -> str:  # never show secrets, even in a traceback
         return f"Settings(user={self.user!r}, mode={self.mode!r}, api_key={self.fingerprint!r})"

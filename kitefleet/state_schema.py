@@ -22,6 +22,7 @@ whose on-disk contracts these rules follow:
     stops          update_cnc_stoploss, state_migrations 1 -> 2  workers.jobs.update_cnc_stoploss
     entry_plans    workers.entry_plan                            workers.entry_plan
     watchdog       workers.watchdog                              workers.watchdog
+    equity_history workers.jobs.daily_report                     workers.jobs.daily_report
 
 Checking walks only the schema (a fixed depth of about ten), never an unknown value, so a hostile
 document cannot make it recurse without end.
@@ -258,6 +259,10 @@ WATCHDOG_SYMBOL = record({
 }, required=("exits",))
 WATCHDOG_SESSION = record({"rule": OPT_STR, "updated_at": OPT_STR, "symbols": map_of(WATCHDOG_SYMBOL)})
 
+#: equity_history[YYYY-MM-DD]: the session's close as the daily report saw it (workers.jobs.daily_report)
+EQUITY_DAY = record({"equity": kind("number"), "cash": OPT_NUM, "realised": OPT_NUM, "charges": OPT_NUM,
+                     "trades": OPT_INT, "recorded_at": OPT_STR}, required=("equity",))
+
 #: top-level key -> its rule (``schema_version``, ``user`` and ``mode`` are checked by kitefleet.state)
 DOCUMENT: dict[str, Rule] = {
     "meta": META,
@@ -267,6 +272,7 @@ DOCUMENT: dict[str, Rule] = {
     "stops": map_of(STOP),
     "entry_plans": map_of(ENTRY_PLAN),
     "watchdog": map_of(WATCHDOG_SESSION),
+    "equity_history": map_of(EQUITY_DAY),
 }
 
 

@@ -117,7 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         user = validate_user_name(args.user)
         _check_identity(user)
         home = Home.resolve()
-        settings = load_and_record(home, user)  # + data/<User>/key_fingerprint.json, for the fleet
+        try:
+            settings = load_and_record(home, user)  # + data/<User>/key_fingerprint.json, for the fleet
+        except ConfigError as exc:  # the notify job still tells a person, with its own keys only
+            if not hasattr(module, "fallback_settings"):
+                raise
+            settings = module.fallback_settings(home, user, exc)
         current_clock = clock.get_clock()
         if current_clock.simulated and not settings.is_paper:
             raise ConfigError(

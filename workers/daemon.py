@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kitefleet import clock
+from kitefleet import clock, outbox
 from kitefleet import heartbeat as hb
 from kitefleet.calendar import NseCalendar, read_calendar
 from kitefleet.errors import ConfigError
@@ -72,6 +72,8 @@ DEFAULT_STOP_GRACE = 20.0
 CLOCK_STEP_NOTICED = timedelta(seconds=5)
 #: A file that cannot be written (a full disk) is reported at most this often (wall seconds).
 WRITE_ERROR_EVERY = 60.0
+#: a notify run that failed (a bad URL, a full disk) is started again at most this often (wall seconds)
+NOTIFY_RETRY_S = 300.0
 
 Launch = Callable[[str], "subprocess.Popen[bytes]"]
 
@@ -113,6 +115,7 @@ class Scheduler:
         self._write_errors: dict[str, float] = {}
         self._records_unsaved = False
         self._calendar_key: tuple[int, int] | None = self._file_key(home.calendar_file)
+        self._notify_not_before = 0.0  # monotonic: after a failed notify run, wait before the next
 
     # --- collaborators ---------------------------------------------------------------------------
     def _spawn(self, job: str) -> subprocess.Popen[bytes]:
@@ -198,6 +201,10 @@ class Scheduler:
             self._stop(job, "the session is over")
         for start in decision.start:
             self._start(start, now)
+            dirty = True
+        if "notify" not in self.tracked and time.monotonic() >= self._notify_not_before \
+                and outbox.needs_delivery(self.home, self.user):
+            self._start(Start("notify", (), "undelivered events in the outbox"), now)
             dirty = True
         if dirty or self._records_unsaved:
             self.write_records()
@@ -321,7 +328,24 @@ class Scheduler:
                                             interrupted=t.interrupted)
             level = logging.INFO if code in (0, None) or t.stop_sent is not None else logging.WARNING
             self.log.log(level, "%s (pid %d) ended: %s", job, t.run.pid, self.records[job].last_result)
+            if level == logging.WARNING:
+                self._tell_failure(job, code, t.run)
         return changed
+
+    def _tell_failure(self, job: str, code: int | None, run: Running) -> None:
+        """A job ended non-zero by itself: an event for the user's notify job (kitefleet.outbox)."""
+        if job == "notify":  # its own failure cannot be delivered by itself: status shows it
+            self._notify_not_before = time.monotonic() + NOTIFY_RETRY_S
+            return
+        if code == ExitCode.TOKEN:
+            outbox.emit(self.home, self.user, "login_needed", f"{job} stopped: the Kite session expired or is "
+                        "invalid; waiting for a login", act=f"orchestrator.py login {self.user}",
+                        key=f"token|{run.since.date()}")
+            return
+        act = (f"orchestrator.py doctor {self.user}; orchestrator.py resolve-intent {self.user} ..."
+               if code == ExitCode.RECONCILE_FAILED else f"see logs/{self.user}/{job}.log")
+        outbox.emit(self.home, self.user, "job_failed", f"{job} failed: {self.records[job].last_result}",
+                    act=act, key=f"{job}|{run.since.isoformat()}")
 
     def _refresh_calendar(self) -> None:
         key = self._file_key(self.home.calendar_file)

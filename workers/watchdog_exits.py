@@ -46,6 +46,7 @@ from typing import Any
 from kitefleet.errors import BrokerTemporaryError, KitefleetError, ReconcileError
 from kitefleet.locks import gtt_lock
 from kitefleet.states import ExitStatus, OrderStatus
+from workers import events
 from workers.broker_errors import BrokerRejected
 from workers.exit_records import (
     PENDING_STATUSES,
@@ -287,6 +288,8 @@ class ExitDesk:
                     self.dirty = True
                     self.log.info("%s: exit %s is %s at %s, %d of %s filled", symbol, e["order_id"],
                                   order.get("status"), e.get("price"), filled, e.get("quantity"))
+                    if order.get("status") == OrderStatus.COMPLETE:
+                        events.exit_filled(self.store.home, self.user, symbol, e)
                     if order.get("status") in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
                         e["retry_after"] = now.isoformat()
         self._tidy_gtts(now)

@@ -22,7 +22,7 @@ from typing import Any
 from fleet import accounts, probe
 from fleet.output import print_json, table
 from fleet.validate import select_users
-from kitefleet import clock
+from kitefleet import clock, outbox
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 from kitefleet.users import list_users, validate_user_name
@@ -78,6 +78,18 @@ def user_checks(home: Home, user: str, timeout: float = TIMEOUT_S) -> list[dict[
         validate_user_name(user)
     except Exception as exc:
         return [row(user, "env", "fail", str(exc), "rename the env file to a valid user name")]
+    return _user_checks(home, user, timeout) + _notify_check(home, user)
+
+
+def _notify_check(home: Home, user: str) -> list[dict[str, str]]:
+    cannot = outbox.notify_problem(home, user)
+    if cannot is None:
+        return []
+    return [row(user, "notify", "fail", cannot, f"fix NOTIFY_URLS in env/{user}.env (chmod 600), then "
+                f"orchestrator.py notify-test {user}")]
+
+
+def _user_checks(home: Home, user: str, timeout: float) -> list[dict[str, str]]:
     answer = probe.ask(home, user, "doctor_checks", timeout=timeout)
     if answer.timed_out:
         return [row(user, "broker", "fail", answer.error or "no answer",

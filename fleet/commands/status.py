@@ -27,7 +27,7 @@ from typing import Any
 from fleet import supervisor
 from fleet.argtypes import seconds
 from fleet.output import print_json, table
-from kitefleet import clock
+from kitefleet import clock, outbox
 from kitefleet.calendar import read_calendar
 from kitefleet.errors import ConfigError
 from kitefleet.exitcodes import ExitCode
@@ -166,6 +166,9 @@ def user_row(home: Home, user: str, probe: supervisor.UserProbe, infos: dict[str
             problems.append("shares held in the session, no watchdog running")
         if row["unprotected"]:
             problems.append("no active GTT stop: " + ", ".join(sorted(row["unprotected"])))
+    if supervisor.program_name_ok(user) and (cannot := outbox.notify_problem(home, user)):
+        problems.append("cannot notify")
+        row["notify"] = cannot
     row["problems"] = problems
     row["healthy"] = not problems
     return row

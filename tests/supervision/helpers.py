@@ -30,6 +30,8 @@ ALL_OFF = {
     "SCHEDULE_HOURLY_CANDLE_WATCHDOG": "off",
     "SCHEDULE_PATTERN_DAILY": "off",
     "SCHEDULE_PLACE_ORDERS_DAILY": "off",
+    "SCHEDULE_LOGIN_REMINDER": "off",
+    "SCHEDULE_DAILY_REPORT": "off",
 }
 #: A trading day (Wednesday) in the session.
 IN_SESSION = datetime(2026, 11, 25, 10, 0, tzinfo=IST)

@@ -35,7 +35,7 @@ from tests.support.homes import PROJECT_ROOT, VENV_PYTHON
 from workers.daemon import Scheduler
 from workers.schedule import Plan
 
-HEAVY = ("kiteconnect", "pandas", "pandas_market_calendars", "numpy")
+HEAVY = ("kiteconnect", "pandas", "pandas_market_calendars", "numpy", "apprise")
 
 LEAN_PROBE = f"""
 import json, sys, threading
@@ -244,3 +244,21 @@ def test_a_full_disk_does_not_kill_the_scheduler(tmp_path: Path) -> None:
             assert "Traceback" not in text and "Logging error" not in text, text
         finally:
             kill_group(daemon)
+
+
+def test_the_scheduler_starts_notify_when_the_outbox_has_undelivered_events(tmp_path: Path) -> None:
+    from kitefleet import outbox
+    from tests.support.sink import Sink
+
+    sink = Sink("hook-som-D3M0")
+    home, clock = fleet_home(tmp_path / "h", {"Som": {"NOTIFY_URLS": sink.url}})
+    proc = start_daemon(home, "Som", clock)
+    try:
+        poll(lambda: (home.user_data_dir("Som") / "heartbeat.json").exists(), 30, "the heartbeat")
+        eid = outbox.emit(home, "Som", "exit", "sold 10 INFY @ 1490")
+        assert poll(sink.ids, 60, "the event at the sink") == [eid]
+        poll(lambda: not outbox.needs_delivery(home, "Som"), 30, "the outbox settled")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        sink.stop()

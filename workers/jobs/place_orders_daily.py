@@ -70,6 +70,7 @@ from kitefleet import clock, pause
 from kitefleet.errors import KitefleetError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.state import StateStore
+from workers import events
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.entry_input import load_scan, read_manual
@@ -383,6 +384,7 @@ def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, l
             e.order_status = result.order_status
             log.info("%s: BUY %d @ %.2f LIMIT CNC -> order %s%s", e.row.symbol, e.plan.quantity,
                      e.plan.limit_price, e.order_id, "" if e.sent_now else " (already at the broker)")
+            events.entry_placed(ctx.home, ctx.user, e.row.symbol, e.plan.quantity, e.plan.limit_price, e.order_id)
     return ExitCode.OK
 
 
@@ -396,6 +398,7 @@ def _finish(ctx: JobContext, kite: Any, store: StateStore, entry_run: EntryRun) 
         log.warning("order book not read after sending (%s); fills are recorded by the next run", exc)
         orders = []
     entry_run.note_order_book(orders)
+    events.fills(ctx.home, ctx.user, orders)
     if orders:
         with store.transaction() as state:
             record_entry_fills(state, orders, entry_run.session, clock.now())

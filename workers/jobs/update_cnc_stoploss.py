@@ -88,6 +88,7 @@ from kitefleet.locks import gtt_lock
 from kitefleet.state import StateStore
 from kitefleet.state_migrations import fold_legacy_stop_ids
 from kitefleet.states import INTENT_TAG_USED
+from workers import events
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.faults import fault_point
@@ -299,6 +300,8 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
         log.warning("%s: %s (GTT %s left as it is)", sym, UNOWNED_BOT_STOP, state["stops"][sym]["gtt_id"])
     gtts = [g for g in gtts if gtt_symbol(g) not in untouched]
     ownership = stop_ownership(state)
+    events.fills(ctx.home, ctx.user, account.orders)
+    events.gtts_triggered(ctx.home, ctx.user, gtts, ownership.owned_ids)
     managed = bot_stops(gtts, ownership, adopt_on=held, exchange=EXCHANGE)
     buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
     decisions, ticks, ltps, fallbacks = decide_stops(md, kite, held, state, managed, now, buffer)
@@ -344,6 +347,7 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
             except SymbolBlocked as exc:
                 out.error = str(exc)
                 exit_code = ExitCode.RECONCILE_FAILED
+                events.reconcile_failed(ctx.home, ctx.user, JOB, out.error)
             except BrokerRejected as exc:
                 out.error = exc.kite_message or str(exc)
                 log.warning("%s: broker refused the %s: %s", out.symbol, out.action, out.error)
@@ -397,6 +401,7 @@ def _apply(ctx: JobContext, kite: Any, intents: IntentLog, out: Outcome, action:
         fault_point("after_send", out.symbol)
         out.done = True
         log.info("%s: GTT %s modified: %s", out.symbol, action.gtt_id, action.reason)
+        events.stop(ctx.home, ctx.user, "stop_moved", out.symbol, f"stop moved to {action.trigger} ({action.reason})")
         return
     for _ in range(_CREATE_ATTEMPTS):
         # The plan creates only when no managed stop GTT is active, so an earlier GTT of this
@@ -415,11 +420,14 @@ def _apply(ctx: JobContext, kite: Any, intents: IntentLog, out: Outcome, action:
     else:
         out.error = f"no active stop GTT after {_CREATE_ATTEMPTS} attempts; the next run tries again"
         log.error("%s: %s", out.symbol, out.error)
+        events.stop(ctx.home, ctx.user, "stop_not_active", out.symbol, out.error, daily=True)
         return
     out.gtt_id = gtt_id
     out.done = True
     log.info("%s: stop GTT %s at %.2f (limit %.2f, qty %d, tag %s)%s", out.symbol, out.gtt_id, action.trigger,
              action.limit_price, action.quantity, tag, "" if result.sent_now else " (already at the broker)")
+    events.stop(ctx.home, ctx.user, "stop_placed", out.symbol, f"stop GTT at {action.trigger:.2f} for "
+                f"{action.quantity} shares", key=f"placed|{out.gtt_id}")
 
 
 def _record(store: StateStore, outcomes: list[Outcome], held: dict[str, int], now: datetime) -> None:
@@ -498,6 +506,8 @@ def _print(ctx: JobContext, outcomes: list[Outcome], decisions: dict[str, StopDe
     for sym, d in decisions.items():
         if not d.place:
             ctx.log.warning("%s: stop %s", sym, d.reason)
+            events.stop(ctx.home, ctx.user, "stop_not_placed", sym, f"stop {d.reason}", daily=True, dry_run=dry_run)
         elif d.source == FALLBACK:
+            events.stop(ctx.home, ctx.user, "stop_fallback", sym, str(d.reason), daily=True, dry_run=dry_run)
             ctx.log.warning("%s: %s (LTP %.2f)%s", sym, d.reason, ltps.get(sym, 0.0),
                             " [dry run: not placed]" if dry_run else "")
