@@ -93,6 +93,7 @@ def ltp(kite: KiteConnect) -> float:
 # --- fills as the clock moves ----------------------------------------------------------------
 def test_fills_follow_the_clock(desk: Desk) -> None:
     kite = desk.kite()
+    price_now = ltp(kite)
     # A MARKET BUY fills at the ask (issue 16; it used to fill at the LTP).
     ask = kite.quote("NSE:INFY")["NSE:INFY"]["depth"]["sell"][0]["price"]
     mkt = place(kite, order_type="MARKET", market_protection=-1, tag="som-entry-INFY")
@@ -105,7 +106,7 @@ def test_fills_follow_the_clock(desk: Desk) -> None:
     buy = place(kite, price=1484.0)
     sell = place(kite, transaction_type="SELL", price=1550.0, quantity=5)
     assert last(kite, buy)["status"] == last(kite, sell)["status"] == "OPEN"
-    assert kite.margins("equity")["net"] == pytest.approx(START_CASH - price_now * 10 - 14840)
+    assert kite.margins("equity")["net"] == pytest.approx(START_CASH - ask * 10 - 14840)
     desk.jump(at(WED, "11:00"))
     assert last(kite, buy)["status"] == "OPEN"
     desk.jump(at(WED, "11:30"))
