@@ -46,7 +46,7 @@ meets the first waypoint, days after the last pinned day so that they chain on t
 scenario therefore changes the symbol's whole simulated history; without one nothing changes.
 
 Caches: the daily series per symbol (built once), day summaries (high, low, volume) filled in
-batches, and an LRU of minute bars per (symbol, day). Thread-safe (one lock).
+batches, an LRU of minute bars per (symbol, day) and a FIFO of books per (symbol, day, minute). Thread-safe (one lock).
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ ANCHOR = date(2026, 11, 2)
 
 _TAG_PARAMS, _TAG_DAILY, _TAG_MINUTE, _TAG_SPREAD, _TAG_DEPTH = 0x9A7A, 0xDA11, 0x3101, 0x5B4D, 0xD397
 _BARS_CACHE = 1024
+_BOOK_CACHE = 4096
 _SUMMARY_CHUNK = 256
 _PRE_WANDER = 0.003  # calm wander around the open before a pinned day's first waypoint
 
@@ -181,6 +182,7 @@ class Market:
         self._raw: dict[int, tuple[np.ndarray, ...]] = {}
         self._series_cache: dict[int, _Series] = {}
         self._bars_cache: OrderedDict[tuple[int, int], _DayBars] = OrderedDict()
+        self._book_cache: OrderedDict[tuple[int, int, int, int], sim.Book] = OrderedDict()
         # Validate pinned days up front: a bad scenario must fail at start, not at 11:20.
         for path in self.scenarios.paths:
             if path.symbol in self._by_symbol:
@@ -304,14 +306,23 @@ class Market:
             i = int(s.n_min[k]) - 1
         else:
             i = min(done, int(s.n_min[k]) - 1)
+        key = (s.ins.instrument_token, k, i, last)
+        cached = self._book_cache.get(key)
+        if cached is not None:  # the book only changes from minute to minute: the hot order path
+            return cached
         bars = self._bars(s, k)
         lower, upper = int(bars.lower[i]), int(bars.upper[i])
         if not s.ins.tradable:
             return sim.Book(s.ins.tick_size, last, (), (), lower, upper, 0)
         draws = np.random.default_rng([self.seed, s.ins.instrument_token, s.days[k].toordinal(), i,
                                        _TAG_DEPTH]).standard_normal(2 * sim.DEPTH_LEVELS)
-        return sim.book_at(last, int(bars.spread[i]), int(bars.offset[i]), lower, upper, int(bars.v[i]),
+        book = sim.book_at(last, int(bars.spread[i]), int(bars.offset[i]), lower, upper, int(bars.v[i]),
                            s.ins.tick_size, draws.tolist())
+        with self._lock:
+            self._book_cache[key] = book
+            if len(self._book_cache) > _BOOK_CACHE:
+                self._book_cache.popitem(last=False)
+        return book
 
     def minute_bars(self, token: int, t0: datetime, t1: datetime) -> list[sim.Bar]:
         """Completed minutes whose end lies in (t0, t1], across days, as the fill model sees them."""
