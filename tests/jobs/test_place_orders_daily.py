@@ -189,10 +189,17 @@ def test_entries_are_sized_on_the_tick_recorded_and_a_second_run_sends_nothing(d
         order = book[tag][0]
         assert (order["transaction_type"], order["order_type"], order["product"], order["validity"]) == \
             ("BUY", "LIMIT", "CNC", "DAY")
-        # At the LTP on the tick grid (marketable: filled at once), floor(cash x 50 % / 2 / price) shares.
-        assert on_tick(order["price"], 0.05) and order["price"] == out["planned"][sym]["ltp"]
-        assert order["quantity"] == math.floor(cash * 0.5 / 2 / order["price"])
-        assert order["status"] == "COMPLETE"
+        # This test once expected the limit at the LTP and an instant fill there: that relied on the
+        # old paper market filling any BUY at or above the LTP. With a spread, a BUY at the LTP
+        # rests below the ask (as on NSE). Now the entry is priced at the ask of a quote read just
+        # before the send (one level covers these quantities), within ENTRY_SLIPPAGE_PERCENT
+        # (0.5 %) of that LTP, and fills; floor(cash x 50 % / 2 / price) shares at most.
+        rec_order = {o["ticker"]: o for o in records(desk, "Som")[-1]["orders"]}[sym]
+        ltp = out["planned"][sym]["ltp"]
+        assert on_tick(order["price"], 0.05) and order["price"] == rec_order["best_ask"] == p["limit_price"]
+        assert order["price"] <= round(ltp * 1.005, 2)
+        assert order["quantity"] == min(rec_order["planned_quantity"], math.floor(cash * 0.5 / 2 / order["price"]))
+        assert order["status"] == "COMPLETE" and order["average_price"] <= order["price"]
 
     rec = records(desk, "Som")[-1]
     assert rec["user_profile"] == "Som" and rec["brooks_file_used"] == "pattern_daily_20260302.csv"
@@ -269,7 +276,8 @@ def test_pause_stops_entries_until_resumed_and_each_limit_refuses(
         assert p["quantity"] == capped < budget_shares
 
     # Price band: the plan is shown at 10:12 (RELIANCE ~1400); while the person thinks, it jumps to
-    # ~1500; the fresh LTP checked right before the order puts the limit 6-7 % away: refused.
+    # ~1500; the fresh ask (the price it would be sent at) is 6-7 % from the LTP the plan was sized
+    # on and confirmed at: refused as a stale plan, not bought 7 % higher.
     manual = tmp_path / "pick.csv"
     manual.write_text("ticker,stop_loss,target_price\nRELIANCE,1300,1600\n", encoding="utf-8")
     desk.at(DAY_A.replace(minute=12))
