@@ -208,6 +208,9 @@ SCHEMA: tuple[Key, ...] = (
         doc="Pre-trade limit: no single order may be worth more than this many rupees."),
     Key("PRICE_BAND_PERCENT", _number(float, 0, 50, lo_open=True), default=3.0,
         doc="Pre-trade limit: an order price more than this far from the LTP is refused."),
+    Key("ENTRY_SLIPPAGE_PERCENT", _number(float, 0, 5, lo_open=True), default=0.5,
+        doc="place_orders_daily prices each entry at the ask level covering its quantity (fresh quote); "
+            "an entry whose price is more than this above the LTP is skipped (0 < x <= 5)."),
     Key("GTT_LIMIT_BUFFER_PERCENT", _number(float, 0, 20, lo_open=True), default=5.0,
         doc="update_cnc_stoploss: the GTT's limit price sits this far below its trigger."),
     Key("WATCHDOG_POLL_SECONDS", _number(int, 1, 3600), default=30,

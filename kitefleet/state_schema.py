@@ -241,7 +241,7 @@ STOP = record({"stop": OPT_NUM, "source": OPT_STR, "gtt_id": OPT_INT, "trigger":
                "limit_price": OPT_NUM, "quantity": OPT_INT, "updated_at": OPT_STR})
 
 PLAN_ENTRY = record({"tag": OPT_STR, "entry": OPT_NUM, "stop_loss": OPT_NUM, "target_price": OPT_NUM,
-                     "risk_reward_ratio": OPT_NUM})
+                     "risk_reward_ratio": OPT_NUM, "quantity": OPT_INT})
 ENTRY_PLAN = record({"session": kind("date"), "source": STR, "created_at": STR, "cash": kind("number"),
                      "equity": kind("number"), "n_selected": kind("integer"), "percent": OPT_NUM,
                      "entries": map_of(PLAN_ENTRY)},

@@ -13,14 +13,17 @@ targets of filled entries, pruned after ``workers.portfolio.KEEP_PLAN_DAYS``)::
     "entry_plans": {"<session>|<input file name>": {
         "session": "YYYY-MM-DD", "source": input file name, "created_at": ISO,
         "cash", "equity", "n_selected": what the first run sized with, "percent",
-        "entries": {SYMBOL: {"tag", "entry", "stop_loss", "target_price", "risk_reward_ratio"}}}}
+        "entries": {SYMBOL: {"tag", "entry", "stop_loss", "target_price", "risk_reward_ratio",
+                             "quantity": the planned shares (sized at the LTP; a fresh price
+                             lowers it, never raises it)}}}}
 
 Protocol:
 
 * The first run of a session that gets as far as sending (not ``--dry-run``, not a cancelled
   ``--confirm``, at least one entry) writes the plan for its input before its first order
   (``fix_plan``): the symbols it selected, less those blocked by an unresolved intent, and the
-  cash, equity and number selected it sized them with.
+  cash, equity and number selected it sized them with, and each entry's planned quantity: the
+  plan fixes the budget and the quantity, the price comes from a fresh quote at the send.
 * A later run of the same session and input reads the plan (``read_plan``) instead of selecting:
   symbols whose entry intent was sent (or resolved by a person) are skipped as "already placed
   today", symbols held or with an open BUY meanwhile are skipped as such, and the others are
@@ -35,7 +38,7 @@ refusal) and their tests are in docs/restart-behaviour.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -74,7 +77,7 @@ def plan_basis(plan: dict[str, Any]) -> Basis:
 
 
 def fix_plan(store: StateStore, user: str, session: date, source: str, now: datetime, basis: Basis,
-             percent: float, rows: Sequence[ScanResult]) -> None:
+             percent: float, rows: Sequence[ScanResult], quantities: Mapping[str, int] | None = None) -> None:
     """Write the plan of the first run: ``rows`` are the entries it is about to send."""
     with store.transaction() as st:
         st.setdefault("entry_plans", {})[plan_key(session, source)] = {
@@ -82,7 +85,8 @@ def fix_plan(store: StateStore, user: str, session: date, source: str, now: date
             "cash": basis.cash, "equity": basis.equity, "n_selected": basis.n_selected, "percent": percent,
             "entries": {r.symbol: {"tag": entry_tag(user, session, r.symbol), "entry": r.entry,
                                    "stop_loss": r.stop_loss, "target_price": r.target_1,
-                                   "risk_reward_ratio": r.risk_reward} for r in rows},
+                                   "risk_reward_ratio": r.risk_reward,
+                                   "quantity": (quantities or {}).get(r.symbol)} for r in rows},
         }
 
 

@@ -214,14 +214,19 @@ class IntentLog:
     # --- writing (each a state transaction) ----------------------------------------------------
     def record(self, tag: str, kind: str, symbol: str, purpose: str, params: dict[str, Any], *,
                job: str = "", session: date | None = None) -> dict[str, Any]:
-        """Record the intent before the call; an existing intent with this tag is left as it is."""
+        """Record the intent before the call. An existing intent with this tag keeps its history;
+        if it is open (about to be sent again after a crash) its params become ``params``: the
+        intent says what is actually sent (an entry is re-priced from a fresh quote)."""
         if kind not in ("order", "gtt"):
             raise ValueError(f"intent kind must be order or gtt, not {kind!r}")
         now = clock.now()
         with self.store.transaction() as state:
             intents = state.setdefault("intents", {})
             if tag in intents:
-                return dict(intents[tag])
+                current = intents[tag]
+                if current.get("status") in OPEN_STATUSES and current.get("params") != params:
+                    current["params"], current["updated_at"] = params, now.isoformat()
+                return dict(current)
             INTENT_TRANSITIONS.check(None, PENDING, tag)
             intents[tag] = {
                 "tag": tag, "kind": kind, "symbol": symbol.upper(), "purpose": purpose, "job": job,

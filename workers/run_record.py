@@ -12,9 +12,11 @@ early on a token, broker or reconciliation error: the record is written before t
         equity, n_selected, paused, skipped [{ticker, reason}], stopped (why the run stopped
         early, or null). Each order: ticker, brooks_entry_price, stop_loss, target_price,
         risk_reward_ratio, order_timestamp, order_success, gtt_success (always false: stops are
-        update_cnc_stoploss's), error_message, current_price (the LTP sized on), position_size,
-        investment_amount (shares x limit price), limit_price, order_id, tag, order_status,
-        refusals [...], sent_now. Written atomically, mode 0600; a name already taken gets
+        update_cnc_stoploss's), error_message, current_price (the LTP sized on: the fresh quote's
+        once the entry was priced for sending), position_size, investment_amount (shares x limit
+        price), limit_price (the ask level covering the quantity), best_ask (of that quote),
+        planned_quantity (the plan's, sized at the LTP), order_id, tag, order_status, refusals
+        [...], sent_now. Written atomically, mode 0600; a name already taken gets
         ``_2``, ``_3``...
 """
 
@@ -42,6 +44,8 @@ class Entry:
     plan: EntryPlan | None = None
     refusals: list[str] = field(default_factory=list)
     fresh_ltp: float | None = None
+    best_ask: float | None = None
+    planned_quantity: int | None = None
     order_id: str | None = None
     order_status: str | None = None
     sent_now: bool = False
@@ -69,6 +73,8 @@ class Entry:
             "position_size": qty if self.success or plan is not None else 0,
             "investment_amount": plan.order_value if plan else 0,
             "limit_price": plan.limit_price if plan else None,
+            "best_ask": self.best_ask,
+            "planned_quantity": self.planned_quantity,
             "order_id": self.order_id,
             "tag": self.tag,
             "order_status": self.order_status,

@@ -189,10 +189,17 @@ def test_entries_are_sized_on_the_tick_recorded_and_a_second_run_sends_nothing(d
         order = book[tag][0]
         assert (order["transaction_type"], order["order_type"], order["product"], order["validity"]) == \
             ("BUY", "LIMIT", "CNC", "DAY")
-        # At the LTP on the tick grid (marketable: filled at once), floor(cash x 50 % / 2 / price) shares.
-        assert on_tick(order["price"], 0.05) and order["price"] == out["planned"][sym]["ltp"]
-        assert order["quantity"] == math.floor(cash * 0.5 / 2 / order["price"])
-        assert order["status"] == "COMPLETE"
+        # This test once expected the limit at the LTP and an instant fill there: that relied on the
+        # old paper market filling any BUY at or above the LTP. With a spread, a BUY at the LTP
+        # rests below the ask (as on NSE). Now the entry is priced at the ask of a quote read just
+        # before the send (one level covers these quantities), within ENTRY_SLIPPAGE_PERCENT
+        # (0.5 %) of that LTP, and fills; floor(cash x 50 % / 2 / price) shares at most.
+        rec_order = {o["ticker"]: o for o in records(desk, "Som")[-1]["orders"]}[sym]
+        ltp = out["planned"][sym]["ltp"]
+        assert on_tick(order["price"], 0.05) and order["price"] == rec_order["best_ask"] == p["limit_price"]
+        assert order["price"] <= round(ltp * 1.005, 2)
+        assert order["quantity"] == min(rec_order["planned_quantity"], math.floor(cash * 0.5 / 2 / order["price"]))
+        assert order["status"] == "COMPLETE" and order["average_price"] <= order["price"]
 
     rec = records(desk, "Som")[-1]
     assert rec["user_profile"] == "Som" and rec["brooks_file_used"] == "pattern_daily_20260302.csv"
@@ -269,7 +276,8 @@ def test_pause_stops_entries_until_resumed_and_each_limit_refuses(
         assert p["quantity"] == capped < budget_shares
 
     # Price band: the plan is shown at 10:12 (RELIANCE ~1400); while the person thinks, it jumps to
-    # ~1500; the fresh LTP checked right before the order puts the limit 6-7 % away: refused.
+    # ~1500; the fresh ask (the price it would be sent at) is 6-7 % from the LTP the plan was sized
+    # on and confirmed at: refused as a stale plan, not bought 7 % higher.
     manual = tmp_path / "pick.csv"
     manual.write_text("ticker,stop_loss,target_price\nRELIANCE,1300,1600\n", encoding="utf-8")
     desk.at(DAY_A.replace(minute=12))
@@ -295,6 +303,94 @@ def test_pause_stops_entries_until_resumed_and_each_limit_refuses(
     out = last_json("".join(shown))
     assert out["placed"] == [] and "sanity band" in out["refused"]["RELIANCE"]
     assert desk.writes(before) == []
+
+
+def _confirm_later(desk: Desk, user: str, args: list[str], then: datetime) -> dict[str, Any]:
+    """Run with --confirm: wait for the prompt (the plan is sized), move the clock to ``then``, say y."""
+    env = child_env(desk.home, TRADER_CLOCK=desk.clock_value, PYTHONPATH=str(PROJECT_ROOT))
+    proc = subprocess.Popen([str(VENV_PYTHON), "-m", "workers", JOB, "--user", user, "--confirm", "--json", *args],
+                            cwd=PROJECT_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    shown: list[str] = []
+    reader = threading.Thread(target=lambda: shown.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while "(y/n)" not in "".join(shown):
+        assert proc.poll() is None, f"exited early: {''.join(shown)} {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "no confirmation prompt"
+        time.sleep(0.02)
+    desk.at(then)
+    proc.stdin.write("y\n")
+    proc.stdin.close()
+    assert proc.wait(60) == 0, proc.stderr.read()
+    reader.join(10)
+    return last_json("".join(shown))
+
+
+def test_a_stale_plan_is_priced_at_the_fresh_ask_and_a_thin_stock_beyond_the_slippage_cap_is_skipped(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    day = DAY_A.date().isoformat()
+    # INFY rises 1 % between the plan (10:12) and the send (10:40); SBIN is a thin stock all day:
+    # a 600-tick (Rs 30) spread and 200 shares a minute, so its ask sits ~2 % above its LTP.
+    scenario = {"paths": [{"symbol": "INFY", "date": day, "waypoints": [["09:15", 1500.0], ["10:10", 1500.0],
+                                                                        ["10:30", 1515.0], ["15:29", 1515.0]]}],
+                "market": [{"symbol": "SBIN", "date": day, "from": "09:15", "to": "15:29", "spread_ticks": 600,
+                            "volume": 200}]}
+    desk = open_desk(tmp_path, broker_factory, {"Ana": {"CAPITAL_DEPLOYMENT_PERCENT": 40}}, DAY_A, SYMBOLS, scenario)
+    pick = tmp_path / "pick.csv"
+    pick.write_text("ticker,stop_loss,target_price\nINFY,1400,1700\nSBIN,500,1200\n", encoding="utf-8")
+    desk.at(DAY_A.replace(minute=12))
+    planned_ltp = desk.ltp("Ana", "INFY")
+    assert 1495 <= planned_ltp <= 1505
+    before = desk.audit_len()
+    out = _confirm_later(desk, "Ana", ["--from", str(pick)], DAY_A.replace(minute=40))
+    fresh = desk.ltp("Ana", "INFY")
+    assert fresh >= planned_ltp * 1.009
+
+    # INFY: at the fresh ask (within 0.5 % of the fresh LTP), not at the plan's LTP, which now
+    # lies more than 0.5 % under the market and would rest unfilled; fewer shares for the budget.
+    [placed] = out["placed"]
+    [order] = book_by_tag(desk.kite("Ana"))[placed["tag"]]
+    rec = {o["ticker"]: o for o in records(desk, "Ana")[-1]["orders"]}
+    budget = 1_000_000 * 0.4 / 2
+    assert placed["symbol"] == "INFY" and order["price"] == rec["INFY"]["best_ask"] == placed["limit_price"]
+    assert fresh <= order["price"] <= round(fresh * 1.005, 2) and order["price"] > planned_ltp * 1.005
+    assert rec["INFY"]["planned_quantity"] == math.floor(budget / planned_ltp)  # the plan: sized at 10:12
+    assert order["quantity"] == math.floor(budget / order["price"]) < rec["INFY"]["planned_quantity"]
+    assert order["status"] == "COMPLETE" and order["filled_quantity"] == order["quantity"]
+
+    # SBIN: skipped with the reason, nothing sent for it.
+    assert out["refused"]["SBIN"].startswith("refused: ask ")
+    assert "above slippage cap" in out["refused"]["SBIN"]
+    assert rec["SBIN"]["order_success"] is False and rec["SBIN"]["refusals"][0].startswith("ask ")
+    assert [w["path"] for w in desk.writes(before)] == ["/orders/regular"]
+
+
+def test_an_entry_re_sent_after_a_crash_is_priced_fresh_and_its_intent_says_what_was_sent(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    day = DAY_A.date().isoformat()
+    scenario = {"paths": [{"symbol": "TCS", "date": day, "waypoints": [["09:15", 3000.0], ["10:10", 3000.0],
+                                                                       ["10:30", 3030.0], ["15:29", 3030.0]]}]}
+    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, DAY_A, SYMBOLS, scenario)
+    desk.write_scan("Som", PREV_SESSION, [scan_row("INFY", 6, 1500, 1400, 1700), scan_row("TCS", 5, 3000, 2800, 3400)])
+    tag = make_tag("Som", JOB, DAY_A.date(), "TCS", "entry")
+    killed = desk.run("Som", JOB, fault="after_intent:TCS")
+    assert killed.returncode == -9, killed.stderr
+    first = desk.state("Som")["intents"][tag]
+    planned = desk.state("Som")["entry_plans"][f"{day}|pattern_daily_20260302.csv"]["entries"]["TCS"]["quantity"]
+    assert first["status"] == "pending" and first["params"]["quantity"] == planned
+
+    desk.at(DAY_A.replace(minute=40))  # TCS is 1 % higher when the rerun sends it
+    out = desk.ok("Som", JOB)
+    assert [p["symbol"] for p in out["placed"]] == ["TCS"]
+    [order] = book_by_tag(desk.kite("Som"))[tag]
+    intent = desk.state("Som")["intents"][tag]
+    # The intent records what was actually sent (written before the call), not the crashed run's price.
+    assert intent["status"] == "sent" and intent["broker_id"] == order["order_id"]
+    assert (intent["params"]["price"], intent["params"]["quantity"]) == (order["price"], order["quantity"])
+    assert order["price"] > first["params"]["price"] * 1.005
+    assert order["quantity"] == min(planned, math.floor(1_000_000 * 0.5 / 2 / order["price"])) < planned
+    assert order["status"] == "COMPLETE"
 
 
 def test_a_kill_at_each_fault_point_and_a_rerun_leave_one_order_per_intent(

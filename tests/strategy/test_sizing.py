@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from kitefleet.settings import KEYS
+from kitefleet.errors import ConfigError
+from kitefleet.exitcodes import ExitCode
+from kitefleet.settings import KEYS, load_settings
+from tests.support.homes import make_home, write_env
 from workers.portfolio import BUY_PENDING, HELD
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import (
     DEFAULT_CAPITAL_DEPLOYMENT_PERCENT,
+    DEFAULT_ENTRY_SLIPPAGE_PERCENT,
     DEFAULT_MAX_CNC_POSITIONS,
     DEFAULT_MAX_ORDER_VALUE,
     DEFAULT_MIN_SCORE,
     DEFAULT_PRICE_BAND_PERCENT,
     EntryPlan,
     check_pre_trade,
+    limit_from_depth,
     order_params,
     select_candidates,
     size_entry,
@@ -33,6 +40,7 @@ def test_defaults_match_the_settings_schema():
     assert KEYS["MAX_ORDER_VALUE"].default == DEFAULT_MAX_ORDER_VALUE
     assert KEYS["PRICE_BAND_PERCENT"].default == DEFAULT_PRICE_BAND_PERCENT
     assert KEYS["RISK_PER_TRADE_PERCENT"].default is None
+    assert KEYS["ENTRY_SLIPPAGE_PERCENT"].default == DEFAULT_ENTRY_SLIPPAGE_PERCENT == 0.5
 
 
 def test_selection_filters_and_orders_best_first():
@@ -170,3 +178,74 @@ def test_order_params_are_a_cnc_limit_buy():
                       "transaction_type": "BUY", "quantity": 337, "product": "CNC", "order_type": "LIMIT",
                       "price": 1479.5, "validity": "DAY"}
 
+
+
+# --- the price at the send: a fresh quote's depth ----------------------------------------------------
+def depth(*asks: tuple[float, int], bids: tuple[tuple[float, int], ...] = ((99.95, 500),)) -> dict[str, object]:
+    """Kite's ``depth`` shape; live Kite pads a side to five levels with zeros."""
+    def side(levels: tuple[tuple[float, int], ...]) -> list[dict[str, float | int]]:
+        rows: list[dict[str, float | int]] = [{"price": p, "quantity": q, "orders": 1} for p, q in levels]
+        return rows + [{"price": 0, "quantity": 0, "orders": 0}] * (5 - len(rows))
+    return {"buy": side(bids), "sell": side(asks)}
+
+
+BOOK = depth((100.05, 100), (100.10, 200), (100.15, 300), (100.20, 400), (100.25, 500))
+
+
+def test_the_limit_is_the_lowest_ask_level_whose_cumulative_depth_covers_the_quantity():
+    assert limit_from_depth(BOOK, 100, 100.0, 0.5, 0.05).limit == 100.05
+    assert limit_from_depth(BOOK, 101, 100.0, 0.5, 0.05).limit == 100.10
+    got = limit_from_depth(BOOK, 600, 100.0, 0.5, 0.05)
+    assert (got.limit, got.best_ask, got.covered, got.reason) == (100.15, 100.05, 600, None)
+    # More than the five levels show: the deepest one; the rest rests there as a limit order.
+    deep = limit_from_depth(BOOK, 5000, 100.0, 0.5, 0.05)
+    assert (deep.limit, deep.covered) == (100.25, 1500)
+
+
+def test_a_buy_is_never_priced_below_the_ask_even_when_the_ltp_is_above_it():
+    # The last trade was at a higher price than the ask now shows: the ask, not the LTP, is the price.
+    assert limit_from_depth(depth((99.50, 1000)), 10, 100.0, 0.5, 0.05).limit == 99.50
+    for qty in (1, 150, 999, 10_000):
+        got = limit_from_depth(BOOK, qty, 100.0, 5.0, 0.05)
+        assert got.limit is not None and got.limit >= 100.05
+
+
+def test_an_ask_beyond_the_slippage_cap_refuses_the_entry_with_the_reason():
+    thin = depth((101.00, 5), (101.50, 5))
+    got = limit_from_depth(thin, 10, 100.0, 0.5, 0.05)
+    assert got.limit is None and got.reason is not None
+    assert got.reason.startswith("ask 101.50 above slippage cap 100.50")
+    assert limit_from_depth(thin, 5, 100.0, 1.0, 0.05).limit == 101.00  # at the cap: allowed
+    assert limit_from_depth(thin, 10, 100.0, 1.0, 0.05).limit is None
+
+
+def test_no_sellers_or_no_ltp_refuses_the_entry():
+    upper_circuit = depth()  # the ask side is all zero padding, as live Kite shows it
+    got = limit_from_depth(upper_circuit, 10, 100.0, 0.5, 0.05)
+    assert got.limit is None and "no sellers" in (got.reason or "")
+    assert limit_from_depth({}, 10, 100.0, 0.5).limit is None
+    assert limit_from_depth(None, 10, 100.0, 0.5).limit is None
+    assert "no valid LTP" in (limit_from_depth(BOOK, 10, 0.0, 0.5, 0.05).reason or "")
+
+
+def test_a_fresh_price_keeps_the_budget_and_never_raises_the_planned_quantity():
+    planned = size_entry(100_000, 50, 1, 100.0, 0.05)  # budget 50,000 at 100.00 -> 500 shares
+    assert planned.quantity == 500
+    up = size_entry(100_000, 50, 1, 101.0, 0.05, limit=101.05, max_quantity=planned.quantity)
+    assert (up.quantity, up.limit_price) == (math.floor(50_000 / 101.05), 101.05)
+    down = size_entry(100_000, 50, 1, 98.0, 0.05, limit=98.05, max_quantity=planned.quantity)
+    assert down.quantity == 500  # cheaper: not more shares than planned
+    risky = size_entry(100_000, 50, 1, 101.0, 0.05, stop=99.0, equity=100_000, risk_per_trade_percent=1,
+                       limit=101.05, max_quantity=planned.quantity)
+    assert risky.quantity == math.floor(1_000 / (101.05 - 99.0)) and risky.capped_by_risk
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "5.01", "abc", "nan"])
+def test_entry_slippage_percent_outside_0_to_5_is_a_config_error_naming_the_key(tmp_path, value):
+    home = make_home(tmp_path)
+    write_env(home, "Som", ENTRY_SLIPPAGE_PERCENT=value)
+    with pytest.raises(ConfigError) as err:
+        load_settings(home, "Som")
+    assert err.value.exit_code == ExitCode.CONFIG == 4 and "ENTRY_SLIPPAGE_PERCENT" in str(err.value)
+    write_env(home, "Som", ENTRY_SLIPPAGE_PERCENT="5")
+    assert load_settings(home, "Som").get("ENTRY_SLIPPAGE_PERCENT") == 5.0

@@ -15,10 +15,18 @@ exchange, or an open BUY order), at most ``MAX_CNC_POSITIONS`` minus the positio
 entry of an earlier run takes a slot, a person's holding does not, though it is never bought
 into), size (cash x ``CAPITAL_DEPLOYMENT_PERCENT`` / number selected / limit price, optional
 ``RISK_PER_TRADE_PERCENT`` cap on (entry - stop) x shares against the bot's equity = free cash +
-the market value of the shares it manages, min(owned, held)), the order (BUY
-LIMIT CNC DAY at the LTP rounded up to the tick), and the pre-trade limits checked right before
-every order against a fresh LTP (pause flag, ``MAX_ORDER_VALUE``, ``PRICE_BAND_PERCENT`` around
-the LTP, tick grid, quantity 0). Each refusal is reported and written to the run record. Cash is
+the market value of the shares it manages, min(owned, held)), the order (BUY LIMIT CNC DAY), and
+the pre-trade limits checked right before every order (pause flag, ``MAX_ORDER_VALUE``,
+``PRICE_BAND_PERCENT`` around the LTP the plan was sized on, tick grid, quantity 0).
+Each refusal is reported and written to the run record.
+
+Price. The plan (sized at the LTP) fixes each entry's budget and quantity, not its price: right
+before each order a fresh ``quote()`` is read and the limit is the lowest ask level whose
+cumulative depth covers the planned quantity (sizing.limit_from_depth), so a BUY never rests below
+the ask; shares = min(planned, floor(budget / that limit)). A level more than
+``ENTRY_SLIPPAGE_PERCENT`` above the quote's LTP (a thin or jumping stock), or an empty ask side
+(upper circuit), refuses the entry with the reason (``ask X above slippage cap Y``); a later run
+of the day tries it again. The same works against live Kite, whose quote has the same depth. Cash is
 ``margins("equity")["available"]["live_balance"]`` (else cash + intraday payin - debits), never
 ``net``, which on live Kite includes collateral (workers.portfolio.available_cash).
 
@@ -96,10 +104,12 @@ from workers.run_record import Entry, EntryRun, write_record
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import (
     DEFAULT_CAPITAL_DEPLOYMENT_PERCENT,
+    DEFAULT_ENTRY_SLIPPAGE_PERCENT,
     DEFAULT_MAX_CNC_POSITIONS,
     DEFAULT_MIN_SCORE,
     Skipped,
     check_pre_trade,
+    limit_from_depth,
     order_params,
     select_candidates,
     size_entry,
@@ -128,6 +138,7 @@ class _Limits:
     risk_percent: float | None
     max_value: float | None
     band: float | None
+    slippage: float
 
 
 def _float_setting(ctx: JobContext, key: str, default: float | None) -> float | None:
@@ -143,6 +154,8 @@ def _limits(ctx: JobContext) -> _Limits:
         risk_percent=_float_setting(ctx, "RISK_PER_TRADE_PERCENT", None),
         max_value=_float_setting(ctx, "MAX_ORDER_VALUE", None),
         band=_float_setting(ctx, "PRICE_BAND_PERCENT", None),
+        slippage=_float_setting(ctx, "ENTRY_SLIPPAGE_PERCENT", DEFAULT_ENTRY_SLIPPAGE_PERCENT)
+        or DEFAULT_ENTRY_SLIPPAGE_PERCENT,
     )
 
 
@@ -151,6 +164,12 @@ def _ltps(kite: Any, symbols: list[str]) -> dict[str, float]:
         return {}
     answer = kite.ltp(*[f"{EXCHANGE}:{s}" for s in symbols])
     return {s: float((answer.get(f"{EXCHANGE}:{s}") or {}).get("last_price") or 0.0) for s in symbols}
+
+
+def _quote(kite: Any, symbol: str) -> tuple[float, dict[str, Any]]:
+    """A fresh LTP and depth of ``symbol`` from one ``quote()`` read."""
+    q = kite.quote(f"{EXCHANGE}:{symbol}").get(f"{EXCHANGE}:{symbol}") or {}
+    return float(q.get("last_price") or 0.0), dict(q.get("depth") or {})
 
 
 def _print_plan(entries: list[Entry], skipped: list[Skipped], header: str) -> None:
@@ -209,8 +228,11 @@ def run(ctx: JobContext) -> int:
     equity_margins = kite.margins("equity")
     limits = _limits(ctx)
 
+    planned_qty: dict[str, int] = {}
     if existing_plan is not None:
         basis = plan_basis(existing_plan)
+        planned_qty = {sym: int(m["quantity"]) for sym, m in (existing_plan.get("entries") or {}).items()
+                       if isinstance(m, dict) and m.get("quantity") is not None}
         selected, skipped = remaining(existing_plan, rows, account, intents, today, ctx.user)
         log.info("completing today's entry plan of %s (%d entries; %d left)", existing_plan.get("created_at"),
                  basis.n_selected, len(selected))
@@ -221,7 +243,7 @@ def run(ctx: JobContext) -> int:
     for e in [e for e in entries if e.row.symbol in blocked]:
         skipped.append(Skipped(e.row.symbol, "blocked: an unresolved intent needs a person (see doctor)"))
     entries = [e for e in entries if e.row.symbol not in blocked]
-    _size(kite, md, entries, basis, limits, paused)
+    _size(kite, md, entries, basis, limits, paused, planned_qty)
 
     usable = round(basis.cash * limits.percent / 100, 2)
     header = (f"{ctx.user}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} from {source}; cash "
@@ -236,7 +258,8 @@ def run(ctx: JobContext) -> int:
         return ExitCode.OK
 
     if existing_plan is None and entries:
-        fix_plan(store, ctx.user, today, source, now, basis, limits.percent, [e.row for e in entries])
+        fix_plan(store, ctx.user, today, source, now, basis, limits.percent, [e.row for e in entries],
+                 {e.row.symbol: e.plan.quantity for e in entries if e.plan is not None})
     entry_run = EntryRun(user=ctx.user, mode=ctx.settings.mode, started=now, session=today, source=source,
                          cash=basis.cash, percent=limits.percent, equity=basis.equity,
                          n_selected=basis.n_selected, paused=paused, entries=entries, skipped=skipped)
@@ -252,7 +275,7 @@ def run(ctx: JobContext) -> int:
 
 def _market_closed(ctx: JobContext, now: datetime) -> int:
     message = (f"market closed at {now:%Y-%m-%d %H:%M} IST: entries are placed only during the session "
-               "(LIMIT at the live LTP); nothing placed")
+               "(LIMIT at the live ask); nothing placed")
     ctx.log.info("%s", message)
     print(message)
     if ctx.args.json:
@@ -323,13 +346,17 @@ def _select(ctx: JobContext, rows: list[ScanResult], has_score: bool, account: A
     return Basis(cash=cash, equity=equity, n_selected=len(selected)), selected, skipped
 
 
-def _size(kite: Any, md: Any, entries: list[Entry], basis: Basis, limits: _Limits, paused: bool) -> None:
+def _size(kite: Any, md: Any, entries: list[Entry], basis: Basis, limits: _Limits, paused: bool,
+          planned_qty: dict[str, int]) -> None:
+    """The plan at the LTP: budget and quantity (a rerun never exceeds the first run's quantity)."""
     ltps = _ltps(kite, [e.row.symbol for e in entries])
     for e in entries:
         tick = md.tick_size(e.row.symbol)
         e.plan = size_entry(basis.cash, limits.percent, basis.n_selected, ltps[e.row.symbol], tick, e.row.stop_loss,
-                            basis.equity, limits.risk_percent, symbol=e.row.symbol)
-        # Shown in the plan; checked again against a fresh LTP right before each order.
+                            basis.equity, limits.risk_percent, symbol=e.row.symbol,
+                            max_quantity=planned_qty.get(e.row.symbol))
+        e.planned_quantity = e.plan.quantity
+        # Shown in the plan; priced from a fresh quote and checked again right before each order.
         e.refusals = check_pre_trade(e.plan, ltps[e.row.symbol], limits.max_value, limits.band, paused)
 
 
@@ -353,15 +380,20 @@ def _confirmed(ctx: JobContext, entries: list[Entry], skipped: list[Skipped], he
 
 
 def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, limits: _Limits) -> int:
-    """Each entry in turn: the pre-trade limits against a fresh LTP, then send it at most once."""
+    """Each entry in turn: priced from a fresh quote, the pre-trade limits, then sent at most once
+    (an intent re-sent after a crash gets the params actually sent: workers.intents.record)."""
     log = ctx.log
     for e in entry_run.entries:
         e.at = clock.now()
         assert e.plan is not None
-        fresh = _ltps(kite, [e.row.symbol])[e.row.symbol]
+        planned_ltp = e.plan.ltp
+        fresh, depth = _quote(kite, e.row.symbol)
         e.fresh_ltp = fresh
-        e.refusals = check_pre_trade(e.plan, fresh, limits.max_value, limits.band,
-                                     pause.is_paused(ctx.home, ctx.user))
+        e.refusals = _price(e, entry_run, limits, fresh, depth)
+        # The slippage cap bounds the price against the fresh LTP; the sanity band against the
+        # LTP the plan was sized on (and a person confirmed): a plan gone stale is refused.
+        e.refusals += check_pre_trade(e.plan, planned_ltp, limits.max_value, limits.band,
+                                      pause.is_paused(ctx.home, ctx.user))
         if e.refusals:
             e.error = "refused: " + "; ".join(e.refusals)
             log.warning("%s: %s", e.row.symbol, e.error)
@@ -386,6 +418,19 @@ def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, l
                      e.plan.limit_price, e.order_id, "" if e.sent_now else " (already at the broker)")
             events.entry_placed(ctx.home, ctx.user, e.row.symbol, e.plan.quantity, e.plan.limit_price, e.order_id)
     return ExitCode.OK
+
+
+def _price(e: Entry, run: EntryRun, limits: _Limits, ltp: float, depth: dict[str, Any]) -> list[str]:
+    """Re-price ``e.plan`` at the ask level covering its quantity; a refusal reason if none may be used."""
+    planned = e.plan
+    assert planned is not None
+    ask = limit_from_depth(depth, planned.quantity, ltp, limits.slippage, planned.tick_size)
+    e.best_ask = ask.best_ask
+    if ask.limit is None:
+        return [ask.reason or "no usable ask"]
+    e.plan = size_entry(run.cash, run.percent, run.n_selected, ltp, planned.tick_size, e.row.stop_loss, run.equity,
+                        limits.risk_percent, symbol=e.row.symbol, limit=ask.limit, max_quantity=planned.quantity)
+    return []
 
 
 def _finish(ctx: JobContext, kite: Any, store: StateStore, entry_run: EntryRun) -> None:

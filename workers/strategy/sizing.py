@@ -20,10 +20,20 @@ Rules and defaults (the env keys are in ``kitefleet/settings.py``; the defaults 
   (default unset), shares are also capped at floor(equity × percent / 100 / (limit − stop)), so the
   loss to the stop stays within that share of equity; a risk cap without a stop below the entry
   refuses the entry. Zero shares → quantity 0 and a reason. Order: BUY, LIMIT, CNC, DAY, NSE.
+* Price at the send (:func:`limit_from_depth`, :func:`size_entry` with ``limit``/``max_quantity``):
+  the plan above fixes each entry's budget and quantity, not its price. Right before the order is
+  sent a fresh quote is read; the limit is the lowest ask level whose cumulative depth covers the
+  planned quantity (the deepest visible level when the five do not: the rest rests at it), so a
+  BUY is never placed below the ask. That level more than ``ENTRY_SLIPPAGE_PERCENT`` (default
+  0.5 %) above the quote's LTP, or no sellers at all (an upper circuit), refuses the entry with the
+  reason. Shares = min(planned, floor(budget / that limit)) and the risk cap again at that limit.
+  (Legacy: LIMIT at an LTP read right before each order, which rests below the ask whenever the
+  last trade was at the bid.)
 * Pre-trade limits (:func:`check_pre_trade`), each refusal a reason, empty list = send: the pause
   flag; quantity 0; a limit price off the tick grid; order value > ``MAX_ORDER_VALUE`` (default
-  ₹5,00,000); limit price more than ``PRICE_BAND_PERCENT`` (default 3 %) away from a fresh LTP
-  (also catches a stale plan or a bad quote); no valid LTP.
+  ₹5,00,000); limit price more than ``PRICE_BAND_PERCENT`` (default 3 %) away from the given LTP
+  (place_orders_daily passes the LTP the plan was sized on: a plan gone stale while a person
+  confirmed it is refused; the slippage cap bounds the price against the fresh one); no valid LTP.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ DEFAULT_MAX_CNC_POSITIONS = 10
 DEFAULT_CAPITAL_DEPLOYMENT_PERCENT = 50.0
 DEFAULT_MAX_ORDER_VALUE = 500_000.0
 DEFAULT_PRICE_BAND_PERCENT = 3.0
+DEFAULT_ENTRY_SLIPPAGE_PERCENT = 0.5
 
 EXCHANGE = "NSE"
 PRODUCT = "CNC"
@@ -157,9 +168,15 @@ def size_entry(
     risk_per_trade_percent: float | None = None,
     *,
     symbol: str = "",
+    limit: float | None = None,
+    max_quantity: int | None = None,
 ) -> EntryPlan:
-    """Shares and limit price of one entry; quantity 0 comes with a reason."""
-    limit = round_to_tick(ltp, tick_size, "ceil") if ltp > 0 else 0.0
+    """Shares and limit price of one entry; quantity 0 comes with a reason.
+
+    ``limit``: the price to size at (a fresh ask from :func:`limit_from_depth`); default the LTP
+    rounded up to the tick. ``max_quantity``: the planned shares, which a fresh price never raises."""
+    if limit is None:
+        limit = round_to_tick(ltp, tick_size, "ceil") if ltp > 0 else 0.0
 
     def plan(qty: int, budget: float = 0.0, reason: str | None = None, **kw: Any) -> EntryPlan:
         return EntryPlan(qty, limit, ltp, tick_size, round(budget, 2), symbol, stop, reason=reason, **kw)
@@ -192,6 +209,8 @@ def size_entry(
             qty, capped = cap, True
     elif stop is not None:
         risk_per_share = float(_dec(limit) - _dec(stop))
+    if max_quantity is not None:
+        qty = min(qty, max_quantity)
     reason = None
     if qty <= 0:
         reason = (f"risk cap allows 0 shares (risk/share {risk_per_share}, equity {equity}, "
@@ -200,6 +219,47 @@ def size_entry(
         qty = 0
     return plan(qty, budget, reason, risk_per_share=risk_per_share, risk_cap_shares=cap,
                 capped_by_risk=capped)
+
+
+@dataclass(frozen=True)
+class AskLimit:
+    """The limit price a fresh quote gives an entry, or why it must not be sent (``limit`` None)."""
+
+    limit: float | None
+    #: the best ask (None with no sellers), and the shares the visible asks offer up to ``limit``
+    best_ask: float | None = None
+    covered: int = 0
+    reason: str | None = None
+
+
+def limit_from_depth(depth: Mapping[str, Any] | None, quantity: int, ltp: float, slippage_percent: float,
+                     tick_size: float = 0.0) -> AskLimit:
+    """The BUY limit for ``quantity`` shares from a quote's ``depth`` (Kite's shape: ``{"sell":
+    [{"price", "quantity", "orders"}, ...]}``, best first): the lowest ask level whose cumulative
+    quantity covers ``quantity``, or the deepest level when the visible asks do not. Never below
+    the best ask. Refused when that level is above ``ltp`` x (1 + ``slippage_percent``/100) or
+    when there are no sellers (live Kite pads an empty book with zero levels)."""
+    levels = sorted((_dec(float(lv.get("price") or 0)), int(lv.get("quantity") or 0))
+                    for lv in ((depth or {}).get("sell") or []) if isinstance(lv, Mapping))
+    asks = [(p, q) for p, q in levels if p > 0 and q > 0]
+    if not asks:
+        return AskLimit(None, reason="no sellers in the quote's depth (at the upper circuit?)")
+    best = float(asks[0][0])
+    if not (math.isfinite(ltp) and ltp > 0):
+        return AskLimit(None, best, reason=f"no valid LTP ({ltp}) for the slippage cap")
+    covered, level = 0, asks[-1][0]
+    for price, qty in asks:
+        covered += qty
+        if covered >= quantity:
+            level = price
+            break
+    price_f = round_to_tick(float(level), tick_size, "ceil") if tick_size > 0 else float(level)
+    cap = _dec(ltp) * (1 + _dec(slippage_percent) / 100)
+    if _dec(price_f) > cap:
+        return AskLimit(None, best, covered,
+                        f"ask {price_f:.2f} above slippage cap {float(cap):.2f} "
+                        f"(LTP {ltp:.2f} + {slippage_percent:g} %)")
+    return AskLimit(price_f, best, covered)
 
 
 def check_pre_trade(
