@@ -19,6 +19,7 @@ JOB_NAMES: tuple[str, ...] = (
     "login",
     "doctor_checks",
     "resolve_intent",
+    "cancel_entries",
 )
 
 #: The jobs the per-user scheduler runs, each with its ``SCHEDULE_<JOB>`` settings key.

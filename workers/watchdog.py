@@ -47,7 +47,9 @@ from typing import Any
 
 from kitefleet.calendar import NseCalendar, last_completed_hour
 from kitefleet.clock import Clock
+from kitefleet.halt import halt_file, halt_info
 from kitefleet.states import ExitStatus, OrderStatus
+from workers.entry_cancel import cancel_open_entries
 from workers.exit_records import exit_pending, next_exit_purpose
 from workers.intents import IntentLog
 from workers.level_refresher import LevelRefresher
@@ -195,6 +197,8 @@ class Watchdog(ExitDesk):
         self._ledger_gtts: list[Any] = []
         self._state_sig: tuple[int, int] | None = None
         self._said_unmanaged: set[str] = set()
+        #: (halt flag, state file) signatures when a halted poll last found no open bot entry
+        self._halt_clean: tuple[Any, Any] | None = None
 
     # --- state ---------------------------------------------------------------------------------
     def sym(self, symbol: str) -> dict[str, Any]:
@@ -272,6 +276,28 @@ class Watchdog(ExitDesk):
             sig = None
         if sig != self._state_sig:
             self._apply_scope(self._read_state(), self._account)
+
+    def cancel_entries_if_halted(self, now: datetime) -> None:
+        """A halted user's open bot entries are cancelled within one poll (workers.entry_cancel).
+        The book is read while halted until a look finds none open, then again only when the
+        halt flag or the state (a new entry intent) changes."""
+        if self.dry_run:
+            return
+        path = halt_file(self.store.home, self.user)
+        if halt_info(self.store.home, self.user, now) is None:
+            self._halt_clean = None
+            return
+        try:
+            st = path.stat()
+            sig = ((st.st_mtime_ns, st.st_size), self._state_sig)
+        except FileNotFoundError:
+            sig = (None, self._state_sig)
+        if sig == self._halt_clean:
+            return
+        done = cancel_open_entries(self.kite, self.intents, self.user, self.session, self.log)
+        if not any(c.error for c in done):
+            self.reread_scope_if_changed()
+            self._halt_clean = (sig[0], self._state_sig)
 
     def _apply_scope(self, state: Mapping[str, Any], account: AccountSnapshot) -> None:
         view = owned_view(state, account, self._ledger_gtts, self.session, self.scope_mode)
@@ -381,6 +407,7 @@ class Watchdog(ExitDesk):
             self.refresh_positions(now)
         else:
             self.reread_scope_if_changed()
+        self.cancel_entries_if_halted(now)
         self.schedule_levels(now)
         if exit_pending([e for s in self.day["symbols"].values() for e in s["exits"]]):
             self._update_exits(self.kite.orders(), now)

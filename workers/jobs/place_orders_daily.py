@@ -17,8 +17,9 @@ into), size (cash x ``CAPITAL_DEPLOYMENT_PERCENT`` / number selected / limit pri
 ``RISK_PER_TRADE_PERCENT`` cap on (entry - stop) x shares against the bot's equity = free cash +
 the market value of the shares it manages, min(owned, held)), the order (BUY
 LIMIT CNC DAY at the LTP rounded up to the tick), and the pre-trade limits checked right before
-every order against a fresh LTP (pause flag, ``MAX_ORDER_VALUE``, ``PRICE_BAND_PERCENT`` around
-the LTP, tick grid, quantity 0). Each refusal is reported and written to the run record. Cash is
+every order against a fresh LTP (pause flag, halt flag (kitefleet.halt), ``MAX_ORDER_VALUE``,
+``PRICE_BAND_PERCENT`` around the LTP, tick grid, quantity 0). Each refusal is reported and
+written to the run record. Cash is
 ``margins("equity")["available"]["live_balance"]`` (else cash + intraday payin - debits), never
 ``net``, which on live Kite includes collateral (workers.portfolio.available_cash).
 
@@ -66,7 +67,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from kitefleet import clock, pause
+from kitefleet import clock, halt, pause
 from kitefleet.errors import KitefleetError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.state import StateStore
@@ -225,7 +226,8 @@ def run(ctx: JobContext) -> int:
     usable = round(basis.cash * limits.percent / 100, 2)
     header = (f"{ctx.user}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} from {source}; cash "
               f"{basis.cash:,.2f}, usable {usable:,.2f} ({limits.percent:g} %), equity {basis.equity:,.2f}"
-              + (f"; PAUSED: {pause_note}" if paused else ""))
+              + (f"; PAUSED: {pause_note}" if paused else "")
+              + (f"; HALTED: {halt.describe(halted)}" if (halted := halt.halt_info(ctx.home, ctx.user)) else ""))
     if ctx.dry_run:
         _print_plan(entries, skipped, header + " [dry run: nothing is sent]")
         if ctx.args.json:
@@ -361,6 +363,9 @@ def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, l
         e.fresh_ltp = fresh
         e.refusals = check_pre_trade(e.plan, fresh, limits.max_value, limits.band,
                                      pause.is_paused(ctx.home, ctx.user))
+        halted = halt.halt_info(ctx.home, ctx.user)
+        if halted is not None:  # checked before each order: a halt stops the run's next order
+            e.refusals.insert(0, halt.describe(halted))
         if e.refusals:
             e.error = "refused: " + "; ".join(e.refusals)
             log.warning("%s: %s", e.row.symbol, e.error)
