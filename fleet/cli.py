@@ -22,6 +22,7 @@ COMMANDS = (
     "import_config",
     "migrate_state",
     "pause",
+    "halt",
     "login",
     "doctor",
     "exec_",

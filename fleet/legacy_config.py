@@ -24,7 +24,8 @@ MAX_CONFIG_BYTES = 1 << 20
 
 #: legacy [DEFAULT] key -> env key of kitefleet.settings.SCHEMA
 DEFAULT_KEY_MAP: Mapping[str, str] = {
-    "max_cnc_positions": "MAX_CNC_POSITIONS",
+    # The legacy key capped new stocks per run, not positions held (issue 18).
+    "max_cnc_positions": "MAX_NEW_ENTRIES_PER_DAY",
     "capital_deployment_percent": "CAPITAL_DEPLOYMENT_PERCENT",
     "log_level": "LOG_LEVEL",
 }

@@ -22,6 +22,7 @@ JOB_NAMES: tuple[str, ...] = (
     "notify",
     "daily_report",
     "login_reminder",
+    "cancel_entries",
 )
 
 #: The jobs the per-user scheduler runs, each with its ``SCHEDULE_<JOB>`` settings key.

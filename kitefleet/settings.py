@@ -200,12 +200,21 @@ SCHEMA: tuple[Key, ...] = (
     Key("MAX_CNC_POSITIONS", _number(int, 1, 200), default=10,
         doc="At most this many positions the bot owns at once (open entry orders included); a "
             "person's holdings do not count under MANAGE_SCOPE=own."),
+    Key("MAX_NEW_ENTRIES_PER_DAY", _number(int, 1, 200), default=10,
+        doc="At most this many new entries (symbols bought) per session, over every run of the day "
+            "(the legacy max_cnc_positions)."),
+    Key("MAX_CAPITAL", _number(float, 0, lo_open=True), default=None,
+        doc="Optional: at most this many rupees deployed by the bot (the owned shares at cost plus "
+            "open entries) in an account it shares with a person; an entry is sized down to fit."),
+    Key("MAX_POSITION_PERCENT", _number(float, 0, 100, lo_open=True), default=20.0,
+        doc="No symbol's owned value after an entry above this share of the bot's equity (cash + "
+            "owned shares x LTP); a larger entry is sized down to fit, not refused."),
     Key("CAPITAL_DEPLOYMENT_PERCENT", _number(float, 0, 100, lo_open=True), default=50.0,
         doc="Share of available cash that one place_orders_daily run spreads over its entries."),
     Key("RISK_PER_TRADE_PERCENT", _number(float, 0, 100, lo_open=True), default=None,
         doc="Optional: cap each entry so that (entry - stop) x shares stays under this share of equity."),
     Key("MAX_ORDER_VALUE", _number(float, 0, lo_open=True), default=500_000.0,
-        doc="Pre-trade limit: no single order may be worth more than this many rupees."),
+        doc="No single order may be worth more than this many rupees; a larger entry is sized down."),
     Key("PRICE_BAND_PERCENT", _number(float, 0, 50, lo_open=True), default=3.0,
         doc="Pre-trade limit: an order price more than this far from the LTP is refused."),
     Key("ENTRY_SLIPPAGE_PERCENT", _number(float, 0, 5, lo_open=True), default=0.5,

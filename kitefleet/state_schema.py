@@ -231,7 +231,7 @@ INTENT_PARAMS = record({"exchange": OPT_STR, "tradingsymbol": OPT_STR,
                         "trigger_values": list_of(kind("number"), nullable=True),
                         "orders": list_of(record({"quantity": OPT_NUM}), nullable=True)}, nullable=True)
 INTENT = record({
-    "tag": STR, "kind": one_of("order", "gtt"), "symbol": STR, "purpose": STR, "job": STR,
+    "tag": STR, "kind": one_of("order", "gtt", "cancel"), "symbol": STR, "purpose": STR, "job": STR,
     "session": OPT_DATE, "placed_on": OPT_DATE, "params": INTENT_PARAMS,
     "status": one_of("pending", "unknown", "sent", "failed", "unresolved", "resolved"),
     "broker_id": BROKER_ID, "order_status": OPT_STR, "created_at": STR, "updated_at": STR, "note": OPT_STR,

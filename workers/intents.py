@@ -8,7 +8,7 @@ quantity in the GTT list.
 
 On-disk contract: ``state["intents"][TAG]`` in ``data/trading_state_<User>.json`` (StateStore)::
 
-    {"tag", "kind": "order"|"gtt", "symbol", "purpose", "job", "session": "YYYY-MM-DD",
+    {"tag", "kind": "order"|"gtt"|"cancel", "symbol", "purpose", "job", "session": "YYYY-MM-DD",
      "placed_on": "YYYY-MM-DD" (trading-clock date of the attempt: the order book that shows it),
      "params": {...}, "status": see below, "broker_id": str|null, "order_status": str|null,
      "created_at": ISO, "updated_at": ISO, "note": str}
@@ -51,6 +51,13 @@ Restart behaviour (tests/workers/test_intents.py enforces each row):
                                                            entries of the symbol blocked, reported
     intent already sent                                    no API call, the recorded id is returned
 
+A ``cancel`` intent (:func:`cancel_order_once`: the halt cancelling an open bot entry) names
+the order it cancels in ``params.order_id``; its outcome is read from that order in the book:
+final (CANCELLED, or COMPLETE / REJECTED first) -> ``sent`` with the order's status; still open
+-> ``failed`` (the cancel did not happen: the next poll sends it again under the same tag, a
+cancel is harmless to repeat); not in today's book (an earlier session's DAY order, expired)
+-> ``failed`` with that note.
+
 Never call ``send_order_once``/``send_gtt_once`` (or any IntentLog write) inside a
 ``StateStore.transaction()`` block: the outer transaction's copy of the state would be written
 last and drop the intent. Read the state, leave the block, then send.
@@ -74,7 +81,7 @@ from datetime import date
 from typing import Any, Protocol
 
 from kitefleet import clock
-from kitefleet.errors import ReconcileError
+from kitefleet.errors import BrokerTemporaryError, ReconcileError
 from kitefleet.states import INTENT_CLOSED, INTENT_OPEN, INTENT_TRANSITIONS, IntentStatus, Move
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.faults import fault_point
@@ -86,10 +93,14 @@ TAG_LENGTH = 20
 PENDING, UNKNOWN, SENT = IntentStatus.PENDING, IntentStatus.UNKNOWN, IntentStatus.SENT
 FAILED, UNRESOLVED, RESOLVED = IntentStatus.FAILED, IntentStatus.UNRESOLVED, IntentStatus.RESOLVED
 OPEN_STATUSES = INTENT_OPEN
+#: what an intent writes: an order, a GTT, the cancellation of an order (``params.order_id``)
+KINDS = ("order", "gtt", "cancel")
+#: order statuses after which a cancel has nothing left to do
+_FINAL_ORDER = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
 #: closed intents older than this many days are forgotten by ``IntentLog.prune``
 KEEP_INTENT_DAYS = 30
 #: purposes of writes that reduce risk (stop GTTs, exits): never blocked by another tag's unresolved intent
-PROTECTIVE_PREFIXES = ("stop", "exit")
+PROTECTIVE_PREFIXES = ("stop", "exit", "cancel")
 #: after a WriteOutcomeUnknown: how long to look for the order in the book before giving up (the
 #: defaults of IntentLog's ``unknown_poll_seconds`` and ``unknown_poll_interval``)
 UNKNOWN_POLL_SECONDS = 6.0
@@ -217,8 +228,8 @@ class IntentLog:
         """Record the intent before the call. An existing intent with this tag keeps its history;
         if it is open (about to be sent again after a crash) its params become ``params``: the
         intent says what is actually sent (an entry is re-priced from a fresh quote)."""
-        if kind not in ("order", "gtt"):
-            raise ValueError(f"intent kind must be order or gtt, not {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"intent kind must be one of {KINDS}, not {kind!r}")
         now = clock.now()
         with self.store.transaction() as state:
             intents = state.setdefault("intents", {})
@@ -322,8 +333,10 @@ class IntentLog:
             return report
         today = clock.today().isoformat()
         book: dict[str, list[dict[str, Any]]] = {}
-        if any(i["kind"] == "order" for i in open_.values()):
+        by_id: dict[str, dict[str, Any]] = {}
+        if any(i["kind"] in ("order", "cancel") for i in open_.values()):
             for order in kite.orders():
+                by_id[str(order.get("order_id"))] = order
                 for tag in _order_tags(order):
                     book.setdefault(tag, []).append(order)
         gtts: list[dict[str, Any]] = []
@@ -336,6 +349,15 @@ class IntentLog:
         decisions: dict[str, dict[str, Any]] = {}
         for tag, intent in sorted(open_.items(), key=lambda kv: kv[1].get("created_at", "")):
             report.checked += 1
+            if intent["kind"] == "cancel":
+                outcome = _cancel_outcome(intent, by_id)
+                if outcome["status"] == SENT:
+                    report.found[tag] = str(outcome["broker_id"])
+                else:
+                    report.resendable.append(tag)
+                if outcome["status"] != intent.get("status"):  # a failed cancel still failed: as it is
+                    decisions[tag] = outcome
+                continue
             if intent["kind"] == "order":
                 ids = sorted({str(o["order_id"]) for o in book.get(tag, [])})
                 latest = {str(o["order_id"]): o for o in book.get(tag, [])}
@@ -496,3 +518,48 @@ def send_gtt_once(kite: Broker, intents: IntentLog, tag: str, *, purpose: str, t
     intents.mark_sent(tag, trigger_id)
     log.info("GTT %s placed for %s (%s): %s", tag, tradingsymbol, purpose, trigger_id)
     return SendResult(tag, trigger_id, True)
+
+
+def _cancel_outcome(intent: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A cancel intent's outcome from the order it names (see the module docstring)."""
+    oid = str((intent.get("params") or {}).get("order_id"))
+    order = by_id.get(oid)
+    if order is None:
+        return {"status": FAILED, "note": f"order {oid} is not in today's book (a DAY order of an earlier "
+                                          "session has expired): nothing to cancel"}
+    status = str(order.get("status") or "")
+    if status in _FINAL_ORDER:
+        return {"status": SENT, "broker_id": oid, "order_status": status}
+    return {"status": FAILED, "note": f"order {oid} is still {status}: the cancel did not happen; sent again"}
+
+
+def cancel_order_once(kite: Any, intents: IntentLog, tag: str, order: dict[str, Any], *, purpose: str = "cancel",
+                      job: str = "", session: date | None = None) -> SendResult:
+    """Cancel the open ``order`` (a row of ``kite.orders()``) at most once for ``tag``:
+    reconcile, record the intent, ``cancel_order``, then read the order back; an unknown
+    outcome (timeout, 5xx) or a refusal is settled by reading the order, never by a blind
+    resend. ``broker_id`` of the result: the order id; ``order_status``: its status after."""
+    oid = str(order["order_id"])
+    symbol = str(order.get("tradingsymbol", ""))
+    variety = str(order.get("variety") or "regular")
+    existing = _prepare(kite, intents, tag, symbol, purpose)
+    if existing is not None:
+        return _existing_result(existing)
+    intents.record(tag, "cancel", symbol, purpose, {"variety": variety, "order_id": oid}, job=job,
+                   session=session)
+    fault_point("after_intent", symbol)
+    try:
+        kite.cancel_order(variety, oid)
+    except WriteOutcomeUnknown as exc:
+        intents.mark_unknown(tag, str(exc))
+    except BrokerRejected as exc:
+        # Kite refuses to cancel an order that filled (or was cancelled) meanwhile: the book says which.
+        log.info("cancel of %s refused (%s); reading the order", oid, exc)
+    fault_point("after_send", symbol)
+    report = intents.reconcile(kite, tags=[tag])
+    intent = intents.get(tag) or {}
+    if tag in report.found:
+        log.info("order %s of %s cancelled (%s): %s", oid, symbol, purpose, intent.get("order_status"))
+        return SendResult(tag, oid, True, intent.get("order_status"))
+    raise BrokerTemporaryError(f"{symbol}: order {oid} is still open after its cancel ({intent.get('note')}); "
+                              "the next look sends the cancel again")

@@ -80,6 +80,8 @@ class Entry:
             "order_status": self.order_status,
             "refusals": self.refusals,
             "sent_now": self.sent_now,
+            # which limit sized it down and from what (MAX_ORDER_VALUE, MAX_POSITION_PERCENT, MAX_CAPITAL)
+            "sized_down": plan.sized_down if plan else None,
         }
 
 

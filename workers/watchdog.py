@@ -47,12 +47,14 @@ from typing import Any
 
 from kitefleet.calendar import NseCalendar, last_completed_hour
 from kitefleet.clock import Clock
+from kitefleet.halt import halt_file, halt_info
 from kitefleet.states import ExitStatus, OrderStatus
+from workers.entry_cancel import cancel_open_entries
 from workers.exit_records import exit_pending, next_exit_purpose
 from workers.intents import IntentLog
 from workers.level_refresher import LevelRefresher
 from workers.marketdata import UnknownInstrument
-from workers.portfolio import AccountSnapshot, held_quantities, snapshot
+from workers.portfolio import AccountSnapshot, snapshot
 from workers.ratelimit import PER_SECOND, QUOTE, WINDOW_MARGIN_S
 from workers.strategy.watchdog_rules import (
     RULE_ATR_TRAILING,
@@ -65,6 +67,7 @@ from workers.strategy.watchdog_rules import (
     hourly_low_exit,
 )
 from workers.watchdog_exits import EXCHANGE, JOB, MAX_EXIT_MODIFICATIONS, ExitDesk, Reprice, Stats
+from workers.watchdog_scope import ALL, OWN, OwnedView, needs_gtts, owned_view
 
 __all__ = ["JOB", "STATE_KEY", "AtrTrail", "Stats", "SymbolActions", "SymbolView", "Watchdog", "decide_poll",
            "decide_symbol"]
@@ -158,7 +161,7 @@ class Watchdog(ExitDesk):
     def __init__(self, *, user: str, kite: Any, market: Any, store: Any, calendar: NseCalendar,
                  clock: Clock, rule: str, poll_seconds: float, dry_run: bool, log: logging.Logger,
                  stop: threading.Event, positions_refresh_seconds: float = POSITIONS_REFRESH_SECONDS,
-                 settle_grace_s: float = EXIT_SETTLE_GRACE_S) -> None:
+                 settle_grace_s: float = EXIT_SETTLE_GRACE_S, manage_scope: str = OWN) -> None:
         if rule not in (RULE_HOURLY_LOW, RULE_ATR_TRAILING):
             raise ValueError(f"unknown watchdog rule {rule!r}")
         self.user, self.kite, self.market, self.store = user, kite, market, store
@@ -187,6 +190,15 @@ class Watchdog(ExitDesk):
         self._unsettled: dict[str, float] = {}
         self._said_mod_cap: set[str] = set()
         self.refresher = LevelRefresher(market, calendar, log, stop, clock.now)
+        # Ownership (workers.watchdog_scope): what the bot may watch and sell of each symbol.
+        self.scope_mode = manage_scope
+        self.scope: OwnedView | None = None
+        self._account: AccountSnapshot | None = None
+        self._ledger_gtts: list[Any] = []
+        self._state_sig: tuple[int, int] | None = None
+        self._said_unmanaged: set[str] = set()
+        #: (halt flag, state file) signatures when a halted poll last found no open bot entry
+        self._halt_clean: tuple[Any, Any] | None = None
 
     # --- state ---------------------------------------------------------------------------------
     def sym(self, symbol: str) -> dict[str, Any]:
@@ -234,11 +246,73 @@ class Watchdog(ExitDesk):
     # --- positions -----------------------------------------------------------------------------
     def refresh_positions(self, now: datetime, account: AccountSnapshot | None = None) -> AccountSnapshot:
         account = account or snapshot(self.kite)
-        held = held_quantities(account)
+        self._account = account
+        # A fired bot stop's SELL carries no tag: only the GTT list tells it from a person's sale.
+        state = self._read_state()
+        self._ledger_gtts = (list(self.kite.get_gtts()) if self.scope_mode != ALL
+                             and needs_gtts(account.orders, state.get("intents") or {}) else [])
+        self._apply_scope(state, account)
+        self._update_exits(account.orders, now)
+        self.next_positions = now + self.positions_refresh
+        return account
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            st = self.store.path.stat()
+            self._state_sig = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            self._state_sig = None
+        return self.store.read()
+
+    def reread_scope_if_changed(self) -> None:
+        """A ledger change (adopt, release, a stop or entry run) is seen at the next poll: the
+        state file is looked at (one stat) every poll and re-read when it changed."""
+        if self._account is None or self.scope_mode == ALL:
+            return
+        try:
+            st = self.store.path.stat()
+            sig: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            sig = None
+        if sig != self._state_sig:
+            self._apply_scope(self._read_state(), self._account)
+
+    def cancel_entries_if_halted(self, now: datetime) -> None:
+        """A halted user's open bot entries are cancelled within one poll (workers.entry_cancel).
+        The book is read while halted until a look finds none open, then again only when the
+        halt flag or the state (a new entry intent) changes."""
+        if self.dry_run:
+            return
+        path = halt_file(self.store.home, self.user)
+        if halt_info(self.store.home, self.user, now) is None:
+            self._halt_clean = None
+            return
+        try:
+            st = path.stat()
+            sig = ((st.st_mtime_ns, st.st_size), self._state_sig)
+        except FileNotFoundError:
+            sig = (None, self._state_sig)
+        if sig == self._halt_clean:
+            return
+        done = cancel_open_entries(self.kite, self.intents, self.user, self.session, self.log)
+        if not any(c.error for c in done):
+            self.reread_scope_if_changed()
+            self._halt_clean = (sig[0], self._state_sig)
+
+    def _apply_scope(self, state: Mapping[str, Any], account: AccountSnapshot) -> None:
+        view = owned_view(state, account, self._ledger_gtts, self.session, self.scope_mode)
+        self.scope = view
+        for symbol in sorted(set(view.unmanaged) - self._said_unmanaged):
+            self.log.info("not managing %d %s shares: not the bot's (MANAGE_SCOPE=own; adopt hands them over)",
+                          view.unmanaged[symbol], symbol)
+        self._said_unmanaged = set(view.unmanaged)
+        self._track(dict(view.managed))
+
+    def _track(self, held: dict[str, int]) -> None:
         for symbol in sorted(set(held) - set(self.tracked)):
             self.log.info("tracking %s: %d shares", symbol, held[symbol])
         for symbol in sorted(set(self.tracked) - set(held)):
-            self.log.info("no longer tracking %s: nothing held", symbol)
+            self.log.info("no longer tracking %s: nothing the bot manages is held", symbol)
         for symbol in list(held):
             if symbol not in self.ticks:
                 try:
@@ -249,9 +323,6 @@ class Watchdog(ExitDesk):
                     continue
             self._init_trail(symbol)
         self.tracked = held
-        self._update_exits(account.orders, now)
-        self.next_positions = now + self.positions_refresh
-        return account
 
     def _init_trail(self, symbol: str) -> None:
         if self.rule != RULE_ATR_TRAILING:
@@ -334,6 +405,9 @@ class Watchdog(ExitDesk):
         self.apply_levels(now)
         if now >= self.next_positions:
             self.refresh_positions(now)
+        else:
+            self.reread_scope_if_changed()
+        self.cancel_entries_if_halted(now)
         self.schedule_levels(now)
         if exit_pending([e for s in self.day["symbols"].values() for e in s["exits"]]):
             self._update_exits(self.kite.orders(), now)

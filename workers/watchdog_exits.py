@@ -56,7 +56,7 @@ from workers.exit_records import (
     next_exit_purpose,
     pending_sell_quantity,
 )
-from workers.gtt import DELETE, cuts_after_exit, reduced_legs, stop_ownership
+from workers.gtt import DELETE, StopOwnership, cuts_after_exit, reduced_legs, stop_ownership
 from workers.intents import (
     FAILED,
     PENDING,
@@ -68,8 +68,10 @@ from workers.intents import (
     make_tag,
     send_order_once,
 )
-from workers.portfolio import AccountSnapshot, held_quantities, snapshot
+from workers.ledger import owned_quantities
+from workers.portfolio import AccountSnapshot, held_quantities, reconcile_ledger, snapshot
 from workers.strategy.watchdog_rules import ExitDecision, exit_order_params
+from workers.watchdog_scope import ALL, OwnedView, exit_quantity, gtt_target
 
 JOB = "hourly_candle_watchdog"
 EXCHANGE = "NSE"
@@ -123,6 +125,9 @@ class ExitDesk:
     _unsettled: dict[str, float]
     _said_mod_cap: set[str]
     _would_exit: set[tuple[str, float]]
+    scope_mode: str
+    scope: OwnedView | None
+    _account: AccountSnapshot | None
 
     def sym(self, symbol: str) -> dict[str, Any]:
         raise NotImplementedError
@@ -131,6 +136,12 @@ class ExitDesk:
         raise NotImplementedError
 
     def refresh_positions(self, now: datetime, account: AccountSnapshot | None = None) -> AccountSnapshot:
+        raise NotImplementedError
+
+    def _read_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _apply_scope(self, state: Mapping[str, Any], account: AccountSnapshot) -> None:
         raise NotImplementedError
 
     def _adopt_exit_intents(self) -> None:
@@ -186,11 +197,17 @@ class ExitDesk:
             return
         account = self.refresh_positions(now)  # sell what is really held, net of sells already open
         held = held_quantities(account).get(symbol, 0)
-        quantity = held - pending_sell_quantity(account.orders, symbol)
+        scope = self.scope
+        mode = scope.mode if scope is not None else self.scope_mode
+        owned = scope.owned.get(symbol, 0) if scope is not None else 0
+        # Only the bot's shares: min(owned - its open SELLs, held - all open CNC SELLs) under own.
+        quantity = exit_quantity(mode, symbol, owned, held, account.orders,
+                                 scope.bot_sell_ids if scope is not None else ())
         rec = self.sym(symbol)
         if quantity <= 0:
-            self.log.info("%s: exit level crossed but nothing left to sell (held %d, already being sold %d)",
-                          symbol, held, held - quantity)
+            self.log.info("%s: exit level crossed but nothing of the bot's left to sell (held %d, owned %s, "
+                          "already being sold %d)", symbol, held, owned if mode != ALL else "all",
+                          pending_sell_quantity(account.orders, symbol))
             return
         if exit_pending(rec["exits"]):
             return
@@ -382,17 +399,33 @@ class ExitDesk:
             self.stats.errors += 1
             self.log.warning("GTTs not tidied after the exit fill (%s); will look again", exc)
             return
-        self.tracked = {s: q for s, q in held_quantities(account).items() if s in self.ticks}
+        self._account = account
+        self._apply_scope(self._read_state(), account)
 
     def _tidy_gtts_locked(self, due: list[tuple[str, dict[str, Any]]], now: datetime) -> AccountSnapshot:
         account = snapshot(self.kite)
         gtts = self.kite.get_gtts()
-        ownership = stop_ownership(self.store.read())
+        if self.scope_mode == ALL:
+            state = self.store.read()
+        else:
+            # The exit's fill leaves the ledger now (a bot SELL), not at the next stop run: what the
+            # bot's stop may still sell is the owned shares left, never a person's.
+            with self.store.transaction() as state:
+                reconcile_ledger(state, account, gtts, self.session)
+        ownership = stop_ownership(state)
+        owned = owned_quantities(state.get("ledger"))
         for symbol, e in due:
             held = held_quantities(account).get(symbol, 0)
+            target = gtt_target(self.scope_mode, owned.get(symbol, 0), held)
             gtt = e.setdefault("gtt", {"synced_filled": 0, "actions": []})
             ok = True
-            cuts, reports = cuts_after_exit(gtts, symbol, held, ownership)
+            mine = ownership
+            if target < held:
+                # A person's shares are left: a stop-shaped GTT the bot has no record of may be
+                # theirs, so nothing is adopted here (workers.gtt adopts only without other owners).
+                mine = StopOwnership(ownership.owned_ids, ownership.known_symbols | {symbol})
+            cuts, _ = cuts_after_exit(gtts, symbol, target, mine)
+            _, reports = cuts_after_exit(gtts, symbol, held, mine)  # a person's GTT: against all held
             for line in reports:
                 self.log.warning("%s", line)
             for action in cuts:
@@ -403,7 +436,7 @@ class ExitDesk:
                         cond = action.gtt.get("condition") or {}
                         self.kite.modify_gtt(action.gtt_id, str(action.gtt.get("type", "single")), symbol,
                                              cond.get("exchange", EXCHANGE), list(cond.get("trigger_values") or []),
-                                             float(cond.get("last_price") or 0.0), reduced_legs(action.gtt, held))
+                                             float(cond.get("last_price") or 0.0), reduced_legs(action.gtt, target))
                 except KitefleetError as exc:
                     # Deleting/reducing is idempotent: the next look at the GTT list decides again.
                     ok = False
@@ -414,8 +447,9 @@ class ExitDesk:
                 self.stats.gtt_actions += 1
                 gtt["actions"].append({"id": action.gtt_id, "action": action.action,
                                        "quantity": action.quantity, "at": now.isoformat()})
-                self.log.info("%s: GTT %d %s after the exit fill (%d shares still held)", symbol,
-                              action.gtt_id, "deleted" if action.action == DELETE else "reduced", held)
+                self.log.info("%s: GTT %d %s after the exit fill (%d of the bot's shares still held, %d in "
+                              "all)", symbol, action.gtt_id, "deleted" if action.action == DELETE else "reduced",
+                              target, held)
             if ok:
                 gtt["synced_filled"] = int(e.get("filled") or 0)
             self.dirty = True

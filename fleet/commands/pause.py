@@ -13,6 +13,7 @@ from typing import Any
 
 from fleet.output import print_json, table, warning
 from fleet.validate import misnamed_env_warnings, require_user, select_users, valid_users
+from kitefleet import halt
 from kitefleet import pause as flag
 from kitefleet.errors import UsageError
 from kitefleet.exitcodes import ExitCode
@@ -88,10 +89,16 @@ def run_resume(args: argparse.Namespace) -> int:
     home = Home.resolve()
     done = []
     for user in _targets(home, args, "resume"):
-        done.append({"user": user, "was_paused": flag.resume(home, user)})
+        done.append({"user": user, "was_paused": flag.resume(home, user),
+                     "halted": halt.halt_info(home, user) is not None})
     if args.json:
         print_json(done)
     else:
         for row in done:
+            halted = halt.halt_info(home, row["user"])
+            if halted is not None:  # resume lifts only a pause
+                print(f"{row['user']}: pause lifted" + ("" if row["was_paused"] else " (was not paused)")
+                      + f"; still halted ({halt.describe(halted)}): orchestrator.py unhalt {row['user']}")
+                continue
             print(f"{row['user']}: entries allowed" + ("" if row["was_paused"] else " (was not paused)"))
     return ExitCode.OK

@@ -23,6 +23,12 @@ BAD_FILES: list[tuple[str, bytes, int, list[str]]] = [
     ("missing", b"TRADER_MODE=paper\nKITE_API_KEY=abcd\n", 0o600, ["missing required key KITE_API_SECRET"]),
     ("badmode", GOOD.replace("paper", "demo").encode(), 0o600, ["TRADER_MODE (line 1) must be one of paper, live"]),
     ("badint", (GOOD + "MIN_SCORE=high\n").encode(), 0o600, ["MIN_SCORE (line 4) must be an integer"]),
+    # issue 18: the ownership and limit keys
+    ("badscope", (GOOD + "MANAGE_SCOPE=mine\n").encode(), 0o600, ["MANAGE_SCOPE (line 4) must be one of own, all"]),
+    ("pos0", (GOOD + "MAX_POSITION_PERCENT=0\n").encode(), 0o600, ["MAX_POSITION_PERCENT (line 4) must be > 0"]),
+    ("entries0", (GOOD + "MAX_NEW_ENTRIES_PER_DAY=0\n").encode(), 0o600,
+     ["MAX_NEW_ENTRIES_PER_DAY (line 4) must be >= 1"]),
+    ("capital0", (GOOD + "MAX_CAPITAL=-5\n").encode(), 0o600, ["MAX_CAPITAL (line 4) must be > 0"]),
     ("range", (GOOD + "MIN_SCORE=9\nCAPITAL_DEPLOYMENT_PERCENT=0\n").encode(), 0o600,
      ["MIN_SCORE (line 4) must be <= 7", "CAPITAL_DEPLOYMENT_PERCENT (line 5) must be > 0"]),
     ("space", b"TRADER_MODE=paper\nKITE_API_KEY=ab cd\nKITE_API_SECRET=x\n", 0o600,

@@ -91,8 +91,10 @@ def test_owned_and_hand_bought_shares_of_one_symbol_the_stop_covers_the_owned_an
 
 def test_upgrade_from_a_state_before_the_ledger_deletes_nothing_and_leaves_the_hand_bought_stop_alone(
         tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
-    # Rebuild the account the fixture was written from (same orders, same order, same GTT ids).
-    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, _at(P, 10, 5), SYMBOLS, SCENARIO)
+    # Rebuild the account the fixture was written from (same orders, same order, same GTT ids;
+    # sized as that code sized them, before MAX_POSITION_PERCENT).
+    desk = open_desk(tmp_path, broker_factory, {"Som": {"MAX_POSITION_PERCENT": 100}}, _at(P, 10, 5), SYMBOLS,
+                     SCENARIO)
     _hand(desk, "Som", "SBIN", "BUY", 40)
     desk.at(_at(A, 10, 5))
     _buy(desk, "Som", ["INFY", "TCS"], tmp_path)

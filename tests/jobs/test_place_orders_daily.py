@@ -198,7 +198,9 @@ def test_entries_are_sized_on_the_tick_recorded_and_a_second_run_sends_nothing(d
         ltp = out["planned"][sym]["ltp"]
         assert on_tick(order["price"], 0.05) and order["price"] == rec_order["best_ask"] == p["limit_price"]
         assert order["price"] <= round(ltp * 1.005, 2)
-        assert order["quantity"] == min(rec_order["planned_quantity"], math.floor(cash * 0.5 / 2 / order["price"]))
+        # ... at most MAX_POSITION_PERCENT (20 %) of the bot's equity (here all cash), sized down to it
+        assert order["quantity"] == min(rec_order["planned_quantity"], math.floor(cash * 0.5 / 2 / order["price"]),
+                                        math.floor(cash * 0.2 / order["price"]))
         assert order["status"] == "COMPLETE" and order["average_price"] <= order["price"]
 
     rec = records(desk, "Som")[-1]
@@ -261,11 +263,16 @@ def test_pause_stops_entries_until_resumed_and_each_limit_refuses(
     assert {p["symbol"] for p in resumed["placed"]} == {"INFY", "TCS"}
     assert len(desk.writes(before)) == 2
 
-    # MAX_ORDER_VALUE: ~₹2.5 lakh entries against a ₹20,000 cap.
+    # MAX_ORDER_VALUE: ~₹2 lakh entries against a ₹20,000 cap are sized down to fit, not refused
+    # (issue 18), and the run record says so.
     before = desk.audit_len()
     out = desk.ok("Sai", JOB)
-    assert out["placed"] == [] and all("MAX_ORDER_VALUE" in r for r in out["refused"].values())
-    assert desk.writes(before) == []
+    assert {p["symbol"] for p in out["placed"]} == {"INFY", "TCS"} and out["refused"] == {}
+    for p in out["placed"]:
+        assert p["quantity"] == math.floor(20_000 / p["limit_price"]) > 0
+    assert len(desk.writes(before)) == 2
+    assert all("sized down" in o["sized_down"] and "MAX_ORDER_VALUE" in o["sized_down"]
+               for o in records(desk, "Sai")[-1]["orders"])
 
     # RISK_PER_TRADE_PERCENT: shares capped so that (limit - stop) x shares <= 0.1 % of equity.
     out = desk.ok("Raj", JOB)
@@ -426,7 +433,8 @@ def test_from_file_json_ticker_list_and_held_symbols_are_skipped(desk: Desk, tmp
     out = desk.ok("Som", JOB, "--from", str(pick))
     assert [p["symbol"] for p in out["placed"]] == ["SBIN", "INFY"]
     for p in out["placed"]:
-        assert p["quantity"] == math.floor(1_000_000 * 0.5 / 2 / p["limit_price"])
+        assert p["quantity"] == min(math.floor(1_000_000 * 0.5 / 2 / p["limit_price"]),
+                                    math.floor(1_000_000 * 0.2 / p["limit_price"]))  # MAX_POSITION_PERCENT
     # Another file the same day: held symbols are skipped, the new one is entered.
     other = tmp_path / "other.csv"
     other.write_text("symbol\nINFY\nTCS\n", encoding="utf-8")

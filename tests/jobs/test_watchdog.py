@@ -46,6 +46,7 @@ from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home,
 from workers.exit_records import exit_pending, next_exit_purpose, pending_sell_quantity
 from workers.gtt import StopOwnership, cuts_after_exit, reduced_legs
 from workers.intents import make_tag
+from workers.ledger import ADOPTED, add_lot, ledger_of, lot
 from workers.strategy.patterns import Candle
 from workers.strategy.watchdog_rules import exit_limit_price
 from workers.watchdog import JOB, AtrTrail
@@ -246,11 +247,16 @@ class Paper:
         return [o for o in self.kite(user).orders()
                 if o["tradingsymbol"] == symbol and o["transaction_type"] == "SELL"]
 
-    def buy(self, user: str, symbol: str, qty: int) -> None:
+    def buy(self, user: str, symbol: str, qty: int, *, owned: bool = True) -> None:
+        """Buy ``qty`` (a marketable LIMIT); ``owned``: the bot's shares (a lot in the ledger, as
+        an entry or adopt leaves), else a person's (MANAGE_SCOPE=own leaves them alone)."""
         kite = self.kite(user)
         ltp = kite.ltp(f"NSE:{symbol}")[f"NSE:{symbol}"]["last_price"]
         kite.place_order("regular", exchange="NSE", tradingsymbol=symbol, transaction_type="BUY", quantity=qty,
                          product="CNC", order_type="LIMIT", price=round_to_tick(ltp * 1.01, 0.1, "ceil"))
+        if owned:
+            with StateStore(self.home, user, "paper").transaction() as state:
+                add_lot(ledger_of(state), symbol, lot(qty, ltp, self.broker.now().date(), ADOPTED))
 
     def stop_gtt(self, user: str, symbol: str, qty: int) -> int:
         kite = self.kite(user)

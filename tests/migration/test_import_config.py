@@ -46,7 +46,9 @@ def test_three_users_one_incomplete(tmp_path: Path) -> None:
     sai, som = load_settings(home, "Sai"), load_settings(home, "Som")
     assert (sai.mode, som.mode) == ("live", "live")
     assert sai.api_secret == "SaiSecret%Value123" and sai.api_key == "saikey0000001"
-    assert (sai["MAX_CNC_POSITIONS"], som["MAX_CNC_POSITIONS"]) == (2, 5)
+    # max_cnc_positions was new stocks per run: MAX_NEW_ENTRIES_PER_DAY, not MAX_CNC_POSITIONS (issue 18)
+    assert (sai["MAX_NEW_ENTRIES_PER_DAY"], som["MAX_NEW_ENTRIES_PER_DAY"]) == (2, 5)
+    assert "MAX_CNC_POSITIONS" not in sai.file_keys
     assert sai["CAPITAL_DEPLOYMENT_PERCENT"] == 1.0 and sai.log_level == "INFO"
     assert "KITE_ACCESS_TOKEN" not in sai.file_keys  # the stale legacy token is not carried over
 
@@ -70,7 +72,7 @@ def test_all_complete_is_exit_zero(home: Home, tmp_path: Path, capsys: pytest.Ca
     assert main(["import-config", str(ini)]) == ExitCode.OK
     out = capsys.readouterr().out
     assert "must be an integer" in out  # the bad default is reported, not imported
-    assert "MAX_CNC_POSITIONS" not in load_settings(home, "Tinks").file_keys
+    assert "MAX_NEW_ENTRIES_PER_DAY" not in load_settings(home, "Tinks").file_keys
 
 
 @pytest.mark.parametrize("text", ["not an ini at all\n", "[API_CREDENTIALS_A]\napi_key=1\napi_key=2\n",

@@ -64,8 +64,9 @@ def test_legacy_config_inheritance_and_no_secret_in_repr() -> None:
     cfg = read_legacy_config(FIXTURES / "config.ini")
     users = {u.name: u for u in cfg.users}
     assert set(users) == {"Sai", "Som", "Mom"}
-    assert users["Som"].settings["MAX_CNC_POSITIONS"] == "5"  # own value beats [DEFAULT]
-    assert users["Sai"].settings == {"MAX_CNC_POSITIONS": "2", "CAPITAL_DEPLOYMENT_PERCENT": "1.0",
+    # legacy max_cnc_positions capped new stocks per run: MAX_NEW_ENTRIES_PER_DAY (issue 18)
+    assert users["Som"].settings["MAX_NEW_ENTRIES_PER_DAY"] == "5"  # own value beats [DEFAULT]
+    assert users["Sai"].settings == {"MAX_NEW_ENTRIES_PER_DAY": "2", "CAPITAL_DEPLOYMENT_PERCENT": "1.0",
                                      "LOG_LEVEL": "INFO"}
     assert not users["Mom"].complete
     assert "SaiSecret" not in repr(users["Sai"])

@@ -249,3 +249,43 @@ def test_entry_slippage_percent_outside_0_to_5_is_a_config_error_naming_the_key(
     assert err.value.exit_code == ExitCode.CONFIG == 4 and "ENTRY_SLIPPAGE_PERCENT" in str(err.value)
     write_env(home, "Som", ENTRY_SLIPPAGE_PERCENT="5")
     assert load_settings(home, "Som").get("ENTRY_SLIPPAGE_PERCENT") == 5.0
+
+
+def test_concentration_sizes_down_to_max_position_percent_order_value_and_capital_never_refuses() -> None:
+    from workers.strategy.sizing import EntryPlan, fit_to_limits
+
+    plan = EntryPlan(quantity=100, limit_price=1000.0, ltp=1000.0, tick_size=0.05, budget=100_000.0, symbol="INFY")
+    # equity 300,000: 20 % is 60,000 -> 60 shares, and the run record says why
+    fitted = fit_to_limits(plan, equity=300_000.0, max_position_percent=20.0, max_order_value=500_000.0)
+    assert fitted.quantity == 60 and fitted.order_value <= 60_000.0
+    assert fitted.sized_down == "sized down from 100 to 60 shares by MAX_POSITION_PERCENT 20 % of equity ₹300,000.00"
+    # a budget above MAX_ORDER_VALUE is sized down to it, not refused
+    assert fit_to_limits(plan, equity=10_000_000.0, max_position_percent=20.0, max_order_value=45_500.0).quantity == 45
+    # shares already owned count against the position cap; MAX_CAPITAL's room caps too
+    assert fit_to_limits(plan, equity=300_000.0, owned_value=50_000.0, max_position_percent=20.0).quantity == 10
+    assert fit_to_limits(plan, equity=10_000_000.0, max_position_percent=20.0, capital_room=7_999.0).quantity == 7
+    zero = fit_to_limits(plan, equity=300_000.0, owned_value=60_000.0, max_position_percent=20.0)
+    assert zero.quantity == 0 and zero.reason and "MAX_POSITION_PERCENT" in zero.reason
+    assert fit_to_limits(plan, equity=10_000_000.0, max_position_percent=20.0, max_order_value=None) is plan
+
+
+def test_max_new_entries_per_day_counts_todays_earlier_entries() -> None:
+    from datetime import date
+
+    from workers.jobs.place_orders_daily import cap_new_entries
+    from workers.run_record import Entry
+    from workers.strategy.patterns import ScanResult
+
+    today = date(2026, 3, 4)
+    entries = [Entry(ScanResult(s, 5, entry=1.0, stop_loss=0.9, target_1=1.2, risk_reward=2.0), f"T{s}")
+               for s in ("A", "B", "C")]
+    earlier = {f"T{s}": {"kind": "order", "purpose": "entry", "session": today.isoformat(), "broker_id": "1"}
+               for s in ("X", "Y")}
+    keep, over = cap_new_entries(entries, earlier, today, 3)
+    assert [e.row.symbol for e in keep] == ["A"] and [e.row.symbol for e in over] == ["B", "C"]
+    # an entry of this plan already sent (a rerun completing it) is no new entry
+    sent = {**earlier, "TB": {"kind": "order", "purpose": "entry", "session": today.isoformat(), "broker_id": "2"}}
+    keep, _ = cap_new_entries(entries, sent, today, 3)
+    assert [e.row.symbol for e in keep] == ["A", "B"]
+    yesterday = {t: {**i, "session": "2026-03-02"} for t, i in earlier.items()}
+    assert len(cap_new_entries(entries, yesterday, today, 3)[0]) == 3

@@ -7,9 +7,10 @@ state (``state["watchdog"]``) are described in workers.watchdog; this module run
     python -m workers hourly_candle_watchdog --user Som [--dry-run] [--json]
 
 Settings: WATCHDOG_RULE (hourly_low | atr_trailing), WATCHDOG_POLL_SECONDS (simulated seconds
-between LTP polls). ``--dry-run`` logs the exits it would place and writes nothing: no order, no
-GTT change, no state. ``--json`` prints a one-line summary (polls, API calls by route, exits) at
-the end.
+between LTP polls), MANAGE_SCOPE (own: only the shares the bot owns are watched and sold,
+workers.watchdog_scope; all: every NSE CNC holding, with a warning at the start).
+``--dry-run`` logs the exits it would place and writes nothing: no order, no GTT change,
+no state. ``--json`` prints a one-line summary (polls, API calls by route, exits) at the end.
 
 A broker that fails while the watchdog starts (the paper login, the first reconcile or positions
 read: BrokerTemporaryError) does not end the job: it tries again with back-off until the close,
@@ -93,6 +94,7 @@ def run(ctx: JobContext) -> int:
             return 0
 
     from workers.marketdata import MarketData
+    from workers.portfolio import ALL, OWN, SCOPE_ALL_WARNING
     from workers.watchdog import Watchdog
 
     kite = _connect(ctx, clk, closing)
@@ -109,8 +111,12 @@ def run(ctx: JobContext) -> int:
     poll = float(ctx.settings["WATCHDOG_POLL_SECONDS"])  # type: ignore[arg-type]
     ctx.log.info("watching %s's CNC positions until %s: rule %s, poll every %g s%s", ctx.user,
                  closing.strftime("%H:%M"), rule, poll, " (dry run)" if ctx.dry_run else "")
+    scope = str(ctx.settings.get("MANAGE_SCOPE", OWN))
+    if scope == ALL:
+        ctx.log.warning("%s", SCOPE_ALL_WARNING)
     watchdog = Watchdog(user=ctx.user, kite=kite, market=market, store=store, calendar=calendar, clock=clk,
-                        rule=rule, poll_seconds=poll, dry_run=ctx.dry_run, log=ctx.log, stop=STOP)
+                        rule=rule, poll_seconds=poll, dry_run=ctx.dry_run, log=ctx.log, stop=STOP,
+                        manage_scope=scope)
     stats = watch(watchdog, STOP)
     if not stats.started and not STOP.is_set():
         ctx.log.error("the session closed before the watchdog could start: its exits did not run today")

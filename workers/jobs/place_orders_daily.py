@@ -16,7 +16,8 @@ entry of an earlier run takes a slot, a person's holding does not, though it is 
 into), size (cash x ``CAPITAL_DEPLOYMENT_PERCENT`` / number selected / limit price, optional
 ``RISK_PER_TRADE_PERCENT`` cap on (entry - stop) x shares against the bot's equity = free cash +
 the market value of the shares it manages, min(owned, held)), the order (BUY LIMIT CNC DAY), and
-the pre-trade limits checked right before every order (pause flag, ``MAX_ORDER_VALUE``,
+the pre-trade limits checked right before every order (pause flag, halt flag
+(kitefleet.halt), ``MAX_ORDER_VALUE``,
 ``PRICE_BAND_PERCENT`` around the LTP the plan was sized on, tick grid, quantity 0).
 Each refusal is reported and written to the run record.
 
@@ -74,7 +75,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from kitefleet import clock, pause
+from kitefleet import clock, halt, pause
 from kitefleet.errors import KitefleetError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.state import StateStore
@@ -109,6 +110,7 @@ from workers.strategy.sizing import (
     DEFAULT_MIN_SCORE,
     Skipped,
     check_pre_trade,
+    fit_to_limits,
     limit_from_depth,
     order_params,
     select_candidates,
@@ -139,6 +141,9 @@ class _Limits:
     max_value: float | None
     band: float | None
     slippage: float
+    position_percent: float | None = None
+    max_capital: float | None = None
+    new_per_day: int = 10
 
 
 def _float_setting(ctx: JobContext, key: str, default: float | None) -> float | None:
@@ -156,6 +161,9 @@ def _limits(ctx: JobContext) -> _Limits:
         band=_float_setting(ctx, "PRICE_BAND_PERCENT", None),
         slippage=_float_setting(ctx, "ENTRY_SLIPPAGE_PERCENT", DEFAULT_ENTRY_SLIPPAGE_PERCENT)
         or DEFAULT_ENTRY_SLIPPAGE_PERCENT,
+        position_percent=_float_setting(ctx, "MAX_POSITION_PERCENT", 20.0),
+        max_capital=_float_setting(ctx, "MAX_CAPITAL", None),
+        new_per_day=int(ctx.settings.get("MAX_NEW_ENTRIES_PER_DAY", 10)),  # type: ignore[call-overload]
     )
 
 
@@ -243,12 +251,17 @@ def run(ctx: JobContext) -> int:
     for e in [e for e in entries if e.row.symbol in blocked]:
         skipped.append(Skipped(e.row.symbol, "blocked: an unresolved intent needs a person (see doctor)"))
     entries = [e for e in entries if e.row.symbol not in blocked]
+    state_now = store.read()
+    entries, over = cap_new_entries(entries, state_now.get("intents") or {}, today, limits.new_per_day)
+    skipped += [Skipped(e.row.symbol, f"MAX_NEW_ENTRIES_PER_DAY {limits.new_per_day} reached today") for e in over]
     _size(kite, md, entries, basis, limits, paused, planned_qty)
+    _fit(entries, basis, limits, deployed_capital(state_now, account))
 
     usable = round(basis.cash * limits.percent / 100, 2)
     header = (f"{ctx.user}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} from {source}; cash "
               f"{basis.cash:,.2f}, usable {usable:,.2f} ({limits.percent:g} %), equity {basis.equity:,.2f}"
-              + (f"; PAUSED: {pause_note}" if paused else ""))
+              + (f"; PAUSED: {pause_note}" if paused else "")
+              + (f"; HALTED: {halt.describe(halted)}" if (halted := halt.halt_info(ctx.home, ctx.user)) else ""))
     if ctx.dry_run:
         _print_plan(entries, skipped, header + " [dry run: nothing is sent]")
         if ctx.args.json:
@@ -360,6 +373,46 @@ def _size(kite: Any, md: Any, entries: list[Entry], basis: Basis, limits: _Limit
         e.refusals = check_pre_trade(e.plan, ltps[e.row.symbol], limits.max_value, limits.band, paused)
 
 
+def cap_new_entries(entries: list[Entry], intents: dict[str, Any], today: date,
+                    limit: int) -> tuple[list[Entry], list[Entry]]:
+    """(entries this run may send, the rest): at most ``limit`` new entries per session, the
+    entry intents of today's earlier runs counted (a tag already sent is no new entry)."""
+    tags = {e.tag for e in entries}
+    done = {t for t, i in intents.items() if i.get("kind") == "order" and str(i.get("purpose", "")).startswith("entry")
+            and i.get("session") == today.isoformat() and i.get("broker_id") and t not in tags}
+    room = max(0, limit - len(done))
+    fresh = [e for e in entries if not (intents.get(e.tag) or {}).get("broker_id")]
+    keep = {e.tag for e in fresh[:room]} | {e.tag for e in entries if e not in fresh}
+    return [e for e in entries if e.tag in keep], [e for e in entries if e.tag not in keep]
+
+
+def deployed_capital(state: dict[str, Any], account: AccountSnapshot) -> float:
+    """What the bot has deployed: its owned lots at cost plus its open entry BUYs' value."""
+    from workers.entry_cancel import open_bot_entries
+
+    lots = ((state.get("ledger") or {}).get("lots") or {}).values()
+    at_cost = sum(float(x.get("price") or 0) * int(x.get("quantity") or 0) for ls in lots for x in ls or [])
+    pending = sum(float(o.get("price") or 0) * int(o.get("pending_quantity") or 0)
+                  for o in open_bot_entries(state.get("intents") or {}, account.orders))
+    return round(at_cost + pending, 2)
+
+
+def _fit(entries: list[Entry], basis: Basis, limits: _Limits, deployed: float) -> None:
+    """Size each entry DOWN to MAX_ORDER_VALUE, MAX_POSITION_PERCENT of bot equity and what
+    MAX_CAPITAL leaves (issue 18: a slightly larger account must not have its only trade refused)."""
+    room = None if limits.max_capital is None else max(0.0, limits.max_capital - deployed)
+    for e in entries:
+        if e.plan is None:
+            continue
+        e.plan = fit_to_limits(e.plan, equity=basis.equity, max_position_percent=limits.position_percent,
+                               max_order_value=limits.max_value, capital_room=room)
+        if room is not None:
+            room = max(0.0, room - e.plan.order_value)
+        e.refusals = [r for r in e.refusals if not r.startswith("order value")]
+        if e.plan.quantity <= 0 and e.plan.sized_down:
+            e.refusals.append(f"quantity 0: {e.plan.sized_down}")
+
+
 def _confirmed(ctx: JobContext, entries: list[Entry], skipped: list[Skipped], header: str) -> bool:
     """--confirm: show the plan and ask; False when the person said anything but y."""
     _print_plan(entries, skipped, header)
@@ -394,6 +447,9 @@ def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, l
         # LTP the plan was sized on (and a person confirmed): a plan gone stale is refused.
         e.refusals += check_pre_trade(e.plan, planned_ltp, limits.max_value, limits.band,
                                       pause.is_paused(ctx.home, ctx.user))
+        halted = halt.halt_info(ctx.home, ctx.user)
+        if halted is not None:  # checked before each order: a halt stops the run's next order
+            e.refusals.insert(0, halt.describe(halted))
         if e.refusals:
             e.error = "refused: " + "; ".join(e.refusals)
             log.warning("%s: %s", e.row.symbol, e.error)

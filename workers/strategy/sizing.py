@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -83,6 +83,8 @@ class EntryPlan:
     risk_cap_shares: int | None = None
     capped_by_risk: bool = False
     reason: str | None = None
+    #: which limit sized it down, and from what (fit_to_limits); shown in the run record
+    sized_down: str | None = None
 
     @property
     def order_value(self) -> float:
@@ -298,3 +300,35 @@ def order_params(plan: EntryPlan) -> dict[str, Any]:
         "transaction_type": TRANSACTION_TYPE, "quantity": plan.quantity, "product": PRODUCT,
         "order_type": ORDER_TYPE, "price": plan.limit_price, "validity": VALIDITY,
     }
+
+
+def fit_to_limits(plan: EntryPlan, *, equity: float, owned_value: float = 0.0,
+                  max_position_percent: float | None = None, max_order_value: float | None = None,
+                  capital_room: float | None = None) -> EntryPlan:
+    """``plan`` sized DOWN (never refused) so that the order stays within ``max_order_value``,
+    the symbol's owned value after it (``owned_value`` + the order) within
+    ``max_position_percent`` of ``equity`` (the bot's: cash + owned shares x LTP), and the order
+    within ``capital_room`` (``MAX_CAPITAL`` minus what the bot has deployed). The plan's
+    ``sized_down`` says which limit cut it and from what; quantity 0 comes with a reason."""
+    if plan.quantity <= 0 or plan.limit_price <= 0:
+        return plan
+    caps: list[tuple[float, str]] = []
+    if max_order_value is not None and max_order_value > 0:
+        caps.append((max_order_value, f"MAX_ORDER_VALUE ₹{max_order_value:,.2f}"))
+    if max_position_percent is not None and max_position_percent > 0 and equity > 0:
+        room = equity * max_position_percent / 100 - owned_value
+        caps.append((room, f"MAX_POSITION_PERCENT {max_position_percent:g} % of equity ₹{equity:,.2f}"
+                           + (f" (₹{owned_value:,.2f} already owned)" if owned_value else "")))
+    if capital_room is not None:
+        caps.append((capital_room, f"MAX_CAPITAL (₹{capital_room:,.2f} left to deploy)"))
+    quantity, why = plan.quantity, []
+    for value, label in caps:
+        fits = max(0, math.floor(value / plan.limit_price + 1e-9))
+        if fits < quantity:
+            quantity, why = fits, [label]
+        elif fits == quantity and why:
+            why.append(label)
+    if quantity == plan.quantity:
+        return plan
+    note = f"sized down from {plan.quantity} to {quantity} shares by {' and '.join(why)}"
+    return replace(plan, quantity=quantity, sized_down=note, reason=plan.reason if quantity else note)
