@@ -20,22 +20,29 @@ Rules chosen (where Kite is silent or the paper broker simplifies), situation ->
   PENDING. Modify/cancel accept variety ``regular`` or ``amo`` for any order.
 * CNC on NSE only (MIS, NRML, MTF, other exchanges: InputException); indices are refused.
 * validity DAY, and IOC (a non-marketable IOC is CANCELLED at once; not for SL/SL-M).
-* MARKET fills at once at the LTP; it needs ``market_protection`` (-1 = auto = 3 %, or 1-100).
-  The order book shows a protected MARKET / SL-M order with its ``order_type`` as sent, ``price``
-  = its protection bound (``limit_price``) and the tags ``mktp``, ``mktp:<pct>`` (``orders``).
-* LIMIT marketable on arrival (BUY LTP <= price, SELL LTP >= price) fills at once at the LTP.
-* A resting LIMIT fills in the first completed minute whose low (BUY) / high (SELL) reaches the
-  price, at the price; in the first minute of a session at the day's open when the open is
-  already through the price (a gap); never outside the minute's range.
+* Fills follow the shared fill model (``kitefleet.sim``, rules in ``kitefleet.sim.fills``): a BUY
+  fills against the ask at or below its limit, at the ask; a SELL against the bid at or above it,
+  at the bid; at most 10 % of a minute's volume per minute, so a large order or a thin minute
+  fills in parts: ``filled_quantity`` grows, the order stays OPEN until complete, and every fill
+  is one trade. A cancel or the close's expiry keeps the filled part.
+* MARKET needs ``market_protection`` (-1 = auto = 3 %, or 1-100) and walks the depth within its
+  protection bound on arrival; what is left rests as a LIMIT at the bound. The order book shows a
+  protected MARKET / SL-M order with its ``order_type`` as sent, ``price`` = its protection bound
+  (``limit_price``) and the tags ``mktp``, ``mktp:<pct>`` (``orders``).
+* A LIMIT marketable on arrival walks the depth within its price; the rest rests and fills in the
+  following minutes when the touch reaches its price (a gap at the open fills at the open's touch).
+  An order that filled on arrival counts again from the next minute (one participation cap a
+  minute).
 * SL / SL-M wait as TRIGGER PENDING until a minute's high (BUY) / low (SELL) reaches the trigger;
   when placed, the trigger must be on the far side of the LTP (InputException otherwise). Once
-  triggered, SL fills at the trigger (or the gap open) if that is within its price, else rests as
-  a LIMIT; SL-M fills at the trigger (or gap open) within its protection, else rests as a LIMIT at
-  the protection bound.
+  triggered, SL fills at the touch where it triggered (the trigger, or the open when a minute
+  opens through it) if that is within its price, else rests as a LIMIT; SL-M likewise within its
+  protection, else rests as a LIMIT at the protection bound.
 * Minutes that count for an order: those completing after it was placed or last modified.
 * DAY orders still open at the close are CANCELLED at 15:30 with a status_message.
-* Circuit: a LIMIT/SL price or trigger outside the day's band -> order row REJECTED with Kite's
-  message; a modify outside the band -> OrderException, the order is unchanged.
+* Circuit: a LIMIT/SL price or trigger outside the band in force (the book's: F&O operating range
+  or a scenario's fixed band) -> order row REJECTED with Kite's message; a modify outside the band
+  -> OrderException, the order is unchanged.
 * Funds and holdings are checked at placement and modify: MarginException / HoldingException
   (HTTP 400), no order. A BUY blocks quantity x (LIMIT/SL price; MARKET AMO: the LTP's protection
   bound; SL-M: the trigger's protection bound) while open.
@@ -62,6 +69,7 @@ from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from kitefleet import sim
 from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST, Clock
 from kitefleet.states import OPEN, OrderStatus
@@ -191,7 +199,7 @@ class OrderEngine(PortfolioReads, GttApi):
             o = dict(row)
             inst = self.market.instrument(int(o["instrument_token"]))
             req = request_of(o)
-            reason = self._circuit_reason(req, int(o["instrument_token"]), day)
+            reason = self._circuit_reason(req, self.market.book(int(o["instrument_token"]), opening))
             o["updated_day"] = opening.date().isoformat()
             if reason is not None:
                 self._set_status(conn, o, OrderStatus.REJECTED, opening, message=reason)
@@ -223,18 +231,18 @@ class OrderEngine(PortfolioReads, GttApi):
             g["_from"] = datetime.fromisoformat(g["active_from"])
             g["_cond"] = json.loads(g["condition"])
             gtts_by[int(g["instrument_token"])].append(g)
-        events: list[tuple[datetime, int, tuple[datetime, float, float, float]]] = []
+        events: list[tuple[datetime, int, sim.Bar]] = []
         for token in set(orders_by) | set(gtts_by):
             items = orders_by.get(token, []) + gtts_by.get(token, [])
             start = max(lo, _floor_minute(min(i["_from"] for i in items)))
             if start >= hi:
                 continue
-            for bar in self.market.minutes_between(token, start, hi):
-                events.append((bar[0], token, bar))
+            for bar in self.market.minute_bars(token, start, hi):
+                events.append((bar.start, token, bar))
         events.sort(key=lambda e: (e[0], e[1]))
-        day_open: dict[int, float] = {}
-        for start, token, (_s, low, high, close) in events:
+        for start, token, bar in events:
             end = start + ONE_MINUTE
+            low, high, close = bar.price(bar.low), bar.price(bar.high), bar.price(bar.close)
             for g in gtts_by.get(token, ()):
                 if g["status"] != "active" or g["_from"] >= end:
                     continue
@@ -248,42 +256,21 @@ class OrderEngine(PortfolioReads, GttApi):
             for o in orders_by.get(token, ()):
                 if o["status"] not in _AT_EXCHANGE or o["_from"] >= end:
                     continue
-                gap = None
-                if start == opening and o["_from"] <= opening:
-                    if token not in day_open:
-                        day_open[token] = float(self.market.day_ohlcv(token, end)[0])
-                    gap = day_open[token]
-                self._match(conn, o, low, high, gap, end)
+                self._match(conn, o, bar, end)
 
-    def _match(self, conn: sqlite3.Connection, o: dict[str, Any], low: float, high: float,
-               gap: float | None, at: datetime) -> None:
+    def _match(self, conn: sqlite3.Connection, o: dict[str, Any], bar: sim.Bar, at: datetime) -> None:
+        """One completed minute against a resting order (rules: ``kitefleet.sim.fills``)."""
         buy = o["transaction_type"] == "BUY"
-        limit = float(o["limit_price"])
+        trigger: int | None = None
         if o["status"] == OrderStatus.TRIGGER_PENDING:
-            trigger = float(o["trigger_price"])
-            if buy:
-                gapped = gap is not None and gap >= trigger
-                hit = gapped or high >= trigger
-            else:
-                gapped = gap is not None and gap <= trigger
-                hit = gapped or low <= trigger
-            if not hit:
+            trigger = sim.to_ticks(float(o["trigger_price"]), bar.tick)
+            if not (bar.high >= trigger if buy else bar.low <= trigger):
                 return
-            ref = gap if gapped and gap is not None else trigger
             self._set_status(conn, o, OrderStatus.OPEN, at)
-            if (buy and ref <= limit) or (not buy and ref >= limit):
-                self._fill(conn, o, ref, at)
-            return
-        if buy:
-            if gap is not None and gap <= limit:
-                self._fill(conn, o, gap, at)
-            elif low <= limit:
-                self._fill(conn, o, min(limit, high), at)
-        else:
-            if gap is not None and gap >= limit:
-                self._fill(conn, o, gap, at)
-            elif high >= limit:
-                self._fill(conn, o, max(limit, low), at)
+        remaining = int(o["quantity"]) - int(o["filled_quantity"])
+        fill = sim.fill_in_minute(buy, sim.to_ticks(float(o["limit_price"]), bar.tick), remaining, bar, trigger)
+        if fill is not None:
+            self._fill(conn, o, fill.quantity, bar.price(fill.price), at)
 
     def _expire_day_orders(self, conn: sqlite3.Connection, closing: datetime) -> None:
         rows = conn.execute(f"SELECT * FROM orders WHERE status IN {_AT_EXCHANGE_SQL} ORDER BY seq")  # noqa: S608
@@ -331,9 +318,11 @@ class OrderEngine(PortfolioReads, GttApi):
         row = conn.execute("SELECT * FROM cnc WHERE api_key=? AND instrument_token=?", (api_key, token)).fetchone()
         return CncBook.from_row(row) if row is not None else CncBook(api_key, token, symbol)
 
-    def _fill(self, conn: sqlite3.Connection, o: dict[str, Any], price: float, at: datetime) -> None:
+    def _fill(self, conn: sqlite3.Connection, o: dict[str, Any], quantity: int, price: float, at: datetime) -> None:
+        """One fill (one trade) of ``quantity`` at ``price``; the order completes with its last part."""
         price = _px(price)
-        quantity = int(o["quantity"]) - int(o["filled_quantity"])
+        filled_before = int(o["filled_quantity"])
+        quantity = min(quantity, int(o["quantity"]) - filled_before)
         api_key = o["api_key"]
         token = int(o["instrument_token"])
         book = self._book(conn, api_key, token, o["tradingsymbol"])
@@ -352,9 +341,10 @@ class OrderEngine(PortfolioReads, GttApi):
             conn.execute("UPDATE ledger SET cash=cash+?, day_payin=day_payin+?, realised=realised+? WHERE api_key=?",
                          (value, value, realised, api_key))
         conn.execute(_CNC_UPSERT_SQL, book.values())
-        o["filled_quantity"] = int(o["quantity"])
-        o["average_price"] = price
-        self._set_status(conn, o, OrderStatus.COMPLETE, at)
+        filled = filled_before + quantity
+        o["average_price"] = _px((float(o["average_price"]) * filled_before + price * quantity) / filled)
+        o["filled_quantity"] = filled
+        self._set_status(conn, o, OrderStatus.COMPLETE if filled == int(o["quantity"]) else OrderStatus.OPEN, at)
         seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM trades").fetchone()[0]
         trade = {
             "trade_id": trade_id_for(seq),
@@ -384,8 +374,8 @@ class OrderEngine(PortfolioReads, GttApi):
             raise input_error(f"{exchange}:{symbol} is an index and cannot be traded.")
         return inst
 
-    def _circuit_reason(self, req: OrderRequest, token: int, day: date) -> str | None:
-        lower, upper = self.market.circuit_limits(token, day)
+    def _circuit_reason(self, req: OrderRequest, book: sim.Book) -> str | None:
+        lower, upper = book.price(book.lower), book.price(book.upper)
         for value, what in ((req.price, "price"), (req.trigger_price, "trigger price")):
             if not value:
                 continue
@@ -474,7 +464,8 @@ class OrderEngine(PortfolioReads, GttApi):
         token = int(inst.instrument_token)
         block_price, limit = self._prices_for(req, inst, ltp, variety)
         self._check_cover(conn, api_key, req, token, block_price if req.is_buy else 0.0)
-        reason = None if variety == "amo" else self._circuit_reason(req, token, now.date())
+        book = None if variety == "amo" else self.market.book(token, now)
+        reason = None if book is None else self._circuit_reason(req, book)
         seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM orders").fetchone()[0])
         o: dict[str, Any] = {
             "seq": seq,
@@ -528,19 +519,28 @@ class OrderEngine(PortfolioReads, GttApi):
         sql = f"INSERT INTO orders ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"  # noqa: S608
         conn.execute(sql, [o[c] for c in columns])
         self._history(conn, o, o["status"], now)
-        if o["status"] == OrderStatus.OPEN:
-            self._match_on_arrival(conn, o, ltp, now)
+        if o["status"] == OrderStatus.OPEN and book is not None:
+            self._match_on_arrival(conn, o, book, now)
         return o
 
-    def _match_on_arrival(self, conn: sqlite3.Connection, o: dict[str, Any], ltp: float, now: datetime) -> None:
+    def _match_on_arrival(self, conn: sqlite3.Connection, o: dict[str, Any], book: sim.Book, now: datetime) -> None:
+        """Walk the book within the order's limit (a MARKET order's: its protection bound)."""
         buy = o["transaction_type"] == "BUY"
-        limit = float(o["limit_price"])
-        if o["order_type"] == "MARKET" or (buy and ltp <= limit) or (not buy and ltp >= limit):
-            self._fill(conn, o, ltp, now)
-        elif o["validity"] == "IOC":
+        remaining = int(o["quantity"]) - int(o["filled_quantity"])
+        fills = sim.fill_on_arrival(buy, sim.to_ticks(float(o["limit_price"]), book.tick), remaining, book)
+        for fill in fills:
+            self._fill(conn, o, fill.quantity, book.price(fill.price), now)
+        if o["status"] != OrderStatus.OPEN:
+            return
+        if o["validity"] == "IOC":
             o["cancelled_quantity"] = int(o["quantity"]) - int(o["filled_quantity"])
             self._set_status(conn, o, OrderStatus.CANCELLED, now,
-                             message="IOC order cancelled: not marketable on arrival.")
+                             message="IOC order cancelled: not marketable on arrival." if not fills
+                             else "IOC order: the unfilled part was cancelled.")
+        elif fills:
+            # This minute's participation is used up: the rest counts from the next minute on.
+            o["active_from"] = (_floor_minute(now) + ONE_MINUTE).isoformat()
+            self._save(conn, o)
 
     # === public API: orders ==================================================================
     def ensure_account(self, account: Account) -> None:
@@ -611,11 +611,15 @@ class OrderEngine(PortfolioReads, GttApi):
                 raise input_error("IOC validity is not supported for SL and SL-M orders by the paper broker.")
             waiting_amo = o["status"] == OrderStatus.AMO_REQ_RECEIVED
             ltp = float(self.market.ltp(int(inst.instrument_token), now))
+            book: sim.Book | None = None
             if not waiting_amo:
                 if not self.calendar.session_open_at(now):
                     raise order_error("Markets are closed right now; the order can no longer be modified.")
                 self._check_trigger_side(new, ltp)
-                reason = self._circuit_reason(new, int(inst.instrument_token), now.date())
+                if new.quantity < int(o["filled_quantity"]):
+                    raise order_error(f"Quantity cannot be less than the filled quantity {o['filled_quantity']}.")
+                book = self.market.book(int(inst.instrument_token), now)
+                reason = self._circuit_reason(new, book)
                 if reason is not None:
                     raise order_error(reason)
             block_price, limit = self._prices_for(new, inst, ltp, "amo" if waiting_amo else "regular")
@@ -633,8 +637,8 @@ class OrderEngine(PortfolioReads, GttApi):
             status = (OrderStatus.AMO_REQ_RECEIVED if waiting_amo
                       else OrderStatus.TRIGGER_PENDING if new.needs_trigger else OrderStatus.OPEN)
             self._set_status(conn, o, status, now)
-            if status == OrderStatus.OPEN:
-                self._match_on_arrival(conn, o, ltp, now)
+            if status == OrderStatus.OPEN and book is not None:
+                self._match_on_arrival(conn, o, book, now)
         return {"order_id": o["order_id"]}
 
     def cancel_order(self, account: Account, variety: str, order_id: str,

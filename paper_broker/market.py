@@ -46,7 +46,7 @@ meets the first waypoint, days after the last pinned day so that they chain on t
 scenario therefore changes the symbol's whole simulated history; without one nothing changes.
 
 Caches: the daily series per symbol (built once), day summaries (high, low, volume) filled in
-batches, and an LRU of minute bars per (symbol, day). Thread-safe (one lock).
+batches, an LRU of minute bars per (symbol, day) and a FIFO of books per (symbol, day, minute). Thread-safe (one lock).
 """
 
 from __future__ import annotations
@@ -61,9 +61,10 @@ from datetime import date, datetime, timedelta
 
 import numpy as np
 
+from kitefleet import sim
 from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST
-from paper_broker.scenario import PinnedPath, ScenarioError, ScenarioSet
+from paper_broker.scenario import MarketPin, PinnedPath, ScenarioError, ScenarioSet
 from paper_broker.universe import INDEX_TOKEN, Instrument, nifty50_universe
 
 Candle = tuple[datetime, float, float, float, float, int]
@@ -77,8 +78,9 @@ EPOCH = date(2016, 1, 1)
 #: The day whose close equals each instrument's ``base_price``.
 ANCHOR = date(2026, 11, 2)
 
-_TAG_PARAMS, _TAG_DAILY, _TAG_MINUTE = 0x9A7A, 0xDA11, 0x3101
+_TAG_PARAMS, _TAG_DAILY, _TAG_MINUTE, _TAG_SPREAD, _TAG_DEPTH = 0x9A7A, 0xDA11, 0x3101, 0x5B4D, 0xD397
 _BARS_CACHE = 1024
+_BOOK_CACHE = 4096
 _SUMMARY_CHUNK = 256
 _PRE_WANDER = 0.003  # calm wander around the open before a pinned day's first waypoint
 
@@ -102,6 +104,10 @@ class _DayBars:
     lo: np.ndarray
     c: np.ndarray
     v: np.ndarray
+    spread: np.ndarray  # ticks, per minute (kitefleet.sim.spread_path)
+    offset: np.ndarray
+    lower: np.ndarray   # circuit band in force, per minute (ticks)
+    upper: np.ndarray
 
 
 @dataclass
@@ -121,6 +127,7 @@ class _Series:
     sigma: np.ndarray        # day's log volatility, for the intraday bridge
     vol_target: np.ndarray   # expected day volume
     pins: dict[int, tuple[PinnedPath, list[tuple[int, int]]]]  # k -> (path, [(minute, ticks)])
+    tweaks: dict[int, list[tuple[int, int, MarketPin]]]  # k -> [(first minute, last minute, pin)]
     h: np.ndarray            # day summaries, filled lazily
     lo: np.ndarray
     v: np.ndarray
@@ -166,19 +173,23 @@ class Market:
         self.instruments: list[Instrument] = universe
         self._by_token = {i.instrument_token: i for i in universe}
         self._by_symbol = {i.tradingsymbol: i for i in universe}
-        for path in self.scenarios.paths:
-            if path.symbol not in known:
-                raise ScenarioError(f"{self.scenarios.source}: symbol {path.symbol!r} is not in the universe")
+        for symbol, where in self.scenarios.symbols():
+            if symbol not in known:
+                raise ScenarioError(f"{where}: symbol {symbol!r} is not in the universe")
         last = max(calendar.last, ANCHOR + timedelta(days=31))
         self._n_cal = (last - EPOCH).days + 1
         self._lock = threading.RLock()
         self._raw: dict[int, tuple[np.ndarray, ...]] = {}
         self._series_cache: dict[int, _Series] = {}
         self._bars_cache: OrderedDict[tuple[int, int], _DayBars] = OrderedDict()
+        self._book_cache: OrderedDict[tuple[int, int, int, int], sim.Book] = OrderedDict()
         # Validate pinned days up front: a bad scenario must fail at start, not at 11:20.
         for path in self.scenarios.paths:
             if path.symbol in self._by_symbol:
                 self._pin_knots(path)
+        for pin in self.scenarios.market:
+            if pin.symbol in self._by_symbol:
+                self._pin_minutes(pin)
 
     # --- lookup ------------------------------------------------------------------------------
     def instrument(self, key: str | int) -> Instrument | None:
@@ -278,6 +289,59 @@ class Market:
                 (opening + timedelta(minutes=first + j), lows[j], highs[j], closes[j])
                 for j in range(stop - first)
             )
+        return out
+
+    def book(self, token: int, now: datetime) -> sim.Book:
+        """The order book at ``now`` (``kitefleet.sim.book``): around the LTP with the spread, volume
+        and band of the minute in progress (outside the session: of the last minute traded)."""
+        s = self._series(token)
+        now = _ist(now)
+        last = self._ltp_ticks(s, now)
+        k, done = self._progress(s, now)
+        if k is None:
+            k = s.last_day_before(now.date())
+            if k < 0:
+                lower, upper = _band(s.prev0)
+                return sim.Book(s.ins.tick_size, last, (), (), lower, upper, 0)
+            i = int(s.n_min[k]) - 1
+        else:
+            i = min(done, int(s.n_min[k]) - 1)
+        key = (s.ins.instrument_token, k, i, last)
+        cached = self._book_cache.get(key)
+        if cached is not None:  # the book only changes from minute to minute: the hot order path
+            return cached
+        bars = self._bars(s, k)
+        lower, upper = int(bars.lower[i]), int(bars.upper[i])
+        if not s.ins.tradable:
+            return sim.Book(s.ins.tick_size, last, (), (), lower, upper, 0)
+        draws = np.random.default_rng([self.seed, s.ins.instrument_token, s.days[k].toordinal(), i,
+                                       _TAG_DEPTH]).standard_normal(2 * sim.DEPTH_LEVELS)
+        book = sim.book_at(last, int(bars.spread[i]), int(bars.offset[i]), lower, upper, int(bars.v[i]),
+                           s.ins.tick_size, draws.tolist())
+        with self._lock:
+            self._book_cache[key] = book
+            if len(self._book_cache) > _BOOK_CACHE:
+                self._book_cache.popitem(last=False)
+        return book
+
+    def minute_bars(self, token: int, t0: datetime, t1: datetime) -> list[sim.Bar]:
+        """Completed minutes whose end lies in (t0, t1], across days, as the fill model sees them."""
+        s = self._series(token)
+        t0, t1 = _ist(t0), _ist(t1)
+        if t1 <= t0:
+            return []
+        out: list[sim.Bar] = []
+        tick = s.ins.tick_size
+        for k in range(bisect.bisect_left(s.days, t0.date()), bisect.bisect_right(s.days, t1.date())):
+            opening, n = s.opens_at[k], int(s.n_min[k])
+            first = max(0, math.floor((t0 - opening).total_seconds() / 60))
+            stop = min(n, math.floor((t1 - opening).total_seconds() / 60))
+            if stop <= first:
+                continue
+            b = self._bars(s, k)
+            cols = [a[first:stop].tolist() for a in (b.o, b.lo, b.h, b.c, b.v, b.spread, b.offset, b.lower, b.upper)]
+            out.extend(sim.Bar(opening + timedelta(minutes=first + j), *(int(col[j]) for col in cols), tick)
+                       for j in range(stop - first))
         return out
 
     # --- time helpers --------------------------------------------------------------------------
@@ -500,6 +564,9 @@ class Market:
                     frac = (np.arange(ka + 1, kb) - ka) / (kb - ka)
                     off[ka + 1: kb] = out_a + (in_b - out_a) * frac
             log_prev0 += anchors[0][1]
+        tweaks: dict[int, list[tuple[int, int, MarketPin]]] = {}
+        for pin in self.scenarios.market_pins(ins.tradingsymbol):
+            tweaks.setdefault(index[pin.day], []).append((*self._pin_minutes(pin), pin))
         o_t = np.maximum(np.rint(np.exp(log_o + off)), 1).astype(np.int64)
         c_t = np.maximum(np.rint(np.exp(log_c + off)), 1).astype(np.int64)
         prev0 = max(1, round(math.exp(log_prev0)))
@@ -513,12 +580,21 @@ class Market:
                 lower, upper = _band(prev)
                 o_l[k] = min(max(o_l[k], lower), upper)
                 c_l[k] = min(max(c_l[k], lower), upper)
+            for first, last_minute, pin in tweaks.get(k, ()):
+                if pin.band_percent is not None:  # a fixed band holds the open and close too
+                    lower, upper = sim.fixed_band(prev, pin.band_percent)
+                    if first == 0:
+                        o_l[k] = min(max(o_l[k], lower), upper)
+                    if last_minute == n_min[k] - 1:
+                        c_l[k] = min(max(c_l[k], lower), upper)
             prev = c_l[k]
         if ins.instrument_token == INDEX_TOKEN:
             vol_target = np.zeros(len(days))
         else:
             vrng = np.random.default_rng([self.seed, ins.instrument_token, _TAG_PARAMS, 1])
-            turnover = 8e9 * math.exp(0.5 * float(vrng.standard_normal()))
+            # Rs 1,400 cr a day for a typical name; calibrated so a Rs 5 lakh order fills in its first
+            # minute at 10 % participation on >= 95 % of ordinary minutes (tests/kitefleet/test_sim.py).
+            turnover = 1.4e10 * math.exp(0.3 * float(vrng.standard_normal()))
             base_vol = turnover / ins.base_price
             idio = float(self._raw[ins.instrument_token][5][0])
             move = np.abs(ret[t]) / max(idio, 1e-9)
@@ -527,7 +603,7 @@ class Market:
         return _Series(
             ins=ins, tick_cents=tick_cents, days=days, index=index, opens_at=opens_at, closes_at=closes_at,
             n_min=n_arr, o=np.array(o_l, dtype=np.int64), c=np.array(c_l, dtype=np.int64), prev0=prev0,
-            sigma=sig[t], vol_target=vol_target, pins=pins,
+            sigma=sig[t], vol_target=vol_target, pins=pins, tweaks=tweaks,
             h=np.zeros(k_all, dtype=np.int64), lo=np.zeros(k_all, dtype=np.int64),
             v=np.zeros(k_all, dtype=np.int64), done=np.zeros(k_all, dtype=bool),
         )
@@ -557,6 +633,27 @@ class Market:
             knots.append((minute, max(1, round(price * 100 / tick_cents))))
         return knots
 
+    def _pin_minutes(self, pin: MarketPin) -> tuple[int, int]:
+        """A market pin's minute range (first, last minute index), validated against the calendar."""
+        where = f"{pin.where} on {pin.day}"
+        if not self.calendar.covers(pin.day) or pin.day <= EPOCH:
+            raise ScenarioError(
+                f"{where}: outside the simulated range {max(self.calendar.first, EPOCH)}..{self.calendar.last}"
+            )
+        if not self.calendar.is_trading_day(pin.day):
+            raise ScenarioError(f"{where}: not an NSE trading day")
+        opening, closing = self.calendar.session_bounds(pin.day)
+        n = int((closing - opening).total_seconds() // 60)
+        out = []
+        for at in (pin.first, pin.last):
+            minute = int((datetime.combine(pin.day, at, IST) - opening).total_seconds() // 60)
+            if not 0 <= minute < n:
+                last = (closing - timedelta(minutes=1)).strftime("%H:%M")
+                raise ScenarioError(f"{where}: {at.strftime('%H:%M')} is outside the session "
+                                    f"({opening.strftime('%H:%M')}..{last})")
+            out.append(minute)
+        return out[0], out[1]
+
     # --- minute bars ---------------------------------------------------------------------------
     def _bars(self, s: _Series, k: int) -> _DayBars:
         key = (s.ins.instrument_token, k)
@@ -569,7 +666,8 @@ class Market:
                 o, h, low, c, v = self._pinned_minutes(s, k)
             else:
                 o, h, low, c, v = (a[0] for a in self._gen_minutes(s, [k]))
-            bars = _DayBars(s.opens_at[k], o, h, low, c, v)
+            bars = self._microstructure(s, k, o, h, low, c, v)
+            o, h, low, v = bars.o, bars.h, bars.lo, bars.v
             self._bars_cache[key] = bars
             if len(self._bars_cache) > _BARS_CACHE:
                 self._bars_cache.popitem(last=False)
@@ -585,7 +683,7 @@ class Market:
             missing = [k for k in range(a, b + 1) if not s.done[k]]
             by_len: dict[int, list[int]] = {}
             for k in missing:
-                if k in s.pins:
+                if k in s.pins or k in s.tweaks:
                     self._bars(s, k)
                 else:
                     by_len.setdefault(int(s.n_min[k]), []).append(k)
@@ -598,6 +696,36 @@ class Market:
                     s.lo[idx] = low.min(axis=1)
                     s.v[idx] = v.sum(axis=1)
                     s.done[idx] = True
+
+    def _microstructure(self, s: _Series, k: int, o: np.ndarray, h: np.ndarray, low: np.ndarray,
+                        c: np.ndarray, v: np.ndarray) -> _DayBars:
+        """A day's bars with the scenario's market pins applied, plus spread, offset and band."""
+        n = len(c)
+        prev = s.prev_close(k)
+        pinned_spread = np.zeros(n, dtype=np.int64)
+        fixed: list[tuple[int, int, int]] = []
+        for first, last, pin in s.tweaks.get(k, ()):
+            rows = slice(first, last + 1)
+            if pin.volume is not None:
+                v = v.copy()
+                v[rows] = pin.volume
+            if pin.spread_ticks is not None:
+                pinned_spread[rows] = pin.spread_ticks
+            if pin.band_percent is not None:
+                fixed.append((first, last, pin.band_percent))
+        for first, last, percent in fixed:
+            lo_b, hi_b = sim.fixed_band(prev, percent)
+            rows = slice(first, last + 1)
+            o, h, low, c = (a.copy() for a in (o, h, low, c))
+            for a in (o, h, low, c):
+                a[rows] = np.clip(a[rows], lo_b, hi_b)
+        lower, upper = sim.dynamic_band(prev, c)
+        for first, last, percent in fixed:
+            lower[first: last + 1], upper[first: last + 1] = sim.fixed_band(prev, percent)
+        draws = np.random.default_rng([self.seed, s.ins.instrument_token, s.days[k].toordinal(),
+                                       _TAG_SPREAD]).random((2, n))
+        spread, offset = sim.spread_path(draws[0], draws[1], h, low, c, pinned_spread)
+        return _DayBars(s.opens_at[k], o, h, low, c, v, spread, offset, lower, upper)
 
     def _minute_noise(self, s: _Series, k: int, n: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, s.ins.instrument_token, s.days[k].toordinal(), _TAG_MINUTE])

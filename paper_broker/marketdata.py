@@ -14,11 +14,11 @@ Shapes follow reference/kite-api.md 3.13 and 3.14:
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
+from kitefleet import sim
 from kitefleet.clock import IST
 from paper_broker.errors import input_error
 
@@ -48,6 +48,7 @@ class MarketLike(Protocol):
                 now: datetime) -> Sequence[tuple[Any, float, float, float, float, int]]: ...
     def circuit_limits(self, token: int, day: date) -> tuple[float, float]: ...
     def volume(self, token: int, now: datetime) -> int: ...
+    def book(self, token: int, now: datetime) -> sim.Book: ...
 
 
 def _p(x: float) -> float:
@@ -100,42 +101,31 @@ def ohlc_payload(market: MarketLike, keys: list[str], now: datetime) -> dict[str
     return out
 
 
-def _depth(inst: Any, last: float, now: datetime) -> dict[str, list[dict[str, object]]]:
-    """Five levels a tick apart on each side of the LTP; sizes vary by minute, reproducibly."""
-    tick = float(getattr(inst, "tick_size", 0.05) or 0.05)
-    rng = random.Random(inst.instrument_token * 1_000_003 + int(now.timestamp() // 60))
-    buy, sell = [], []
-    for level in range(5):
-        buy.append({"price": _p(max(tick, last - tick * (level + 1))),
-                    "quantity": rng.randint(1, 50) * 10, "orders": rng.randint(1, 20)})
-        sell.append({"price": _p(last + tick * (level + 1)),
-                     "quantity": rng.randint(1, 50) * 10, "orders": rng.randint(1, 20)})
-    return {"buy": buy, "sell": sell}
-
-
 def quote_payload(market: MarketLike, keys: list[str], now: datetime) -> dict[str, object]:
     out: dict[str, object] = {}
     stamp = now.astimezone(IST).strftime(KITE_TIME)
     for key, inst in _resolved(market, keys, MAX_QUOTE_KEYS):
         token = inst.instrument_token
         ohlc, last, volume = _ohlc(market, token, now)
-        lower, upper = market.circuit_limits(token, now.date())
-        depth = _depth(inst, last, now)
+        # The same book the order engine fills against: depth, and the band in force now.
+        book = market.book(token, now)
+        depth = book.depth_wire()
         out[key] = {
             "instrument_token": token,
             "timestamp": stamp,
             "last_trade_time": stamp,
             "last_price": last,
             "last_quantity": depth["buy"][0]["quantity"],
-            "buy_quantity": sum(int(level["quantity"]) for level in depth["buy"]) * 7,  # type: ignore[call-overload]
-            "sell_quantity": sum(int(level["quantity"]) for level in depth["sell"]) * 7,  # type: ignore[call-overload]
+            # The whole book is deeper than the five levels shown; Kite's totals are of the whole book.
+            "buy_quantity": sum(int(level["quantity"]) for level in depth["buy"]) * 7,
+            "sell_quantity": sum(int(level["quantity"]) for level in depth["sell"]) * 7,
             "volume": volume,
             # No trade tape to weigh: the typical price stands in for the VWAP.
             "average_price": _p((ohlc["high"] + ohlc["low"] + last) / 3) if volume else last,
             "oi": 0, "oi_day_high": 0, "oi_day_low": 0,
             "net_change": _p(last - ohlc["close"]),
-            "lower_circuit_limit": _p(lower),
-            "upper_circuit_limit": _p(upper),
+            "lower_circuit_limit": _p(book.price(book.lower)),
+            "upper_circuit_limit": _p(book.price(book.upper)),
             "ohlc": ohlc,
             "depth": depth,
         }

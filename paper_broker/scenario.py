@@ -16,6 +16,23 @@ rebasing of the other days) is described in ``paper_broker.market``.
 
 Times must be strictly increasing and inside the day's session; that and the symbol are checked
 against the calendar and the universe when the market is built.
+
+A second, optional list pins the market's microstructure for a symbol and a minute range (both
+ends inclusive, minutes named by their start as above)::
+
+    {"market": [{"symbol": "INFY", "date": "2026-11-25", "from": "10:00", "to": "11:00",
+                 "spread_ticks": 4, "volume": 200, "band_percent": 5}]}
+
+* ``spread_ticks``: the bid-ask spread in ticks (a whole number, at least 1) for every minute.
+* ``volume``: the minute volume in shares (a whole number, at least 1): fills take at most 10 % of
+  it per minute, so a small volume makes fills partial.
+* ``band_percent``: a fixed circuit band (2, 5, 10 or 20 % around the previous close) in place of
+  the F&O operating range; the path is held inside it (the band wins over a waypoint).
+
+Each entry needs at least one of the three. A file with neither list entry, a negative spread, a
+band outside {2, 5, 10, 20} or an unknown symbol is refused with one line naming the file and the
+entry; the paper broker then exits 2 (``ScenarioError`` is a usage error: the ``--scenario``
+argument) and does not start.
 """
 
 from __future__ import annotations
@@ -27,10 +44,18 @@ from datetime import date, time
 from pathlib import Path
 
 from kitefleet.errors import ConfigError
+from kitefleet.exitcodes import ExitCode
+
+FIXED_BAND_PERCENTS = (2, 5, 10, 20)
 
 
 class ScenarioError(ConfigError):
-    """A scenario file that cannot be used; the message names the file and the bad entry."""
+    """A scenario file that cannot be used; the message names the file and the bad entry.
+
+    A configuration error by kind, but the file is a command-line argument of the broker, so it
+    exits as a usage error (2)."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)
@@ -41,9 +66,24 @@ class PinnedPath:
 
 
 @dataclass(frozen=True)
+class MarketPin:
+    """A symbol's spread, volume and/or fixed band over minutes ``first..last`` (times, inclusive)."""
+
+    symbol: str
+    day: date
+    first: time
+    last: time
+    spread_ticks: int | None
+    volume: int | None
+    band_percent: int | None
+    where: str  # "scenario file X: market[i] (SYM)", for messages
+
+
+@dataclass(frozen=True)
 class ScenarioSet:
     paths: tuple[PinnedPath, ...] = ()
     source: str = "<scenario>"
+    market: tuple[MarketPin, ...] = ()
     _index: dict[tuple[str, date], PinnedPath] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -67,9 +107,12 @@ class ScenarioSet:
 
     @classmethod
     def from_json(cls, data: object, *, source: str = "<scenario>") -> ScenarioSet:
-        if not isinstance(data, dict) or not isinstance(data.get("paths"), list):
-            raise ScenarioError(f'{source}: expected {{"paths": [...]}} at the top level')
-        return cls(tuple(_parse_path(entry, i, source) for i, entry in enumerate(data["paths"])), source)
+        if not isinstance(data, dict) or not isinstance(data.get("paths", []), list) \
+                or not isinstance(data.get("market", []), list) or not ("paths" in data or "market" in data):
+            raise ScenarioError(f'{source}: expected {{"paths": [...]}} and/or {{"market": [...]}} at the top level')
+        paths = tuple(_parse_path(entry, i, source) for i, entry in enumerate(data.get("paths", [])))
+        market = tuple(_parse_market(entry, i, source) for i, entry in enumerate(data.get("market", [])))
+        return cls(paths, source, market)
 
     def pinned(self, symbol: str, day: date) -> PinnedPath | None:
         return self._index.get((symbol, day))
@@ -77,17 +120,74 @@ class ScenarioSet:
     def days_for(self, symbol: str) -> list[date]:
         return sorted(p.day for p in self.paths if p.symbol == symbol)
 
+    def market_pins(self, symbol: str) -> list[MarketPin]:
+        return [m for m in self.market if m.symbol == symbol]
+
+    def symbols(self) -> list[tuple[str, str]]:
+        """(symbol, where) of every entry, for the universe check."""
+        return ([(p.symbol, f"{self.source}: paths ({p.symbol} on {p.day})") for p in self.paths]
+                + [(m.symbol, m.where) for m in self.market])
+
+
+def _symbol(entry: dict[str, object], where: str) -> str:
+    symbol = entry.get("symbol")
+    if not isinstance(symbol, str) or not symbol.strip():
+        raise ScenarioError(f"{where}: symbol missing or not a string")
+    symbol = symbol.strip()
+    return symbol[4:] if symbol.upper().startswith("NSE:") else symbol
+
+
+def _hhmm(value: object, where: str) -> time:
+    try:
+        if not isinstance(value, str) or len(value) != 5:
+            raise ValueError
+        return time.fromisoformat(value)
+    except ValueError:
+        raise ScenarioError(f"{where}: time must be HH:MM") from None
+
+
+def _whole(entry: dict[str, object], key: str, where: str) -> int | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ScenarioError(f"{where}: {key} {value!r} must be a whole number")
+    return int(value)
+
+
+def _parse_market(entry: object, i: int, source: str) -> MarketPin:
+    where = f"{source}: market[{i}]"
+    if not isinstance(entry, dict):
+        raise ScenarioError(f"{where}: expected an object with symbol, date, from, to and a spread, volume or band")
+    symbol = _symbol(entry, where)
+    where = f"{source}: market[{i}] ({symbol})"
+    try:
+        day = date.fromisoformat(str(entry.get("date")))
+    except ValueError:
+        raise ScenarioError(f"{where}: date {entry.get('date')!r} is not YYYY-MM-DD") from None
+    first = _hhmm(entry.get("from"), f"{where}: from {entry.get('from')!r}")
+    last = _hhmm(entry.get("to"), f"{where}: to {entry.get('to')!r}")
+    if last < first:
+        raise ScenarioError(f"{where}: to {entry.get('to')!r} is before from {entry.get('from')!r}")
+    spread = _whole(entry, "spread_ticks", where)
+    if spread is not None and spread < 1:
+        raise ScenarioError(f"{where}: spread_ticks {spread} must be at least 1 (a spread cannot be negative or zero)")
+    volume = _whole(entry, "volume", where)
+    if volume is not None and volume < 1:
+        raise ScenarioError(f"{where}: volume {volume} must be at least 1 share a minute")
+    band = _whole(entry, "band_percent", where)
+    if band is not None and band not in FIXED_BAND_PERCENTS:
+        raise ScenarioError(f"{where}: band_percent {band} must be one of 2, 5, 10, 20")
+    if spread is None and volume is None and band is None:
+        raise ScenarioError(f"{where}: give at least one of spread_ticks, volume, band_percent")
+    return MarketPin(symbol, day, first, last, spread, volume, band, where)
+
 
 def _parse_path(entry: object, i: int, source: str) -> PinnedPath:
     where = f"{source}: paths[{i}]"
     if not isinstance(entry, dict):
         raise ScenarioError(f"{where}: expected an object with symbol, date and waypoints")
-    symbol = entry.get("symbol")
-    if not isinstance(symbol, str) or not symbol.strip():
-        raise ScenarioError(f"{where}: symbol missing or not a string")
-    symbol = symbol.strip()
-    if symbol.upper().startswith("NSE:"):
-        symbol = symbol[4:]
+    symbol = _symbol(entry, where)
     where = f"{source}: paths[{i}] ({symbol})"
     try:
         day = date.fromisoformat(str(entry.get("date")))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kitefleet import sim
 from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST, Clock
 from kitefleet.ticks import round_to_tick
@@ -23,6 +24,7 @@ INFY, TCS, NIFTY = 408065, 2953217, 256265
 MON, TUE, WED, THU, FRI = (date(2026, 11, 23) + timedelta(days=i) for i in range(5))
 HOLIDAY = WED  # a holiday in this test calendar only
 START_CASH = 1_000_000.0
+SCRIPTED_VOLUME = 10_000_000
 
 
 def make_calendar() -> NseCalendar:
@@ -113,6 +115,25 @@ class ScriptedMarket:
     def circuit_limits(self, token: int, day: date) -> tuple[float, float]:
         pc, tick = self.prev_close(token, day), self._by_token[token].tick_size
         return round_to_tick(pc * 0.9, tick, "ceil"), round_to_tick(pc * 1.1, tick, "floor")
+
+    # A locked book (spread 0) with a deep, busy market: the tests here pin the engine's state
+    # machine at the LTP; spread, depth and partial fills are tests/kitefleet/test_sim.py's and
+    # tests/paper_broker/test_fills_client.py's.
+    def book(self, token: int, now: datetime) -> sim.Book:
+        tick = self._by_token[token].tick_size
+        lower, upper = (sim.to_ticks(p, tick) for p in self.circuit_limits(token, now.date()))
+        return sim.book_at(sim.to_ticks(self.ltp(token, now), tick), 0, 0, lower, upper, SCRIPTED_VOLUME, tick,
+                           [0.0] * 10)
+
+    def minute_bars(self, token: int, t0: datetime, t1: datetime) -> list[sim.Bar]:
+        tick = self._by_token[token].tick_size
+        out = []
+        for start, low, high, close in self.minutes_between(token, t0, t1):
+            lower, upper = (sim.to_ticks(p, tick) for p in self.circuit_limits(token, start.date()))
+            o = sim.to_ticks(self.ltp(token, start), tick)
+            ticks = [sim.to_ticks(p, tick) for p in (low, high, close)]
+            out.append(sim.Bar(start, o, *ticks, SCRIPTED_VOLUME, 0, 0, lower, upper, tick))
+        return out
 
     def minutes_between(self, token: int, t0: datetime, t1: datetime) -> list[tuple[datetime, float, float, float]]:
         out = []

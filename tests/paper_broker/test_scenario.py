@@ -203,3 +203,57 @@ def test_scenarios_are_checked_against_calendar_and_universe(calendar: NseCalend
 def test_missing_scenario_file(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="not found"):
         ScenarioSet.load(tmp_path / "nope.json")
+
+
+# --- market pins: spread, volume, fixed band (issue 16) -------------------------------------------
+def _pin(**kw: object) -> dict[str, object]:
+    return {"market": [{"symbol": "INFY", "date": DAY.isoformat(), "from": "10:00", "to": "10:29", **kw}]}
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    (_pin(spread_ticks=-2), "market[0] (INFY): spread_ticks -2 must be at least 1"),
+    (_pin(band_percent=7), "market[0] (INFY): band_percent 7 must be one of 2, 5, 10, 20"),
+    (_pin(volume=0), "volume 0"),
+    (_pin(spread_ticks=1.5), "whole number"),
+    (_pin(), "at least one of"),
+    (_pin(to="09:59", volume=10), "before from"),
+    ({"market": {}}, '"market"'),
+])
+def test_bad_market_pins_fail_with_one_line_and_exit_2(tmp_path: Path, content: object, fragment: str) -> None:
+    path = write(tmp_path, content, "bad-scenario.json")
+    with pytest.raises(ScenarioError) as info:
+        ScenarioSet.load(path)
+    assert "bad-scenario.json" in str(info.value) and fragment in str(info.value) and "\n" not in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_a_market_pin_on_an_unknown_symbol_or_outside_the_session_is_refused(calendar: NseCalendar,
+                                                                            tmp_path: Path) -> None:
+    unknown = write(tmp_path, {"market": [{"symbol": "NOPE", "date": DAY.isoformat(), "from": "10:00",
+                                           "to": "10:05", "volume": 5}]}, "bad-scenario.json")
+    with pytest.raises(ScenarioError, match=r"bad-scenario.json: market\[0\] \(NOPE\): symbol 'NOPE' is not"):
+        Market(calendar, scenarios=ScenarioSet.load(unknown), symbols=["INFY"])
+    late = write(tmp_path, _pin(to="15:30", volume=5), "late.json")
+    with pytest.raises(ScenarioError, match="15:30 is outside the session"):
+        Market(calendar, scenarios=ScenarioSet.load(late), symbols=["INFY"])
+
+
+def test_pins_set_spread_and_volume_and_a_fixed_band_holds_the_path(calendar: NseCalendar, tmp_path: Path) -> None:
+    data = {**EXAMPLE, "market": [
+        {"symbol": "INFY", "date": DAY.isoformat(), "from": "10:00", "to": "10:29", "spread_ticks": 6, "volume": 77},
+        {"symbol": "INFY", "date": DAY.isoformat(), "from": "09:15", "to": "15:29", "band_percent": 2}]}
+    market = scenario_market(calendar, tmp_path, data)
+    plain = scenario_market(calendar, tmp_path, EXAMPLE)
+    bars = {b.start: b for b in market.minute_bars(INFY, at(DAY, 9, 15), at(DAY, 15, 30))}
+    pinned = [bars[at(DAY, 10, m)] for m in range(30)]
+    assert {(b.spread, b.volume) for b in pinned} == {(6, 77)}
+    assert bars[at(DAY, 10, 30)].volume != 77
+    prev = market.prev_close(INFY, DAY)
+    lower, upper = (b.price(x) for b in pinned[:1] for x in (b.lower, b.upper))
+    assert lower == pytest.approx(prev * 0.98, abs=0.1) and upper == pytest.approx(prev * 1.02, abs=0.1)
+    # the scripted fall to 1470 is held at the band; the same day without the band reaches it
+    assert min(b.price(b.low) for b in bars.values()) == lower > 1470.0
+    assert plain.ltp(INFY, at(DAY, 15, 30)) == 1470.0
+    assert market.ltp(INFY, at(DAY, 15, 30)) == lower
+    quote_band = market.book(INFY, at(DAY, 12, 0))
+    assert (quote_band.price(quote_band.lower), quote_band.price(quote_band.upper)) == (lower, upper)
