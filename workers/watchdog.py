@@ -6,8 +6,11 @@ tracked position. Everything else is paced separately:
 
 * tracked positions (holdings ``quantity + t1_quantity`` plus today's CNC net position,
   workers.portfolio) are re-read every POSITIONS_REFRESH_SECONDS, and freshly before each exit;
-* the hourly levels are re-read once per completed hour (``hourly_low``), the daily candles for
-  the ATR once per session (``atr_trailing``), by a background thread (workers.level_refresher);
+* the hourly levels are re-read once per completed hour of the current session (``hourly_low``;
+  none before the first hourly candle completes, and for a position entered today none before a
+  full candle after its first fill), spread over one poll interval; the daily candles for the ATR
+  once per session from the shared cache (``atr_trailing``); both by a background thread
+  (workers.level_refresher);
 * the order book is read only while an exit is pending; the GTT list only after an exit filled.
 
 What to do with one symbol at one poll is a pure function, :func:`decide_symbol` (and
@@ -22,17 +25,21 @@ written by this job only, and only when something changed (a level, a stop, an e
 
     {"YYYY-MM-DD": {"rule": "hourly_low"|"atr_trailing", "updated_at": ISO,
       "symbols": {SYMBOL: {
-        "hourly": {"as_of": ISO start of the newest completed candle used,
-                   "lows": [[ISO start, low], [ISO start, low]], "level": float|null},
-        "atr": {"atr": float|null, "anchor": float, "stop": float|null, "carried_from": date|null},
+        "entry": {"at": ISO first fill today, "price": float} (positions entered today only),
+        "hourly": {"as_of": ISO start of the newest completed candle, "since": ISO (the open, or
+                   the entry's first fill), "lows": [[ISO start, low], ...] (at most two),
+                   "level": float|null},
+        "atr": {"atr": float|null, "anchor": float (entry price, then the highest LTP seen),
+                "stop": float|null, "carried_from": date|null},
         "exits": [{"purpose", "tag", "rule", "level", "ltp", "price", "quantity", "decided_at",
                    "status": "sending"|"sent"|"unknown"|"rejected"|"blocked"|"not_sent"|"lost",
                    "order_id", "order_status", "filled", "note", "retry_after",
                    "modifications": int (reprice attempts), "repriced_at": ISO,
                    "gtt": {"synced_filled": int, "actions": [{"id", "action", "quantity", "at"}]}}]}}}}
 
-KEEP_SESSIONS sessions are kept. The ATR anchor and stop carry over from the newest earlier
-session (the stop only moves up).
+KEEP_SESSIONS sessions are kept. The ATR anchor of a new position is its entry price; the anchor
+and stop of a position held from before carry over from the newest earlier session (the stop only
+moves up); a position entered today never inherits an earlier position's trail.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kitefleet.calendar import NseCalendar, last_completed_hour
-from kitefleet.clock import Clock
+from kitefleet.clock import IST, Clock
 from kitefleet.states import ExitStatus, OrderStatus
 from workers.exit_records import exit_pending, next_exit_purpose
 from workers.intents import IntentLog
@@ -150,6 +157,43 @@ def decide_poll(rule: str, views: Mapping[str, SymbolView], now: datetime) -> li
     return [decide_symbol(rule, s, views[s], now) for s in sorted(views) if views[s].ltp > 0]
 
 
+# --- positions entered today (pure) -----------------------------------------------------------
+def entered_today(account: AccountSnapshot) -> set[str]:
+    """Symbols held only through today's CNC buys: no holdings row with quantity or t1_quantity
+    on NSE, and a positive NSE CNC net position."""
+    before = {str(h.get("tradingsymbol", "")).upper() for h in account.holdings
+              if str(h.get("exchange") or EXCHANGE).upper() == EXCHANGE
+              and int(h.get("quantity") or 0) + int(h.get("t1_quantity") or 0) > 0}
+    today = {str(p.get("tradingsymbol", "")).upper() for p in account.positions_net
+             if p.get("product") == "CNC" and str(p.get("exchange") or EXCHANGE).upper() == EXCHANGE
+             and int(p.get("quantity") or 0) > 0}
+    return today - before
+
+
+def _ist(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=IST) if value.tzinfo is None else value.astimezone(IST)
+
+
+def first_buy_fills(trades: Sequence[Mapping[str, Any]]) -> dict[str, datetime]:
+    """Symbol -> the ``exchange_timestamp`` of its first CNC BUY fill among ``trades`` (today's)."""
+    out: dict[str, datetime] = {}
+    for t in trades:
+        if t.get("transaction_type") != "BUY" or t.get("product") not in (None, "CNC"):
+            continue
+        at = _ist(t.get("exchange_timestamp") or t.get("fill_timestamp"))
+        sym = str(t.get("tradingsymbol", "")).upper()
+        if at is not None and (sym not in out or at < out[sym]):
+            out[sym] = at
+    return out
+
+
 # --- the watchdog ------------------------------------------------------------------------------
 class Watchdog(ExitDesk):
     """The loop for one user and one session. ``kite`` is a workers.kite_client.KiteApi,
@@ -247,21 +291,48 @@ class Watchdog(ExitDesk):
                     self.log.warning("not watching %s: %s", symbol, exc)
                     del held[symbol]
                     continue
-            self._init_trail(symbol)
+        self._note_entries(account, held, now)
+        for symbol in held:
+            self._init_trail(symbol, account)
         self.tracked = held
         self._update_exits(account.orders, now)
         self.next_positions = now + self.positions_refresh
         return account
 
-    def _init_trail(self, symbol: str) -> None:
+    def _note_entries(self, account: AccountSnapshot, held: Mapping[str, int], now: datetime) -> None:
+        """Record, once, when and at what price each position entered today was first filled
+        (``trades()``: read only when a new one appears). The hourly rule reads no candle that
+        started before it; the ATR trail is anchored at the price."""
+        new = [s for s in sorted(entered_today(account)) if s in held and not self.sym(s).get("entry")]
+        if not new:
+            return
+        first = first_buy_fills(self.kite.trades())
+        for symbol in new:
+            at = first.get(symbol)
+            if at is None:  # not in today's trades (cannot be, but then: no candle before now)
+                self.log.warning("%s: entered today but no fill in today's trades; hourly candles from now", symbol)
+            self.sym(symbol)["entry"] = {"at": (at or now).isoformat(), "price": account.average_price(symbol)}
+            self.dirty = True
+
+    def since(self, symbol: str) -> datetime:
+        """The first instant an hourly candle of ``symbol`` may start at: the session open, or
+        for a position entered today its first fill."""
+        entry = (self.sym(symbol).get("entry") or {}).get("at")
+        return max(self.opening, datetime.fromisoformat(entry)) if entry else self.opening
+
+    def _init_trail(self, symbol: str, account: AccountSnapshot) -> None:
         if self.rule != RULE_ATR_TRAILING:
             return
         rec = self.sym(symbol)
         if rec.get("atr") is None:
-            prev = ((next(iter(self._carry.values()), {}) or {}).get("symbols") or {}).get(symbol) or {}
+            entry = rec.get("entry") or {}
+            # A position entered today never inherits the trail of an earlier one in the symbol.
+            prev = {} if entry else \
+                ((next(iter(self._carry.values()), {}) or {}).get("symbols") or {}).get(symbol) or {}
             prev_atr = prev.get("atr") or {}
-            rec["atr"] = {"atr": None, "anchor": float(prev_atr.get("anchor") or 0.0),
-                          "stop": prev_atr.get("stop"),
+            entry_price = entry.get("price") if entry else account.average_price(symbol)
+            anchor = max(float(prev_atr.get("anchor") or 0.0), float(entry_price or 0.0))
+            rec["atr"] = {"atr": None, "anchor": anchor, "stop": prev_atr.get("stop"),
                           "carried_from": next(iter(self._carry), None) if prev_atr else None}
             self.dirty = True
 
@@ -269,12 +340,29 @@ class Watchdog(ExitDesk):
     def schedule_levels(self, now: datetime) -> None:
         if self.rule == RULE_HOURLY_LOW:
             as_of = last_completed_hour(self.calendar, now)
-            for symbol in self.tracked:
-                hourly = self.sym(symbol).get("hourly") or {}
-                if hourly.get("as_of") == as_of.isoformat():
+            if as_of.date() != self.session:
+                return  # no hourly candle of this session has completed: no level, nothing to read
+            due = []
+            for symbol in sorted(self.tracked):
+                since = self.since(symbol)
+                rec = self.sym(symbol)
+                hourly = rec.get("hourly") or {}
+                if hourly.get("as_of") == as_of.isoformat() and hourly.get("since") == since.isoformat():
                     continue
-                if now >= self.level_retry.get(symbol, (0, now))[1]:
-                    self.refresher.submit(symbol, "hourly", as_of)
+                if as_of < since:
+                    # Entered after the newest completed candle began: none is eligible yet, and
+                    # the broker stop protects the position meanwhile.
+                    rec["hourly"] = {"as_of": as_of.isoformat(), "since": since.isoformat(), "lows": [],
+                                     "level": None}
+                    self.dirty = True
+                    continue
+                if now >= self.level_retry.get(symbol, (0, now))[1] and not self.refresher.busy(symbol, "hourly"):
+                    due.append((symbol, since))
+            # Spread over one poll interval rather than a burst at the hour (the historical limit
+            # is shared with the user's other jobs).
+            step = timedelta(seconds=self.poll_seconds / max(1, len(due)))
+            for i, (symbol, since) in enumerate(due):
+                self.refresher.submit(symbol, "hourly", as_of, since=since, not_before=now + i * step)
         else:
             for symbol in self.tracked:
                 if symbol not in self.trails and now >= self.level_retry.get(symbol, (0, now))[1]:
@@ -308,7 +396,7 @@ class Watchdog(ExitDesk):
             self.level_retry.pop(res.symbol, None)
             rec = self.sym(res.symbol)
             old = (rec.get("hourly") or {}).get("level")
-            rec["hourly"] = {"as_of": res.as_of, "lows": res.lows, "level": res.level}
+            rec["hourly"] = {"as_of": res.as_of, "since": res.since, "lows": res.lows, "level": res.level}
             self.dirty = True
             if res.level != old:
                 self.log.info("%s: hourly low level %s (lows %s)", res.symbol, res.level,

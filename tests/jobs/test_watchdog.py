@@ -336,7 +336,10 @@ def test_exits_at_the_expected_hour_and_price_per_user_and_tidies_the_gtt(
         wait_for(lambda u=user: _level(paper, u, "INFY")[1] is not None, 30, f"{user}'s first level")
         as_of, level, lows = _level(paper, user, "INFY")
         assert (as_of, level) == (at("10:15").isoformat(), 1480.0)
-        assert lows == [[at("09:15").isoformat(), 1490.0], [at("10:15").isoformat(), 1480.0]]
+    # Som held from the previous session: both of today's candles; Sai entered at 09:20: the
+    # 09:15 candle began before the fill and is not read
+    assert _level(paper, "Som", "INFY")[2] == [[at("09:15").isoformat(), 1490.0], [at("10:15").isoformat(), 1480.0]]
+    assert _level(paper, "Sai", "INFY")[2] == [[at("10:15").isoformat(), 1480.0]]
     wait_for(lambda: (paper.symbol_state("Raj", "TCS").get("atr") or {}).get("stop"), 30, "Raj's ATR stop")
     paper.wait_until(at("11:19:30"))
 
