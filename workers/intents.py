@@ -8,7 +8,7 @@ quantity in the GTT list.
 
 On-disk contract: ``state["intents"][TAG]`` in ``data/trading_state_<User>.json`` (StateStore)::
 
-    {"tag", "kind": "order"|"gtt", "symbol", "purpose", "job", "session": "YYYY-MM-DD",
+    {"tag", "kind": "order"|"gtt"|"modify", "symbol", "purpose", "job", "session": "YYYY-MM-DD",
      "placed_on": "YYYY-MM-DD" (trading-clock date of the attempt: the order book that shows it),
      "params": {...}, "status": see below, "broker_id": str|null, "order_status": str|null,
      "created_at": ISO, "updated_at": ISO, "note": str}
@@ -50,6 +50,12 @@ Restart behaviour (tests/workers/test_intents.py enforces each row):
     two orders in the book with one tag                    unresolved (that tag never resent), new
                                                            entries of the symbol blocked, reported
     intent already sent                                    no API call, the recorded id is returned
+
+Modifications (``modify_order_once``, kind ``modify``: the watchdog repricing an exit or the
+bot's own GTT child order): ``params`` hold the ``order_id`` and the new values. The tag is not on
+the order, so the book is read by order id: the order at the intent's price -> ``sent``; not ->
+``failed`` (nothing was changed; the caller decides again under a new tag). A modification adds
+no exposure and is a full replacement, so it is never parked as unresolved.
 
 Never call ``send_order_once``/``send_gtt_once`` (or any IntentLog write) inside a
 ``StateStore.transaction()`` block: the outer transaction's copy of the state would be written
@@ -215,8 +221,8 @@ class IntentLog:
     def record(self, tag: str, kind: str, symbol: str, purpose: str, params: dict[str, Any], *,
                job: str = "", session: date | None = None) -> dict[str, Any]:
         """Record the intent before the call; an existing intent with this tag is left as it is."""
-        if kind not in ("order", "gtt"):
-            raise ValueError(f"intent kind must be order or gtt, not {kind!r}")
+        if kind not in ("order", "gtt", "modify"):
+            raise ValueError(f"intent kind must be order, gtt or modify, not {kind!r}")
         now = clock.now()
         with self.store.transaction() as state:
             intents = state.setdefault("intents", {})
@@ -317,8 +323,10 @@ class IntentLog:
             return report
         today = clock.today().isoformat()
         book: dict[str, list[dict[str, Any]]] = {}
-        if any(i["kind"] == "order" for i in open_.values()):
+        by_id: dict[str, dict[str, Any]] = {}
+        if any(i["kind"] in ("order", "modify") for i in open_.values()):
             for order in kite.orders():
+                by_id[str(order.get("order_id"))] = order
                 for tag in _order_tags(order):
                     book.setdefault(tag, []).append(order)
         gtts: list[dict[str, Any]] = []
@@ -331,6 +339,16 @@ class IntentLog:
         decisions: dict[str, dict[str, Any]] = {}
         for tag, intent in sorted(open_.items(), key=lambda kv: kv[1].get("created_at", "")):
             report.checked += 1
+            if intent["kind"] == "modify":
+                params = intent.get("params") or {}
+                order = by_id.get(str(params.get("order_id")))
+                if order is not None and _same_number(order.get("price"), params.get("price")):
+                    decisions[tag] = {"status": SENT, "broker_id": str(params.get("order_id")),
+                                      "order_status": order.get("status")}
+                    report.found[tag] = str(params.get("order_id"))
+                else:
+                    decisions[tag] = {"status": FAILED, "note": "modification not in the order book: not applied"}
+                continue
             if intent["kind"] == "order":
                 ids = sorted({str(o["order_id"]) for o in book.get(tag, [])})
                 latest = {str(o["order_id"]): o for o in book.get(tag, [])}
@@ -491,3 +509,37 @@ def send_gtt_once(kite: Broker, intents: IntentLog, tag: str, *, purpose: str, t
     intents.mark_sent(tag, trigger_id)
     log.info("GTT %s placed for %s (%s): %s", tag, tradingsymbol, purpose, trigger_id)
     return SendResult(tag, trigger_id, True)
+
+
+def modify_order_once(kite: Any, intents: IntentLog, tag: str, order_id: str, params: dict[str, Any], *,
+                      symbol: str, purpose: str, job: str = "", session: date | None = None,
+                      variety: str = "regular") -> SendResult:
+    """Modify order ``order_id`` to ``params`` (kite.modify_order keyword arguments) at most once
+    for ``tag``: record the intent, send, record the outcome. An open intent of this tag is first
+    settled from the book (the order at the new price: done, nothing sent)."""
+    intent = intents.get(tag)
+    if intent is not None and intent.get("status") in OPEN_STATUSES:
+        intents.reconcile(kite, tags=[tag])
+        intent = intents.get(tag)
+    if intent is not None and intent.get("status") in (SENT, RESOLVED):
+        return _existing_result(intent)
+    if intent is None:
+        intents.record(tag, "modify", symbol, purpose, {"order_id": str(order_id), "variety": variety, **params},
+                       job=job, session=session)
+    else:
+        intents.reopen(tag)
+    fault_point("after_intent", symbol)
+    try:
+        kite.modify_order(variety, str(order_id), **params)
+    except WriteOutcomeUnknown as exc:
+        intents.mark_unknown(tag, str(exc))
+        if tag in intents.reconcile(kite, tags=[tag]).found:
+            return SendResult(tag, str(order_id), True)
+        raise
+    except BrokerRejected as exc:
+        intents.mark_failed(tag, str(exc))
+        raise
+    fault_point("after_send", symbol)
+    intents.mark_sent(tag, str(order_id))
+    log.info("order %s modified for %s (%s): %s", order_id, symbol, purpose, params)
+    return SendResult(tag, str(order_id), True)

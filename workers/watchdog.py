@@ -45,6 +45,7 @@ moves up); a position entered today never inherits an earlier position's trail.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -68,6 +69,7 @@ from workers.strategy.watchdog_rules import (
     atr,
     atr_exit,
     atr_trailing_stop,
+    clamp_to_band,
     exit_reprice,
     hourly_low_exit,
 )
@@ -116,6 +118,8 @@ class SymbolView:
     #: the hourly-low level, or the ATR trailing stop after this LTP; None: no level yet
     level: float | None
     exits: Sequence[Mapping[str, Any]] = ()
+    #: the lower circuit limit (``quote()``); None: not known (no clamp)
+    lower: float | None = None
 
 
 @dataclass(frozen=True)
@@ -126,12 +130,14 @@ class SymbolActions:
 
 
 def decide_symbol(rule: str, symbol: str, view: SymbolView, now: datetime) -> SymbolActions:
-    """The reprices and the exit one poll makes for one symbol, from plain data."""
+    """The reprices and the exit one poll makes for one symbol, from plain data. Every open
+    SELL of the symbol that the watchdog follows (its exits, the bot's GTT child) is repriced
+    when it rests above the market; prices never go below ``view.lower``."""
     reprices = []
     for e in view.exits:
         if e.get("status") != ExitStatus.SENT or e.get("order_status") != OrderStatus.OPEN or not e.get("order_id"):
             continue
-        new = exit_reprice(float(e.get("price") or 0.0), view.ltp, view.tick)
+        new = exit_reprice(float(e.get("price") or 0.0), view.ltp, view.tick, view.lower)
         if new is not None:
             capped = int(e.get("modifications") or 0) >= MAX_EXIT_MODIFICATIONS
             reprices.append(Reprice(str(e["tag"]), str(e["order_id"]), new, capped))
@@ -139,6 +145,9 @@ def decide_symbol(rule: str, symbol: str, view: SymbolView, now: datetime) -> Sy
         decision = atr_exit(view.ltp, view.level, view.tick)
     else:
         decision = hourly_low_exit(view.ltp, view.level, view.tick)
+    if decision is not None:
+        decision = dataclasses.replace(decision, limit_price=clamp_to_band(decision.limit_price, view.lower,
+                                                                           view.tick))
     # An unresolved intent of another purpose (yesterday's entry) never stops an exit: exits are
     # sized as held minus the sells already open, which cannot oversell.
     if decision is not None and exit_pending(view.exits):
@@ -230,6 +239,8 @@ class Watchdog(ExitDesk):
         #: exit tag -> wall time (monotonic) its failed send was first seen unsettled by this process
         self._unsettled: dict[str, float] = {}
         self._said_mod_cap: set[str] = set()
+        #: open SELL orders already looked up in the GTT list (a person's manual sell: once)
+        self._sells_seen: set[str] = set()
         self.refresher = LevelRefresher(market, calendar, log, stop, clock.now)
 
     # --- state ---------------------------------------------------------------------------------
@@ -295,6 +306,7 @@ class Watchdog(ExitDesk):
         for symbol in held:
             self._init_trail(symbol, account)
         self.tracked = held
+        self._adopt_gtt_children(account.orders)
         self._update_exits(account.orders, now)
         self.next_positions = now + self.positions_refresh
         return account
@@ -440,10 +452,23 @@ class Watchdog(ExitDesk):
                 # next symbol is decided on what that refresh found.
                 view = SymbolView(ltp, self.ticks[symbol], self.level(symbol, ltp), self.sym(symbol)["exits"])
                 actions = decide_symbol(self.rule, symbol, view, self.clock.now())
+                if actions.reprices or actions.exit is not None:
+                    # About to write: decide again on a fresh quote, which has the circuit band
+                    # (the LTP poll does not), so no sell is priced outside it.
+                    view = self.quoted(symbol, view)
+                    ltp = view.ltp
+                    actions = decide_symbol(self.rule, symbol, view, self.clock.now())
                 self.reprice(symbol, ltp, now, actions.reprices)
                 if actions.exit is not None:
                     self.exit(symbol, actions.exit, now)
         self.flush()
+
+    def quoted(self, symbol: str, view: SymbolView) -> SymbolView:
+        """``view`` with the LTP and lower circuit limit of one ``quote()`` call."""
+        row = self.kite.quote(f"{EXCHANGE}:{symbol}").get(f"{EXCHANGE}:{symbol}") or {}
+        ltp = float(row.get("last_price") or 0.0) or view.ltp
+        lower = float(row.get("lower_circuit_limit") or 0.0) or None
+        return dataclasses.replace(view, ltp=ltp, lower=lower)
 
     def note_speed(self) -> None:
         speed = self.clock.speed

@@ -395,18 +395,20 @@ def test_exits_at_the_expected_hour_and_price_per_user_and_tidies_the_gtt(
              "the GTT action recorded")
     # the dry run placed nothing; Raj's ATR stop only rose and its exit sold at it
     assert paper.sells("Ana", "INFY") == []
-    raj = wait_for(lambda: paper.sells("Raj", "TCS"), 30, "Raj's ATR exit")
+    # read once it filled: while it is open the slide may reprice it between two reads
+    raj = wait_for(lambda: [o for o in paper.sells("Raj", "TCS") if o["status"] == "COMPLETE"], 40,
+                   "Raj's ATR exit filled")
     sample_raj()
     assert raj_stops == sorted(raj_stops) and len(raj_stops) >= 2, raj_stops
     raj_exit = paper.symbol_state("Raj", "TCS")["exits"][0]
     assert raj_exit["rule"] == "atr_trailing" and raj_exit["level"] == raj_stops[-1]
     # the slide went far through the stop: the exit is priced under the LTP (not at stop x 0.995,
-    # where it would have rested above the market) and fills
-    assert raj[0]["price"] == exit_limit_price(raj_stops[-1], raj_exit["ltp"], 0.1) < raj_exit["ltp"]
+    # where it would have rested above the market) and fills; never under the lower circuit limit
+    # (TCS's 10 % band is at 2788.1 here: LTP 2800 x 0.995 would be outside it)
+    lower = paper.kite("Raj").quote("NSE:TCS")["NSE:TCS"]["lower_circuit_limit"]
+    assert raj[0]["price"] == max(exit_limit_price(raj_stops[-1], raj_exit["ltp"], 0.1), lower) < raj_exit["ltp"]
     assert raj[0]["price"] < round_to_tick(raj_stops[-1] * 0.995, 0.1, "floor")
     assert raj[0]["quantity"] == 4
-    wait_for(lambda: any(o["order_id"] == raj[0]["order_id"] and o["status"] == "COMPLETE"
-                         for o in paper.kite("Raj").orders()), 20, "Raj's exit filled")
 
     # the close ends every watchdog with 0
     paper.set_time(at("15:29:45"), SPEED)
