@@ -48,7 +48,7 @@ HOSTILE = [
     ({"stops": {"INFY": {"stop": "1400"}}}, 'stops.INFY.stop: expected a number or null, got "1400"'),
     ({"stops": {"INFY": {"stop": float("nan")}}}, "stops.INFY.stop: expected a number or null, got nan"),
     ({"intents": {"T1": "sent"}}, 'intents.T1: expected an object, got "sent"'),
-    ({"intents": {"T1": _intent(kind="oco")}}, 'intents.T1.kind: expected one of order, gtt, got "oco"'),
+    ({"intents": {"T1": _intent(kind="oco")}}, 'intents.T1.kind: expected one of order, gtt, modify, got "oco"'),
     ({"intents": {"T1": {k: v for k, v in _intent().items() if k != "symbol"}}},
      "intents.T1.symbol: missing (every record here has it)"),
     ({"intents": {"T1": _intent(created_at=5)}}, "intents.T1.created_at: expected a string, got 5"),
