@@ -5,10 +5,13 @@
 For each size N: a throw-away home with one user, the real paper broker (a subprocess, its own
 rate limits off; the worker's shared client-side limiter is on, as in production) with a scenario
 pinning N NIFTY 50 symbols on 2026-03-04, and the user holding one share of each (bought at 09:20).
-Every symbol's hourly lows are pinned (09:15 hour: 0.99 p, 10:15 hour: 0.985 p), so from 11:15
-the exit level is 0.985 p. INFY's 11:40 minute closes at 0.98 p (the LTP shows it from 11:41:00);
-every other symbol stays flat above its level. The watchdog runs as a real worker process from
-11:16 at ``--speed``; once its levels are in the state, the clock jumps to 11:38.
+Every symbol's hourly lows are pinned (09:15 hour: 0.99 p, 10:15 hour: 0.985 p); the positions
+are entered at 09:20, so the hourly rule reads no candle before the 10:15 one, and from 11:15 the
+exit level is 0.985 p. INFY's 11:40 minute closes at 0.98 p (the LTP shows it from 11:41:00);
+every other symbol stays flat above its level. The watchdog starts as a real worker process at
+09:21 at ``--speed`` (the session's first hourly candle has not completed: no candle request is
+needed); the clock then jumps to 11:16 (the hourly refresh of N symbols, spread over one poll
+interval), and once the levels are in the state, to 11:38.
 
 Printed: one table, a row per N, then one line per N with the API calls.
 
@@ -26,7 +29,10 @@ Printed: one table, a row per N, then one line per N with the API calls.
   clocks it can precede the crossing it reacted to;
 * API calls per poll in the steady window 11:38-11:41 (broker audit of this user's key):
   LTP calls per poll (the job's own counters) and all calls per poll (positions refreshes every
-  5 simulated minutes included), plus the start-up cost (levels of N symbols);
+  5 simulated minutes included);
+* start-up: wall seconds from the worker's launch to its first LTP request covering the N
+  positions (goal: under 5 s for 50), and the calls it made before it; then the wall seconds
+  the 11:15 hourly refresh of N symbols took (Kite allows 3 historical requests a second);
 * goal: reaction (and worst case) within one poll interval plus a wall second, and one LTP call
   per poll whatever N.
 """
@@ -55,6 +61,8 @@ from workers.ratelimit import PER_SECOND, QUOTE, WINDOW_MARGIN_S  # noqa: E402
 
 DAY = date(2026, 3, 4)
 USER = "Bench"
+#: issue 20: start-up with 50 positions under 5 wall seconds
+STARTUP_GOAL_WALL_S = 5.0
 CROSSER = "INFY"
 
 
@@ -158,22 +166,32 @@ def run_size(n: int, speed: float, poll: int, workdir: Path) -> dict[str, Any]:
             ltp = quotes[f"NSE:{sym}"]["last_price"]
             kite.place_order("regular", exchange="NSE", tradingsymbol=sym, transaction_type="BUY", quantity=1,
                              product="CNC", order_type="LIMIT", price=round_to_tick(ltp * 1.01, tick, "ceil"))
-        write_clock_file(clock_path, at("11:16"), speed)
-        started_wall = time.monotonic()
+        write_clock_file(clock_path, at("09:21"), speed)
+        started_wall = time.time()
         env = child_env(home, TRADER_CLOCK=value, PYTHONPATH=str(PROJECT_ROOT))
         proc = subprocess.Popen([str(VENV_PYTHON), "-m", "workers", "hourly_candle_watchdog", "--user", USER,
                                  "--json"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         store = StateStore(home, USER, "paper")
 
+        def first_poll() -> dict[str, Any] | None:
+            return next((r for r in broker.audit(since=at("09:21"), api_key=kite.api_key)
+                         if r["path"] == "/quote/ltp"), None)
+
+        polled = _wait(first_poll, 120, "the first poll")
+        startup_wall = polled["wall_time"] - started_wall
+        startup_audit = Counter(r["path"].split("/")[1] if not r["path"].startswith("/instruments/historical")
+                                else "historical" for r in broker.audit(since=at("09:21"), api_key=kite.api_key)
+                                if r["wall_time"] <= polled["wall_time"])
+        refresh_wall = time.time()
+        write_clock_file(clock_path, at("11:16"), speed, anchor=refresh_wall)
+
         def levels_ready() -> bool:
             day = ((store.read().get("watchdog") or {}).get(DAY.isoformat()) or {}).get("symbols") or {}
             return sum(1 for s in day.values() if (s.get("hourly") or {}).get("level")) == n
 
         _wait(levels_ready, 180, "levels of every symbol")
-        startup_wall = time.monotonic() - started_wall
-        startup_audit = Counter(r["path"].split("/")[1] if not r["path"].startswith("/instruments/historical")
-                                else "historical" for r in broker.audit(since=at("11:16"), api_key=kite.api_key))
+        levels_wall = time.time() - refresh_wall
 
         jump_wall = time.time()
         jump_to = at("11:38")
@@ -212,8 +230,9 @@ def run_size(n: int, speed: float, poll: int, workdir: Path) -> dict[str, Any]:
             "ltp_calls_per_poll": round(summary["calls"].get("market.quote.ltp", 0) / max(1, summary["polls"]), 2),
             "calls_per_poll": round(len(window) / max(1, ltp_calls), 2),
             "window_calls": dict(Counter(r["path"] for r in window)),
-            "startup_wall_s": round(startup_wall, 1),
+            "startup_wall_s": round(startup_wall, 2),
             "startup_calls": dict(startup_audit),
+            "levels_wall_s": round(levels_wall, 1),
             "job_polls": summary["polls"],
             "job_calls": summary["calls"],
             "rate_limited": summary["rate_limited"],
@@ -232,12 +251,14 @@ COLUMNS = (  # (header, key, format)
     ("interval sim s", "interval_sim_s", ".1f"), ("worst sim s", "worst_case_sim_s", ".1f"),
     ("goal sim s", "goal_sim_s", ".1f"), ("polls 11:38-41", "window_polls", "d"),
     ("LTP calls/poll", "ltp_calls_per_poll", ".2f"), ("calls/poll", "calls_per_poll", ".2f"),
-    ("start-up wall s", "startup_wall_s", ".1f"), ("verdict", "verdict", "s"),
+    ("start-up wall s", "startup_wall_s", ".2f"), ("11:15 levels wall s", "levels_wall_s", ".1f"),
+    ("verdict", "verdict", "s"),
 )
 
 
 def verdict(res: dict[str, Any]) -> str:
     ok = res["worst_case_sim_s"] <= res["goal_sim_s"] and res["reaction_sim_s"] <= res["goal_sim_s"]
+    ok = ok and res["startup_wall_s"] < STARTUP_GOAL_WALL_S
     return "ok" if ok and res["ltp_calls_per_poll"] == 1 else "MISSED"
 
 

@@ -231,7 +231,7 @@ INTENT_PARAMS = record({"exchange": OPT_STR, "tradingsymbol": OPT_STR,
                         "trigger_values": list_of(kind("number"), nullable=True),
                         "orders": list_of(record({"quantity": OPT_NUM}), nullable=True)}, nullable=True)
 INTENT = record({
-    "tag": STR, "kind": one_of("order", "gtt", "cancel"), "symbol": STR, "purpose": STR, "job": STR,
+    "tag": STR, "kind": one_of("order", "gtt", "cancel", "modify"), "symbol": STR, "purpose": STR, "job": STR,
     "session": OPT_DATE, "placed_on": OPT_DATE, "params": INTENT_PARAMS,
     "status": one_of("pending", "unknown", "sent", "failed", "unresolved", "resolved"),
     "broker_id": BROKER_ID, "order_status": OPT_STR, "created_at": STR, "updated_at": STR, "note": OPT_STR,
@@ -250,10 +250,13 @@ ENTRY_PLAN = record({"session": kind("date"), "source": STR, "created_at": STR, 
 WATCHDOG_EXIT = record({
     "tag": STR, "purpose": OPT_STR, "status": STR, "order_id": BROKER_ID, "order_status": OPT_STR,
     "price": OPT_NUM, "quantity": OPT_NUM, "filled": OPT_NUM, "modifications": OPT_INT, "retry_after": OPT_STR,
+    "gtt_id": OPT_INT,
     "gtt": record({"synced_filled": OPT_NUM, "actions": list_of(record({}))}, nullable=True),
 }, required=("tag",))
 WATCHDOG_SYMBOL = record({
-    "hourly": record({"as_of": OPT_STR, "lows": list_of(anything), "level": OPT_NUM}, nullable=True),
+    "entry": record({"at": OPT_STR, "price": OPT_NUM}, nullable=True),
+    "hourly": record({"as_of": OPT_STR, "since": OPT_STR, "lows": list_of(anything), "level": OPT_NUM},
+                     nullable=True),
     "atr": record({"atr": OPT_NUM, "anchor": OPT_NUM, "stop": OPT_NUM, "carried_from": OPT_STR}, nullable=True),
     "exits": list_of(WATCHDOG_EXIT),
 }, required=("exits",))

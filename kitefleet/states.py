@@ -147,7 +147,9 @@ _E = ExitStatus
 
 #: The watchdog's exit records (workers.exit_records).
 EXIT_TRANSITIONS = TransitionTable("exit record", {
-    None: {_E.SENDING: _APPLY},  # decided (or recovered from the intent log at a restart)
+    # decided (or recovered from the intent log at a restart); sent: a bot GTT's child order
+    # adopted from the book (workers.exit_records.adopted_child)
+    None: {_E.SENDING: _APPLY, _E.SENT: _APPLY},
     # the send's outcome; lost: an unknown intent found at the restart
     _E.SENDING: {_E.SENT: _APPLY, _E.UNKNOWN: _APPLY, _E.REJECTED: _APPLY, _E.BLOCKED: _APPLY,
                  _E.NOT_SENT: _APPLY, _E.LOST: _APPLY},

@@ -8,7 +8,7 @@ quantity in the GTT list.
 
 On-disk contract: ``state["intents"][TAG]`` in ``data/trading_state_<User>.json`` (StateStore)::
 
-    {"tag", "kind": "order"|"gtt"|"cancel", "symbol", "purpose", "job", "session": "YYYY-MM-DD",
+    {"tag", "kind": "order"|"gtt"|"cancel"|"modify", "symbol", "purpose", "job", "session": "YYYY-MM-DD",
      "placed_on": "YYYY-MM-DD" (trading-clock date of the attempt: the order book that shows it),
      "params": {...}, "status": see below, "broker_id": str|null, "order_status": str|null,
      "created_at": ISO, "updated_at": ISO, "note": str}
@@ -58,6 +58,12 @@ final (CANCELLED, or COMPLETE / REJECTED first) -> ``sent`` with the order's sta
 cancel is harmless to repeat); not in today's book (an earlier session's DAY order, expired)
 -> ``failed`` with that note.
 
+Modifications (``modify_order_once``, kind ``modify``: the watchdog repricing an exit or the
+bot's own GTT child order): ``params`` hold the ``order_id`` and the new values. The tag is not on
+the order, so the book is read by order id: the order at the intent's price -> ``sent``; not ->
+``failed`` (nothing was changed; the caller decides again under a new tag). A modification adds
+no exposure and is a full replacement, so it is never parked as unresolved.
+
 Never call ``send_order_once``/``send_gtt_once`` (or any IntentLog write) inside a
 ``StateStore.transaction()`` block: the outer transaction's copy of the state would be written
 last and drop the intent. Read the state, leave the block, then send.
@@ -94,7 +100,7 @@ PENDING, UNKNOWN, SENT = IntentStatus.PENDING, IntentStatus.UNKNOWN, IntentStatu
 FAILED, UNRESOLVED, RESOLVED = IntentStatus.FAILED, IntentStatus.UNRESOLVED, IntentStatus.RESOLVED
 OPEN_STATUSES = INTENT_OPEN
 #: what an intent writes: an order, a GTT, the cancellation of an order (``params.order_id``)
-KINDS = ("order", "gtt", "cancel")
+KINDS = ("order", "gtt", "cancel", "modify")
 #: order statuses after which a cancel has nothing left to do
 _FINAL_ORDER = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
 #: closed intents older than this many days are forgotten by ``IntentLog.prune``
@@ -334,7 +340,7 @@ class IntentLog:
         today = clock.today().isoformat()
         book: dict[str, list[dict[str, Any]]] = {}
         by_id: dict[str, dict[str, Any]] = {}
-        if any(i["kind"] in ("order", "cancel") for i in open_.values()):
+        if any(i["kind"] in ("order", "cancel", "modify") for i in open_.values()):
             for order in kite.orders():
                 by_id[str(order.get("order_id"))] = order
                 for tag in _order_tags(order):
@@ -357,6 +363,16 @@ class IntentLog:
                     report.resendable.append(tag)
                 if outcome["status"] != intent.get("status"):  # a failed cancel still failed: as it is
                     decisions[tag] = outcome
+                continue
+            if intent["kind"] == "modify":
+                params = intent.get("params") or {}
+                order = by_id.get(str(params.get("order_id")))
+                if order is not None and _same_number(order.get("price"), params.get("price")):
+                    decisions[tag] = {"status": SENT, "broker_id": str(params.get("order_id")),
+                                      "order_status": order.get("status")}
+                    report.found[tag] = str(params.get("order_id"))
+                else:
+                    decisions[tag] = {"status": FAILED, "note": "modification not in the order book: not applied"}
                 continue
             if intent["kind"] == "order":
                 ids = sorted({str(o["order_id"]) for o in book.get(tag, [])})
@@ -563,3 +579,37 @@ def cancel_order_once(kite: Any, intents: IntentLog, tag: str, order: dict[str, 
         return SendResult(tag, oid, True, intent.get("order_status"))
     raise BrokerTemporaryError(f"{symbol}: order {oid} is still open after its cancel ({intent.get('note')}); "
                               "the next look sends the cancel again")
+
+
+def modify_order_once(kite: Any, intents: IntentLog, tag: str, order_id: str, params: dict[str, Any], *,
+                      symbol: str, purpose: str, job: str = "", session: date | None = None,
+                      variety: str = "regular") -> SendResult:
+    """Modify order ``order_id`` to ``params`` (kite.modify_order keyword arguments) at most once
+    for ``tag``: record the intent, send, record the outcome. An open intent of this tag is first
+    settled from the book (the order at the new price: done, nothing sent)."""
+    intent = intents.get(tag)
+    if intent is not None and intent.get("status") in OPEN_STATUSES:
+        intents.reconcile(kite, tags=[tag])
+        intent = intents.get(tag)
+    if intent is not None and intent.get("status") in (SENT, RESOLVED):
+        return _existing_result(intent)
+    if intent is None:
+        intents.record(tag, "modify", symbol, purpose, {"order_id": str(order_id), "variety": variety, **params},
+                       job=job, session=session)
+    else:
+        intents.reopen(tag)
+    fault_point("after_intent", symbol)
+    try:
+        kite.modify_order(variety, str(order_id), **params)
+    except WriteOutcomeUnknown as exc:
+        intents.mark_unknown(tag, str(exc))
+        if tag in intents.reconcile(kite, tags=[tag]).found:
+            return SendResult(tag, str(order_id), True)
+        raise
+    except BrokerRejected as exc:
+        intents.mark_failed(tag, str(exc))
+        raise
+    fault_point("after_send", symbol)
+    intents.mark_sent(tag, str(order_id))
+    log.info("order %s modified for %s (%s): %s", order_id, symbol, purpose, params)
+    return SendResult(tag, str(order_id), True)

@@ -6,8 +6,11 @@ tracked position. Everything else is paced separately:
 
 * tracked positions (holdings ``quantity + t1_quantity`` plus today's CNC net position,
   workers.portfolio) are re-read every POSITIONS_REFRESH_SECONDS, and freshly before each exit;
-* the hourly levels are re-read once per completed hour (``hourly_low``), the daily candles for
-  the ATR once per session (``atr_trailing``), by a background thread (workers.level_refresher);
+* the hourly levels are re-read once per completed hour of the current session (``hourly_low``;
+  none before the first hourly candle completes, and for a position entered today none before a
+  full candle after its first fill), spread over one poll interval; the daily candles for the ATR
+  once per session from the shared cache (``atr_trailing``); both by a background thread
+  (workers.level_refresher);
 * the order book is read only while an exit is pending; the GTT list only after an exit filled.
 
 What to do with one symbol at one poll is a pure function, :func:`decide_symbol` (and
@@ -22,22 +25,27 @@ written by this job only, and only when something changed (a level, a stop, an e
 
     {"YYYY-MM-DD": {"rule": "hourly_low"|"atr_trailing", "updated_at": ISO,
       "symbols": {SYMBOL: {
-        "hourly": {"as_of": ISO start of the newest completed candle used,
-                   "lows": [[ISO start, low], [ISO start, low]], "level": float|null},
-        "atr": {"atr": float|null, "anchor": float, "stop": float|null, "carried_from": date|null},
+        "entry": {"at": ISO first fill today, "price": float} (positions entered today only),
+        "hourly": {"as_of": ISO start of the newest completed candle, "since": ISO (the open, or
+                   the entry's first fill), "lows": [[ISO start, low], ...] (at most two),
+                   "level": float|null},
+        "atr": {"atr": float|null, "anchor": float (entry price, then the highest LTP seen),
+                "stop": float|null, "carried_from": date|null},
         "exits": [{"purpose", "tag", "rule", "level", "ltp", "price", "quantity", "decided_at",
                    "status": "sending"|"sent"|"unknown"|"rejected"|"blocked"|"not_sent"|"lost",
                    "order_id", "order_status", "filled", "note", "retry_after",
                    "modifications": int (reprice attempts), "repriced_at": ISO,
                    "gtt": {"synced_filled": int, "actions": [{"id", "action", "quantity", "at"}]}}]}}}}
 
-KEEP_SESSIONS sessions are kept. The ATR anchor and stop carry over from the newest earlier
-session (the stop only moves up).
+KEEP_SESSIONS sessions are kept. The ATR anchor of a new position is its entry price; the anchor
+and stop of a position held from before carry over from the newest earlier session (the stop only
+moves up); a position entered today never inherits an earlier position's trail.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -46,7 +54,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kitefleet.calendar import NseCalendar, last_completed_hour
-from kitefleet.clock import Clock
+from kitefleet.clock import IST, Clock
 from kitefleet.halt import halt_file, halt_info
 from kitefleet.states import ExitStatus, OrderStatus
 from workers.entry_cancel import cancel_open_entries
@@ -63,6 +71,7 @@ from workers.strategy.watchdog_rules import (
     atr,
     atr_exit,
     atr_trailing_stop,
+    clamp_to_band,
     exit_reprice,
     hourly_low_exit,
 )
@@ -112,6 +121,8 @@ class SymbolView:
     #: the hourly-low level, or the ATR trailing stop after this LTP; None: no level yet
     level: float | None
     exits: Sequence[Mapping[str, Any]] = ()
+    #: the lower circuit limit (``quote()``); None: not known (no clamp)
+    lower: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,12 +133,14 @@ class SymbolActions:
 
 
 def decide_symbol(rule: str, symbol: str, view: SymbolView, now: datetime) -> SymbolActions:
-    """The reprices and the exit one poll makes for one symbol, from plain data."""
+    """The reprices and the exit one poll makes for one symbol, from plain data. Every open
+    SELL of the symbol that the watchdog follows (its exits, the bot's GTT child) is repriced
+    when it rests above the market; prices never go below ``view.lower``."""
     reprices = []
     for e in view.exits:
         if e.get("status") != ExitStatus.SENT or e.get("order_status") != OrderStatus.OPEN or not e.get("order_id"):
             continue
-        new = exit_reprice(float(e.get("price") or 0.0), view.ltp, view.tick)
+        new = exit_reprice(float(e.get("price") or 0.0), view.ltp, view.tick, view.lower)
         if new is not None:
             capped = int(e.get("modifications") or 0) >= MAX_EXIT_MODIFICATIONS
             reprices.append(Reprice(str(e["tag"]), str(e["order_id"]), new, capped))
@@ -135,6 +148,9 @@ def decide_symbol(rule: str, symbol: str, view: SymbolView, now: datetime) -> Sy
         decision = atr_exit(view.ltp, view.level, view.tick)
     else:
         decision = hourly_low_exit(view.ltp, view.level, view.tick)
+    if decision is not None:
+        decision = dataclasses.replace(decision, limit_price=clamp_to_band(decision.limit_price, view.lower,
+                                                                           view.tick))
     # An unresolved intent of another purpose (yesterday's entry) never stops an exit: exits are
     # sized as held minus the sells already open, which cannot oversell.
     if decision is not None and exit_pending(view.exits):
@@ -151,6 +167,43 @@ def decide_poll(rule: str, views: Mapping[str, SymbolView], now: datetime) -> li
     """:func:`decide_symbol` for every symbol with a price, in symbol order (what one poll does
     when no exit in it changes the book)."""
     return [decide_symbol(rule, s, views[s], now) for s in sorted(views) if views[s].ltp > 0]
+
+
+# --- positions entered today (pure) -----------------------------------------------------------
+def entered_today(account: AccountSnapshot) -> set[str]:
+    """Symbols held only through today's CNC buys: no holdings row with quantity or t1_quantity
+    on NSE, and a positive NSE CNC net position."""
+    before = {str(h.get("tradingsymbol", "")).upper() for h in account.holdings
+              if str(h.get("exchange") or EXCHANGE).upper() == EXCHANGE
+              and int(h.get("quantity") or 0) + int(h.get("t1_quantity") or 0) > 0}
+    today = {str(p.get("tradingsymbol", "")).upper() for p in account.positions_net
+             if p.get("product") == "CNC" and str(p.get("exchange") or EXCHANGE).upper() == EXCHANGE
+             and int(p.get("quantity") or 0) > 0}
+    return today - before
+
+
+def _ist(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=IST) if value.tzinfo is None else value.astimezone(IST)
+
+
+def first_buy_fills(trades: Sequence[Mapping[str, Any]]) -> dict[str, datetime]:
+    """Symbol -> the ``exchange_timestamp`` of its first CNC BUY fill among ``trades`` (today's)."""
+    out: dict[str, datetime] = {}
+    for t in trades:
+        if t.get("transaction_type") != "BUY" or t.get("product") not in (None, "CNC"):
+            continue
+        at = _ist(t.get("exchange_timestamp") or t.get("fill_timestamp"))
+        sym = str(t.get("tradingsymbol", "")).upper()
+        if at is not None and (sym not in out or at < out[sym]):
+            out[sym] = at
+    return out
 
 
 # --- the watchdog ------------------------------------------------------------------------------
@@ -189,6 +242,8 @@ class Watchdog(ExitDesk):
         #: exit tag -> wall time (monotonic) its failed send was first seen unsettled by this process
         self._unsettled: dict[str, float] = {}
         self._said_mod_cap: set[str] = set()
+        #: open SELL orders already looked up in the GTT list (a person's manual sell: once)
+        self._sells_seen: set[str] = set()
         self.refresher = LevelRefresher(market, calendar, log, stop, clock.now)
         # Ownership (workers.watchdog_scope): what the bot may watch and sell of each symbol.
         self.scope_mode = manage_scope
@@ -252,6 +307,7 @@ class Watchdog(ExitDesk):
         self._ledger_gtts = (list(self.kite.get_gtts()) if self.scope_mode != ALL
                              and needs_gtts(account.orders, state.get("intents") or {}) else [])
         self._apply_scope(state, account)
+        self._adopt_gtt_children(account.orders)
         self._update_exits(account.orders, now)
         self.next_positions = now + self.positions_refresh
         return account
@@ -321,18 +377,46 @@ class Watchdog(ExitDesk):
                     self.log.warning("not watching %s: %s", symbol, exc)
                     del held[symbol]
                     continue
-            self._init_trail(symbol)
+        if self._account is not None:
+            self._note_entries(self._account, held, self.clock.now())
+            for symbol in held:
+                self._init_trail(symbol, self._account)
         self.tracked = held
 
-    def _init_trail(self, symbol: str) -> None:
+    def _note_entries(self, account: AccountSnapshot, held: Mapping[str, int], now: datetime) -> None:
+        """Record, once, when and at what price each position entered today was first filled
+        (``trades()``: read only when a new one appears). The hourly rule reads no candle that
+        started before it; the ATR trail is anchored at the price."""
+        new = [s for s in sorted(entered_today(account)) if s in held and not self.sym(s).get("entry")]
+        if not new:
+            return
+        first = first_buy_fills(self.kite.trades())
+        for symbol in new:
+            at = first.get(symbol)
+            if at is None:  # not in today's trades (cannot be, but then: no candle before now)
+                self.log.warning("%s: entered today but no fill in today's trades; hourly candles from now", symbol)
+            self.sym(symbol)["entry"] = {"at": (at or now).isoformat(), "price": account.average_price(symbol)}
+            self.dirty = True
+
+    def since(self, symbol: str) -> datetime:
+        """The first instant an hourly candle of ``symbol`` may start at: the session open, or
+        for a position entered today its first fill."""
+        entry = (self.sym(symbol).get("entry") or {}).get("at")
+        return max(self.opening, datetime.fromisoformat(entry)) if entry else self.opening
+
+    def _init_trail(self, symbol: str, account: AccountSnapshot) -> None:
         if self.rule != RULE_ATR_TRAILING:
             return
         rec = self.sym(symbol)
         if rec.get("atr") is None:
-            prev = ((next(iter(self._carry.values()), {}) or {}).get("symbols") or {}).get(symbol) or {}
+            entry = rec.get("entry") or {}
+            # A position entered today never inherits the trail of an earlier one in the symbol.
+            prev = {} if entry else \
+                ((next(iter(self._carry.values()), {}) or {}).get("symbols") or {}).get(symbol) or {}
             prev_atr = prev.get("atr") or {}
-            rec["atr"] = {"atr": None, "anchor": float(prev_atr.get("anchor") or 0.0),
-                          "stop": prev_atr.get("stop"),
+            entry_price = entry.get("price") if entry else account.average_price(symbol)
+            anchor = max(float(prev_atr.get("anchor") or 0.0), float(entry_price or 0.0))
+            rec["atr"] = {"atr": None, "anchor": anchor, "stop": prev_atr.get("stop"),
                           "carried_from": next(iter(self._carry), None) if prev_atr else None}
             self.dirty = True
 
@@ -340,12 +424,29 @@ class Watchdog(ExitDesk):
     def schedule_levels(self, now: datetime) -> None:
         if self.rule == RULE_HOURLY_LOW:
             as_of = last_completed_hour(self.calendar, now)
-            for symbol in self.tracked:
-                hourly = self.sym(symbol).get("hourly") or {}
-                if hourly.get("as_of") == as_of.isoformat():
+            if as_of.date() != self.session:
+                return  # no hourly candle of this session has completed: no level, nothing to read
+            due = []
+            for symbol in sorted(self.tracked):
+                since = self.since(symbol)
+                rec = self.sym(symbol)
+                hourly = rec.get("hourly") or {}
+                if hourly.get("as_of") == as_of.isoformat() and hourly.get("since") == since.isoformat():
                     continue
-                if now >= self.level_retry.get(symbol, (0, now))[1]:
-                    self.refresher.submit(symbol, "hourly", as_of)
+                if as_of < since:
+                    # Entered after the newest completed candle began: none is eligible yet, and
+                    # the broker stop protects the position meanwhile.
+                    rec["hourly"] = {"as_of": as_of.isoformat(), "since": since.isoformat(), "lows": [],
+                                     "level": None}
+                    self.dirty = True
+                    continue
+                if now >= self.level_retry.get(symbol, (0, now))[1] and not self.refresher.busy(symbol, "hourly"):
+                    due.append((symbol, since))
+            # Spread over one poll interval rather than a burst at the hour (the historical limit
+            # is shared with the user's other jobs).
+            step = timedelta(seconds=self.poll_seconds / max(1, len(due)))
+            for i, (symbol, since) in enumerate(due):
+                self.refresher.submit(symbol, "hourly", as_of, since=since, not_before=now + i * step)
         else:
             for symbol in self.tracked:
                 if symbol not in self.trails and now >= self.level_retry.get(symbol, (0, now))[1]:
@@ -379,7 +480,7 @@ class Watchdog(ExitDesk):
             self.level_retry.pop(res.symbol, None)
             rec = self.sym(res.symbol)
             old = (rec.get("hourly") or {}).get("level")
-            rec["hourly"] = {"as_of": res.as_of, "lows": res.lows, "level": res.level}
+            rec["hourly"] = {"as_of": res.as_of, "since": res.since, "lows": res.lows, "level": res.level}
             self.dirty = True
             if res.level != old:
                 self.log.info("%s: hourly low level %s (lows %s)", res.symbol, res.level,
@@ -426,10 +527,23 @@ class Watchdog(ExitDesk):
                 # next symbol is decided on what that refresh found.
                 view = SymbolView(ltp, self.ticks[symbol], self.level(symbol, ltp), self.sym(symbol)["exits"])
                 actions = decide_symbol(self.rule, symbol, view, self.clock.now())
+                if actions.reprices or actions.exit is not None:
+                    # About to write: decide again on a fresh quote, which has the circuit band
+                    # (the LTP poll does not), so no sell is priced outside it.
+                    view = self.quoted(symbol, view)
+                    ltp = view.ltp
+                    actions = decide_symbol(self.rule, symbol, view, self.clock.now())
                 self.reprice(symbol, ltp, now, actions.reprices)
                 if actions.exit is not None:
                     self.exit(symbol, actions.exit, now)
         self.flush()
+
+    def quoted(self, symbol: str, view: SymbolView) -> SymbolView:
+        """``view`` with the LTP and lower circuit limit of one ``quote()`` call."""
+        row = self.kite.quote(f"{EXCHANGE}:{symbol}").get(f"{EXCHANGE}:{symbol}") or {}
+        ltp = float(row.get("last_price") or 0.0) or view.ltp
+        lower = float(row.get("lower_circuit_limit") or 0.0) or None
+        return dataclasses.replace(view, ltp=ltp, lower=lower)
 
     def note_speed(self) -> None:
         speed = self.clock.speed

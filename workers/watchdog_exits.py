@@ -20,10 +20,25 @@ send that fails does not leave the symbol pending for the session:
   ``unknown`` → intent failed, record ``lost`` (the next exit uses the next purpose's tag). A
   ``lost`` exit that shows up in the book after all is adopted as sent.
 
-Exit prices come from watchdog_rules (marketable after a gap through the level). An exit that is
-OPEN while the LTP has fallen below its limit is modified (one full replacement of type, quantity
-and price) down to LTP × 0.995 floored to the tick, at most MAX_EXIT_MODIFICATIONS times
-(Kite refuses the 26th); the modification counts are in the record.
+Exit prices come from watchdog_rules (marketable after a gap through the level), never below the
+lower circuit limit of a fresh ``quote()``: a sell at the band queues there. An exit the exchange
+rejects for its circuit limit is not an exit attempt (workers.exit_records); the symbol is
+looked at again CIRCUIT_RETRY_SECONDS later. An exit that is OPEN while the LTP has fallen below
+its limit is modified (one full replacement of type, quantity and price) down to LTP × 0.995
+floored to the tick (clamped to the lower circuit), at most MAX_EXIT_MODIFICATIONS times (Kite
+refuses the 26th); the modification counts are in the record. Every modification goes through
+the intent protocol (workers.intents.modify_order_once, tag from ``exitmod:<order id>:<n>``),
+and the record's count is written before the send.
+
+The bot's GTT child (gap through the stop): when a bot stop GTT fires into a gap of more than its
+5 % buffer, its SELL LIMIT (trigger × 0.95) rests above the market, and the watchdog would count
+it as "already being sold" all day. Each open, untagged CNC SELL of a tracked symbol that the
+watchdog does not follow yet is looked up once in the GTT list: if a triggered **bot** GTT
+(workers.exit_records.bot_gtt_children: by ``orders[i].result.order_result.order_id``, never by
+price or quantity) placed it, it is adopted as a record (purpose ``gtt_child``) and repriced like
+an exit: down to floor(LTP × 0.995), clamped to the lower circuit, counting toward the same cap.
+A person's GTT child, or any other sell, is never touched; its open quantity is subtracted from
+the next exit.
 
 After an exit fills, every **bot stop** GTT of the symbol (workers.gtt: the one predicate shared
 with update_cnc_stoploss and doctor) is deleted (nothing left) or its leg reduced to the quantity
@@ -50,7 +65,10 @@ from workers import events
 from workers.broker_errors import BrokerRejected
 from workers.exit_records import (
     PENDING_STATUSES,
+    adopted_child,
+    bot_gtt_children,
     exit_pending,
+    is_circuit_rejection,
     move,
     new_record,
     next_exit_purpose,
@@ -66,6 +84,7 @@ from workers.intents import (
     UNRESOLVED,
     IntentLog,
     make_tag,
+    modify_order_once,
     send_order_once,
 )
 from workers.ledger import owned_quantities
@@ -79,6 +98,8 @@ EXCHANGE = "NSE"
 MAX_EXIT_MODIFICATIONS = 10
 #: how long the GTT tidy step waits for update_cnc_stoploss to finish with the GTT list
 GTT_LOCK_TIMEOUT_S = 60.0
+#: after a circuit rejection the symbol is looked at again this many simulated seconds later
+CIRCUIT_RETRY_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -124,6 +145,7 @@ class ExitDesk:
     settle_grace_s: float
     _unsettled: dict[str, float]
     _said_mod_cap: set[str]
+    _sells_seen: set[str]
     _would_exit: set[tuple[str, float]]
     scope_mode: str
     scope: OwnedView | None
@@ -231,8 +253,11 @@ class ExitDesk:
             result = send_order_once(self.kite, self.intents, tag, params, purpose=purpose, job=JOB,
                                      session=self.session)
         except BrokerRejected as exc:
-            move(record, ExitStatus.REJECTED, note=str(exc), retry_after=(now + self.positions_refresh).isoformat())
-            self.log.error("%s: exit refused by the broker: %s", symbol, exc)
+            circuit = is_circuit_rejection(exc)
+            wait = timedelta(seconds=CIRCUIT_RETRY_SECONDS) if circuit else self.positions_refresh
+            move(record, ExitStatus.REJECTED, note=str(exc), retry_after=(now + wait).isoformat(), circuit=circuit)
+            self.log.error("%s: exit refused by the broker%s: %s", symbol,
+                           " (circuit: not counted as an attempt)" if circuit else "", exc)
         except ReconcileError as exc:
             # SymbolBlocked. Only this exit's own tag being unreconcilable uses the tag up; either
             # way the symbol is looked at again later, never skipped for the rest of the session.
@@ -309,7 +334,40 @@ class ExitDesk:
                         events.exit_filled(self.store.home, self.user, symbol, e)
                     if order.get("status") in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
                         e["retry_after"] = now.isoformat()
+                    if order.get("status") == OrderStatus.REJECTED and is_circuit_rejection(
+                            order.get("status_message")):
+                        # Not an exit attempt: the next one (fresh tag, priced at the band) may go
+                        # after a pause, so a band that keeps moving cannot end the exits.
+                        e["circuit"] = True
+                        e["retry_after"] = (now + timedelta(seconds=CIRCUIT_RETRY_SECONDS)).isoformat()
+                        self.log.warning("%s: exit %s rejected at the circuit limit (%s); not counted as an "
+                                         "attempt", symbol, e["order_id"], order.get("status_message"))
         self._tidy_gtts(now)
+
+    def _adopt_gtt_children(self, orders: Sequence[Mapping[str, Any]]) -> None:
+        """Follow the bot's GTT child orders (see the module docstring). The GTT list is read only
+        when an open, untagged CNC SELL of a tracked symbol appears that was not looked up yet."""
+        if self.dry_run:
+            return
+        followed = {str(e.get("order_id")) for rec in self.day["symbols"].values() for e in rec["exits"]
+                    if e.get("order_id")}
+        new = {str(o.get("order_id")): o for o in orders
+               if o.get("transaction_type") == "SELL" and o.get("product") == "CNC" and not o.get("tag")
+               and o.get("status") == OrderStatus.OPEN and str(o.get("tradingsymbol", "")).upper() in self.tracked
+               and str(o.get("order_id")) not in followed and str(o.get("order_id")) not in self._sells_seen}
+        if not new:
+            return
+        children = bot_gtt_children(self.kite.get_gtts(), stop_ownership(self.store.read()),
+                                    {str(o.get("tradingsymbol", "")).upper() for o in new.values()})
+        self._sells_seen.update(new)
+        for oid, (gid, symbol) in sorted(children.items()):
+            if oid not in new:
+                continue
+            self.sym(symbol)["exits"].append(adopted_child(gid, new[oid]))
+            self.dirty = True
+            self.log.warning("%s: the bot's stop GTT %d fired; its SELL %s rests at %s: watching it (repriced if "
+                             "the market is below it)", symbol, gid, oid, new[oid].get("price"))
+        self.flush()
 
     def _settle_unsent(self, symbol: str, e: dict[str, Any]) -> None:
         """An exit whose send failed (or whose process died sending it) and whose tag the book
@@ -367,14 +425,18 @@ class ExitDesk:
             new = plan.price
             e["modifications"] = done + 1  # attempts count: a refused one must not repeat without end
             self.dirty = True
+            self.flush()  # the count is on disk before the write (a restart never exceeds the cap)
+            tag = make_tag(self.user, JOB, self.session, symbol, f"exitmod:{e['order_id']}:{done + 1}")
+            params = {"order_type": "LIMIT", "quantity": int(e.get("quantity") or 0), "price": new,
+                      "validity": "DAY"}
             try:
-                self.kite.modify_order("regular", str(e["order_id"]), order_type="LIMIT",
-                                       quantity=int(e.get("quantity") or 0), price=new, validity="DAY")
+                modify_order_once(self.kite, self.intents, tag, str(e["order_id"]), params, symbol=symbol,
+                                  purpose="exitmod", job=JOB, session=self.session)
             except BrokerRejected as exc:
                 self.stats.errors += 1
                 self.log.warning("%s: exit %s not repriced to %s: %s", symbol, e["order_id"], new, exc)
                 continue
-            except BrokerTemporaryError as exc:
+            except (BrokerTemporaryError, ReconcileError) as exc:
                 # Outcome unknown at worst: the next book read shows the price, the next poll decides.
                 self.stats.errors += 1
                 self.log.warning("%s: repricing exit %s to %s failed (%s); will look again", symbol,

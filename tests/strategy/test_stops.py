@@ -24,6 +24,7 @@ from workers.strategy.stops import (
     compute_stop,
     decide_stop,
     fallback_stop,
+    fixed_band_percent,
     gtt_limit_price,
     gtt_params,
     plan_gtt_changes,
@@ -267,3 +268,26 @@ def test_fallback_without_a_previous_low_and_none_without_an_ltp():
     assert not no_ltp.place and no_ltp.source == PREV_SESSION_LOW
     normal = decide_stop(1449.0, None, 1500.0, 0.05, has_stop_gtt=False)
     assert (normal.stop, normal.place, normal.source) == (1449.0, True, PREV_SESSION_LOW)
+
+
+def test_gtt_leg_of_a_fixed_band_symbol_stays_inside_the_band() -> None:
+    # 5 % band: max(100 x 0.95, 100 x (1 - 0.05 + 0.005)) = 95.5
+    assert gtt_limit_price(100.0, 5, 0.05, band_percent=5.0) == 95.5
+    # 2 % band: 98.5 rather than 95
+    assert gtt_limit_price(100.0, 5, 0.05, band_percent=2.0) == 98.5
+    # the F&O operating range (10 %) or no band: the buffer alone
+    assert gtt_limit_price(100.0, 5, 0.05, band_percent=10.0) == 95.0
+    assert gtt_limit_price(100.0, 5, 0.05, band_percent=None) == 95.0
+    # never below a lower circuit that is below the trigger
+    assert gtt_limit_price(100.0, 5, 0.05, lower_circuit=96.02) == 96.05
+    assert gtt_limit_price(100.0, 5, 0.05, lower_circuit=101.0) == 95.0  # cannot fire today anyway
+
+
+def test_fixed_band_percent_from_a_quote() -> None:
+    def quote(close: float, lower: float, upper: float) -> dict[str, object]:
+        return {"ohlc": {"close": close}, "lower_circuit_limit": lower, "upper_circuit_limit": upper}
+
+    assert fixed_band_percent(quote(1500.0, 1425.0, 1575.0)) == 5.0
+    assert fixed_band_percent(quote(241.69, 236.86, 246.52)) == 2.0  # rounded inwards to the tick
+    assert fixed_band_percent(quote(1500.0, 1350.0, 1650.0)) is None  # F&O 10 %
+    assert fixed_band_percent({"last_price": 1500.0}) is None

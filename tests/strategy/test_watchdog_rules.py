@@ -19,6 +19,7 @@ from workers.strategy.watchdog_rules import (
     atr_multiplier,
     atr_trailing_stop,
     completed_hourly_candles,
+    eligible_hourly_candles,
     exit_order_params,
     exit_reprice,
     hourly_low_exit,
@@ -70,8 +71,32 @@ def test_hourly_low_level_is_the_lower_of_the_last_two():
     cs = hourly(DAY, [400.0, 420.0, 410.0, 416.05, 414.05, 430.0, 431.0])
     assert hourly_low_level(cs[3:5]) == 414.05
     assert hourly_low_level(cs[:5]) == 414.05  # only the last two count
-    assert hourly_low_level(cs[:1]) is None
+    assert hourly_low_level(cs[:1]) == 400.0  # one eligible candle: its low
     assert hourly_low_level([]) is None
+
+
+PREV = dt.date(2026, 3, 2)
+
+
+def test_hourly_candles_of_the_current_session_only():
+    # Bug: before 10:15 the level came from yesterday's 14:15 and 15:15 candles, whose lows sit
+    # just under the close the scanner bought near: any flat open sold (issue 20).
+    cs = hourly(PREV, [90.0] * 7) + hourly(DAY, [100.0, 101.0, 102.0, 103.0, 104.0, 105.0, 106.0])
+    opening = at(9, 15)
+    assert eligible_hourly_candles(cs, at(10, 14), opening) == []
+    assert hourly_low_level(eligible_hourly_candles(cs, at(10, 14), opening)) is None
+    assert starts(eligible_hourly_candles(cs, at(10, 15), opening)) == ["04 09:15"]
+    assert hourly_low_level(eligible_hourly_candles(cs, at(11, 15), opening)[-2:]) == 100.0
+
+
+def test_a_position_entered_today_reads_only_candles_started_after_its_first_fill():
+    cs = hourly(DAY, [100.0, 101.0, 102.0, 103.0, 104.0, 105.0, 106.0])
+    filled = at(9, 20)
+    assert eligible_hourly_candles(cs, at(11, 14), filled) == []  # the 09:15 candle began before the fill
+    assert starts(eligible_hourly_candles(cs, at(11, 15), filled)) == ["04 10:15"]
+    assert starts(eligible_hourly_candles(cs, at(12, 15), filled)) == ["04 10:15", "04 11:15"]
+    # a fill at a candle's first instant: that candle counts
+    assert starts(eligible_hourly_candles(cs, at(11, 15), at(10, 15))) == ["04 10:15"]
 
 
 def test_legacy_hourly_example():

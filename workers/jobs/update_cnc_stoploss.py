@@ -127,6 +127,7 @@ from workers.strategy.stops import (
     StopDecision,
     StopPlanAction,
     decide_stop,
+    fixed_band_percent,
     gtt_limit_price,
     gtt_params,
     plan_gtt_changes,
@@ -193,13 +194,15 @@ class Outcome:
 
 def decide_stops(md: Any, kite: Any, held: dict[str, int], state: dict[str, Any],
                  managed: Mapping[str, list[Mapping[str, Any]]], now: datetime, buffer: float,
-                 ) -> tuple[dict[str, StopDecision], dict[str, float], dict[str, float], dict[str, float]]:
+                 ) -> tuple[dict[str, StopDecision], dict[str, float], dict[str, float], dict[str, float],
+                            dict[str, Mapping[str, Any]]]:
     """Per held symbol: the stop decision, its tick size, its LTP, and (where the rule stop
     cannot be placed) the fallback stop that would be placed if the symbol had no stop GTT: a
-    kept GTT at that level is a fallback placed earlier (e.g. by a run killed after the send)."""
+    kept GTT at that level is a fallback placed earlier (e.g. by a run killed after the send);
+    and each symbol's ``quote()`` row (its circuit band prices the GTT leg)."""
     last_completed: date = md.calendar.last_completed_session(now)
     start = last_completed - timedelta(days=CANDLE_LOOKBACK_DAYS)
-    ltp_answer = kite.ltp(*[f"{EXCHANGE}:{s}" for s in sorted(held)]) if held else {}
+    ltp_answer = kite.quote(*[f"{EXCHANGE}:{s}" for s in sorted(held)]) if held else {}
     broker_floor = stop_floors(managed)
     recorded_stops = state.get("stops") or {}
     decisions: dict[str, StopDecision] = {}
@@ -220,7 +223,8 @@ def decide_stops(md: Any, kite: Any, held: dict[str, int], state: dict[str, Any]
             if bare.source == FALLBACK and bare.stop is not None:
                 fallbacks[sym] = bare.stop
         ticks[sym], ltps[sym] = tick, ltp
-    return decisions, ticks, ltps, fallbacks
+    quotes = {sym: ltp_answer.get(f"{EXCHANGE}:{sym}") or {} for sym in held}
+    return decisions, ticks, ltps, fallbacks, quotes
 
 
 def _kept_stop(rec: Mapping[str, Any], gtt_trigger: float, decision: StopDecision | None,
@@ -304,11 +308,14 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
     events.gtts_triggered(ctx.home, ctx.user, gtts, ownership.owned_ids)
     managed = bot_stops(gtts, ownership, adopt_on=held, exchange=EXCHANGE)
     buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
-    decisions, ticks, ltps, fallbacks = decide_stops(md, kite, held, state, managed, now, buffer)
+    decisions, ticks, ltps, fallbacks, quotes = decide_stops(md, kite, held, state, managed, now, buffer)
     desired: dict[str, DesiredGtt] = {}
     for sym, d in decisions.items():
         if d.place and d.stop is not None:
-            desired[sym] = DesiredGtt(d.stop, gtt_limit_price(d.stop, buffer, ticks[sym]), held[sym])
+            lower = quotes[sym].get("lower_circuit_limit")
+            limit = gtt_limit_price(d.stop, buffer, ticks[sym], band_percent=fixed_band_percent(quotes[sym]),
+                                    lower_circuit=float(lower) if lower else None)
+            desired[sym] = DesiredGtt(d.stop, limit, held[sym])
     actions = plan_gtt_changes(held, desired, gtts, EXCHANGE, ownership=ownership)
     recorded_stops = state.get("stops") or {}
     outcomes: list[Outcome] = []

@@ -62,6 +62,14 @@ PRODUCT = "CNC"
 PRICE_TOLERANCE = 0.005
 #: Kite disables a GTT whose trigger is within this many percent of the LTP (kite-api.md 3.15)
 KITE_DISABLE_BAND_PERCENT = 0.25
+#: a fixed circuit band up to this (percent) gets the GTT leg's band rule (gtt_limit_price)
+BAND_RULE_MAX_PERCENT = 5.0
+#: how far inside the band the leg stays (percent of the trigger)
+BAND_MARGIN_PERCENT = Decimal("0.5")
+FIXED_BANDS_UP_TO_RULE = (2, 5)
+#: the quote's band, half its width over the previous close, may be off the nominal band by
+#: rounding to the tick (inwards) this much (percentage points)
+BAND_MATCH_TOLERANCE = 0.2
 
 CREATE, MODIFY, DELETE, NONE = "create", "modify", "delete", "none"
 #: ``StopDecision.source`` values (recorded in state ``stops[SYMBOL]["source"]``)
@@ -154,11 +162,39 @@ def decide_stop(prev_session_low: float | None, recorded_stop: float | None, ltp
                         "a person should look", FALLBACK)
 
 
+def fixed_band_percent(quote: Mapping[str, Any]) -> float | None:
+    """The symbol's circuit band in percent of the previous close when it is a fixed band of at
+    most BAND_RULE_MAX_PERCENT (2 % or 5 %: only stocks outside F&O have one; the F&O operating
+    range is 10 %), from a ``quote()`` row; None otherwise or when the quote lacks the fields."""
+    try:
+        close = float((quote.get("ohlc") or {}).get("close") or 0.0)
+        lower = float(quote.get("lower_circuit_limit") or 0.0)
+        upper = float(quote.get("upper_circuit_limit") or 0.0)
+    except (TypeError, ValueError):
+        return None
+    if not (close > 0 and 0 < lower < close < upper):
+        return None
+    band = (upper - lower) / 2 / close * 100
+    for fixed in FIXED_BANDS_UP_TO_RULE:
+        if abs(band - fixed) <= BAND_MATCH_TOLERANCE:
+            return float(fixed)
+    return None
+
+
 def gtt_limit_price(trigger: float, buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
-                    tick: float = 0.05) -> float:
-    """The GTT leg's SELL limit: ``buffer_percent`` below the trigger, floored to the tick."""
-    raw = Decimal(repr(float(trigger))) * (100 - Decimal(repr(float(buffer_percent)))) / 100
-    return round_to_tick(float(raw), tick, "floor")
+                    tick: float = 0.05, *, band_percent: float | None = None,
+                    lower_circuit: float | None = None) -> float:
+    """The GTT leg's SELL limit: ``buffer_percent`` below the trigger, floored to the tick; with
+    a fixed band of at most 5 %, no lower than trigger × (1 − band + 0.5 %); never below a lower
+    circuit limit that is below the trigger."""
+    t = Decimal(repr(float(trigger)))
+    raw = t * (100 - Decimal(repr(float(buffer_percent)))) / 100
+    if band_percent is not None and band_percent <= BAND_RULE_MAX_PERCENT:
+        raw = max(raw, t * (100 - Decimal(repr(float(band_percent))) + BAND_MARGIN_PERCENT) / 100)
+    price = round_to_tick(float(raw), tick, "floor")
+    if lower_circuit is not None and price < lower_circuit < trigger:
+        price = round_to_tick(lower_circuit, tick, "ceil")
+    return price
 
 
 @dataclass(frozen=True)

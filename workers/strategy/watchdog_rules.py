@@ -2,11 +2,16 @@
 
 ``hourly_low`` (the default; legacy section 4.2.6, the original ``hourly_candle_watchdog``):
 
-* Level = the lower of the lows of the last two **completed** hourly candles
-  (:func:`completed_hourly_candles` drops the one still forming; Kite's 60minute candles start at
-  09:15, 10:15, ..., 15:15 and the last one ends at the 15:30 close, so it is 15 minutes long). The
-  two may straddle days: before 10:15 they are yesterday's 14:15 and 15:15 candles. Fewer than two
-  → no level, no exit.
+* Level = the lower of the lows of the last two **completed** hourly candles **of the current
+  session** (:func:`completed_hourly_candles` drops the one still forming; Kite's 60minute candles
+  start at 09:15, 10:15, ..., 15:15 and the last one ends at the 15:30 close, so it is 15 minutes
+  long), and for a position entered today only of candles that started at or after its first
+  fill (:func:`eligible_hourly_candles`). One such candle: its low. None (before 10:15, or within
+  the first full hour after an entry) → no level, no hourly exit: the broker stop protects the
+  position. This follows legacy's helper (it asked for the last 180 minutes of hourly candles,
+  so before 10:15 it saw only today's forming candle); the project's earlier reading let the two
+  candles straddle days (yesterday's 14:15 and 15:15 before 10:15), which sold any flat open of
+  a position bought near yesterday's close (docs/trading-rules.md).
 * Exit when LTP < level (strictly: a tie holds): SELL LIMIT, CNC, the whole quantity, at
   level × 0.995 **floored** to the tick (marketable after a gap: see Pricing). Legacy example:
   lows 414.05 and 416.05, LTP 413.75 → sell at 411.95 (legacy rounded to the nearest tick, ≈ 412.0).
@@ -32,6 +37,10 @@ i.e. ``min(level × 0.995, LTP × 0.995)`` in that case. :func:`exit_reprice` ap
 price to an exit that is already open when the market has fallen below its limit: the watchdog
 modifies the order down to LTP × 0.995. After a modification the LTP has to fall a further 0.5 %
 before the order is above the market again, so the buffer also bounds how often it is modified.
+
+Circuit (both rules, and the bot's GTT child when the watchdog reprices it): a SELL limit is never
+below the lower circuit limit of ``quote()`` (:func:`clamp_to_band`): Kite rejects a price outside
+the band, and a sell at the band queues there until the price leaves it.
 """
 
 from __future__ import annotations
@@ -95,9 +104,18 @@ def completed_hourly_candles(candles: Iterable[CandleLike], now: dt.datetime,
     return out
 
 
+def eligible_hourly_candles(candles: Iterable[CandleLike], now: dt.datetime, since: dt.datetime) -> list[Candle]:
+    """The completed hourly candles the rule may read at ``now``: of ``now``'s session, started
+    at or after ``since`` (the session open, or a position's first fill today)."""
+    day = now.astimezone(IST).date()
+    return [c for c in completed_hourly_candles(candles, now)
+            if _aware(c.date).date() == day and _aware(c.date) >= since]
+
+
 def hourly_low_level(last_two_completed_hourly: Sequence[CandleLike]) -> float | None:
-    """The lower of the last two completed hourly lows; ``None`` with fewer than two candles."""
-    if len(last_two_completed_hourly) < 2:
+    """The lower of the last two completed hourly lows (the low of one, when only one is
+    eligible); ``None`` without any."""
+    if not last_two_completed_hourly:
         return None
     return min(c.low for c in to_candles(last_two_completed_hourly[-2:]))
 
@@ -116,12 +134,20 @@ def exit_limit_price(level: float, ltp: float, tick: float) -> float:
     return min(price, marketable_limit(ltp, tick))
 
 
-def exit_reprice(order_price: float, ltp: float, tick: float) -> float | None:
+def clamp_to_band(price: float, lower: float | None, tick: float) -> float:
+    """A SELL limit no lower than the lower circuit limit (``None``: not known, unchanged)."""
+    if lower is None or not lower > 0 or price >= lower:
+        return price
+    return round_to_tick(lower, tick, "ceil")
+
+
+def exit_reprice(order_price: float, ltp: float, tick: float, lower: float | None = None) -> float | None:
     """The new limit of an open exit SELL that now rests above the market (its price above the
-    LTP): the marketable limit. None when it is at or below the LTP (it can fill as it is)."""
+    LTP): the marketable limit, never below the lower circuit. None when it is at or below the
+    LTP (it can fill as it is), or already at the band."""
     if not ltp > 0 or not order_price > ltp:
         return None
-    new = marketable_limit(ltp, tick)
+    new = clamp_to_band(marketable_limit(ltp, tick), lower, tick)
     return new if 0 < new < order_price else None
 
 
