@@ -18,6 +18,10 @@ read side in ``portfolio`` only reads them):
   proceeds and filled buys, cumulative realised P&L.
 * ``orders`` (latest state), ``order_history`` (one JSON snapshot per status change),
   ``trades`` (JSON), ``cnc`` (per account and instrument: see ``portfolio.CncBook``), ``gtts``.
+* ``contract_notes``: one row per (api_key, trading day) with trades: the day's charges
+  (``kitefleet.sim.charges.contract_note``) as ``debit`` (what left the cash at that day's
+  settlement roll, DP charges included) and the note's figures as JSON. Written by the roll in
+  the roll's own transaction; the primary key makes a second debit of one day impossible.
 """
 
 from __future__ import annotations
@@ -170,6 +174,13 @@ CREATE TABLE IF NOT EXISTS gtts (
 );
 CREATE INDEX IF NOT EXISTS gtts_account ON gtts(api_key, status);
 CREATE INDEX IF NOT EXISTS gtts_status ON gtts(status);
+CREATE TABLE IF NOT EXISTS contract_notes (
+    api_key TEXT NOT NULL,
+    day     TEXT NOT NULL,
+    debit   REAL NOT NULL,
+    body    TEXT NOT NULL,
+    PRIMARY KEY (api_key, day)
+);
 """
 
 

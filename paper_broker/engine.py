@@ -52,7 +52,10 @@ Rules chosen (where Kite is silent or the paper broker simplifies), situation ->
   ``trades`` lists today's fills. Another account's order or GTT id gets the same "not found"
   error as an unknown id.
 * Settlement rolls at midnight after each trading day (see ``portfolio``); holidays and weekends
-  do not roll. No charges are simulated.
+  do not roll. The roll debits the day's charges (``kitefleet.sim.charges.contract_note`` over the
+  day's executed orders, each at its VWAP, DP charges included) from cash in the same transaction
+  and keeps the note in ``contract_notes``; Kite's own fields (positions ``pnl``/``m2m``,
+  holdings ``pnl``, realised P&L) stay gross, as on Kite.
 
 GTT rules: see ``paper_broker.gtt``. Times: the engine never reads the wall clock for "now": it
 is given ``now`` or asks its ``Clock``.
@@ -92,7 +95,7 @@ from paper_broker.orders import (
     request_of,
     trade_id_for,
 )
-from paper_broker.portfolio import CncBook, PortfolioReads
+from paper_broker.portfolio import CncBook, PortfolioReads, day_contract_note, note_summary
 
 ONE_MINUTE = timedelta(minutes=1)
 EXPIRY_MESSAGE = "Order cancelled by the system at market close (DAY validity)."
@@ -281,6 +284,7 @@ class OrderEngine(PortfolioReads, GttApi):
             self._set_status(conn, o, OrderStatus.CANCELLED, closing, message=EXPIRY_MESSAGE)
 
     def _roll(self, conn: sqlite3.Connection, at: datetime) -> None:
+        self._debit_charges(conn, (at - timedelta(days=1)).date())
         for row in conn.execute("SELECT * FROM cnc").fetchall():
             book = CncBook.from_row(row)
             book.roll()
@@ -292,6 +296,23 @@ class OrderEngine(PortfolioReads, GttApi):
         conn.execute("UPDATE ledger SET opening_balance=cash, day_payin=0, day_spent=0")
         conn.execute("UPDATE gtts SET status='expired', updated_at=? WHERE status='active' AND expires_iso<=?",
                      (fmt_ts(at), at.isoformat()))
+
+    def _debit_charges(self, conn: sqlite3.Connection, day: date) -> None:
+        """The closing day's contract note per account, debited from cash inside the roll's
+        transaction (before the cnc rows forget which sales came out of T1 shares). The
+        ``contract_notes`` primary key keeps a day from being debited twice, whatever happens."""
+        keys = [r[0] for r in conn.execute("SELECT DISTINCT api_key FROM trades WHERE day=?", (day.isoformat(),))]
+        for api_key in keys:
+            note = day_contract_note(conn, api_key, day)
+            if note is None:
+                continue
+            debit = float(note.debit)
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO contract_notes(api_key, day, debit, body) VALUES (?, ?, ?, ?)",
+                (api_key, day.isoformat(), debit, json.dumps(note_summary(note), separators=(",", ":"))),
+            ).rowcount
+            if inserted:
+                conn.execute("UPDATE ledger SET cash=cash-? WHERE api_key=?", (debit, api_key))
 
     # === order state changes ================================================================
     def _history(self, conn: sqlite3.Connection, o: dict[str, Any], status: str, at: datetime) -> None:

@@ -22,8 +22,10 @@ what was sold become settled, today's remaining buys become T1, the day resets. 
 is a position on T, ``t1_quantity`` on the next trading day, and ``quantity`` after that; a holiday
 or weekend in between does not count.
 
-Realised P&L is booked at the fill: (sale price - cost) × quantity. Hence for every account:
-``cash + holdings at cost - realised P&L == starting cash`` (no charges are simulated).
+Realised P&L is booked at the fill: (sale price - cost) × quantity, gross, as Kite shows it. Each
+settlement roll debits the closing day's charges (the contract note, DP charges included; table
+``contract_notes``) from cash. Hence for every account:
+``cash + holdings at cost - realised P&L == starting cash - charges debited so far``.
 
 Funds (reference 3.2): ``opening_balance`` is the cash at the start of the trading day;
 ``utilised.debits`` = today's filled CNC buys + value blocked by open BUY orders;
@@ -34,13 +36,14 @@ intraday_payin - debits == cash - blocked``.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from kitefleet.calendar import NseCalendar
-from kitefleet.sim.charges import Fill, order_charges
+from kitefleet.sim.charges import ContractNote, Fill, contract_note, order_charges
 from paper_broker.db import Account, Database
 from paper_broker.errors import input_error
 
@@ -267,6 +270,43 @@ def _margin_charges(symbol: str, item: dict[str, Any], quantity: int, price: flo
     return order_charges(Fill("", symbol, side, quantity, price)).kite()
 
 
+def _order_fill(order_id: str, trades: list[dict[str, Any]]) -> Fill:
+    """One executed order of the day as the contract note lists it: its trades summed, at their VWAP
+    (rounded as the order book's ``average_price``, so the roll and ``get_virtual_contract_note``
+    on the day's orders agree)."""
+    quantity = sum(int(t["quantity"]) for t in trades)
+    value = sum(int(t["quantity"]) * float(t["average_price"]) for t in trades)
+    first = trades[0]
+    return Fill(order_id, first["tradingsymbol"], first["transaction_type"], quantity, round(value / quantity, 4))
+
+
+def day_contract_note(conn: sqlite3.Connection, api_key: str, day: date) -> ContractNote | None:
+    """The account's contract note for ``day`` from its trades (executed orders in first-trade
+    order); None without trades. Sales out of T1 shares come from the cnc rows, so for a closed day
+    call it before that day's roll resets them."""
+    by_order: dict[str, list[dict[str, Any]]] = {}
+    for row in conn.execute("SELECT order_id, body FROM trades WHERE api_key=? AND day=? ORDER BY seq",
+                            (api_key, day.isoformat())):
+        by_order.setdefault(row["order_id"], []).append(json.loads(row["body"]))
+    if not by_order:
+        return None
+    t1_sold = {r["tradingsymbol"]: int(r["used_t1"]) for r in conn.execute(
+        "SELECT tradingsymbol, used_t1 FROM cnc WHERE api_key=? AND used_t1>0", (api_key,))}
+    return contract_note([_order_fill(o, trades) for o, trades in by_order.items()], t1_sold=t1_sold)
+
+
+def note_summary(note: ContractNote) -> dict[str, Any]:
+    """A contract note's figures (rupees) for ``contract_notes.body`` and the admin summary."""
+    return {
+        "brokerage": float(note.brokerage), "stt": float(note.stt),
+        "exchange_turnover_charge": float(note.exchange_turnover_charge),
+        "sebi_turnover_charge": float(note.sebi_turnover_charge), "stamp_duty": float(note.stamp_duty),
+        "gst": float(note.gst), "total": float(note.total), "dp_scrips": list(note.dp_scrips),
+        "dp_charges": float(note.dp_charges), "debit": float(note.debit),
+        "orders": [o.fill.order_id for o in note.orders],
+    }
+
+
 def empty_segment() -> dict[str, Any]:
     return segment_wire(opening_balance=0.0, payin=0.0, spent=0.0, blocked=0.0, enabled=False)
 
@@ -383,8 +423,14 @@ class PortfolioReads:
             holdings.append({"tradingsymbol": book.tradingsymbol, "quantity": quantity,
                              "t1_quantity": book.t1_qty, "average_price": round(cost / quantity, 4),
                              "last_price": last})
-        count = self.db.conn().execute("SELECT COUNT(*) FROM orders WHERE api_key=?",
-                                       (account.api_key,)).fetchone()[0]
+        conn = self.db.conn()
+        count = conn.execute("SELECT COUNT(*) FROM orders WHERE api_key=?", (account.api_key,)).fetchone()[0]
+        charged = conn.execute("SELECT COALESCE(SUM(debit), 0) FROM contract_notes WHERE api_key=?",
+                               (account.api_key,)).fetchone()[0]
+        today = day_contract_note(conn, account.api_key, now.date()) \
+            if self.calendar.is_trading_day(now.date()) else None
+        last_note = conn.execute("SELECT day, body FROM contract_notes WHERE api_key=? ORDER BY day DESC LIMIT 1",
+                                 (account.api_key,)).fetchone()
         return {
             "user_name": account.user_name,
             "api_key": account.api_key,
@@ -394,5 +440,10 @@ class PortfolioReads:
             "holdings_at_cost": round(sum(b.cost_basis for b in self._books(account)), 4),
             "realised_pnl": round(float(ledger["realised"]), 4),
             "unrealised_pnl": round(unrealised, 4),
+            # Debited at the settlement rolls so far; today's (so far) come off at tonight's roll.
+            "charges": round(float(charged), 2),
+            "charges_today": 0.0 if today is None else float(today.debit),
+            "last_contract_note": None if last_note is None else {"day": last_note["day"],
+                                                                   **json.loads(last_note["body"])},
             "orders": int(count),
         }

@@ -535,6 +535,9 @@ class BrokerService:
         }
 
     def admin_accounts(self, req: Request) -> list[dict[str, object]]:
+        advance = getattr(self.engine, "advance", None)
+        if advance is not None:  # a roll that fell due since the last tick shows (its charges debited)
+            advance(req.now)
         out = []
         for account in self.accounts.all():
             summary = dict(self.engine.account_summary(account) or {})

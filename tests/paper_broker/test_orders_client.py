@@ -309,7 +309,8 @@ def test_random_orders_and_clock_moves_keep_the_books_balanced(desk: Desk) -> No
             ids = {o["order_id"] for o in k.orders()}
             assert ids <= mine[name]
         for acct in desk.broker.accounts():
-            assert acct["cash"] + acct["holdings_at_cost"] - acct["realised_pnl"] == pytest.approx(START_CASH)
+            assert acct["cash"] + acct["holdings_at_cost"] - acct["realised_pnl"] == pytest.approx(
+                START_CASH - acct["charges"])
     assert all(mine.values())
     other = next(iter(mine["Sai"]))
     with pytest.raises(kex.InputException):
