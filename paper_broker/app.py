@@ -68,6 +68,8 @@ class BrokerConfig:
     rate_limits: bool = True
     #: Required by every /paper/ route when set; a host other than loopback needs one.
     admin_token: str | None = None
+    #: ``--rms-reject``: what a place_order refused for funds or holdings answers (engine.RMS_MODES).
+    rms_reject: str = "row"
 
 
 def is_loopback(host: str) -> bool:
@@ -79,10 +81,10 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve to anything
 
 
-def _make_engine(db: Database, market: Any, calendar: NseCalendar, clock: Clock) -> Any:
+def _make_engine(db: Database, market: Any, calendar: NseCalendar, clock: Clock, rms_reject: str = "row") -> Any:
     from paper_broker.engine import OrderEngine
 
-    return OrderEngine(db, market, calendar, clock)
+    return OrderEngine(db, market, calendar, clock, rms_reject=rms_reject)
 
 
 def _make_market(config: BrokerConfig, calendar: NseCalendar) -> tuple[Any, Callable[[list[Any]], str]]:
@@ -165,7 +167,7 @@ class PaperBroker:
         self.db = Database(config.data_dir / DB_FILE)
         self.accounts = Accounts(self.db, config.home)
         self.market, instruments_csv = _make_market(config, self.calendar)
-        self.engine = _make_engine(self.db, self.market, self.calendar, self.clock)
+        self.engine = _make_engine(self.db, self.market, self.calendar, self.clock, config.rms_reject)
         self.audit = AuditLog(self.db)
         self.limiter = RateLimiter(enabled=config.rate_limits)
         self._reload_lock = threading.Lock()

@@ -43,9 +43,17 @@ Rules chosen (where Kite is silent or the paper broker simplifies), situation ->
 * Circuit: a LIMIT/SL price or trigger outside the band in force (the book's: F&O operating range
   or a scenario's fixed band) -> order row REJECTED with Kite's message; a modify outside the band
   -> OrderException, the order is unchanged.
-* Funds and holdings are checked at placement and modify: MarginException / HoldingException
-  (HTTP 400), no order. A BUY blocks quantity x (LIMIT/SL price; MARKET AMO: the LTP's protection
-  bound; SL-M: the trigger's protection bound) while open.
+* Funds and holdings are checked at placement (the RMS, as on Kite): a BUY without the funds or a
+  CNC SELL without sellable shares becomes an order row REJECTED at once, with Kite's
+  status_message ("Insufficient funds. Required margin is X but available margin is Y. Check the
+  orderbook for open orders.") and the request's tag, no exchange id or exchange timestamps.
+  ``rms_reject`` (``--rms-reject``): ``row`` (default) answers its order id; ``error`` answers HTTP
+  400 MarginException / HoldingException, the row existing all the same. A GTT whose order is
+  refused so stays ``triggered`` with ``order_result.status`` failed and that row's id. A modify
+  without the funds or shares -> MarginException / HoldingException, the order unchanged. A BUY
+  blocks quantity x (LIMIT/SL price; MARKET AMO: the LTP's protection bound; SL-M: the trigger's
+  protection bound) while open.
+* ``modify_order`` moves ``order_timestamp`` and ``exchange_timestamp`` to the modification.
 * At most 25 modifications; the 26th -> OrderException "Maximum allowed order modifications
   exceeded."
 * The order book lists orders placed or updated on the current calendar day plus any still open;
@@ -98,6 +106,10 @@ from paper_broker.orders import (
 from paper_broker.portfolio import CncBook, PortfolioReads, day_contract_note, note_summary
 
 ONE_MINUTE = timedelta(minutes=1)
+#: ``--rms-reject``: ``row`` answers the order id of the REJECTED row; ``error`` answers HTTP 400
+#: MarginException / HoldingException (the row exists all the same). Both have been seen on Kite.
+RMS_ROW, RMS_ERROR = "row", "error"
+RMS_MODES = (RMS_ROW, RMS_ERROR)
 EXPIRY_MESSAGE = "Order cancelled by the system at market close (DAY validity)."
 NOT_FOUND_ORDER = "Couldn't find that `order_id`."
 FUNDS_EPS = 1e-6
@@ -114,7 +126,8 @@ _OPEN_SQL = _sql_list(OPEN)
 _AT_EXCHANGE_SQL = _sql_list(_AT_EXCHANGE)
 
 _ORDER_MUTABLE = (
-    "status", "status_message", "filled_quantity", "cancelled_quantity", "average_price", "exchange_timestamp",
+    "order_timestamp", "status", "status_message", "filled_quantity", "cancelled_quantity", "average_price",
+    "exchange_timestamp",
     "exchange_update_timestamp", "exchange_order_id", "modifications", "order_type", "validity", "quantity",
     "disclosed_quantity", "price", "trigger_price", "market_protection", "block_price", "limit_price",
     "active_from", "updated_day",
@@ -136,7 +149,12 @@ def _px(value: float) -> float:
 
 
 class OrderEngine(PortfolioReads, GttApi):
-    def __init__(self, db: Database, market: Any, calendar: NseCalendar, clock: Clock) -> None:
+    def __init__(self, db: Database, market: Any, calendar: NseCalendar, clock: Clock,
+                 rms_reject: str = RMS_ROW) -> None:
+        if rms_reject not in RMS_MODES:
+            raise ValueError(f"rms_reject {rms_reject!r}: use one of {', '.join(RMS_MODES)}")
+        #: What a place_order refused by the RMS (funds, holdings) answers, besides its REJECTED row.
+        self.rms_reject = rms_reject
         self.db = db
         self.market = market
         self.calendar = calendar
@@ -438,21 +456,28 @@ class OrderEngine(PortfolioReads, GttApi):
         cash = float(conn.execute("SELECT cash FROM ledger WHERE api_key=?", (api_key,)).fetchone()[0])
         return cash - self._blocked(conn, api_key, exclude_seq)
 
-    def _check_cover(self, conn: sqlite3.Connection, api_key: str, req: OrderRequest, token: int,
-                     unit_price: float, exclude_seq: int | None = None) -> None:
+    def _cover_problem(self, conn: sqlite3.Connection, api_key: str, req: OrderRequest, token: int,
+                       unit_price: float, exclude_seq: int | None = None) -> KiteError | None:
+        """The RMS check (funds for a BUY, sellable shares for a SELL), in Kite's words."""
         if req.is_buy:
             required = req.quantity * unit_price
             available = self._available_cash(conn, api_key, exclude_seq)
             if required > available + FUNDS_EPS:
-                raise margin_error(
-                    f"Insufficient funds. Margin required: {required:.2f}. Margin available: {max(available, 0):.2f}."
-                )
-        else:
-            book = self._book(conn, api_key, token, req.tradingsymbol)
-            if req.quantity > book.sellable - self._pending_sells(conn, api_key, token, exclude_seq):
-                raise holding_error(
-                    "Insufficient stock holding or there are pending sell orders for this stock. Check the orderbook."
-                )
+                return margin_error(f"Insufficient funds. Required margin is {required:.2f} but available margin "
+                                    f"is {max(available, 0):.2f}. Check the orderbook for open orders.")
+            return None
+        book = self._book(conn, api_key, token, req.tradingsymbol)
+        if req.quantity > book.sellable - self._pending_sells(conn, api_key, token, exclude_seq):
+            return holding_error(
+                "Insufficient stock holding or there are pending sell orders for this stock. Check the orderbook."
+            )
+        return None
+
+    def _check_cover(self, conn: sqlite3.Connection, api_key: str, req: OrderRequest, token: int,
+                     unit_price: float, exclude_seq: int | None = None) -> None:
+        problem = self._cover_problem(conn, api_key, req, token, unit_price, exclude_seq)
+        if problem is not None:
+            raise problem
 
     def _check_trigger_side(self, req: OrderRequest, ltp: float) -> None:
         if not req.needs_trigger:
@@ -484,9 +509,10 @@ class OrderEngine(PortfolioReads, GttApi):
                       gtt_id: int | None = None) -> dict[str, Any]:
         token = int(inst.instrument_token)
         block_price, limit = self._prices_for(req, inst, ltp, variety)
-        self._check_cover(conn, api_key, req, token, block_price if req.is_buy else 0.0)
-        book = None if variety == "amo" else self.market.book(token, now)
-        reason = None if book is None else self._circuit_reason(req, book)
+        refusal = self._cover_problem(conn, api_key, req, token, block_price if req.is_buy else 0.0)
+        book = None if variety == "amo" or refusal is not None else self.market.book(token, now)
+        reason = refusal.message if refusal is not None else \
+            None if book is None else self._circuit_reason(req, book)
         seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM orders").fetchone()[0])
         o: dict[str, Any] = {
             "seq": seq,
@@ -526,7 +552,10 @@ class OrderEngine(PortfolioReads, GttApi):
         }
         self._history(conn, o, OrderStatus.PUT_ORDER_REQ_RECEIVED, now)
         self._history(conn, o, OrderStatus.VALIDATION_PENDING, now)
-        if reason is not None:
+        if refusal is not None:
+            # Refused by the RMS before the exchange: no exchange id or timestamps (Kite's sample).
+            o["status"], o["status_message"] = OrderStatus.REJECTED, reason
+        elif reason is not None:
             o["status"], o["status_message"] = OrderStatus.REJECTED, reason
             o["exchange_update_timestamp"] = fmt_ts(now)
         elif variety == "amo":
@@ -534,7 +563,7 @@ class OrderEngine(PortfolioReads, GttApi):
         else:
             self._history(conn, o, OrderStatus.OPEN_PENDING, now)
             o["exchange_order_id"] = exchange_order_id_for(seq)
-            o["exchange_timestamp"] = fmt_ts(now)
+            o["exchange_timestamp"] = o["exchange_update_timestamp"] = fmt_ts(now)
             o["status"] = OrderStatus.TRIGGER_PENDING if req.needs_trigger else OrderStatus.OPEN
         columns = list(o)
         sql = f"INSERT INTO orders ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"  # noqa: S608
@@ -542,6 +571,7 @@ class OrderEngine(PortfolioReads, GttApi):
         self._history(conn, o, o["status"], now)
         if o["status"] == OrderStatus.OPEN and book is not None:
             self._match_on_arrival(conn, o, book, now)
+        o["_refusal"] = refusal  # not a column: place_order answers it under --rms-reject=error
         return o
 
     def _match_on_arrival(self, conn: sqlite3.Connection, o: dict[str, Any], book: sim.Book, now: datetime) -> None:
@@ -596,6 +626,8 @@ class OrderEngine(PortfolioReads, GttApi):
                                     account.starting_cash)
                 o = self._create_order(conn, api_key=account.api_key, user_id=account.user_id, variety=variety,
                                        req=req, inst=inst, now=now, ltp=ltp)
+        if o["_refusal"] is not None and self.rms_reject == RMS_ERROR:
+            raise o["_refusal"]  # after the commit: the REJECTED row stays in the book
         return {"order_id": o["order_id"]}
 
     def _load_order(self, conn: sqlite3.Connection, account: Account, order_id: str) -> dict[str, Any]:
@@ -647,6 +679,9 @@ class OrderEngine(PortfolioReads, GttApi):
             self._check_cover(conn, account.api_key, new, int(inst.instrument_token),
                               block_price, exclude_seq=int(o["seq"]))
             o.update(
+                # Kite moves both to the modification (its samples of a modified order).
+                order_timestamp=fmt_ts(now),
+                exchange_timestamp=None if waiting_amo else fmt_ts(now),
                 order_type=new.order_type, quantity=new.quantity, price=new.price,
                 trigger_price=new.trigger_price, validity=new.validity,
                 disclosed_quantity=new.disclosed_quantity, market_protection=new.market_protection,

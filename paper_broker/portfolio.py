@@ -27,11 +27,13 @@ settlement roll debits the closing day's charges (the contract note, DP charges 
 ``contract_notes``) from cash. Hence for every account:
 ``cash + holdings at cost - realised P&L == starting cash - charges debited so far``.
 
-Funds (reference 3.2): ``opening_balance`` is the cash at the start of the trading day;
-``utilised.debits`` = today's filled CNC buys + value blocked by open BUY orders;
-``intraday_payin`` = today's sale proceeds (usable at once: 100 % of sale proceeds since Oct 2024;
-the BTST next-day restriction is not simulated); ``net == live_balance == opening_balance +
-intraday_payin - debits == cash - blocked``.
+Funds (reference 3.2): ``available.cash`` = ``opening_balance`` is the cash at the start of the
+trading day (after the last roll's charges); ``utilised.holding_sales`` = -(today's sale proceeds),
+a credit usable at once (100 % of sale proceeds since Oct 2024; the BTST next-day restriction is
+not simulated), shown as Kite shows it, not as ``intraday_payin`` (money paid in: always 0 here);
+``utilised.debits`` = today's filled CNC buys + value blocked by open BUY orders + holding_sales;
+``net == live_balance == cash + intraday_payin - debits == ledger cash - blocked``. (The ledger's
+``day_payin`` column keeps its name: it holds today's sale proceeds.)
 """
 
 from __future__ import annotations
@@ -230,10 +232,16 @@ def position_wire(book: CncBook, *, last_price: float, close_price: float) -> di
     }
 
 
-def segment_wire(*, opening_balance: float, payin: float, spent: float, blocked: float,
+def segment_wire(*, opening_balance: float, sales: float, spent: float, blocked: float,
                  turnover: float = 0.0, enabled: bool = True) -> dict[str, Any]:
-    debits = spent + blocked
-    net = opening_balance + payin - debits
+    """Reference 3.2. Today's sale proceeds are a credit among the utilised figures
+    (``holding_sales`` = -proceeds, summed into ``debits`` as Kite sums its credits: in its
+    sample ``debits`` = span + exposure + option_premium, the premium received negative), not an
+    ``intraday_payin`` (money paid in, never simulated). ``available.cash`` is the day's opening
+    cash; ``live_balance == net == cash + intraday_payin - debits`` is what a CNC buy can use."""
+    holding_sales = -sales
+    debits = spent + blocked + holding_sales
+    net = opening_balance - debits
     return {
         "enabled": enabled,
         "net": round(net, 4),
@@ -243,7 +251,7 @@ def segment_wire(*, opening_balance: float, payin: float, spent: float, blocked:
             "opening_balance": round(opening_balance, 4),
             "live_balance": round(net, 4),
             "collateral": 0,
-            "intraday_payin": round(payin, 4),
+            "intraday_payin": 0,
         },
         "utilised": {
             "debits": round(debits, 4),
@@ -253,7 +261,7 @@ def segment_wire(*, opening_balance: float, payin: float, spent: float, blocked:
             "option_premium": 0,
             "payout": 0,
             "span": 0,
-            "holding_sales": 0,
+            "holding_sales": round(holding_sales, 4) + 0.0,  # + 0.0: no -0.0 on the wire
             "turnover": round(turnover, 4),
             "liquid_collateral": 0,
             "stock_collateral": 0,
@@ -308,7 +316,7 @@ def note_summary(note: ContractNote) -> dict[str, Any]:
 
 
 def empty_segment() -> dict[str, Any]:
-    return segment_wire(opening_balance=0.0, payin=0.0, spent=0.0, blocked=0.0, enabled=False)
+    return segment_wire(opening_balance=0.0, sales=0.0, spent=0.0, blocked=0.0, enabled=False)
 
 
 class PortfolioReads:
@@ -371,7 +379,7 @@ class PortfolioReads:
         ledger = self._ledger(account)
         blocked = self._blocked(self.db.conn(), account.api_key)
         equity = segment_wire(
-            opening_balance=float(ledger["opening_balance"]), payin=float(ledger["day_payin"]),
+            opening_balance=float(ledger["opening_balance"]), sales=float(ledger["day_payin"]),
             spent=float(ledger["day_spent"]), blocked=blocked,
             turnover=float(ledger["day_spent"]) + float(ledger["day_payin"]),
         )
