@@ -358,8 +358,9 @@ def profile_payload(account: Account) -> dict[str, object]:
         "user_name": account.user_name,
         "user_shortname": account.user_name,
         "broker": "ZERODHA",
-        "exchanges": ["NSE", "BSE"],
-        "products": ["CNC", "MIS", "NRML"],
+        # Only what the paper broker accepts (MIS, NRML and BSE are refused).
+        "exchanges": ["NSE"],
+        "products": ["CNC"],
         "order_types": ["MARKET", "LIMIT", "SL", "SL-M"],
         "avatar_url": None,
         "meta": {"demat_consent": "consent"},

@@ -48,6 +48,7 @@ from kitefleet.calendar import NseCalendar
 from kitefleet.sim.charges import ContractNote, Fill, contract_note, order_charges
 from paper_broker.db import Account, Database
 from paper_broker.errors import input_error
+from paper_broker.universe import isin_for
 
 EPS = 1e-9
 
@@ -155,9 +156,12 @@ class CncBook:
         self.day_buy_value = self.day_sell_value = 0.0
 
 
-def holding_wire(book: CncBook, *, last_price: float, close_price: float, isin: str = "") -> dict[str, Any]:
+def holding_wire(book: CncBook, *, last_price: float, close_price: float, isin: str = "",
+                 authorised_date: str | None = None, authorised_quantity: int = 0) -> dict[str, Any]:
     """Reference 3.10. ``pnl`` = (last - average) × (quantity + t1_quantity): the reference's
-    formula with T1 shares included (they are owned; every sample had t1 = 0)."""
+    formula with T1 shares included (they are owned; every sample had t1 = 0). ``isin``: a
+    plausible one (``universe.isin_for``); ``authorised_date`` "YYYY-MM-DD 00:00:00", as in Kite's
+    holdings sample."""
     held = book.settled_qty + book.t1_qty
     avg = round(book.hold_avg, 4)
     day_change = last_price - close_price if close_price else 0.0
@@ -172,8 +176,8 @@ def holding_wire(book: CncBook, *, last_price: float, close_price: float, isin: 
         "used_quantity": book.used_settled + book.used_t1,
         "t1_quantity": book.t1_qty,
         "realised_quantity": book.settled_qty,
-        "authorised_quantity": 0,
-        "authorised_date": None,
+        "authorised_quantity": authorised_quantity,
+        "authorised_date": authorised_date,
         "authorisation": {},
         "opening_quantity": held,
         "short_quantity": 0,
@@ -354,7 +358,8 @@ class PortfolioReads:
             if book.settled_qty + book.t1_qty <= 0:
                 continue
             last, close = self._prices(book.instrument_token, now)
-            out.append(holding_wire(book, last_price=last, close_price=close))
+            out.append(holding_wire(book, last_price=last, close_price=close, isin=isin_for(book.tradingsymbol),
+                                    authorised_date=f"{self._quote_day(now).isoformat()} 00:00:00"))
         return out
 
     def positions(self, account: Account) -> dict[str, list[dict[str, Any]]]:

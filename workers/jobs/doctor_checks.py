@@ -177,6 +177,19 @@ def check_instance(ctx: JobContext) -> dict[str, str]:
     return check("instance", OK, f"running (pid {holder}, {beat.get('state')})")
 
 
+def inactive_bot_stops(held: dict[str, int], gtts: list[dict[str, Any]], state: dict[str, Any]) -> dict[str, str]:
+    """Symbol -> problem, for a held symbol whose recorded bot stop GTT is in any state but active
+    (Kite disables a GTT on a split or bonus ex-date, or a trigger too near the LTP; cancels it on
+    a delisting): it protects nothing, whatever other GTT covers the symbol."""
+    status = {str(g.get("id")): str(g.get("status", "")).lower() for g in gtts}
+    out: dict[str, str] = {}
+    for sym, rec in sorted((state.get("stops") or {}).items()):
+        gid = str((rec or {}).get("gtt_id"))
+        if held.get(sym, 0) > 0 and status.get(gid, "active") != "active":
+            out[sym] = f"{sym}: the bot's stop GTT {gid} is {status[gid]}, not active"
+    return out
+
+
 def broker_checks(ctx: JobContext, state: dict[str, Any] | None) -> list[dict[str, str]]:
     from workers.broker_errors import BrokerUnavailable
     from workers.kite_client import build_kite
@@ -202,6 +215,7 @@ def broker_checks(ctx: JobContext, state: dict[str, Any] | None) -> list[dict[st
         return [*out, check("gtt", FAIL, f"holdings or GTTs could not be read: {exc}", fix_unreachable),
                 check("drift", NA, "skipped: holdings could not be read")]
     gaps = coverage_gaps(held, gtts)
+    gaps.update(inactive_bot_stops(held, gtts, state or {}))
     notes = [f"{s}: {q} held on another exchange: not on NSE, not managed (no bot stop; protect it yourself)"
              for s, q in sorted(unmanaged.items())]
     # A person's GTT is never changed by the bot: if it now sells more than is held, say so.

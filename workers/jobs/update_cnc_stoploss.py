@@ -369,12 +369,15 @@ def _apply(ctx: JobContext, kite: Any, intents: IntentLog, out: Outcome, action:
         tag, purpose = fresh_stop_tag(ctx.user, today, out.symbol, action.trigger, action.quantity, intents.all())
         result = send_gtt_once(kite, intents, tag, purpose=purpose, job=JOB, session=today, **params)
         gtt_id = int(result.broker_id) if result.broker_id is not None else None
-        if result.sent_now:
-            break
-        # Reconciliation matched an intent to a GTT already listed: claim it only if it is active.
+        # A GTT in any state but active protects nothing: one just placed may come back disabled
+        # (a trigger within 0.25 % of the LTP); one reconciliation matched may be disabled or gone.
         status = str(kite.get_gtt(gtt_id).get("status")) if gtt_id is not None else "unknown"
         if status == "active":
             break
+        if result.sent_now:
+            out.error = f"stop GTT {gtt_id} was placed but the broker shows it {status}; the next run tries again"
+            log.error("%s: %s", out.symbol, out.error)
+            return
         log.warning("%s: intent %s matched GTT %s, which is %s; placing under the next tag", out.symbol, tag,
                     gtt_id, status)
     else:
