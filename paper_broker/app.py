@@ -172,6 +172,7 @@ class PaperBroker:
         self.limiter = RateLimiter(enabled=config.rate_limits)
         self._reload_lock = threading.Lock()
         self.reload_accounts()
+        self.engine.consent_of = self._consent_of
         self.service = BrokerService(
             accounts=self.accounts, market=self.market, engine=self.engine, clock=self.clock,
             limiter=self.limiter, audit=self.audit, instruments_csv=instruments_csv,
@@ -201,6 +202,10 @@ class PaperBroker:
                  len(result.updated), len(result.skipped))
         return {"added": result.added, "updated": result.updated, "skipped": result.skipped,
                 "active": result.active}
+
+    def _consent_of(self, api_key: str) -> str:
+        account = self.accounts.get(api_key)
+        return "consent" if account is None else account.demat_consent
 
     def _advance_loop(self) -> None:
         while not self._stop.wait(ADVANCE_INTERVAL):

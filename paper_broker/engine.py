@@ -75,7 +75,7 @@ import json
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -112,6 +112,8 @@ RMS_ROW, RMS_ERROR = "row", "error"
 RMS_MODES = (RMS_ROW, RMS_ERROR)
 EXPIRY_MESSAGE = "Order cancelled by the system at market close (DAY validity)."
 NOT_FOUND_ORDER = "Couldn't find that `order_id`."
+NOT_AUTHORISED = ("Sell order rejected: holdings not authorised. Authorise them with your CDSL TPIN for today "
+                  "(or give a DDPI) before selling.")
 FUNDS_EPS = 1e-6
 #: Open at the exchange: what the minute loop matches and the close expires (an AMO still waits).
 _AT_EXCHANGE = (OrderStatus.OPEN, OrderStatus.TRIGGER_PENDING)
@@ -155,6 +157,8 @@ class OrderEngine(PortfolioReads, GttApi):
             raise ValueError(f"rms_reject {rms_reject!r}: use one of {', '.join(RMS_MODES)}")
         #: What a place_order refused by the RMS (funds, holdings) answers, besides its REJECTED row.
         self.rms_reject = rms_reject
+        #: api_key -> profile().meta.demat_consent ("consent", "physical" or ""); the app looks it up
+        self.consent_of: Callable[[str], str] = lambda api_key: "consent"
         self.db = db
         self.market = market
         self.calendar = calendar
@@ -457,7 +461,8 @@ class OrderEngine(PortfolioReads, GttApi):
         return cash - self._blocked(conn, api_key, exclude_seq)
 
     def _cover_problem(self, conn: sqlite3.Connection, api_key: str, req: OrderRequest, token: int,
-                       unit_price: float, exclude_seq: int | None = None) -> KiteError | None:
+                       unit_price: float, exclude_seq: int | None = None,
+                       at: datetime | None = None) -> KiteError | None:
         """The RMS check (funds for a BUY, sellable shares for a SELL), in Kite's words."""
         if req.is_buy:
             required = req.quantity * unit_price
@@ -471,7 +476,26 @@ class OrderEngine(PortfolioReads, GttApi):
             return holding_error(
                 "Insufficient stock holding or there are pending sell orders for this stock. Check the orderbook."
             )
+        # Without DDPI/POA a sale out of the demat needs that day's CDSL TPIN authorisation; a
+        # sale of today's buys (intraday) does not.
+        from_demat = req.quantity - book.lot_qty
+        if from_demat > 0 and self.consent_of(api_key) not in ("consent", "physical") \
+                and not self._authorised(conn, api_key, req.tradingsymbol, self._now(at)):
+            return holding_error(NOT_AUTHORISED)
         return None
+
+    def _authorised(self, conn: sqlite3.Connection, api_key: str, symbol: str, now: datetime) -> bool:
+        return conn.execute("SELECT 1 FROM authorisations WHERE api_key=? AND day=? AND tradingsymbol=?",
+                            (api_key, now.date().isoformat(), symbol)).fetchone() is not None
+
+    def authorise(self, account: Account, symbol: str, now: datetime | None = None) -> dict[str, object]:
+        """Record today's authorisation of ``symbol``'s holdings for sale (admin route)."""
+        now = self._now(now)
+        self._instrument("NSE", symbol)
+        with self._lock, self.db.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO authorisations(api_key, day, tradingsymbol) VALUES (?, ?, ?)",
+                         (account.api_key, now.date().isoformat(), symbol))
+        return {"user": account.user_name, "symbol": symbol, "day": now.date().isoformat()}
 
     def _check_cover(self, conn: sqlite3.Connection, api_key: str, req: OrderRequest, token: int,
                      unit_price: float, exclude_seq: int | None = None) -> None:
@@ -509,7 +533,7 @@ class OrderEngine(PortfolioReads, GttApi):
                       gtt_id: int | None = None) -> dict[str, Any]:
         token = int(inst.instrument_token)
         block_price, limit = self._prices_for(req, inst, ltp, variety)
-        refusal = self._cover_problem(conn, api_key, req, token, block_price if req.is_buy else 0.0)
+        refusal = self._cover_problem(conn, api_key, req, token, block_price if req.is_buy else 0.0, at=now)
         book = None if variety == "amo" or refusal is not None else self.market.book(token, now)
         reason = refusal.message if refusal is not None else \
             None if book is None else self._circuit_reason(req, book)

@@ -177,6 +177,17 @@ def check_instance(ctx: JobContext) -> dict[str, str]:
     return check("instance", OK, f"running (pid {holder}, {beat.get('state')})")
 
 
+def demat_consent_problem(profile: dict[str, Any], *, live: bool) -> str | None:
+    """Why a live account cannot sell its holdings unattended, or None. Without DDPI/POA
+    (``meta.demat_consent`` neither ``consent`` nor ``physical``) every sale of holdings, GTT
+    stops included, is rejected unless the holdings were authorised with CDSL TPIN that day."""
+    value = (profile.get("meta") or {}).get("demat_consent")
+    if not live or value in ("consent", "physical"):
+        return None
+    return (f"demat consent is {value!r} (no DDPI/POA): Zerodha rejects every sale of holdings, the "
+            "GTT stops' included, unless they were authorised with CDSL TPIN that day")
+
+
 def inactive_bot_stops(held: dict[str, int], gtts: list[dict[str, Any]], state: dict[str, Any]) -> dict[str, str]:
     """Symbol -> problem, for a held symbol whose recorded bot stop GTT is in any state but active
     (Kite disables a GTT on a split or bonus ex-date, or a trigger too near the LTP; cancels it on
@@ -206,6 +217,10 @@ def broker_checks(ctx: JobContext, state: dict[str, Any] | None) -> list[dict[st
         skipped = [check(n, NA, "skipped: broker unreachable") for n in ("gtt", "drift")]
         return [check("broker", FAIL, str(exc), fix_unreachable), *skipped]
     out = [check("broker", OK, f"reachable at {ctx.settings.kite_root}; broker user {profile.get('user_id')}")]
+    consent = demat_consent_problem(profile, live=not ctx.settings.is_paper)
+    if consent is not None:
+        out.append(check("demat", FAIL, consent, "submit a DDPI in Zerodha Console (Account > Demat > DDPI); "
+                         "docs/running-live.md, 'Demat consent'"))
     try:
         account = snapshot(kite)
         held = held_quantities(account)
