@@ -96,7 +96,11 @@ def _make_market(config: BrokerConfig, calendar: NseCalendar) -> tuple[Any, Call
         from paper_broker.scenario import ScenarioSet
 
         scenarios = ScenarioSet.load(config.scenario)
-    market = Market(calendar, seed=config.seed, scenarios=scenarios, symbols=config.symbols)
+    market: Any = Market(calendar, seed=config.seed, scenarios=scenarios, symbols=config.symbols)
+    if scenarios is not None and scenarios.actions:
+        from paper_broker.corporate import AdjustedMarket
+
+        market = AdjustedMarket(market, scenarios.actions, calendar)
     return market, instruments_csv
 
 

@@ -20,6 +20,8 @@ read side in ``portfolio`` only reads them):
   ``trades`` (JSON), ``cnc`` (per account and instrument: see ``portfolio.CncBook``), ``gtts``.
 * ``authorisations``: (api_key, day, symbol) a person authorised for sale that day (the CDSL TPIN
   step of an account without demat consent; ``POST /paper/authorise``).
+* ``corporate_credits``: the new shares a split or bonus owes a holder (recorded at the ex-date's
+  start from the holdings then; added to the holdings at the credit day's start, ``credited`` 1).
 * ``contract_notes``: one row per (api_key, trading day) with trades: the day's charges
   (``kitefleet.sim.charges.contract_note``) as ``debit`` (what left the cash at that day's
   settlement roll, DP charges included) and the note's figures as JSON. Written by the roll in
@@ -181,6 +183,15 @@ CREATE TABLE IF NOT EXISTS authorisations (
     day           TEXT NOT NULL,
     tradingsymbol TEXT NOT NULL,
     PRIMARY KEY (api_key, day, tradingsymbol)
+);
+CREATE TABLE IF NOT EXISTS corporate_credits (
+    api_key          TEXT NOT NULL,
+    instrument_token INTEGER NOT NULL,
+    ex_date          TEXT NOT NULL,
+    credit_day       TEXT NOT NULL,
+    extra_qty        INTEGER NOT NULL,
+    credited         INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (api_key, instrument_token, ex_date)
 );
 CREATE TABLE IF NOT EXISTS contract_notes (
     api_key TEXT NOT NULL,

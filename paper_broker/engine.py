@@ -72,6 +72,7 @@ is given ``now`` or asks its ``Clock``.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from collections import defaultdict
@@ -203,6 +204,9 @@ class OrderEngine(PortfolioReads, GttApi):
         day = t0.date()
         while day <= t1.date():
             if self.calendar.is_trading_day(day):
+                start = datetime.combine(day, time(0), IST)
+                if t0 < start <= t1 and getattr(self.market, "corporate_actions", ()):
+                    self._corporate_events(conn, day, start)
                 opening, closing = self.calendar.session_bounds(day)
                 if t0 < opening <= t1:
                     self._release_amos(conn, day, opening)
@@ -318,6 +322,41 @@ class OrderEngine(PortfolioReads, GttApi):
         conn.execute("UPDATE ledger SET opening_balance=cash, day_payin=0, day_spent=0")
         conn.execute("UPDATE gtts SET status='expired', updated_at=? WHERE status='active' AND expires_iso<=?",
                      (fmt_ts(at), at.isoformat()))
+
+    def _corporate_events(self, conn: sqlite3.Connection, day: date, at: datetime) -> None:
+        """The start of trading day ``day`` (rules: ``paper_broker.corporate``). Ex-date: the
+        symbol's active GTTs become disabled (cancelled on a delisting) and each holder's new
+        shares are owed; credit day: they reach the holdings, at the same cost (the average falls)."""
+        for action in self.market.corporate_actions:
+            if action.ex_date != day:
+                continue
+            token = int(self.market.instrument(f"NSE:{action.symbol}").instrument_token)
+            status = "cancelled" if action.kind == "delist" else "disabled"
+            conn.execute("UPDATE gtts SET status=?, updated_at=? WHERE instrument_token=? AND status='active'",
+                         (status, fmt_ts(at), token))
+            if action.kind == "delist":
+                continue
+            credit = day
+            for _ in range(action.credit_sessions):
+                credit = self.calendar.next_trading_day(credit)
+            for crow in conn.execute("SELECT * FROM cnc WHERE instrument_token=?", (token,)).fetchall():
+                book = CncBook.from_row(crow)
+                held = book.settled_qty + book.t1_qty  # at the record date (the roll has run)
+                extra = math.floor(held * action.ratio + 1e-9) - held
+                if extra > 0:
+                    conn.execute("INSERT OR IGNORE INTO corporate_credits(api_key, instrument_token, ex_date, "
+                                 "credit_day, extra_qty) VALUES (?, ?, ?, ?, ?)",
+                                 (book.api_key, token, day.isoformat(), credit.isoformat(), extra))
+        for row in conn.execute("SELECT * FROM corporate_credits WHERE credit_day=? AND credited=0",
+                                (day.isoformat(),)).fetchall():
+            crow = conn.execute("SELECT * FROM cnc WHERE api_key=? AND instrument_token=?",
+                                (row["api_key"], row["instrument_token"])).fetchone()
+            if crow is not None:
+                book = CncBook.from_row(crow)
+                book.settled_qty += int(row["extra_qty"])
+                conn.execute(_CNC_UPSERT_SQL, book.values())
+            conn.execute("UPDATE corporate_credits SET credited=1 WHERE api_key=? AND instrument_token=? "
+                         "AND ex_date=?", (row["api_key"], row["instrument_token"], row["ex_date"]))
 
     def _debit_charges(self, conn: sqlite3.Connection, day: date) -> None:
         """The closing day's contract note per account, debited from cash inside the roll's
