@@ -111,6 +111,7 @@ from workers.strategy.stops import (
     gtt_params,
     plan_gtt_changes,
     previous_session_low,
+    scale_for_adjustment,
     stop_floors,
 )
 
@@ -261,6 +262,8 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
             fold_legacy_stop_ids(state)
             record_entry_fills(state, account.orders, today, now)
             sync_held_positions(state, account, now)
+    if not ctx.dry_run:
+        _carry_over_adjustments(ctx, md, store, held, today)
     state = store.read()
     fold_legacy_stop_ids(state)  # in memory: a dry run plans as the real run would
     gtts = list(kite.get_gtts())
@@ -325,6 +328,37 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
             print(json.dumps(_summary(outcomes, decisions)))
     _prune_once_a_day(ctx, store, intents, gtts, today)
     return exit_code
+
+
+def _carry_over_adjustments(ctx: JobContext, md: Any, store: StateStore, held: Mapping[str, int],
+                            today: date) -> None:
+    """A held symbol whose history changed today (a split or bonus ex-date: workers.marketdata's
+    daily check) gets its stop floor and its ATR anchor and stop scaled by the same factor, once
+    (``state["adjustments"][S] = {"day", "factor"}``): the old floor would sit above the new price
+    and freeze the stop ("stop >= LTP"). The stop GTT itself is disabled by Kite on the ex-date;
+    the plan places a new one for the quantity held, and raises it when the new shares arrive."""
+    factors = {sym: f for sym in sorted(held) if held[sym] > 0 and (f := md.adjustment(sym, today))}
+    if not factors:
+        return
+    with store.transaction() as state:
+        done = state.setdefault("adjustments", {})
+        for sym, factor in factors.items():
+            if (done.get(sym) or {}).get("day") == today.isoformat():
+                continue
+            tick = md.tick_size(sym)
+            rec = (state.get("stops") or {}).get(sym)
+            old = rec.get("stop") if isinstance(rec, dict) else None
+            if isinstance(old, int | float) and not isinstance(old, bool):
+                rec["stop"] = scale_for_adjustment(float(old), factor, tick)
+            for session in (state.get("watchdog") or {}).values():
+                trail = (((session or {}).get("symbols") or {}).get(sym) or {}).get("atr")
+                for key in ("anchor", "stop") if isinstance(trail, dict) else ():
+                    if isinstance(trail.get(key), int | float) and not isinstance(trail.get(key), bool):
+                        trail[key] = scale_for_adjustment(float(trail[key]), factor, tick)
+            done[sym] = {"day": today.isoformat(), "factor": factor}
+            ctx.log.warning("%s: its history changed by a factor of %.4f today (a split or bonus): stop floor "
+                            "%s -> %s, ATR anchor and stop scaled alike", sym, factor, old,
+                            rec.get("stop") if isinstance(rec, dict) else None)
 
 
 def _prune_once_a_day(ctx: JobContext, store: StateStore, intents: IntentLog, gtts: list[Mapping[str, Any]],
