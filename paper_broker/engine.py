@@ -162,6 +162,7 @@ class OrderEngine(PortfolioReads, GttApi):
         self.consent_of: Callable[[str], str] = lambda api_key: "consent"
         self.db = db
         self.market = market
+        self._has_corporate_actions = bool(getattr(market, "corporate_actions", None))
         self.calendar = calendar
         self.clock = clock
         self._lock = threading.RLock()
@@ -205,7 +206,7 @@ class OrderEngine(PortfolioReads, GttApi):
         while day <= t1.date():
             if self.calendar.is_trading_day(day):
                 start = datetime.combine(day, time(0), IST)
-                if t0 < start <= t1 and getattr(self.market, "corporate_actions", ()):
+                if t0 < start <= t1 and self._has_corporate_actions:
                     self._corporate_events(conn, day, start)
                 opening, closing = self.calendar.session_bounds(day)
                 if t0 < opening <= t1:

@@ -32,6 +32,7 @@ import json
 import math
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -171,7 +172,7 @@ def fires(kind: str, triggers: list[float], last_price: float, low: float, high:
     return None
 
 
-def too_near(trigger_values: list[float], ltp: float) -> bool:
+def too_near(trigger_values: Sequence[float], ltp: float) -> bool:
     """Kite disables a GTT whose trigger is within 0.25 % of the LTP when it is created."""
     return any(abs(t - ltp) <= DISABLE_WITHIN * ltp for t in trigger_values)
 
@@ -222,6 +223,7 @@ class GttApi:
     """The ``/gtt/triggers`` endpoints, mixed into ``OrderEngine`` (which provides what is below)."""
 
     db: Database
+    market: Any
     _lock: threading.RLock
 
     if TYPE_CHECKING:

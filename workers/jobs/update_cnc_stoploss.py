@@ -346,15 +346,20 @@ def _carry_over_adjustments(ctx: JobContext, md: Any, store: StateStore, held: M
             if (done.get(sym) or {}).get("day") == today.isoformat():
                 continue
             tick = md.tick_size(sym)
+            records: list[tuple[dict[str, Any], tuple[str, ...]]] = []
             rec = (state.get("stops") or {}).get(sym)
-            old = rec.get("stop") if isinstance(rec, dict) else None
-            if isinstance(old, int | float) and not isinstance(old, bool):
-                rec["stop"] = scale_for_adjustment(float(old), factor, tick)
+            if isinstance(rec, dict):
+                records.append((rec, ("stop",)))
             for session in (state.get("watchdog") or {}).values():
                 trail = (((session or {}).get("symbols") or {}).get(sym) or {}).get("atr")
-                for key in ("anchor", "stop") if isinstance(trail, dict) else ():
-                    if isinstance(trail.get(key), int | float) and not isinstance(trail.get(key), bool):
-                        trail[key] = scale_for_adjustment(float(trail[key]), factor, tick)
+                if isinstance(trail, dict):
+                    records.append((trail, ("anchor", "stop")))
+            old = rec.get("stop") if isinstance(rec, dict) else None
+            for target, keys in records:
+                for key in keys:
+                    value = target.get(key)
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        target[key] = scale_for_adjustment(float(value), factor, tick)
             done[sym] = {"day": today.isoformat(), "factor": factor}
             ctx.log.warning("%s: its history changed by a factor of %.4f today (a split or bonus): stop floor "
                             "%s -> %s, ATR anchor and stop scaled alike", sym, factor, old,
