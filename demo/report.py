@@ -3,7 +3,8 @@ the isolation audit (from the broker's request audit).
 
 Sources, all read after supervisord has stopped the schedulers:
 
-* ``GET /paper/accounts``: cash, holdings, realised and unrealised P&L, orders at the broker;
+* ``GET /paper/accounts``: cash, holdings, realised and unrealised P&L (gross), charges (debited at the
+  settlement rolls, and today's so far), orders at the broker;
 * ``GET /paper/audit``: one row per Kite request, with the API key it carried and the order id
   it created;
 * ``data/trading_state_<User>.json``: order intents (entries, exits, GTT stops), positions, the
@@ -93,7 +94,8 @@ def collect(home: Home, url: str, users: Mapping[str, Mapping[str, str]], runs: 
             "fingerprint": api_key_fingerprint(keys[name]),
             "settings": {k: v for k, v in spec.items() if k != "api_key"},
             "account": {k: acct.get(k) for k in ("starting_cash", "cash", "available_cash", "realised_pnl",
-                                                  "unrealised_pnl", "holdings_at_cost", "orders")},
+                                                  "unrealised_pnl", "holdings_at_cost", "charges", "charges_today",
+                                                  "orders")},
             "holdings": [{"symbol": h["tradingsymbol"], "quantity": h["quantity"], "average_price": h["average_price"],
                           "last_price": h["last_price"]} for h in acct.get("holdings") or []],
             "activity": activity,
@@ -302,8 +304,11 @@ def render_user(name: str, u: Mapping[str, Any], runs: list[Mapping[str, Any]], 
         lines.append(f"                   {_hm(ex['decided_at'])} {ex['symbol']:<10} SELL {ex['quantity']} "
                      f"(LTP {ex['ltp']} < level {ex['level']}) {ex['order_status'] or ex['status'] or '?'}{tidy}")
     pnl = (a.get("realised_pnl") or 0) + (a.get("unrealised_pnl") or 0)
+    charges = (a.get("charges") or 0) + (a.get("charges_today") or 0)
     lines.append(f"  P&L            : realised {_money(a.get('realised_pnl'))}, unrealised "
-                 f"{_money(a.get('unrealised_pnl'))}, total {_money(pnl)}; cash {_money(a.get('cash'))} "
+                 f"{_money(a.get('unrealised_pnl'))}, total {_money(pnl)}; charges {_money(charges)} "
+                 f"(contract notes: {_money(a.get('charges'))} debited at the rolls, {_money(a.get('charges_today'))} "
+                 f"today), net {_money(pnl - charges)}; cash {_money(a.get('cash'))} "
                  f"of {_money(a.get('starting_cash'))} at the start")
     held = ", ".join(f"{h['symbol']} {h['quantity']}" for h in u["holdings"]) or "nothing"
     lines.append(f"  holdings now   : {held}")

@@ -187,6 +187,9 @@ SCHEMA: tuple[Key, ...] = (
         doc="Log level of the user's log files and console output."),
     Key("PAPER_STARTING_CASH", _number(float, 0, lo_open=True), default=1_000_000.0, modes=("paper",),
         doc="Paper only: the account's starting cash in rupees (read by the paper broker)."),
+    Key("PAPER_DEMAT_CONSENT", _choice("consent", "physical", ""), default="consent", modes=("paper",),
+        doc="Paper only: profile().meta.demat_consent (consent = DDPI/POA; empty = none: a sale of "
+            "settled holdings is rejected unless authorised that day, POST /paper/authorise)."),
     Key("UNIVERSE", _text, default="NIFTY50",
         doc="Symbols pattern_daily scans: NIFTY50, or a path (relative to the home) to a CSV with "
             "a ticker/symbol column."),

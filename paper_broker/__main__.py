@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-rate-limits", action="store_true", help="turn Kite's rate limits off")
     parser.add_argument("--symbols", default=None, help="comma-separated universe subset, e.g. INFY,TCS")
     parser.add_argument("--seed", type=int, default=1, help="market simulation seed; default 1")
+    parser.add_argument("--rms-reject", choices=["row", "error"], default="row",
+                        help="an order refused for funds or holdings: its REJECTED row's id (row, default) "
+                             "or HTTP 400 MarginException/HoldingException with the row kept (error)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-max-bytes", type=_log_size, default=None,
                         help="rotate paper_broker.log at this size (default 10 MiB; 3 old files kept)")
@@ -138,7 +141,8 @@ def _run(args: argparse.Namespace) -> int:
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     config = BrokerConfig(home=home, data_dir=data_dir, host=args.host, port=args.port,
                           scenario=args.scenario, symbols=symbols, seed=args.seed,
-                          rate_limits=not args.no_rate_limits, admin_token=admin_token)
+                          rate_limits=not args.no_rate_limits, admin_token=admin_token,
+                          rms_reject=args.rms_reject)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -68,6 +68,8 @@ class BrokerConfig:
     rate_limits: bool = True
     #: Required by every /paper/ route when set; a host other than loopback needs one.
     admin_token: str | None = None
+    #: ``--rms-reject``: what a place_order refused for funds or holdings answers (engine.RMS_MODES).
+    rms_reject: str = "row"
 
 
 def is_loopback(host: str) -> bool:
@@ -79,10 +81,10 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve to anything
 
 
-def _make_engine(db: Database, market: Any, calendar: NseCalendar, clock: Clock) -> Any:
+def _make_engine(db: Database, market: Any, calendar: NseCalendar, clock: Clock, rms_reject: str = "row") -> Any:
     from paper_broker.engine import OrderEngine
 
-    return OrderEngine(db, market, calendar, clock)
+    return OrderEngine(db, market, calendar, clock, rms_reject=rms_reject)
 
 
 def _make_market(config: BrokerConfig, calendar: NseCalendar) -> tuple[Any, Callable[[list[Any]], str]]:
@@ -94,7 +96,11 @@ def _make_market(config: BrokerConfig, calendar: NseCalendar) -> tuple[Any, Call
         from paper_broker.scenario import ScenarioSet
 
         scenarios = ScenarioSet.load(config.scenario)
-    market = Market(calendar, seed=config.seed, scenarios=scenarios, symbols=config.symbols)
+    market: Any = Market(calendar, seed=config.seed, scenarios=scenarios, symbols=config.symbols)
+    if scenarios is not None and scenarios.actions:
+        from paper_broker.corporate import AdjustedMarket
+
+        market = AdjustedMarket(market, scenarios.actions, calendar)
     return market, instruments_csv
 
 
@@ -165,11 +171,12 @@ class PaperBroker:
         self.db = Database(config.data_dir / DB_FILE)
         self.accounts = Accounts(self.db, config.home)
         self.market, instruments_csv = _make_market(config, self.calendar)
-        self.engine = _make_engine(self.db, self.market, self.calendar, self.clock)
+        self.engine = _make_engine(self.db, self.market, self.calendar, self.clock, config.rms_reject)
         self.audit = AuditLog(self.db)
         self.limiter = RateLimiter(enabled=config.rate_limits)
         self._reload_lock = threading.Lock()
         self.reload_accounts()
+        self.engine.consent_of = self._consent_of
         self.service = BrokerService(
             accounts=self.accounts, market=self.market, engine=self.engine, clock=self.clock,
             limiter=self.limiter, audit=self.audit, instruments_csv=instruments_csv,
@@ -199,6 +206,10 @@ class PaperBroker:
                  len(result.updated), len(result.skipped))
         return {"added": result.added, "updated": result.updated, "skipped": result.skipped,
                 "active": result.active}
+
+    def _consent_of(self, api_key: str) -> str:
+        account = self.accounts.get(api_key)
+        return "consent" if account is None else account.demat_consent
 
     def _advance_loop(self) -> None:
         while not self._stop.wait(ADVANCE_INTERVAL):

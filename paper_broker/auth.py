@@ -140,6 +140,7 @@ class Accounts:
     def reload(self, now: datetime) -> ReloadResult:
         """Read the home's paper env files and upsert them into the ``accounts`` table."""
         found: dict[str, tuple[str, str, float]] = {}
+        consent: dict[str, str] = {}
         skipped: list[str] = []
         for user in list_users(self.home):
             mode = env_file_mode(self.home.env_file(user))
@@ -170,6 +171,7 @@ class Accounts:
                 continue
             cash = float(settings.get("PAPER_STARTING_CASH") or 1_000_000.0)
             found[settings.api_key] = (user, settings.api_secret, cash)
+            consent[settings.api_key] = str(settings.get("PAPER_DEMAT_CONSENT"))
 
         added: list[str] = []
         updated: list[str] = []
@@ -196,7 +198,7 @@ class Accounts:
                     updated.append(user)
             active = {
                 r["api_key"]: Account(r["api_key"], r["api_secret"], r["user_id"], r["user_name"],
-                                      float(r["starting_cash"]))
+                                      float(r["starting_cash"]), consent[r["api_key"]])
                 for r in conn.execute("SELECT * FROM accounts")
                 if r["api_key"] in found
             }
@@ -358,10 +360,11 @@ def profile_payload(account: Account) -> dict[str, object]:
         "user_name": account.user_name,
         "user_shortname": account.user_name,
         "broker": "ZERODHA",
-        "exchanges": ["NSE", "BSE"],
-        "products": ["CNC", "MIS", "NRML"],
+        # Only what the paper broker accepts (MIS, NRML and BSE are refused).
+        "exchanges": ["NSE"],
+        "products": ["CNC"],
         "order_types": ["MARKET", "LIMIT", "SL", "SL-M"],
         "avatar_url": None,
-        "meta": {"demat_consent": "consent"},
+        "meta": {"demat_consent": account.demat_consent},
     }
 

@@ -18,6 +18,14 @@ read side in ``portfolio`` only reads them):
   proceeds and filled buys, cumulative realised P&L.
 * ``orders`` (latest state), ``order_history`` (one JSON snapshot per status change),
   ``trades`` (JSON), ``cnc`` (per account and instrument: see ``portfolio.CncBook``), ``gtts``.
+* ``authorisations``: (api_key, day, symbol) a person authorised for sale that day (the CDSL TPIN
+  step of an account without demat consent; ``POST /paper/authorise``).
+* ``corporate_credits``: the new shares a split or bonus owes a holder (recorded at the ex-date's
+  start from the holdings then; added to the holdings at the credit day's start, ``credited`` 1).
+* ``contract_notes``: one row per (api_key, trading day) with trades: the day's charges
+  (``kitefleet.sim.charges.contract_note``) as ``debit`` (what left the cash at that day's
+  settlement roll, DP charges included) and the note's figures as JSON. Written by the roll in
+  the roll's own transaction; the primary key makes a second debit of one day impossible.
 """
 
 from __future__ import annotations
@@ -170,6 +178,28 @@ CREATE TABLE IF NOT EXISTS gtts (
 );
 CREATE INDEX IF NOT EXISTS gtts_account ON gtts(api_key, status);
 CREATE INDEX IF NOT EXISTS gtts_status ON gtts(status);
+CREATE TABLE IF NOT EXISTS authorisations (
+    api_key       TEXT NOT NULL,
+    day           TEXT NOT NULL,
+    tradingsymbol TEXT NOT NULL,
+    PRIMARY KEY (api_key, day, tradingsymbol)
+);
+CREATE TABLE IF NOT EXISTS corporate_credits (
+    api_key          TEXT NOT NULL,
+    instrument_token INTEGER NOT NULL,
+    ex_date          TEXT NOT NULL,
+    credit_day       TEXT NOT NULL,
+    extra_qty        INTEGER NOT NULL,
+    credited         INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (api_key, instrument_token, ex_date)
+);
+CREATE TABLE IF NOT EXISTS contract_notes (
+    api_key TEXT NOT NULL,
+    day     TEXT NOT NULL,
+    debit   REAL NOT NULL,
+    body    TEXT NOT NULL,
+    PRIMARY KEY (api_key, day)
+);
 """
 
 
@@ -180,6 +210,8 @@ class Account:
     user_id: str  # Kite-style client id, e.g. "PA1234"; stable per account
     user_name: str  # the kitefleet user name (env file stem)
     starting_cash: float
+    #: profile().meta.demat_consent, from PAPER_DEMAT_CONSENT (not stored: read with the env file)
+    demat_consent: str = "consent"
 
     def __repr__(self) -> str:
         return f"Account(user_name={self.user_name!r}, user_id={self.user_id!r})"

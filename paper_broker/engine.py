@@ -43,16 +43,27 @@ Rules chosen (where Kite is silent or the paper broker simplifies), situation ->
 * Circuit: a LIMIT/SL price or trigger outside the band in force (the book's: F&O operating range
   or a scenario's fixed band) -> order row REJECTED with Kite's message; a modify outside the band
   -> OrderException, the order is unchanged.
-* Funds and holdings are checked at placement and modify: MarginException / HoldingException
-  (HTTP 400), no order. A BUY blocks quantity x (LIMIT/SL price; MARKET AMO: the LTP's protection
-  bound; SL-M: the trigger's protection bound) while open.
+* Funds and holdings are checked at placement (the RMS, as on Kite): a BUY without the funds or a
+  CNC SELL without sellable shares becomes an order row REJECTED at once, with Kite's
+  status_message ("Insufficient funds. Required margin is X but available margin is Y. Check the
+  orderbook for open orders.") and the request's tag, no exchange id or exchange timestamps.
+  ``rms_reject`` (``--rms-reject``): ``row`` (default) answers its order id; ``error`` answers HTTP
+  400 MarginException / HoldingException, the row existing all the same. A GTT whose order is
+  refused so stays ``triggered`` with ``order_result.status`` failed and that row's id. A modify
+  without the funds or shares -> MarginException / HoldingException, the order unchanged. A BUY
+  blocks quantity x (LIMIT/SL price; MARKET AMO: the LTP's protection bound; SL-M: the trigger's
+  protection bound) while open.
+* ``modify_order`` moves ``order_timestamp`` and ``exchange_timestamp`` to the modification.
 * At most 25 modifications; the 26th -> OrderException "Maximum allowed order modifications
   exceeded."
 * The order book lists orders placed or updated on the current calendar day plus any still open;
   ``trades`` lists today's fills. Another account's order or GTT id gets the same "not found"
   error as an unknown id.
 * Settlement rolls at midnight after each trading day (see ``portfolio``); holidays and weekends
-  do not roll. No charges are simulated.
+  do not roll. The roll debits the day's charges (``kitefleet.sim.charges.contract_note`` over the
+  day's executed orders, each at its VWAP, DP charges included) from cash in the same transaction
+  and keeps the note in ``contract_notes``; Kite's own fields (positions ``pnl``/``m2m``,
+  holdings ``pnl``, realised P&L) stay gross, as on Kite.
 
 GTT rules: see ``paper_broker.gtt``. Times: the engine never reads the wall clock for "now": it
 is given ``now`` or asks its ``Clock``.
@@ -61,10 +72,11 @@ is given ``now`` or asks its ``Clock``.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -92,11 +104,17 @@ from paper_broker.orders import (
     request_of,
     trade_id_for,
 )
-from paper_broker.portfolio import CncBook, PortfolioReads
+from paper_broker.portfolio import CncBook, PortfolioReads, day_contract_note, note_summary
 
 ONE_MINUTE = timedelta(minutes=1)
+#: ``--rms-reject``: ``row`` answers the order id of the REJECTED row; ``error`` answers HTTP 400
+#: MarginException / HoldingException (the row exists all the same). Both have been seen on Kite.
+RMS_ROW, RMS_ERROR = "row", "error"
+RMS_MODES = (RMS_ROW, RMS_ERROR)
 EXPIRY_MESSAGE = "Order cancelled by the system at market close (DAY validity)."
 NOT_FOUND_ORDER = "Couldn't find that `order_id`."
+NOT_AUTHORISED = ("Sell order rejected: holdings not authorised. Authorise them with your CDSL TPIN for today "
+                  "(or give a DDPI) before selling.")
 FUNDS_EPS = 1e-6
 #: Open at the exchange: what the minute loop matches and the close expires (an AMO still waits).
 _AT_EXCHANGE = (OrderStatus.OPEN, OrderStatus.TRIGGER_PENDING)
@@ -111,7 +129,8 @@ _OPEN_SQL = _sql_list(OPEN)
 _AT_EXCHANGE_SQL = _sql_list(_AT_EXCHANGE)
 
 _ORDER_MUTABLE = (
-    "status", "status_message", "filled_quantity", "cancelled_quantity", "average_price", "exchange_timestamp",
+    "order_timestamp", "status", "status_message", "filled_quantity", "cancelled_quantity", "average_price",
+    "exchange_timestamp",
     "exchange_update_timestamp", "exchange_order_id", "modifications", "order_type", "validity", "quantity",
     "disclosed_quantity", "price", "trigger_price", "market_protection", "block_price", "limit_price",
     "active_from", "updated_day",
@@ -133,9 +152,17 @@ def _px(value: float) -> float:
 
 
 class OrderEngine(PortfolioReads, GttApi):
-    def __init__(self, db: Database, market: Any, calendar: NseCalendar, clock: Clock) -> None:
+    def __init__(self, db: Database, market: Any, calendar: NseCalendar, clock: Clock,
+                 rms_reject: str = RMS_ROW) -> None:
+        if rms_reject not in RMS_MODES:
+            raise ValueError(f"rms_reject {rms_reject!r}: use one of {', '.join(RMS_MODES)}")
+        #: What a place_order refused by the RMS (funds, holdings) answers, besides its REJECTED row.
+        self.rms_reject = rms_reject
+        #: api_key -> profile().meta.demat_consent ("consent", "physical" or ""); the app looks it up
+        self.consent_of: Callable[[str], str] = lambda api_key: "consent"
         self.db = db
         self.market = market
+        self._has_corporate_actions = bool(getattr(market, "corporate_actions", None))
         self.calendar = calendar
         self.clock = clock
         self._lock = threading.RLock()
@@ -178,6 +205,9 @@ class OrderEngine(PortfolioReads, GttApi):
         day = t0.date()
         while day <= t1.date():
             if self.calendar.is_trading_day(day):
+                start = datetime.combine(day, time(0), IST)
+                if t0 < start <= t1 and self._has_corporate_actions:
+                    self._corporate_events(conn, day, start)
                 opening, closing = self.calendar.session_bounds(day)
                 if t0 < opening <= t1:
                     self._release_amos(conn, day, opening)
@@ -281,6 +311,7 @@ class OrderEngine(PortfolioReads, GttApi):
             self._set_status(conn, o, OrderStatus.CANCELLED, closing, message=EXPIRY_MESSAGE)
 
     def _roll(self, conn: sqlite3.Connection, at: datetime) -> None:
+        self._debit_charges(conn, (at - timedelta(days=1)).date())
         for row in conn.execute("SELECT * FROM cnc").fetchall():
             book = CncBook.from_row(row)
             book.roll()
@@ -292,6 +323,58 @@ class OrderEngine(PortfolioReads, GttApi):
         conn.execute("UPDATE ledger SET opening_balance=cash, day_payin=0, day_spent=0")
         conn.execute("UPDATE gtts SET status='expired', updated_at=? WHERE status='active' AND expires_iso<=?",
                      (fmt_ts(at), at.isoformat()))
+
+    def _corporate_events(self, conn: sqlite3.Connection, day: date, at: datetime) -> None:
+        """The start of trading day ``day`` (rules: ``paper_broker.corporate``). Ex-date: the
+        symbol's active GTTs become disabled (cancelled on a delisting) and each holder's new
+        shares are owed; credit day: they reach the holdings, at the same cost (the average falls)."""
+        for action in self.market.corporate_actions:
+            if action.ex_date != day:
+                continue
+            token = int(self.market.instrument(f"NSE:{action.symbol}").instrument_token)
+            status = "cancelled" if action.kind == "delist" else "disabled"
+            conn.execute("UPDATE gtts SET status=?, updated_at=? WHERE instrument_token=? AND status='active'",
+                         (status, fmt_ts(at), token))
+            if action.kind == "delist":
+                continue
+            credit = day
+            for _ in range(action.credit_sessions):
+                credit = self.calendar.next_trading_day(credit)
+            for crow in conn.execute("SELECT * FROM cnc WHERE instrument_token=?", (token,)).fetchall():
+                book = CncBook.from_row(crow)
+                held = book.settled_qty + book.t1_qty  # at the record date (the roll has run)
+                extra = math.floor(held * action.ratio + 1e-9) - held
+                if extra > 0:
+                    conn.execute("INSERT OR IGNORE INTO corporate_credits(api_key, instrument_token, ex_date, "
+                                 "credit_day, extra_qty) VALUES (?, ?, ?, ?, ?)",
+                                 (book.api_key, token, day.isoformat(), credit.isoformat(), extra))
+        for row in conn.execute("SELECT * FROM corporate_credits WHERE credit_day=? AND credited=0",
+                                (day.isoformat(),)).fetchall():
+            crow = conn.execute("SELECT * FROM cnc WHERE api_key=? AND instrument_token=?",
+                                (row["api_key"], row["instrument_token"])).fetchone()
+            if crow is not None:
+                book = CncBook.from_row(crow)
+                book.settled_qty += int(row["extra_qty"])
+                conn.execute(_CNC_UPSERT_SQL, book.values())
+            conn.execute("UPDATE corporate_credits SET credited=1 WHERE api_key=? AND instrument_token=? "
+                         "AND ex_date=?", (row["api_key"], row["instrument_token"], row["ex_date"]))
+
+    def _debit_charges(self, conn: sqlite3.Connection, day: date) -> None:
+        """The closing day's contract note per account, debited from cash inside the roll's
+        transaction (before the cnc rows forget which sales came out of T1 shares). The
+        ``contract_notes`` primary key keeps a day from being debited twice, whatever happens."""
+        keys = [r[0] for r in conn.execute("SELECT DISTINCT api_key FROM trades WHERE day=?", (day.isoformat(),))]
+        for api_key in keys:
+            note = day_contract_note(conn, api_key, day)
+            if note is None:
+                continue
+            debit = float(note.debit)
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO contract_notes(api_key, day, debit, body) VALUES (?, ?, ?, ?)",
+                (api_key, day.isoformat(), debit, json.dumps(note_summary(note), separators=(",", ":"))),
+            ).rowcount
+            if inserted:
+                conn.execute("UPDATE ledger SET cash=cash-? WHERE api_key=?", (debit, api_key))
 
     # === order state changes ================================================================
     def _history(self, conn: sqlite3.Connection, o: dict[str, Any], status: str, at: datetime) -> None:
@@ -417,21 +500,48 @@ class OrderEngine(PortfolioReads, GttApi):
         cash = float(conn.execute("SELECT cash FROM ledger WHERE api_key=?", (api_key,)).fetchone()[0])
         return cash - self._blocked(conn, api_key, exclude_seq)
 
-    def _check_cover(self, conn: sqlite3.Connection, api_key: str, req: OrderRequest, token: int,
-                     unit_price: float, exclude_seq: int | None = None) -> None:
+    def _cover_problem(self, conn: sqlite3.Connection, api_key: str, req: OrderRequest, token: int,
+                       unit_price: float, exclude_seq: int | None = None,
+                       at: datetime | None = None) -> KiteError | None:
+        """The RMS check (funds for a BUY, sellable shares for a SELL), in Kite's words."""
         if req.is_buy:
             required = req.quantity * unit_price
             available = self._available_cash(conn, api_key, exclude_seq)
             if required > available + FUNDS_EPS:
-                raise margin_error(
-                    f"Insufficient funds. Margin required: {required:.2f}. Margin available: {max(available, 0):.2f}."
-                )
-        else:
-            book = self._book(conn, api_key, token, req.tradingsymbol)
-            if req.quantity > book.sellable - self._pending_sells(conn, api_key, token, exclude_seq):
-                raise holding_error(
-                    "Insufficient stock holding or there are pending sell orders for this stock. Check the orderbook."
-                )
+                return margin_error(f"Insufficient funds. Required margin is {required:.2f} but available margin "
+                                    f"is {max(available, 0):.2f}. Check the orderbook for open orders.")
+            return None
+        book = self._book(conn, api_key, token, req.tradingsymbol)
+        if req.quantity > book.sellable - self._pending_sells(conn, api_key, token, exclude_seq):
+            return holding_error(
+                "Insufficient stock holding or there are pending sell orders for this stock. Check the orderbook."
+            )
+        # Without DDPI/POA a sale out of the demat needs that day's CDSL TPIN authorisation; a
+        # sale of today's buys (intraday) does not.
+        from_demat = req.quantity - book.lot_qty
+        if from_demat > 0 and self.consent_of(api_key) not in ("consent", "physical") \
+                and not self._authorised(conn, api_key, req.tradingsymbol, self._now(at)):
+            return holding_error(NOT_AUTHORISED)
+        return None
+
+    def _authorised(self, conn: sqlite3.Connection, api_key: str, symbol: str, now: datetime) -> bool:
+        return conn.execute("SELECT 1 FROM authorisations WHERE api_key=? AND day=? AND tradingsymbol=?",
+                            (api_key, now.date().isoformat(), symbol)).fetchone() is not None
+
+    def authorise(self, account: Account, symbol: str, now: datetime | None = None) -> dict[str, object]:
+        """Record today's authorisation of ``symbol``'s holdings for sale (admin route)."""
+        now = self._now(now)
+        self._instrument("NSE", symbol)
+        with self._lock, self.db.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO authorisations(api_key, day, tradingsymbol) VALUES (?, ?, ?)",
+                         (account.api_key, now.date().isoformat(), symbol))
+        return {"user": account.user_name, "symbol": symbol, "day": now.date().isoformat()}
+
+    def _check_cover(self, conn: sqlite3.Connection, api_key: str, req: OrderRequest, token: int,
+                     unit_price: float, exclude_seq: int | None = None) -> None:
+        problem = self._cover_problem(conn, api_key, req, token, unit_price, exclude_seq)
+        if problem is not None:
+            raise problem
 
     def _check_trigger_side(self, req: OrderRequest, ltp: float) -> None:
         if not req.needs_trigger:
@@ -463,9 +573,10 @@ class OrderEngine(PortfolioReads, GttApi):
                       gtt_id: int | None = None) -> dict[str, Any]:
         token = int(inst.instrument_token)
         block_price, limit = self._prices_for(req, inst, ltp, variety)
-        self._check_cover(conn, api_key, req, token, block_price if req.is_buy else 0.0)
-        book = None if variety == "amo" else self.market.book(token, now)
-        reason = None if book is None else self._circuit_reason(req, book)
+        refusal = self._cover_problem(conn, api_key, req, token, block_price if req.is_buy else 0.0, at=now)
+        book = None if variety == "amo" or refusal is not None else self.market.book(token, now)
+        reason = refusal.message if refusal is not None else \
+            None if book is None else self._circuit_reason(req, book)
         seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM orders").fetchone()[0])
         o: dict[str, Any] = {
             "seq": seq,
@@ -505,7 +616,10 @@ class OrderEngine(PortfolioReads, GttApi):
         }
         self._history(conn, o, OrderStatus.PUT_ORDER_REQ_RECEIVED, now)
         self._history(conn, o, OrderStatus.VALIDATION_PENDING, now)
-        if reason is not None:
+        if refusal is not None:
+            # Refused by the RMS before the exchange: no exchange id or timestamps (Kite's sample).
+            o["status"], o["status_message"] = OrderStatus.REJECTED, reason
+        elif reason is not None:
             o["status"], o["status_message"] = OrderStatus.REJECTED, reason
             o["exchange_update_timestamp"] = fmt_ts(now)
         elif variety == "amo":
@@ -513,7 +627,7 @@ class OrderEngine(PortfolioReads, GttApi):
         else:
             self._history(conn, o, OrderStatus.OPEN_PENDING, now)
             o["exchange_order_id"] = exchange_order_id_for(seq)
-            o["exchange_timestamp"] = fmt_ts(now)
+            o["exchange_timestamp"] = o["exchange_update_timestamp"] = fmt_ts(now)
             o["status"] = OrderStatus.TRIGGER_PENDING if req.needs_trigger else OrderStatus.OPEN
         columns = list(o)
         sql = f"INSERT INTO orders ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"  # noqa: S608
@@ -521,6 +635,7 @@ class OrderEngine(PortfolioReads, GttApi):
         self._history(conn, o, o["status"], now)
         if o["status"] == OrderStatus.OPEN and book is not None:
             self._match_on_arrival(conn, o, book, now)
+        o["_refusal"] = refusal  # not a column: place_order answers it under --rms-reject=error
         return o
 
     def _match_on_arrival(self, conn: sqlite3.Connection, o: dict[str, Any], book: sim.Book, now: datetime) -> None:
@@ -575,6 +690,8 @@ class OrderEngine(PortfolioReads, GttApi):
                                     account.starting_cash)
                 o = self._create_order(conn, api_key=account.api_key, user_id=account.user_id, variety=variety,
                                        req=req, inst=inst, now=now, ltp=ltp)
+        if o["_refusal"] is not None and self.rms_reject == RMS_ERROR:
+            raise o["_refusal"]  # after the commit: the REJECTED row stays in the book
         return {"order_id": o["order_id"]}
 
     def _load_order(self, conn: sqlite3.Connection, account: Account, order_id: str) -> dict[str, Any]:
@@ -626,6 +743,9 @@ class OrderEngine(PortfolioReads, GttApi):
             self._check_cover(conn, account.api_key, new, int(inst.instrument_token),
                               block_price, exclude_seq=int(o["seq"]))
             o.update(
+                # Kite moves both to the modification (its samples of a modified order).
+                order_timestamp=fmt_ts(now),
+                exchange_timestamp=None if waiting_amo else fmt_ts(now),
                 order_type=new.order_type, quantity=new.quantity, price=new.price,
                 trigger_price=new.trigger_price, validity=new.validity,
                 disclosed_quantity=new.disclosed_quantity, market_protection=new.market_protection,

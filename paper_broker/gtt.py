@@ -15,11 +15,13 @@ Semantics (reference 3.15):
 * Firing places a LIMIT DAY CNC order (variety regular) at the leg's price, through the same
   funds/holdings/circuit checks as any order. The GTT becomes ``triggered`` either way; the leg's
   ``result.order_result`` says ``success`` with the order id, or ``failed`` with the
-  ``rejection_reason`` (a refused order leaves ``order_id`` ""; an order created but REJECTED by
-  the circuit check gives its id). ``result.triggered_at`` is the LTP at the firing minute.
-* Statuses used: active, triggered, expired (after 1 year), deleted (by DELETE; still readable by
-  id, no longer listed). ``disabled`` (a trigger within 0.25 % of the LTP on Kite) is not
-  simulated: such a GTT stays active.
+  ``rejection_reason`` and the id of the order row REJECTED by the RMS or the circuit check.
+  ``result.triggered_at`` is the LTP at the firing minute.
+* Statuses used (Zerodha's GTT help pages): active, triggered, expired (after 1 year), deleted (by
+  DELETE; still readable by id, no longer listed), ``disabled`` (created with a trigger within
+  0.25 % of the LTP; and every active GTT of a symbol on its split or bonus ex-date), ``cancelled``
+  (every active GTT of a symbol a scenario delists). A disabled or cancelled GTT never fires and
+  cannot be modified; it can be deleted. A fired GTT whose order is refused stays ``triggered``.
 * At most 250 active GTTs per account. Only CNC on NSE; order_type LIMIT only.
 * Ids are integers from SQLite (``INTEGER PRIMARY KEY AUTOINCREMENT``), never reused.
 """
@@ -30,6 +32,7 @@ import json
 import math
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -43,6 +46,8 @@ GTT_TYPES = ("single", "two-leg")
 MAX_ACTIVE = 250
 VALID_DAYS = 365
 NOT_FOUND_GTT = "Couldn't find that trigger."
+#: A trigger this close to the LTP (a fraction of it) at creation makes the GTT ``disabled``.
+DISABLE_WITHIN = 0.0025
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,11 @@ def fires(kind: str, triggers: list[float], last_price: float, low: float, high:
     return None
 
 
+def too_near(trigger_values: Sequence[float], ltp: float) -> bool:
+    """Kite disables a GTT whose trigger is within 0.25 % of the LTP when it is created."""
+    return any(abs(t - ltp) <= DISABLE_WITHIN * ltp for t in trigger_values)
+
+
 def condition_json(request: GttRequest, instrument_token: int) -> dict[str, Any]:
     return {
         "exchange": request.exchange,
@@ -213,6 +223,7 @@ class GttApi:
     """The ``/gtt/triggers`` endpoints, mixed into ``OrderEngine`` (which provides what is below)."""
 
     db: Database
+    market: Any
     _lock: threading.RLock
 
     if TYPE_CHECKING:
@@ -247,11 +258,13 @@ class GttApi:
                 if active >= MAX_ACTIVE:
                     raise input_error(f"Maximum of {MAX_ACTIVE} active GTT triggers allowed per account.")
                 expires = now + timedelta(days=VALID_DAYS)
+                ltp = float(self.market.ltp(int(inst.instrument_token), now))
+                status = "disabled" if too_near(req.trigger_values, ltp) else "active"
                 cur = conn.execute(
                     "INSERT INTO gtts(api_key, user_id, type, status, instrument_token, condition, orders, "
                     "created_at, updated_at, expires_at, expires_iso, active_from) "
-                    "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (account.api_key, account.user_id, req.type, int(inst.instrument_token),
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (account.api_key, account.user_id, req.type, status, int(inst.instrument_token),
                      json.dumps(condition_json(req, int(inst.instrument_token))),
                      json.dumps(orders_json(req)), fmt_ts(now), fmt_ts(now), fmt_ts(expires),
                      expires.isoformat(), now.isoformat()),

@@ -123,7 +123,8 @@ def quote_payload(market: MarketLike, keys: list[str], now: datetime) -> dict[st
             # No trade tape to weigh: the typical price stands in for the VWAP.
             "average_price": _p((ohlc["high"] + ohlc["low"] + last) / 3) if volume else last,
             "oi": 0, "oi_day_high": 0, "oi_day_low": 0,
-            "net_change": _p(last - ohlc["close"]),
+            # As Kite's REST quote sends it: 0 (the change is last_price - ohlc.close; reference 3.13).
+            "net_change": 0,
             "lower_circuit_limit": _p(book.price(book.lower)),
             "upper_circuit_limit": _p(book.price(book.upper)),
             "ohlc": ohlc,

@@ -14,6 +14,8 @@ Wire facts (reference/kite-api.md 3.3-3.9):
   the (simulated) exchange; null for an AMO still waiting and for an order rejected by RMS.
 * ``trade_id``: ``str(50000000 + trade sequence)``.
 * Timestamps: ``"YYYY-MM-DD HH:MM:SS"`` IST, except a trade's ``order_timestamp`` (``HH:MM:SS``).
+* ``auction_number`` is absent (Kite sends it only on auction orders); ``exchange_update_timestamp``
+  is set once an order reaches the exchange (open orders included), null on an RMS rejection.
 * ``tags`` is present only when the order has a tag or market protection: the user's tag first,
   then, for a MARKET or SL-M order, Kite's protection tags ``mktp`` and ``mktp:<pct>`` (``-1``,
   auto, shows the AUTO_PROTECTION_PCT it stands for). ``tag`` stays the user's own (or null).
@@ -333,12 +335,12 @@ def order_wire(row: dict[str, Any]) -> dict[str, Any]:
         "filled_quantity": filled,
         "pending_quantity": pending,
         "cancelled_quantity": cancelled,
-        "auction_number": None,
         "market_protection": protection,
         "meta": {},
         "tag": tag,
         "guid": row["guid"],
     }
+    # Kite sends ``auction_number`` only on auction orders (variety ``auction``, not simulated).
     tags = ([tag] if tag is not None else []) + mktp
     if tags:
         wire["tags"] = tags

@@ -22,27 +22,33 @@ what was sold become settled, today's remaining buys become T1, the day resets. 
 is a position on T, ``t1_quantity`` on the next trading day, and ``quantity`` after that; a holiday
 or weekend in between does not count.
 
-Realised P&L is booked at the fill: (sale price - cost) × quantity. Hence for every account:
-``cash + holdings at cost - realised P&L == starting cash`` (no charges are simulated).
+Realised P&L is booked at the fill: (sale price - cost) × quantity, gross, as Kite shows it. Each
+settlement roll debits the closing day's charges (the contract note, DP charges included; table
+``contract_notes``) from cash. Hence for every account:
+``cash + holdings at cost - realised P&L == starting cash - charges debited so far``.
 
-Funds (reference 3.2): ``opening_balance`` is the cash at the start of the trading day;
-``utilised.debits`` = today's filled CNC buys + value blocked by open BUY orders;
-``intraday_payin`` = today's sale proceeds (usable at once: 100 % of sale proceeds since Oct 2024;
-the BTST next-day restriction is not simulated); ``net == live_balance == opening_balance +
-intraday_payin - debits == cash - blocked``.
+Funds (reference 3.2): ``available.cash`` = ``opening_balance`` is the cash at the start of the
+trading day (after the last roll's charges); ``utilised.holding_sales`` = -(today's sale proceeds),
+a credit usable at once (100 % of sale proceeds since Oct 2024; the BTST next-day restriction is
+not simulated), shown as Kite shows it, not as ``intraday_payin`` (money paid in: always 0 here);
+``utilised.debits`` = today's filled CNC buys + value blocked by open BUY orders + holding_sales;
+``net == live_balance == cash + intraday_payin - debits == ledger cash - blocked``. (The ledger's
+``day_payin`` column keeps its name: it holds today's sale proceeds.)
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from kitefleet.calendar import NseCalendar
-from kitefleet.sim.charges import Fill, order_charges
+from kitefleet.sim.charges import ContractNote, Fill, contract_note, order_charges
 from paper_broker.db import Account, Database
 from paper_broker.errors import input_error
+from paper_broker.universe import isin_for
 
 EPS = 1e-9
 
@@ -150,9 +156,12 @@ class CncBook:
         self.day_buy_value = self.day_sell_value = 0.0
 
 
-def holding_wire(book: CncBook, *, last_price: float, close_price: float, isin: str = "") -> dict[str, Any]:
+def holding_wire(book: CncBook, *, last_price: float, close_price: float, isin: str = "",
+                 authorised_date: str | None = None, authorised_quantity: int = 0) -> dict[str, Any]:
     """Reference 3.10. ``pnl`` = (last - average) × (quantity + t1_quantity): the reference's
-    formula with T1 shares included (they are owned; every sample had t1 = 0)."""
+    formula with T1 shares included (they are owned; every sample had t1 = 0). ``isin``: a
+    plausible one (``universe.isin_for``); ``authorised_date`` "YYYY-MM-DD 00:00:00", as in Kite's
+    holdings sample."""
     held = book.settled_qty + book.t1_qty
     avg = round(book.hold_avg, 4)
     day_change = last_price - close_price if close_price else 0.0
@@ -167,8 +176,8 @@ def holding_wire(book: CncBook, *, last_price: float, close_price: float, isin: 
         "used_quantity": book.used_settled + book.used_t1,
         "t1_quantity": book.t1_qty,
         "realised_quantity": book.settled_qty,
-        "authorised_quantity": 0,
-        "authorised_date": None,
+        "authorised_quantity": authorised_quantity,
+        "authorised_date": authorised_date,
         "authorisation": {},
         "opening_quantity": held,
         "short_quantity": 0,
@@ -227,10 +236,16 @@ def position_wire(book: CncBook, *, last_price: float, close_price: float) -> di
     }
 
 
-def segment_wire(*, opening_balance: float, payin: float, spent: float, blocked: float,
+def segment_wire(*, opening_balance: float, sales: float, spent: float, blocked: float,
                  turnover: float = 0.0, enabled: bool = True) -> dict[str, Any]:
-    debits = spent + blocked
-    net = opening_balance + payin - debits
+    """Reference 3.2. Today's sale proceeds are a credit among the utilised figures
+    (``holding_sales`` = -proceeds, summed into ``debits`` as Kite sums its credits: in its
+    sample ``debits`` = span + exposure + option_premium, the premium received negative), not an
+    ``intraday_payin`` (money paid in, never simulated). ``available.cash`` is the day's opening
+    cash; ``live_balance == net == cash + intraday_payin - debits`` is what a CNC buy can use."""
+    holding_sales = -sales
+    debits = spent + blocked + holding_sales
+    net = opening_balance - debits
     return {
         "enabled": enabled,
         "net": round(net, 4),
@@ -240,7 +255,7 @@ def segment_wire(*, opening_balance: float, payin: float, spent: float, blocked:
             "opening_balance": round(opening_balance, 4),
             "live_balance": round(net, 4),
             "collateral": 0,
-            "intraday_payin": round(payin, 4),
+            "intraday_payin": 0,
         },
         "utilised": {
             "debits": round(debits, 4),
@@ -250,7 +265,7 @@ def segment_wire(*, opening_balance: float, payin: float, spent: float, blocked:
             "option_premium": 0,
             "payout": 0,
             "span": 0,
-            "holding_sales": 0,
+            "holding_sales": round(holding_sales, 4) + 0.0,  # + 0.0: no -0.0 on the wire
             "turnover": round(turnover, 4),
             "liquid_collateral": 0,
             "stock_collateral": 0,
@@ -267,8 +282,45 @@ def _margin_charges(symbol: str, item: dict[str, Any], quantity: int, price: flo
     return order_charges(Fill("", symbol, side, quantity, price)).kite()
 
 
+def _order_fill(order_id: str, trades: list[dict[str, Any]]) -> Fill:
+    """One executed order of the day as the contract note lists it: its trades summed, at their VWAP
+    (rounded as the order book's ``average_price``, so the roll and ``get_virtual_contract_note``
+    on the day's orders agree)."""
+    quantity = sum(int(t["quantity"]) for t in trades)
+    value = sum(int(t["quantity"]) * float(t["average_price"]) for t in trades)
+    first = trades[0]
+    return Fill(order_id, first["tradingsymbol"], first["transaction_type"], quantity, round(value / quantity, 4))
+
+
+def day_contract_note(conn: sqlite3.Connection, api_key: str, day: date) -> ContractNote | None:
+    """The account's contract note for ``day`` from its trades (executed orders in first-trade
+    order); None without trades. Sales out of T1 shares come from the cnc rows, so for a closed day
+    call it before that day's roll resets them."""
+    by_order: dict[str, list[dict[str, Any]]] = {}
+    for row in conn.execute("SELECT order_id, body FROM trades WHERE api_key=? AND day=? ORDER BY seq",
+                            (api_key, day.isoformat())):
+        by_order.setdefault(row["order_id"], []).append(json.loads(row["body"]))
+    if not by_order:
+        return None
+    t1_sold = {r["tradingsymbol"]: int(r["used_t1"]) for r in conn.execute(
+        "SELECT tradingsymbol, used_t1 FROM cnc WHERE api_key=? AND used_t1>0", (api_key,))}
+    return contract_note([_order_fill(o, trades) for o, trades in by_order.items()], t1_sold=t1_sold)
+
+
+def note_summary(note: ContractNote) -> dict[str, Any]:
+    """A contract note's figures (rupees) for ``contract_notes.body`` and the admin summary."""
+    return {
+        "brokerage": float(note.brokerage), "stt": float(note.stt),
+        "exchange_turnover_charge": float(note.exchange_turnover_charge),
+        "sebi_turnover_charge": float(note.sebi_turnover_charge), "stamp_duty": float(note.stamp_duty),
+        "gst": float(note.gst), "total": float(note.total), "dp_scrips": list(note.dp_scrips),
+        "dp_charges": float(note.dp_charges), "debit": float(note.debit),
+        "orders": [o.fill.order_id for o in note.orders],
+    }
+
+
 def empty_segment() -> dict[str, Any]:
-    return segment_wire(opening_balance=0.0, payin=0.0, spent=0.0, blocked=0.0, enabled=False)
+    return segment_wire(opening_balance=0.0, sales=0.0, spent=0.0, blocked=0.0, enabled=False)
 
 
 class PortfolioReads:
@@ -306,7 +358,8 @@ class PortfolioReads:
             if book.settled_qty + book.t1_qty <= 0:
                 continue
             last, close = self._prices(book.instrument_token, now)
-            out.append(holding_wire(book, last_price=last, close_price=close))
+            out.append(holding_wire(book, last_price=last, close_price=close, isin=isin_for(book.tradingsymbol),
+                                    authorised_date=f"{self._quote_day(now).isoformat()} 00:00:00"))
         return out
 
     def positions(self, account: Account) -> dict[str, list[dict[str, Any]]]:
@@ -331,7 +384,7 @@ class PortfolioReads:
         ledger = self._ledger(account)
         blocked = self._blocked(self.db.conn(), account.api_key)
         equity = segment_wire(
-            opening_balance=float(ledger["opening_balance"]), payin=float(ledger["day_payin"]),
+            opening_balance=float(ledger["opening_balance"]), sales=float(ledger["day_payin"]),
             spent=float(ledger["day_spent"]), blocked=blocked,
             turnover=float(ledger["day_spent"]) + float(ledger["day_payin"]),
         )
@@ -383,8 +436,14 @@ class PortfolioReads:
             holdings.append({"tradingsymbol": book.tradingsymbol, "quantity": quantity,
                              "t1_quantity": book.t1_qty, "average_price": round(cost / quantity, 4),
                              "last_price": last})
-        count = self.db.conn().execute("SELECT COUNT(*) FROM orders WHERE api_key=?",
-                                       (account.api_key,)).fetchone()[0]
+        conn = self.db.conn()
+        count = conn.execute("SELECT COUNT(*) FROM orders WHERE api_key=?", (account.api_key,)).fetchone()[0]
+        charged = conn.execute("SELECT COALESCE(SUM(debit), 0) FROM contract_notes WHERE api_key=?",
+                               (account.api_key,)).fetchone()[0]
+        today = day_contract_note(conn, account.api_key, now.date()) \
+            if self.calendar.is_trading_day(now.date()) else None
+        last_note = conn.execute("SELECT day, body FROM contract_notes WHERE api_key=? ORDER BY day DESC LIMIT 1",
+                                 (account.api_key,)).fetchone()
         return {
             "user_name": account.user_name,
             "api_key": account.api_key,
@@ -394,5 +453,10 @@ class PortfolioReads:
             "holdings_at_cost": round(sum(b.cost_basis for b in self._books(account)), 4),
             "realised_pnl": round(float(ledger["realised"]), 4),
             "unrealised_pnl": round(unrealised, 4),
+            # Debited at the settlement rolls so far; today's (so far) come off at tonight's roll.
+            "charges": round(float(charged), 2),
+            "charges_today": 0.0 if today is None else float(today.debit),
+            "last_contract_note": None if last_note is None else {"day": last_note["day"],
+                                                                   **json.loads(last_note["body"])},
             "orders": int(count),
         }

@@ -29,7 +29,19 @@ ends inclusive, minutes named by their start as above)::
 * ``band_percent``: a fixed circuit band (2, 5, 10 or 20 % around the previous close) in place of
   the F&O operating range; the path is held inside it (the band wins over a waypoint).
 
-Each entry needs at least one of the three. A file with neither list entry, a negative spread, a
+A third, optional list puts corporate actions on a symbol (``paper_broker.corporate``)::
+
+    {"actions": [{"symbol": "INFY", "ex_date": "2026-11-25", "kind": "split", "ratio": 2},
+                 {"symbol": "TCS", "ex_date": "2026-11-26", "kind": "bonus", "ratio": 1.5,
+                  "credit_sessions": 2},
+                 {"symbol": "SBIN", "ex_date": "2026-11-27", "kind": "delist"}]}
+
+* ``kind``: ``split`` or ``bonus`` (``ratio`` = shares after per share before: a 1:2 split or a
+  1:1 bonus is 2, a 1:2 bonus 1.5; it must be greater than 0 and not 1), or ``delist``.
+* ``ex_date``: a trading day; ``credit_sessions`` (default 2): the new shares reach the holdings
+  that many sessions after the ex-date.
+
+Each market entry needs at least one of the three. A file with neither list entry, a negative spread, a
 band outside {2, 5, 10, 20} or an unknown symbol is refused with one line naming the file and the
 entry; the paper broker then exits 2 (``ScenarioError`` is a usage error: the ``--scenario``
 argument) and does not start.
@@ -80,10 +92,27 @@ class MarketPin:
 
 
 @dataclass(frozen=True)
+class CorporateAction:
+    """A split, bonus or delisting of ``symbol`` from ``ex_date`` (see the module docstring)."""
+
+    symbol: str
+    ex_date: date
+    kind: str  # split | bonus | delist
+    ratio: float  # shares after per share before; 1.0 for a delisting
+    credit_sessions: int
+    where: str
+
+
+LISTS = ("paths", "market", "actions")
+ACTION_KINDS = ("split", "bonus", "delist")
+
+
+@dataclass(frozen=True)
 class ScenarioSet:
     paths: tuple[PinnedPath, ...] = ()
     source: str = "<scenario>"
     market: tuple[MarketPin, ...] = ()
+    actions: tuple[CorporateAction, ...] = ()
     _index: dict[tuple[str, date], PinnedPath] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -107,12 +136,14 @@ class ScenarioSet:
 
     @classmethod
     def from_json(cls, data: object, *, source: str = "<scenario>") -> ScenarioSet:
-        if not isinstance(data, dict) or not isinstance(data.get("paths", []), list) \
-                or not isinstance(data.get("market", []), list) or not ("paths" in data or "market" in data):
-            raise ScenarioError(f'{source}: expected {{"paths": [...]}} and/or {{"market": [...]}} at the top level')
+        if not isinstance(data, dict) or not all(isinstance(data.get(k, []), list) for k in LISTS) \
+                or not any(k in data for k in LISTS):
+            raise ScenarioError(f'{source}: expected {{"paths": [...]}}, {{"market": [...]}} and/or '
+                                '{"actions": [...]} at the top level')
         paths = tuple(_parse_path(entry, i, source) for i, entry in enumerate(data.get("paths", [])))
         market = tuple(_parse_market(entry, i, source) for i, entry in enumerate(data.get("market", [])))
-        return cls(paths, source, market)
+        actions = tuple(_parse_action(entry, i, source) for i, entry in enumerate(data.get("actions", [])))
+        return cls(paths, source, market, actions)
 
     def pinned(self, symbol: str, day: date) -> PinnedPath | None:
         return self._index.get((symbol, day))
@@ -126,7 +157,7 @@ class ScenarioSet:
     def symbols(self) -> list[tuple[str, str]]:
         """(symbol, where) of every entry, for the universe check."""
         return ([(p.symbol, f"{self.source}: paths ({p.symbol} on {p.day})") for p in self.paths]
-                + [(m.symbol, m.where) for m in self.market])
+                + [(m.symbol, m.where) for m in self.market] + [(a.symbol, a.where) for a in self.actions])
 
 
 def _symbol(entry: dict[str, object], where: str) -> str:
@@ -181,6 +212,34 @@ def _parse_market(entry: object, i: int, source: str) -> MarketPin:
     if spread is None and volume is None and band is None:
         raise ScenarioError(f"{where}: give at least one of spread_ticks, volume, band_percent")
     return MarketPin(symbol, day, first, last, spread, volume, band, where)
+
+
+def _parse_action(entry: object, i: int, source: str) -> CorporateAction:
+    where = f"{source}: actions[{i}]"
+    if not isinstance(entry, dict):
+        raise ScenarioError(f"{where}: expected an object with symbol, ex_date, kind and ratio")
+    symbol = _symbol(entry, where)
+    where = f"{source}: actions[{i}] ({symbol})"
+    try:
+        ex_date = date.fromisoformat(str(entry.get("ex_date")))
+    except ValueError:
+        raise ScenarioError(f"{where}: ex_date {entry.get('ex_date')!r} is not YYYY-MM-DD") from None
+    kind = entry.get("kind")
+    if kind not in ACTION_KINDS:
+        raise ScenarioError(f"{where}: kind {kind!r} must be one of {', '.join(ACTION_KINDS)}")
+    ratio = 1.0
+    if kind != "delist":
+        raw = entry.get("ratio")
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw) or raw <= 0:
+            raise ScenarioError(f"{where}: ratio {raw!r} must be a number greater than 0 (shares after per "
+                                "share before, e.g. 2 for a 1:2 split)")
+        if raw == 1:
+            raise ScenarioError(f"{where}: ratio 1 changes nothing; give the shares after per share before")
+        ratio = float(raw)
+    credit = _whole(entry, "credit_sessions", where)
+    if credit is not None and credit < 0:
+        raise ScenarioError(f"{where}: credit_sessions {credit} must be 0 or more")
+    return CorporateAction(symbol, ex_date, str(kind), ratio, 2 if credit is None else credit, where)
 
 
 def _parse_path(entry: object, i: int, source: str) -> PinnedPath:

@@ -166,6 +166,7 @@ def _routes() -> list[Route]:
         ("GET", "/paper/accounts", "admin_accounts", None, False),
         ("GET", "/paper/audit", "admin_audit", None, False),
         ("POST", "/paper/reload-accounts", "admin_reload", None, False),
+        ("POST", "/paper/authorise", "admin_authorise", None, False),
         ("GET", "/paper/logged-in", "admin_logged_in", None, False),
     ]
     routes = []
@@ -535,6 +536,9 @@ class BrokerService:
         }
 
     def admin_accounts(self, req: Request) -> list[dict[str, object]]:
+        advance = getattr(self.engine, "advance", None)
+        if advance is not None:  # a roll that fell due since the last tick shows (its charges debited)
+            advance(req.now)
         out = []
         for account in self.accounts.all():
             summary = dict(self.engine.account_summary(account) or {})
@@ -561,6 +565,15 @@ class BrokerService:
 
     def admin_reload(self, req: Request) -> dict[str, object]:
         return self._on_reload()
+
+    def admin_authorise(self, req: Request) -> dict[str, object]:
+        """The CDSL TPIN step of an account without demat consent: ``user`` may sell its settled
+        ``symbol`` shares today (``POST /paper/authorise?user=NAME&symbol=SYM``)."""
+        user, symbol = req.params().get("user", ""), req.params().get("symbol", "")
+        account = next((a for a in self.accounts.all() if a.user_name == user), None)
+        if account is None or not symbol:
+            raise input_error("Give `user` (a paper account's name) and `symbol`.")
+        return self.engine.authorise(account, symbol, req.now)
 
     def admin_logged_in(self, req: Request) -> dict[str, object]:
         return {"request_token": req.query.get("request_token"), "status": req.query.get("status")}

@@ -16,7 +16,9 @@ indices (nothing reads an index's tick from the CSV: workers only size and price
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import string
 from dataclasses import dataclass
 
 from kitefleet.nifty50 import CONSTITUENTS
@@ -105,6 +107,25 @@ _BASE_PRICES: dict[str, float] = {
     "ULTRACEMCO": 11800.0,
     "WIPRO": 245.0,
 }
+
+
+def isin_for(symbol: str) -> str:
+    """A plausible, stable NSE equity ISIN for a simulated symbol: ``INE`` + a 4-character issuer
+    code + ``01`` (equity shares) + a 2-digit serial + the ISO 6166 check digit. Not the real one."""
+    alphabet = string.digits + string.ascii_uppercase
+    digest = hashlib.sha256(symbol.encode()).digest()
+    body = "INE" + "".join(alphabet[b % 36] for b in digest[:4]) + "01" + f"{digest[4] % 10}{digest[5] % 10}"
+    return body + _isin_check_digit(body)
+
+
+def _isin_check_digit(body: str) -> str:
+    # ISO 6166: letters become two digits (A=10 ... Z=35), then the Luhn check over the digit string.
+    digits = "".join(str(int(c, 36)) for c in body)
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        n = int(d) * (2 if i % 2 == 0 else 1)
+        total += n // 10 + n % 10
+    return str((10 - total % 10) % 10)
 
 
 def nifty50_universe() -> list[Instrument]:

@@ -278,6 +278,10 @@ class KiteApi:
     def trades(self) -> list[dict[str, Any]]:
         return self._read("trades")
 
+    def get_virtual_contract_note(self, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Charges of executed orders (a POST that changes nothing at the broker: retried as a read)."""
+        return self._read("get_virtual_contract_note", orders)
+
     def ltp(self, *instruments: str | int) -> dict[str, Any]:
         """Batched by Kite's 1,000-instrument cap; each batch is one request of the quote class."""
         return self._batched("ltp", instruments, LTP_OHLC_MAX_INSTRUMENTS)

@@ -18,10 +18,23 @@ On-disk contract (``data/shared/<source>/``; every file written atomically, temp
     candles/<interval>/<token>.lock filelock per (instrument, interval): the process that finds a
                                     range missing fetches it while the others wait, then read it
 
+    candles/checked/<token>.json    {"day", "compared": "YYYY-MM-DD", "cached_close", "fresh_close",
+                                    "factor": float|null}: the day's check of the cache (below)
+
 Only completed sessions (up to the last completed session by the shared clock and the NSE
-calendar) are cached, for good: they never change. The still-forming session is fetched on
-every request and never written. So N users scanning the same universe at the same moment cost
-the historical calls of one.
+calendar) are cached, for good: they never change, except on a split or bonus ex-date, from which
+Kite serves the history back-adjusted. So once a day per symbol the newest cached completed daily
+candle is compared with a fresh fetch of that day, recorded in ``candles/checked`` for all users'
+processes: for a held symbol explicitly, before the stop run uses it (``adjustment(symbol)``: at
+most one extra historical request per held symbol per day); for any symbol at no extra cost when
+new sessions are fetched right after the newest cached one anyway (a scan appending the new day:
+that fetch starts a day earlier). A close that differs beyond rounding (``ADJUSTMENT_TOLERANCE``)
+drops every cached interval of the symbol (refetched) with a WARNING, and ``adjustment(symbol)``
+returns the factor (cached / fresh close: 2.0 for a 1:2 split) for the rest of the day, so that
+jobs scale what they keep in the user's state (update_cnc_stoploss: the stop floor and the ATR
+anchor). The
+still-forming session is fetched on every request and never written. So N users scanning the same
+universe at the same moment cost the historical calls of one.
 """
 
 from __future__ import annotations
@@ -52,6 +65,8 @@ MAX_SPAN_DAYS: dict[str, int] = {
     HOUR: 390, DAY: 1990,
 }
 LOCK_TIMEOUT_S = 300.0
+#: A cached close and a fresh one further apart than this (relative) mean the history was adjusted.
+ADJUSTMENT_TOLERANCE = 0.002
 _LOCK_POLL_S = 0.01
 _INSTRUMENT_FIELDS = ("instrument_token", "exchange_token", "tradingsymbol", "name", "tick_size", "lot_size",
                       "instrument_type", "segment", "exchange", "expiry", "strike")
@@ -141,6 +156,7 @@ class MarketData:
         self._instruments: tuple[date, dict[str, dict[str, Any]]] | None = None
         self._memo: dict[tuple[int, str], tuple[tuple[int, int], dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self._checked: dict[int, dict[str, Any]] = {}  # token -> today's check record
         self.api_calls: dict[str, int] = {"instruments": 0, "historical": 0}
 
     # --- helpers -----------------------------------------------------------------------------
@@ -276,18 +292,110 @@ class MarketData:
                 data = self._load_candles(path, token, interval)  # another process may have fetched it
                 gaps = missing_ranges(self._covered(data), start, end)
                 if gaps:
-                    by_time = {row[0]: row for row in data["candles"]}
-                    for lo, hi in gaps:
-                        for row in self._fetch(token, interval, lo, hi):
-                            if lo <= _row_day(row) <= hi:
-                                by_time[row[0]] = row
-                    covered = _merge_ranges(self._covered(data) + gaps)
-                    data = {"token": token, "interval": interval,
-                            "covered": [[lo.isoformat(), hi.isoformat()] for lo, hi in covered],
-                            "candles": [by_time[k] for k in sorted(by_time, key=datetime.fromisoformat)]}
-                    atomic_write_json(path, data, mode=0o644, indent=None)
-                    self._memo.pop((token, interval), None)
+                    data = self._fill(token, interval, path, data, gaps, start, end)
         return [row for row in data["candles"] if start <= _row_day(row) <= end]
+
+    def _fill(self, token: int, interval: str, path: Path, data: dict[str, Any], gaps: list[tuple[date, date]],
+              start: date, end: date) -> dict[str, Any]:
+        """Fetch ``gaps`` into the cache (under its lock). The day's check comes free when the last
+        gap starts right after the newest cached day (a scan appending the new session): that
+        fetch starts at the cached day, and a changed close drops the cache and fetches it all."""
+        check = self._free_check_day(token, interval, data, gaps)
+        if check is not None:
+            gaps = [*gaps[:-1], (check, gaps[-1][1])]
+        by_time = {row[0]: row for row in data["candles"]}
+        cached_close = float(data["candles"][-1][4]) if check is not None else None
+        fetched: list[list[Any]] = []
+        for lo, hi in gaps:
+            fetched.extend(row for row in self._fetch(token, interval, lo, hi) if lo <= _row_day(row) <= hi)
+        covered = _merge_ranges(self._covered(data) + gaps)
+        if check is not None:
+            fresh = [r for r in fetched if _row_day(r) == check]
+            record = self._check_record(token, check, cached_close, float(fresh[-1][4]) if fresh else None)
+            if record["factor"] is not None:
+                # The history changed: nothing cached of it can be trusted; fetch the whole range.
+                by_time, covered = {}, [(start, end)]
+                fetched = [row for row in self._fetch(token, interval, start, end) if start <= _row_day(row) <= end]
+        for row in fetched:
+            by_time[row[0]] = row
+        data = {"token": token, "interval": interval,
+                "covered": [[lo.isoformat(), hi.isoformat()] for lo, hi in covered],
+                "candles": [by_time[k] for k in sorted(by_time, key=datetime.fromisoformat)]}
+        atomic_write_json(path, data, mode=0o644, indent=None)
+        self._memo.pop((token, interval), None)
+        return data
+
+    def _free_check_day(self, token: int, interval: str, data: dict[str, Any],
+                        gaps: list[tuple[date, date]]) -> date | None:
+        if interval != DAY or not data["candles"]:
+            return None
+        newest = _row_day(data["candles"][-1])
+        lo, hi = gaps[-1]
+        if not newest < lo or (lo - newest).days > 10 or (hi - newest).days >= MAX_SPAN_DAYS[DAY]:
+            return None
+        record = self._checked.get(token) or self._read_json(self._check_file(token))
+        if record is not None and record.get("day") == clock.today().isoformat():
+            return None
+        return newest
+
+    def _check_file(self, token: int) -> Path:
+        return self.folder / "candles" / "checked" / f"{token}.json"
+
+    def check_cache(self, token: int, today: date | None = None) -> dict[str, Any]:
+        """Today's check of the token's cached candles against a fresh fetch (module docstring):
+        done once per day for all processes, under the token's daily-candle lock."""
+        today = today or clock.today()
+        memo = self._checked.get(token)
+        if memo is not None and memo.get("day") == today.isoformat():
+            return memo
+        marker = self._check_file(token)
+        record = self._read_json(marker)
+        if record is None or record.get("day") != today.isoformat():
+            path, lock_path = self._candle_paths(token, DAY)
+            with self._file_lock(lock_path):
+                record = self._read_json(marker)
+                if record is None or record.get("day") != today.isoformat():
+                    record = {**self._compare_newest(token, today, path), "day": today.isoformat()}
+                    atomic_write_json(marker, record, mode=0o644, indent=None)
+        self._checked[token] = record
+        return record
+
+    def _compare_newest(self, token: int, today: date, path: Path) -> dict[str, Any]:
+        cached = self._load_candles(path, token, DAY)["candles"]
+        if not cached:
+            return {"day": today.isoformat(), "compared": None, "cached_close": None, "fresh_close": None,
+                    "factor": None}
+        day = _row_day(cached[-1])
+        fresh = [r for r in self._fetch(token, DAY, day, day) if _row_day(r) == day]
+        return self._check_record(token, day, float(cached[-1][4]), float(fresh[-1][4]) if fresh else None,
+                                  write=False)
+
+    def _check_record(self, token: int, day: date, old: float | None, new: float | None, *,
+                      write: bool = True) -> dict[str, Any]:
+        """Today's check: the cached and fresh close of ``day``; beyond rounding, the symbol's
+        cached candles of every interval are dropped (the daily file is rewritten by the caller)."""
+        record: dict[str, Any] = {"day": clock.today().isoformat(), "compared": day.isoformat(),
+                                  "cached_close": old, "fresh_close": new, "factor": None}
+        if old is not None and new is not None and new > 0 \
+                and abs(old - new) > ADJUSTMENT_TOLERANCE * max(old, new):
+            record["factor"] = old / new
+            for interval_dir in (self.folder / "candles").iterdir():
+                if interval_dir.name != "checked":
+                    (interval_dir / f"{token}.json").unlink(missing_ok=True)
+            for key in [k for k in self._memo if k[0] == token]:
+                self._memo.pop(key, None)
+            log.warning("cached candles of token %s disagree with Kite's history (close of %s: cached %s, now %s; "
+                        "factor %.4f: a split or bonus?): the cache is dropped and fetched again", token, day,
+                        old, new, old / new)
+        if write:
+            atomic_write_json(self._check_file(token), record, mode=0o644, indent=None)
+            self._checked[token] = record
+        return record
+
+    def adjustment(self, symbol: str, today: date | None = None) -> float | None:
+        """The factor (old / new price) by which ``symbol``'s history changed today, or None."""
+        factor = self.check_cache(self.token(symbol), today).get("factor")
+        return float(factor) if isinstance(factor, int | float) else None
 
     def candles(self, symbol: str, interval: str, start: date, end: date, *,
                 last_completed: date | None = None, now: datetime | None = None) -> list[dict[str, Any]]:

@@ -134,6 +134,8 @@ def user_row(home: Home, user: str, probe: supervisor.UserProbe, infos: dict[str
         "open_positions": details.get("open_positions"),
         "holdings": details.get("holdings"),
         "day_pnl": details.get("day_pnl"),
+        "charges": details.get("charges"),
+        "net_pnl": details.get("net_pnl"),
         "session_expires_at": details.get("session_expires_at"),
         "session_expired": details.get("session_expired"),
         "live_error": None,
@@ -238,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
                 _session_text(r),
                 (f"n/a: {r['live_error']}" if r["live_error"] else "-") if r["open_positions"] is None
                 else f"{r['open_positions']} (+{r['holdings']} held)",
-                "-" if r["day_pnl"] is None else f"{r['day_pnl']:.2f}",
+                "-" if r["day_pnl"] is None else f"{r['day_pnl']:.2f}"
+                + ("" if r.get("net_pnl") is None else f" (net {r['net_pnl']:.2f})"),
                 _short_jobs(r),
             ) for r in rows],
         )

@@ -602,5 +602,5 @@ def test_paper_margins_give_the_same_cash_as_before() -> None:
     from paper_broker.portfolio import segment_wire
     from workers.portfolio import available_cash
 
-    equity = segment_wire(opening_balance=1_000_000.0, payin=12_500.0, spent=300_000.0, blocked=40_000.0)
+    equity = segment_wire(opening_balance=1_000_000.0, sales=12_500.0, spent=300_000.0, blocked=40_000.0)
     assert available_cash(equity) == pytest.approx(equity["net"]) == pytest.approx(672_500.0)

@@ -307,8 +307,6 @@ def test_buy_stop_must_sit_above_the_ltp(rig: Rig) -> None:
     ({"price": 1500, "product": "MIS"}, "InputException", "CNC"),
     ({"price": 26000, "tradingsymbol": "NIFTY 50"}, "InputException", "index"),
     ({"price": 1500, "tradingsymbol": "NOPE"}, "InputException", "tradingsymbol"),
-    ({"price": 1500, "quantity": 1000}, "MarginException", "Insufficient funds"),
-    ({"price": 1500, "transaction_type": "SELL"}, "HoldingException", "Insufficient stock holding"),
 ])
 def test_immediate_errors_create_no_order(rig: Rig, params: dict[str, object], error_type: str,
                                           fragment: str) -> None:
@@ -317,6 +315,30 @@ def test_immediate_errors_create_no_order(rig: Rig, params: dict[str, object], e
     assert (info.value.error_type, info.value.status) == (error_type, 400)
     assert fragment.lower() in info.value.message.lower()
     assert rig.engine.orders(rig.som) == []
+
+
+@pytest.mark.parametrize(("params", "error_type", "fragment"), [
+    ({"price": 1500, "quantity": 1000}, "MarginException",
+     "Insufficient funds. Required margin is 1500000.00 but available margin is 1000000.00. "
+     "Check the orderbook for open orders."),
+    ({"price": 1500, "transaction_type": "SELL"}, "HoldingException", "Insufficient stock holding"),
+])
+@pytest.mark.parametrize("mode", ["row", "error"])
+def test_rms_refusals_leave_a_rejected_row_with_the_tag(rig: Rig, params: dict[str, object], error_type: str,
+                                                        fragment: str, mode: str) -> None:
+    rig.engine.rms_reject = mode
+    if mode == "error":
+        with pytest.raises(KiteError) as info:
+            rig.place(tag="entryX1", **params)
+        assert (info.value.error_type, info.value.status) == (error_type, 400)
+        assert fragment in info.value.message
+    else:
+        assert rig.place(tag="entryX1", **params)
+    (o,) = rig.engine.orders(rig.som)
+    assert (o["status"], o["tag"], o["pending_quantity"]) == ("REJECTED", "entryX1", 0)
+    assert fragment in o["status_message"]
+    assert (o["exchange_order_id"], o["exchange_timestamp"], o["exchange_update_timestamp"]) == (None, None, None)
+    assert rig.net() == START_CASH  # nothing blocked
 
 
 def test_session_rules_for_regular_and_amo(rig: Rig) -> None:
@@ -437,9 +459,8 @@ def test_same_day_sell_of_a_cnc_buy_and_pending_sales(rig: Rig) -> None:
     rig.market.set_path(INFY, MON, {"10:10": 1510.0})
     rig.move(at(MON, "10:20"))
     resting = rig.place(transaction_type="SELL", price=1600, quantity=6)
-    with pytest.raises(KiteError) as info:
-        rig.place(transaction_type="SELL", price=1600, quantity=5)
-    assert info.value.error_type == "HoldingException"
+    refused = rig.place(transaction_type="SELL", price=1600, quantity=5)
+    assert "Insufficient stock holding" in rig.order(refused)["status_message"]
     rig.engine.cancel_order(rig.som, "regular", resting, {})
     rig.place(transaction_type="SELL", order_type="MARKET", market_protection=-1)
     p = rig.position()
@@ -554,8 +575,9 @@ def test_gtt_whose_order_is_refused_records_the_reason(rig: Rig) -> None:
     rig.market.set_path(INFY, MON, {"11:00": 1479.0})
     rig.move(at(MON, "11:10"))
     result = rig.engine.get_gtt(rig.som, tid)["orders"][0]["result"]["order_result"]
-    assert result["status"] == "failed" and result["order_id"] == ""
+    assert result["status"] == "failed" and result["order_id"]
     assert "Insufficient funds" in result["rejection_reason"]
+    assert rig.order(result["order_id"])["status"] == "REJECTED"
 
 
 def test_gtt_modify_delete_limit_and_isolation(rig: Rig) -> None:
@@ -630,10 +652,12 @@ def test_random_orders_keep_cash_cost_and_realised_in_balance(tmp_path: Path) ->
         rig.move(t)
         for acct in accounts:
             s = rig.engine.account_summary(acct)
-            assert s["cash"] + s["holdings_at_cost"] - s["realised_pnl"] == pytest.approx(START_CASH, abs=1e-6)
+            assert s["cash"] + s["holdings_at_cost"] - s["realised_pnl"] == pytest.approx(START_CASH - s["charges"],
+                                                                                 abs=0.006)
             assert rig.net(acct) >= -1e-6
             assert {o["order_id"] for o in rig.engine.orders(acct)} <= set(placed[acct.api_key])
     assert sum(len(v) for v in placed.values()) > 50
+    assert rig.engine.account_summary(rig.som)["charges"] > 0
 
 
 def test_ioc_and_stop_modification(rig: Rig) -> None:

@@ -146,9 +146,11 @@ def test_holding_and_position_formulas() -> None:
 
 
 def test_segment_net_is_cash_minus_blocked() -> None:
-    seg = segment_wire(opening_balance=1000.0, payin=200.0, spent=300.0, blocked=50.0)
+    seg = segment_wire(opening_balance=1000.0, sales=200.0, spent=300.0, blocked=50.0)
     assert seg["net"] == seg["available"]["live_balance"] == 850.0
-    assert seg["utilised"]["debits"] == 350.0
+    # Sale proceeds as Kite shows them: a credit among the utilised figures, not a pay-in.
+    assert (seg["utilised"]["holding_sales"], seg["available"]["intraday_payin"]) == (-200.0, 0)
+    assert seg["utilised"]["debits"] == 150.0 and seg["available"]["cash"] == 1000.0
 
 
 # --- GTT rules -----------------------------------------------------------------------------------

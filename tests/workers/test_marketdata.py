@@ -161,3 +161,53 @@ def test_two_users_fetching_the_same_candles_at_once_cost_one_fetch(
     audit = broker.audit()
     assert sum(1 for r in audit if r["path"].startswith("/instruments/historical")) == 3
     assert all(r["status"] != 429 for r in audit)
+
+
+def _double_cached_prices(path: Path) -> dict[str, Any]:
+    """The cache as it was before a 1:2 split's ex-date (Kite now serves the history halved)."""
+    data = json.loads(path.read_text())
+    for row in data["candles"]:
+        row[1:5] = [p * 2 for p in row[1:5]]
+    path.write_text(json.dumps(data))
+    return data
+
+
+def test_a_held_symbols_cache_is_checked_once_a_day_and_dropped_when_the_history_changed(paper) -> None:
+    """The stop run's check (``adjustment``): one fresh request for the newest cached day, once a
+    day for all processes; a close beyond rounding drops and refetches the cache and reports the
+    factor for the day."""
+    home, broker, clock_path, kite = paper
+    counting = CountingKite(kite)
+    md = MarketData(home, broker.url, counting)
+    start, last = D("2026-02-01"), D("2026-03-02")
+    md.daily_candles("INFY", start, last, last_completed=last)
+    path = md.folder / "candles" / "day" / f"{md.token('INFY')}.json"
+    fetched = len(counting.historical)
+    assert md.adjustment("INFY") is None and len(counting.historical) == fetched + 1  # nothing changed
+    assert md.adjustment("INFY") is None and len(counting.historical) == fetched + 1  # once a day
+    stale = _double_cached_prices(path)
+    write_clock_file(clock_path, MARKET_OPEN + timedelta(days=1))
+    nxt = MarketData(home, broker.url, counting)
+    assert nxt.adjustment("INFY") == pytest.approx(2.0) and not path.exists()
+    fresh = nxt.daily_candles("INFY", start, last, last_completed=last)
+    assert fresh[-1]["close"] == stale["candles"][-1][4] / 2  # refetched, not the stale cache
+    after = len(counting.historical)
+    # Later the same day, in another process: no second check, the factor still known.
+    assert MarketData(home, broker.url, counting).adjustment("INFY") == pytest.approx(2.0)
+    assert len(counting.historical) == after
+
+
+def test_appending_a_new_session_checks_the_newest_cached_day_at_no_extra_cost(paper) -> None:
+    home, broker, _, kite = paper
+    counting = CountingKite(kite)
+    md = MarketData(home, broker.url, counting)
+    md.daily_candles("TCS", D("2026-02-01"), D("2026-02-27"), last_completed=D("2026-02-27"))
+    path = md.folder / "candles" / "day" / f"{md.token('TCS')}.json"
+    stale = _double_cached_prices(path)
+    before = len(counting.historical)
+    later = MarketData(home, broker.url, counting)
+    rows = later.daily_candles("TCS", D("2026-02-01"), D("2026-03-02"), last_completed=D("2026-03-02"))
+    assert later.adjustment("TCS") == pytest.approx(2.0)
+    # One fetch for the new session (started a day early), then the whole range again after the drop.
+    assert len(counting.historical) == before + 2
+    assert rows[0]["close"] == stale["candles"][0][4] / 2

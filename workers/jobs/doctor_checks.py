@@ -191,6 +191,30 @@ def check_instance(ctx: JobContext) -> dict[str, str]:
     return check("instance", OK, f"running (pid {holder}, {beat.get('state')})")
 
 
+def demat_consent_problem(profile: dict[str, Any], *, live: bool) -> str | None:
+    """Why a live account cannot sell its holdings unattended, or None. Without DDPI/POA
+    (``meta.demat_consent`` neither ``consent`` nor ``physical``) every sale of holdings, GTT
+    stops included, is rejected unless the holdings were authorised with CDSL TPIN that day."""
+    value = (profile.get("meta") or {}).get("demat_consent")
+    if not live or value in ("consent", "physical"):
+        return None
+    return (f"demat consent is {value!r} (no DDPI/POA): Zerodha rejects every sale of holdings, the "
+            "GTT stops' included, unless they were authorised with CDSL TPIN that day")
+
+
+def inactive_bot_stops(held: dict[str, int], gtts: list[dict[str, Any]], state: dict[str, Any]) -> dict[str, str]:
+    """Symbol -> problem, for a held symbol whose recorded bot stop GTT is in any state but active
+    (Kite disables a GTT on a split or bonus ex-date, or a trigger too near the LTP; cancels it on
+    a delisting): it protects nothing, whatever other GTT covers the symbol."""
+    status = {str(g.get("id")): str(g.get("status", "")).lower() for g in gtts}
+    out: dict[str, str] = {}
+    for sym, rec in sorted((state.get("stops") or {}).items()):
+        gid = str((rec or {}).get("gtt_id"))
+        if held.get(sym, 0) > 0 and status.get(gid, "active") != "active":
+            out[sym] = f"{sym}: the bot's stop GTT {gid} is {status[gid]}, not active"
+    return out
+
+
 def broker_checks(ctx: JobContext, state: dict[str, Any] | None) -> list[dict[str, str]]:
     from workers.broker_errors import BrokerUnavailable
     from workers.kite_client import build_kite
@@ -207,6 +231,10 @@ def broker_checks(ctx: JobContext, state: dict[str, Any] | None) -> list[dict[st
         skipped = [check(n, NA, "skipped: broker unreachable") for n in ("ownership", "gtt", "drift")]
         return [check("broker", FAIL, str(exc), fix_unreachable), *skipped]
     out = [check("broker", OK, f"reachable at {ctx.settings.kite_root}; broker user {profile.get('user_id')}")]
+    consent = demat_consent_problem(profile, live=not ctx.settings.is_paper)
+    if consent is not None:
+        out.append(check("demat", FAIL, consent, "submit a DDPI in Zerodha Console (Account > Demat > DDPI); "
+                         "docs/running-live.md, 'Demat consent'"))
     try:
         account = snapshot(kite)
         held = held_quantities(account)
@@ -223,6 +251,7 @@ def broker_checks(ctx: JobContext, state: dict[str, Any] | None) -> list[dict[st
     scope = manage_scope(view, held, str(ctx.settings.get("MANAGE_SCOPE", OWN)))
     out.append(ownership_check(view, scope, account))
     gaps = coverage_gaps(scope.protect, gtts)
+    gaps.update(inactive_bot_stops(scope.protect, gtts, view))
     notes = [f"{s}: {q} held on another exchange: not on NSE, not managed (no bot stop; protect it yourself)"
              for s, q in sorted(unmanaged.items())]
     # A person's GTT is never changed by the bot: if it now sells more than is held, say so.

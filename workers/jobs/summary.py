@@ -6,7 +6,8 @@ Prints one JSON object on one line (stdout) and exits 0::
      "api_key_fingerprint": "abcd:0123456789ab",
      "schedules": {"update_cnc_stoploss": "09:00,14:00", ...}, "entry_cutoff": "11:00",
      "session_expires_at": "2026-11-27T06:00:00+05:30" | null, "session_expired": false,
-     "open_positions": 2, "holdings": 3, "day_pnl": 1234.5, "cash": 100000.0,
+     "open_positions": 2, "holdings": 3, "day_pnl": 1234.5, "charges": 42.1, "net_pnl": 1192.4,
+     "cash": 100000.0,
      "held": {"SBIN": 10}, "unprotected": {"SBIN": "SBIN: 10 held, no active GTT stop"}}
 
 ``held``: shares really held per symbol; ``unprotected``: each held symbol without an active GTT
@@ -19,6 +20,12 @@ the token); null when there is no session file.
 ``supervisor-conf`` to learn each user's mode and paper-broker address without the orchestrator
 reading any env file). Without it, the figures come from the broker (paper users log in by
 themselves; a live user without a valid session exits 5). No secret is printed.
+
+``charges`` = today's charges so far, from Kite's own ``get_virtual_contract_note`` on today's
+executed orders (each at its filled quantity and average price; the same call on live Kite and on
+the paper broker, which debits the same note from cash at the night's settlement roll);
+``net_pnl`` = ``day_pnl - charges``. Both are null when the broker does not answer that call
+(``charges_error`` then says why): ``day_pnl`` is still shown, gross, as Kite shows it.
 
 ``holdings`` = the NSE symbols held now (workers.portfolio.held_quantities: a symbol sold today
 is not counted), plus holdings on another exchange (held, not managed); ``open_positions`` = the
@@ -35,6 +42,7 @@ from datetime import datetime
 from typing import Any
 
 from kitefleet import clock
+from kitefleet.errors import KitefleetError
 from kitefleet.jobs import SCHEDULED_JOBS, schedule_key
 from workers.context import JobContext
 from workers.gtt import coverage_gaps
@@ -56,6 +64,34 @@ def _number(value: Any) -> float:
         return 0.0
 
 
+def executed_today(orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Today's order book as ``get_virtual_contract_note`` takes it: executed orders only, each at
+    its filled quantity (a partly filled order that was cancelled pays for what filled)."""
+    out = []
+    for o in orders:
+        filled = int(_number(o.get("filled_quantity")))
+        if filled <= 0 or _number(o.get("average_price")) <= 0:
+            continue
+        out.append({"order_id": o.get("order_id"), "exchange": o.get("exchange"),
+                    "tradingsymbol": o.get("tradingsymbol"), "transaction_type": o.get("transaction_type"),
+                    "variety": o.get("variety"), "product": o.get("product"), "order_type": o.get("order_type"),
+                    "quantity": filled, "average_price": _number(o.get("average_price"))})
+    return out
+
+
+def day_charges(kite: Any) -> dict[str, Any]:
+    """``charges`` (rupees, to the paisa) of today's executed orders, or why they are unknown."""
+    executed = executed_today(list(kite.orders() or []))
+    if not executed:
+        return {"charges": 0.0}
+    try:
+        notes = kite.get_virtual_contract_note(executed) or []
+        total = sum(_number((n.get("charges") or {}).get("total")) for n in notes)
+    except (KitefleetError, AttributeError, TypeError) as exc:
+        return {"charges": None, "charges_error": f"{type(exc).__name__}: {exc}"}
+    return {"charges": round(total, 2)}
+
+
 def figures(kite: Any) -> dict[str, Any]:
     positions = kite.positions() or {}
     holdings = kite.holdings() or []
@@ -69,7 +105,10 @@ def figures(kite: Any) -> dict[str, Any]:
     cash = margins.get("available", {}).get("cash") if isinstance(margins.get("available"), dict) else None
     shares = held_quantities(account)
     n_held = len(set(shares) | set(unmanaged_holdings(account)))
+    charges = day_charges(kite)
+    net_pnl = None if charges["charges"] is None else round(day_pnl - charges["charges"], 2)
     return {"open_positions": len(net), "holdings": n_held, "day_pnl": round(day_pnl, 2),
+            **charges, "net_pnl": net_pnl,
             "cash": None if cash is None else _number(cash),
             "held": {s: q for s, q in sorted(shares.items()) if q > 0},
             "unprotected": coverage_gaps(shares, list(kite.get_gtts() or []))}

@@ -132,6 +132,7 @@ from workers.strategy.stops import (
     gtt_params,
     plan_gtt_changes,
     previous_session_low,
+    scale_for_adjustment,
     stop_floors,
 )
 
@@ -285,6 +286,8 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
             record_entry_fills(state, account.orders, today, now)
             sync_held_positions(state, account, now)
             ledger_report = reconcile_ledger(state, account, gtts, today, settle_shortfalls=True)
+    if not ctx.dry_run:
+        _carry_over_adjustments(ctx, md, store, held_all, today)
     state = store.read()
     fold_legacy_stop_ids(state)  # in memory: a dry run plans as the real run would
     if ctx.dry_run:
@@ -373,6 +376,42 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
     return exit_code
 
 
+def _carry_over_adjustments(ctx: JobContext, md: Any, store: StateStore, held: Mapping[str, int],
+                            today: date) -> None:
+    """A held symbol whose history changed today (a split or bonus ex-date: workers.marketdata's
+    daily check) gets its stop floor and its ATR anchor and stop scaled by the same factor, once
+    (``state["adjustments"][S] = {"day", "factor"}``): the old floor would sit above the new price
+    and freeze the stop ("stop >= LTP"). The stop GTT itself is disabled by Kite on the ex-date;
+    the plan places a new one for the quantity held, and raises it when the new shares arrive."""
+    factors = {sym: f for sym in sorted(held) if held[sym] > 0 and (f := md.adjustment(sym, today))}
+    if not factors:
+        return
+    with store.transaction() as state:
+        done = state.setdefault("adjustments", {})
+        for sym, factor in factors.items():
+            if (done.get(sym) or {}).get("day") == today.isoformat():
+                continue
+            tick = md.tick_size(sym)
+            records: list[tuple[dict[str, Any], tuple[str, ...]]] = []
+            rec = (state.get("stops") or {}).get(sym)
+            if isinstance(rec, dict):
+                records.append((rec, ("stop",)))
+            for session in (state.get("watchdog") or {}).values():
+                trail = (((session or {}).get("symbols") or {}).get(sym) or {}).get("atr")
+                if isinstance(trail, dict):
+                    records.append((trail, ("anchor", "stop")))
+            old = rec.get("stop") if isinstance(rec, dict) else None
+            for target, keys in records:
+                for key in keys:
+                    value = target.get(key)
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        target[key] = scale_for_adjustment(float(value), factor, tick)
+            done[sym] = {"day": today.isoformat(), "factor": factor}
+            ctx.log.warning("%s: its history changed by a factor of %.4f today (a split or bonus): stop floor "
+                            "%s -> %s, ATR anchor and stop scaled alike", sym, factor, old,
+                            rec.get("stop") if isinstance(rec, dict) else None)
+
+
 def _prune_once_a_day(ctx: JobContext, store: StateStore, intents: IntentLog, gtts: list[Mapping[str, Any]],
                       today: date) -> None:
     """Forget old closed intents (workers.intents.IntentLog.prune), once a day, after the stop
@@ -416,12 +455,15 @@ def _apply(ctx: JobContext, kite: Any, intents: IntentLog, out: Outcome, action:
         tag, purpose = fresh_stop_tag(ctx.user, today, out.symbol, action.trigger, action.quantity, intents.all())
         result = send_gtt_once(kite, intents, tag, purpose=purpose, job=JOB, session=today, **params)
         gtt_id = int(result.broker_id) if result.broker_id is not None else None
-        if result.sent_now:
-            break
-        # Reconciliation matched an intent to a GTT already listed: claim it only if it is active.
+        # A GTT in any state but active protects nothing: one just placed may come back disabled
+        # (a trigger within 0.25 % of the LTP); one reconciliation matched may be disabled or gone.
         status = str(kite.get_gtt(gtt_id).get("status")) if gtt_id is not None else "unknown"
         if status == "active":
             break
+        if result.sent_now:
+            out.error = f"stop GTT {gtt_id} was placed but the broker shows it {status}; the next run tries again"
+            log.error("%s: %s", out.symbol, out.error)
+            return
         log.warning("%s: intent %s matched GTT %s, which is %s; placing under the next tag", out.symbol, tag,
                     gtt_id, status)
     else:

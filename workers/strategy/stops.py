@@ -312,3 +312,10 @@ def gtt_params(symbol: str, trigger: float, limit_price: float, quantity: int, l
                     "quantity": quantity, "order_type": "LIMIT", "product": PRODUCT,
                     "price": limit_price}],
     }
+
+
+def scale_for_adjustment(value: float, factor: float, tick: float) -> float:
+    """A price the state keeps (stop floor, ATR anchor) carried across a split or bonus whose
+    history changed by ``factor`` (old / new: 2.0 for a 1:2 split): divided by it, floored to the
+    tick, so a stop stays at or below the level it protected."""
+    return round_to_tick(value / factor, tick, "floor")
