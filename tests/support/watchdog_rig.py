@@ -21,6 +21,9 @@ everything above the wire runs as in production; rules match a method and path:
 * ``lost_answer``: the request reaches the broker, its answer is lost (``requests.ReadTimeout``).
 * ``answer``: the rig answers in Kite's error envelope (e.g. 429, 500) and the broker never sees it.
 * ``move_to``: before the request leaves, the clock jumps (the market moved while it was in flight).
+* ``hold``: the client gets a 500 and the request is kept; ``rig.deliver_held()`` sends it to the
+  broker later (a request stuck on the way that arrives after all).
+* ``before``: ``run()`` is called, then the request goes on.
 
 Waits of wall time that production needs are shrunk where the Watchdog lets them be set:
 ``settle_grace_s`` (a constructor parameter), the client's retry back-off (KiteApi options), the
@@ -67,7 +70,7 @@ USER = "Som"
 LEVEL_TIMEOUT_S = 30.0
 
 
-class Killed(BaseException):  # noqa: N818 (it is a kill, not an error)
+class Killed(BaseException):
     """The process died here (raised by a ``kill_*`` fault); nothing in production catches it."""
 
 
@@ -103,13 +106,14 @@ class ManualClock(Clock):
 class Fault:
     method: str
     path: str
-    action: str  # kill_before | kill_after | lost_answer | answer | move_to
+    action: str  # kill_before | kill_after | lost_answer | answer | move_to | hold | before
     times: int | None = 1
     status: int = 500
     error_type: str = "GeneralException"
     message: str = "Internal server error"
     to: datetime | None = None
     when: Callable[[], bool] | None = None
+    run: Callable[[], object] | None = None
 
 
 class FaultAdapter(HTTPAdapter):
@@ -127,7 +131,9 @@ class FaultAdapter(HTTPAdapter):
         self.rig.fired.append((fault.action, str(request.method), path))
         if fault.action == "kill_before":
             raise Killed(f"killed before {request.method} {path}")
-        if fault.action == "answer":
+        if fault.action == "hold":
+            self.rig.held.append(request.copy())
+        if fault.action in ("answer", "hold"):
             resp = requests.Response()
             resp.status_code = fault.status
             resp.headers["Content-Type"] = "application/json"
@@ -138,6 +144,10 @@ class FaultAdapter(HTTPAdapter):
         if fault.action == "move_to":
             assert fault.to is not None
             self.rig.clock.set(fault.to)
+            return super().send(request, *args, **kwargs)
+        if fault.action == "before":
+            assert fault.run is not None
+            fault.run()
             return super().send(request, *args, **kwargs)
         resp = super().send(request, *args, **kwargs)
         if fault.action == "kill_after":
@@ -157,6 +167,7 @@ class WatchdogRig:
     faults: list[Fault] = field(default_factory=list)
     fired: list[tuple[str, str, str]] = field(default_factory=list)
     watchdogs: list[Watchdog] = field(default_factory=list)
+    held: list[requests.PreparedRequest] = field(default_factory=list)
     _person: KiteConnect | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -180,6 +191,12 @@ class WatchdogRig:
                     rule.times -= 1
                 return rule
         return None
+
+    def deliver_held(self) -> None:
+        """Send the requests a ``hold`` fault kept, straight to the broker (answers dropped)."""
+        with requests.Session() as session:
+            while self.held:
+                session.send(self.held.pop(0), timeout=10).raise_for_status()
 
     # --- the worker side -----------------------------------------------------------------------
     def kite_api(self) -> KiteApi:

@@ -190,6 +190,26 @@ def test_an_exit_of_unknown_outcome_not_in_the_book_is_given_up_and_the_next_tag
     assert rig.intent(tag())["status"] == "failed"
 
 
+def test_an_exit_given_up_as_lost_that_arrives_after_all_is_adopted_as_sent(rig: WatchdogRig) -> None:
+    wd = _watch_until_the_level(rig)
+    rig.fault("POST", "/orders/regular", "hold")  # the client sees a 500; the request is stuck
+    rig.poll(wd, at("13:41"))
+    assert rig.sells("INFY") == [] and [e["status"] for e in rig.exits(DAY, "INFY")] == ["unknown"]
+    # At 13:42 the record is given up (lost); the stuck request reaches the broker just after,
+    # before the poll reads the LTP and decides.
+    lost = lambda: [e.get("status") for e in wd.sym("INFY")["exits"]] == ["lost"]  # noqa: E731
+    rig.fault("GET", "/quote/ltp", "before", run=rig.deliver_held, when=lost)
+    rig.poll(wd, at("13:42"))
+    assert ("before", "GET", "/quote/ltp") in rig.fired
+    [order] = rig.sells("INFY")
+    assert (order["tag"], order["status"]) == (tag(), "COMPLETE")
+    [record] = rig.exits(DAY, "INFY")
+    assert (record["status"], record["order_id"], record["filled"]) == ("sent", order["order_id"], 10)
+    assert rig.intent(tag())["status"] == "sent"
+    rig.poll(wd, at("13:43"))
+    assert len(rig.sells("INFY")) == 1  # nothing left to sell: no exit2
+
+
 def test_a_stop_gtt_that_fired_while_the_watchdog_was_down_is_not_sold_again(rig: WatchdogRig) -> None:
     wd = _watch_until_the_level(rig)
     assert wd.tracked == {"INFY": 10}
