@@ -29,6 +29,7 @@ COMMANDS = (
     "status",
     "stop",
     "resolve_intent",
+    "web",
 )
 
 
