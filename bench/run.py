@@ -80,6 +80,8 @@ SCRIPTS: tuple[Script, ...] = (
     # A replayed day per rung, about 8 wall minutes plus 10 s per user at speed 60.
     Script("8", "bench_fleet_day", "Fleet day: N users under supervisord, one replayed trading day",
            ("--users", "10,25,50,100", "--speed", "60"), ("--smoke",), timeout=4 * 3600.0, smoke_timeout=300.0),
+    Script("9", "bench_web", "Dashboard: 50-user fleet page from disk, CPU with five polling clients",
+           (), ("--smoke",)),
 )
 
 

@@ -31,6 +31,7 @@ COMMANDS = (
     "stop",
     "resolve_intent",
     "notify_test",
+    "web",
 )
 
 

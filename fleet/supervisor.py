@@ -188,8 +188,17 @@ def timings_of(text: str | None) -> Timings | None:
     return None
 
 
+WEB = "web"
+WEB_PREFIX = "; web: "
+
+
+def web_of(text: str | None) -> bool:
+    """Whether a generated config was written with the dashboard program (``supervisor-conf --web``)."""
+    return any(line.strip() == f"{WEB_PREFIX}on" for line in (text or "").splitlines())
+
+
 def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
-           python: str | None = None, *, external_broker: bool = False) -> tuple[str, list[str]]:
+           python: str | None = None, *, external_broker: bool = False, web: bool = False) -> tuple[str, list[str]]:
     """The generated config's text, and warnings (users left out). With ``external_broker`` the
     paper users' broker is someone else's to run (the demo's, with its scenario), so no
     ``paper-broker`` program is generated."""
@@ -214,6 +223,7 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
         f"{TIMINGS_PREFIX}startsecs={timings.startsecs} startretries={timings.startretries} "
         f"stopwaitsecs={timings.stopwaitsecs}",
         f"{BROKER_PREFIX}{'external' if external_broker else 'supervised'}",
+        *([f"{WEB_PREFIX}on"] if web else []),
         "",
     ]
     if users:
@@ -276,6 +286,27 @@ def render(home: Home, probes: list[UserProbe], timings: Timings | None = None,
             f"stdout_logfile={_logfile(home.logs_dir / 'paper-broker.out.log')}",
             "stdout_logfile_maxbytes=5MB",
             "stdout_logfile_backups=5",
+            "redirect_stderr=true",
+            "",
+        ]
+    if web:
+        # The dashboard on its defaults (127.0.0.1:8780, read-only); a port in use (exit 4) parks it.
+        lines += [
+            f"[program:{WEB}]",
+            f"command={_quoted(python)} {_quoted(ORCHESTRATOR)} web",
+            f"directory={_value(str(PROJECT_ROOT))}",
+            f"environment={home_env}",
+            "priority=900",
+            "autostart=true",
+            "autorestart=unexpected",
+            f"exitcodes={exitcodes}",
+            "startsecs=2",
+            "stopsignal=TERM",
+            "stopasgroup=true",
+            "killasgroup=true",
+            f"stdout_logfile={_logfile(home.logs_dir / 'web.out.log')}",
+            "stdout_logfile_maxbytes=1MB",
+            "stdout_logfile_backups=2",
             "redirect_stderr=true",
             "",
         ]

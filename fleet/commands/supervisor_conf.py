@@ -27,7 +27,8 @@ from kitefleet.users import list_users
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("supervisor-conf", help="write supervisord's generated config (group trader) from env/",
-                       usage="orchestrator.py supervisor-conf [--check] [--external-broker | --supervised-broker]")
+                       usage="orchestrator.py supervisor-conf [--check] [--external-broker | --supervised-broker] "
+                             "[--web | --no-web]")
     p.add_argument("--check", action="store_true", help="exit 1 if the generated config is out of date")
     broker = p.add_mutually_exclusive_group()
     broker.add_argument("--external-broker", dest="external_broker", action="store_true", default=None,
@@ -35,6 +36,10 @@ def add_parser(sub: Any) -> None:
                              "(remembered in the generated file)")
     broker.add_argument("--supervised-broker", dest="external_broker", action="store_false",
                         help="generate the paper-broker program again (the default)")
+    web = p.add_mutually_exclusive_group()
+    web.add_argument("--web", dest="web", action="store_true", default=None,
+                     help="add the dashboard (orchestrator.py web, 127.0.0.1:8780) as program 'web' (remembered)")
+    web.add_argument("--no-web", dest="web", action="store_false", help="leave the dashboard program out again")
     # Short timings for tests and the demo; hidden from --help.
     p.add_argument("--startsecs", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--startretries", type=int, default=None, help=argparse.SUPPRESS)
@@ -65,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
     external = args.external_broker
     if external is None:
         external = bool(supervisor.external_broker_of(current))
+    web = supervisor.web_of(current) if args.web is None else args.web
     excluded = supervisor.shared_accounts(home, probes)
-    text, warnings = supervisor.render(home, probes, timings, external_broker=external)
+    text, warnings = supervisor.render(home, probes, timings, external_broker=external, web=web)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for p in probes:

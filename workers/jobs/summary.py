@@ -16,6 +16,11 @@ stop covering it (doctor's rule), which ``status`` counts as unhealthy during a 
 ``session_expires_at`` comes from ``data/<User>/session.json`` (only that key is reported, never
 the token); null when there is no session file.
 
+``--detail`` adds the rows the dashboard (fleet/web) shows: ``portfolio`` (each holding and net
+position with quantity, average and last price), today's ``orders`` (time, symbol, side, quantity,
+price, status, tag) and ``charges`` (today's executed orders priced by Kite's virtual contract note;
+null when the broker does not answer it).
+
 ``--settings-only`` prints only the keys up to the session's and never contacts the broker (used by
 ``supervisor-conf`` to learn each user's mode and paper-broker address without the orchestrator
 reading any env file). Without it, the figures come from the broker (paper users log in by
@@ -55,6 +60,8 @@ LOG_TO_CONSOLE = False
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings-only", action="store_true",
                         help="print the user's non-secret settings; do not contact the broker")
+    parser.add_argument("--detail", action="store_true",
+                        help="also the dashboard's rows: portfolio with prices, today's orders and charges")
 
 
 def _number(value: Any) -> float:
@@ -114,6 +121,37 @@ def figures(kite: Any) -> dict[str, Any]:
             "unprotected": coverage_gaps(shares, list(kite.get_gtts() or []))}
 
 
+_PORTFOLIO_KEYS = ("exchange", "quantity", "t1_quantity", "average_price", "last_price", "pnl", "day_change")
+_ORDER_KEYS = ("order_id", "order_timestamp", "exchange", "tradingsymbol", "transaction_type", "order_type",
+               "product", "variety", "quantity", "filled_quantity", "price", "trigger_price", "average_price",
+               "status", "tag")
+
+
+def detail(kite: Any) -> dict[str, Any]:
+    """The dashboard's rows; only named, non-secret fields of each broker row are passed on."""
+    positions = kite.positions() or {}
+    rows = [{"symbol": str(h.get("tradingsymbol", "")).upper(), "kind": "holding",
+             **{k: h.get(k) for k in _PORTFOLIO_KEYS}} for h in kite.holdings() or []]
+    rows += [{"symbol": str(p.get("tradingsymbol", "")).upper(), "kind": "position",
+              **{k: p.get(k) for k in _PORTFOLIO_KEYS}} for p in positions.get("net") or []
+             if _number(p.get("quantity"))]
+    orders = [{k: (str(o[k]) if k == "order_timestamp" and o.get(k) is not None else o.get(k)) for k in _ORDER_KEYS}
+              for o in kite.orders() or []]
+    executed = [o for o in orders if o.get("status") == "COMPLETE" and _number(o.get("filled_quantity"))]
+    charges: float | None = 0.0
+    if executed:
+        params = [{"order_id": o["order_id"], "exchange": o["exchange"], "tradingsymbol": o["tradingsymbol"],
+                   "transaction_type": o["transaction_type"], "variety": o["variety"], "product": o["product"],
+                   "order_type": o["order_type"], "quantity": int(_number(o["filled_quantity"])),
+                   "average_price": _number(o["average_price"])} for o in executed]
+        try:
+            note = kite._read("get_virtual_contract_note", params)
+            charges = round(sum(_number((row.get("charges") or {}).get("total")) for row in note), 2)
+        except Exception:  # a broker without the contract note: the dashboard says "unknown"
+            charges = None
+    return {"portfolio": rows, "orders": orders, "charges": charges}
+
+
 def session_expiry(ctx: JobContext) -> dict[str, Any]:
     """When the user's Kite session dies (read locally; the token itself is not passed on)."""
     try:
@@ -140,6 +178,9 @@ def run(ctx: JobContext) -> int:
     if not ctx.args.settings_only:
         from workers.kite_client import get_kite  # heavy (kiteconnect): only when figures are wanted
 
-        out.update(figures(get_kite(ctx)))
+        kite = get_kite(ctx)
+        out.update(figures(kite))
+        if ctx.args.detail:
+            out.update(detail(kite))
     print(json.dumps(out, separators=(",", ":")), flush=True)
     return 0
