@@ -15,7 +15,7 @@ from kitefleet.errors import UsageError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 from kitefleet.users import ENV_FILE_MAX_BYTES, list_users, validate_user_name
-from tests.supervision.helpers import fleet_home, orchestrator
+from tests.support.fleet import fleet_home, orchestrator
 
 
 @pytest.mark.parametrize("name", ["Som\n", "Som\r\n", "\nSom", "Som\n\n"])

@@ -13,7 +13,7 @@ import pytest
 from kitefleet import pause as flag
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
-from tests.supervision.helpers import hold_job_lock, kill_group
+from tests.support.fleet import hold_job_lock, kill_group
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home, write_env
 
 

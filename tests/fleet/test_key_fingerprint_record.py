@@ -18,7 +18,7 @@ from kitefleet import key_fingerprint
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 from kitefleet.settings import api_key_fingerprint
-from tests.supervision.helpers import fleet_home, orchestrator
+from tests.support.fleet import fleet_home, orchestrator
 from tests.support.homes import write_env
 
 USERS = ("Som", "Sai", "Ravi")

@@ -14,7 +14,7 @@ from fleet.validate import job_args_hint, misnamed_env_warnings, require_job, re
 from kitefleet.errors import UsageError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
-from tests.supervision.helpers import env_for, hold_job_lock, kill_group, orchestrator, pid_alive, poll
+from tests.support.fleet import env_for, hold_job_lock, kill_group, orchestrator, pid_alive, poll
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, make_home, write_env
 
 UNKNOWN = "unknown user 'Nobody': no env/Nobody.env; users: Sai, Som"

@@ -16,7 +16,7 @@ from fleet import supervisor
 from kitefleet.exitcodes import ExitCode
 from kitefleet.heartbeat import read_heartbeat
 from kitefleet.home import Home
-from tests.supervision.helpers import env_for, fleet_home, kill_group, orchestrator, poll
+from tests.support.fleet import env_for, fleet_home, kill_group, orchestrator, poll
 from tests.support.homes import PROJECT_ROOT
 
 SUPERVISORD = PROJECT_ROOT / ".venv" / "bin" / "supervisord"

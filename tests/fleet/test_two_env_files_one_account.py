@@ -14,7 +14,7 @@ import pytest
 
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
-from tests.supervision.helpers import fleet_home, orchestrator
+from tests.support.fleet import fleet_home, orchestrator
 from tests.support.homes import write_env
 
 PAIR = "env/Sai.env and env/Som.env are one Kite account"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kitefleet.home import Home
 from kitefleet.launcher import LOCALE_NAMES, TEST_MARKER_ENV, build_child_env
-from tests.foundation import fault_job
+from tests.support import fault_job
 from tests.support.broker import start_broker
 from tests.support.homes import PROJECT_ROOT, child_env, make_home, write_env
 

@@ -18,8 +18,8 @@ from typing import Any
 from kitefleet.clock import IST
 from kitefleet.exitcodes import ExitCode
 from kitefleet.state import validation_problem
-from tests.jobs.test_place_orders_daily import Desk, open_desk
 from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
+from tests.support.desk import Desk, open_desk
 
 JOB = "update_cnc_stoploss"
 DAY = date(2026, 3, 4)

@@ -20,8 +20,9 @@ from kitefleet.locks import gtt_lock
 from kitefleet.state import SCHEMA_VERSION, StateStore
 from kitefleet.state_migrations import fold_legacy_stop_ids, upgrade
 from kitefleet.ticks import round_to_tick
-from tests.jobs.test_place_orders_daily import Desk, last_json, open_desk
+from tests.support import DATA
 from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
+from tests.support.desk import Desk, last_json, open_desk
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home
 from workers.gtt import stop_ownership
 from workers.intents import make_tag
@@ -392,7 +393,7 @@ def test_the_state_never_names_a_stop_gtt_that_is_gone(tmp_path: Path) -> None:
 
 
 # --- the stop record: one home, schema 2 ----------------------------------------------------------
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = DATA
 #: written by update_cnc_stoploss of schema 1 (commit 8c94513) after one run on day A, 10:05, for Som
 #: holding INFY, TCS (a fallback stop) and SBIN.
 V1_AFTER_STOP_RUN = FIXTURES / "trading_state_Som_v1_after_stop_run.json"

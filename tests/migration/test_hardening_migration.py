@@ -18,8 +18,8 @@ from fleet.legacy_config import MAX_CONFIG_BYTES
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 from kitefleet.state import StateStore
-from tests.migration.test_migrate_state import migrate, snapshot
 from tests.support.homes import PROJECT_ROOT, child_env, make_home, write_env
+from tests.support.legacy import migrate, snapshot
 
 POSITION = {"type": "LONG", "entry_price": 100.0, "quantity": 5, "product_type": "CNC"}
 

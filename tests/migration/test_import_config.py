@@ -14,9 +14,10 @@ from fleet.cli import main
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 from kitefleet.settings import load_settings
+from tests.support import DATA
 from tests.support.homes import PROJECT_ROOT, child_env, make_home
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = DATA
 SECRETS = ("SaiSecret%Value123", "SomSecretValue456", "saiAccessTokenStale001", "somAccessTokenStale002",
            "momAccessTokenStale003", "twilioTokenValue", "saikey0000001", "somkey0000002")
 

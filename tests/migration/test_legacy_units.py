@@ -9,8 +9,9 @@ import pytest
 from fleet.legacy import OrderIndex, attribute, parse_legacy_state, record_keys
 from fleet.legacy_config import read_legacy_config
 from kitefleet.errors import ConfigError
+from tests.support import DATA
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = DATA
 
 
 def _index() -> OrderIndex:

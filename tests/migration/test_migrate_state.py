@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,9 +24,11 @@ from fleet.cli import main
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 from kitefleet.state import StateStore
+from tests.support import DATA
 from tests.support.homes import make_home, write_env
+from tests.support.legacy import migrate, snapshot
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = DATA
 
 
 @pytest.fixture
@@ -38,24 +39,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
     write_env(h, "Ravi", mode="paper")  # a user with no legacy positions: must stay untouched
     monkeypatch.setenv("KITEFLEET_HOME", str(h.root))
     return h
-
-
-def migrate(legacy: Path, capsys: pytest.CaptureFixture[str], *extra: str,
-            orders: bool = True) -> tuple[int, dict[str, Any], str]:
-    argv = ["migrate-state", "--legacy", str(legacy / "trading_state.json"), "--json", *extra]
-    if orders:
-        argv += ["--orders-dir", str(legacy / "Current_Orders")]
-    rc = main(argv)
-    captured = capsys.readouterr()
-    out = captured.out
-    return rc, (json.loads(out) if out.strip().startswith("{") else {}), captured.err
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    # Each user's mode is told by a process of that user (whoami), which logs that it ran and
-    # records its key's fingerprint (kitefleet.key_fingerprint).
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and "locks" not in p.parts and p.name not in ("whoami.log", "key_fingerprint.json")}
 
 
 def test_attribution_backup_and_unassigned(home: Home, legacy_copy: Path,

@@ -16,7 +16,7 @@ import pytest
 from kitefleet.errors import LockTimeout
 from kitefleet.home import Home
 from kitefleet.state import StateStore
-from tests.state import Child
+from tests.support.child import Child
 from tests.support.homes import make_home
 
 SOAK = os.environ.get("KITEFLEET_SOAK") == "1"

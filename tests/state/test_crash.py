@@ -19,7 +19,7 @@ import pytest
 from kitefleet.atomic import temp_prefix
 from kitefleet.home import Home
 from kitefleet.state import StateStore
-from tests.state import Child
+from tests.support.child import Child
 from tests.support.homes import make_home
 
 SOAK = os.environ.get("KITEFLEET_SOAK") == "1"

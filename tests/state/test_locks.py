@@ -13,7 +13,7 @@ from kitefleet.errors import AlreadyRunning, UsageError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
 from kitefleet.locks import ProcessLock, instance_lock, job_lock, lock_holder, pid_sidecar
-from tests.state import Child
+from tests.support.child import Child
 from tests.support.homes import make_home
 
 HOLD = r"""

@@ -18,10 +18,11 @@ from kitefleet.home import Home
 from kitefleet.state import SCHEMA_VERSION, StateStore, _parse, default_state, validation_problem
 from kitefleet.state_migrations import upgrade
 from kitefleet.state_schema import DEEP, document_problem, render_path, too_deep_path
+from tests.support import DATA
 from tests.support.homes import make_home
 
 ROOT = Path(__file__).resolve().parents[1]
-STATE_FIXTURES = sorted(ROOT.glob("jobs/fixtures/*.json"))
+STATE_FIXTURES = sorted(DATA.glob("*.json"))
 SESSION = "2026-03-04"
 
 
@@ -93,7 +94,7 @@ def test_unknown_keys_in_records_and_at_the_top_level_pass() -> None:
 
 
 def test_states_of_the_fixtures_and_the_writers_pass() -> None:
-    assert STATE_FIXTURES, "tests/jobs/fixtures has state files"
+    assert STATE_FIXTURES, "tests/support/data has state files"
     for path in STATE_FIXTURES:
         data = upgrade(json.loads(path.read_text(encoding="utf-8")), SCHEMA_VERSION)
         assert validation_problem(data) is None, path

@@ -436,7 +436,7 @@ def test_failed_commit_keeps_previous_good_backup(home: Home) -> None:
     failed write left ``.bak`` a hard link to the current file and the previous version gone."""
     import errno
 
-    from tests.state import Child
+    from tests.support.child import Child
 
     store = StateStore(home, "Som", "paper")
     for value in (1, 2, 3):

@@ -21,7 +21,7 @@ from kitefleet.exitcodes import ExitCode
 from kitefleet.heartbeat import is_stale, read_heartbeat, read_records
 from kitefleet.home import Home
 from kitefleet.locks import instance_lock, lock_holder
-from tests.supervision.helpers import (
+from tests.support.fleet import (
     env_for,
     fleet_home,
     group_members,
@@ -218,7 +218,7 @@ def test_a_full_disk_does_not_kill_the_scheduler(tmp_path: Path) -> None:
     """Issue 15 item 3: on a full home the scheduler died writing its heartbeat. A real ENOSPC (the
     home on a small tmpfs, filled): it keeps running, says so once, no traceback, and writes its
     heartbeat again as soon as there is room."""
-    from tests.supervision.helpers import fill_disk, small_tmpfs
+    from tests.support.fleet import fill_disk, small_tmpfs
 
     with small_tmpfs(tmp_path / "disk") as disk:
         home, clock_value = fleet_home(disk / "home", {"Som": {}})

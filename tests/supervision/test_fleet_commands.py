@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kitefleet.heartbeat import read_heartbeat
 from kitefleet.locks import lock_holder
-from tests.supervision.helpers import env_for, fleet_home, kill_group, orchestrator, pid_alive, poll
+from tests.support.fleet import env_for, fleet_home, kill_group, orchestrator, pid_alive, poll
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON
 
 

@@ -18,8 +18,9 @@ from typing import Any
 from kitefleet.clock import IST
 from kitefleet.heartbeat import read_heartbeat
 from kitefleet.ticks import round_to_tick
-from tests.jobs.test_place_orders_daily import open_desk
-from tests.supervision.helpers import (
+from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
+from tests.support.desk import open_desk
+from tests.support.fleet import (
     fleet_home,
     hold_job_lock,
     kill_group,
@@ -27,7 +28,6 @@ from tests.supervision.helpers import (
     poll,
     start_daemon,
 )
-from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
 
 IN_SESSION = datetime(2026, 11, 25, 10, 0, tzinfo=IST)
 WATCHDOG = "hourly_candle_watchdog"

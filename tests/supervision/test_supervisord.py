@@ -32,7 +32,7 @@ from kitefleet import clock as kclock
 from kitefleet.heartbeat import is_stale, read_heartbeat, read_records
 from kitefleet.home import Home
 from kitefleet.locks import lock_holder
-from tests.supervision.helpers import (
+from tests.support.fleet import (
     env_for,
     fleet_home,
     group_members,

@@ -23,7 +23,7 @@ from kitefleet.state import StateStore
 from kitefleet.ticks import nse_tick_size, round_to_tick
 from tests.support.broker import RunningBroker, broker_factory, clock_file  # noqa: F401 (fixture)
 from tests.support.homes import make_home
-from tests.workers.jobs_for_tests import MARKET_OPEN, last_json, paper_home, point_users_at, run_job
+from tests.support.jobs import MARKET_OPEN, last_json, paper_home, point_users_at, run_job
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.intents import (
     FAILED,

@@ -23,7 +23,7 @@ from kitefleet.home import Home
 from kitefleet.settings import load_settings
 from tests.support.broker import RunningBroker, broker_factory, clock_file  # noqa: F401 (fixture)
 from tests.support.homes import make_home, write_env
-from tests.workers.jobs_for_tests import MARKET_OPEN, paper_home, point_users_at, run_job
+from tests.support.jobs import MARKET_OPEN, paper_home, point_users_at, run_job
 from workers.broker_errors import BrokerRejected, BrokerUnavailable, WriteOutcomeUnknown
 from workers.kite_client import KiteApi, build_kite
 from workers.ratelimit import RateLimiter

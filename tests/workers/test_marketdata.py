@@ -16,7 +16,7 @@ from kitefleet.clock import clock_from_value, write_clock_file
 from kitefleet.home import Home
 from kitefleet.settings import load_settings
 from tests.support.broker import RunningBroker, broker_factory, clock_file  # noqa: F401 (fixture)
-from tests.workers.jobs_for_tests import MARKET_OPEN, last_json, paper_home, point_users_at, start_job
+from tests.support.jobs import MARKET_OPEN, last_json, paper_home, point_users_at, start_job
 from workers.kite_client import KiteApi, build_kite
 from workers.marketdata import MarketData, UnknownInstrument, missing_ranges
 

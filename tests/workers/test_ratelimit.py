@@ -16,7 +16,7 @@ import pytest
 from kitefleet import clock
 from kitefleet.clock import clock_from_value
 from tests.support.broker import RunningBroker, broker_factory, clock_file  # noqa: F401 (fixture)
-from tests.workers.jobs_for_tests import MARKET_OPEN, last_json, paper_home, point_users_at, start_job
+from tests.support.jobs import MARKET_OPEN, last_json, paper_home, point_users_at, start_job
 from workers.ratelimit import (
     IN_FLIGHT_EXPIRY_S,
     DailyOrderCapReached,
@@ -153,7 +153,7 @@ def test_a_full_disk_does_not_stop_the_rate_limiter_it_counts_in_memory(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Issue 15 item 3: on a full home the watchdog died writing the rate limiter's file. A real
     ENOSPC (a small tmpfs, filled): every request still goes, still limited, one log line."""
-    from tests.supervision.helpers import fill_disk, small_tmpfs
+    from tests.support.fleet import fill_disk, small_tmpfs
     from workers.ratelimit import PER_SECOND
 
     per_second = {**PER_SECOND, "quote": 2}

@@ -1,4 +1,4 @@
-"""Test-only worker jobs and helpers for tests/workers. Production code never imports this.
+"""Test-only worker jobs and helpers for the worker tests. Production code never imports this.
 
 Jobs are run in a real worker process through the real entry (``workers.__main__.main``) with
 this module registered as an extra job, so exit codes, logging and the fault hook are the real
@@ -32,7 +32,7 @@ LOG_TO_CONSOLE = False
 
 _RUNNER = (
     "import sys, workers.__main__ as m; "
-    "m.JOBS[sys.argv[1]] = 'tests.workers.jobs_for_tests'; "
+    "m.JOBS[sys.argv[1]] = 'tests.support.jobs'; "
     "sys.exit(m.main(sys.argv[1:]))"
 )
 

@@ -1,7 +1,5 @@
-"""Tests of the StateStore, the atomic-write recipe and the process locks.
-
-Helpers shared by these tests live here: ``Child`` runs a small Python script in a real process
-against a tmp home and reads its stdout lines with a deadline (no sleeps as synchronisation).
+"""``Child`` runs a small Python script in a real process against a tmp home and reads its stdout
+lines with a deadline (no sleeps as synchronisation). Used by the state and lock tests.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Helpers for the supervision tests: homes with users whose schedules are off (no broker needed),
+"""Helpers for the fleet, scheduler and supervisord tests: homes with users whose schedules are off (no broker needed),
 processes holding job locks (stand-ins for surviving jobs), polling with deadlines."""
 
 from __future__ import annotations

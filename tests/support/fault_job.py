@@ -7,7 +7,7 @@ from workers.faults import fault_point
 
 RUNNER = (
     "import sys, workers.__main__ as m; "
-    "m.JOBS['fault_job'] = 'tests.foundation.fault_job'; "
+    "m.JOBS['fault_job'] = 'tests.support.fault_job'; "
     "sys.exit(m.main(sys.argv[1:]))"
 )
 
