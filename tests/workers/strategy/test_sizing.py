@@ -1,0 +1,171 @@
+"""place_orders_daily's selection, sizing and pre-trade limits on plain numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from kitefleet.settings import KEYS
+from workers.portfolio import BUY_PENDING, HELD
+from workers.strategy.patterns import ScanResult
+from workers.strategy.sizing import (
+    DEFAULT_CAPITAL_DEPLOYMENT_PERCENT,
+    DEFAULT_MAX_CNC_POSITIONS,
+    DEFAULT_MAX_ORDER_VALUE,
+    DEFAULT_MIN_SCORE,
+    DEFAULT_PRICE_BAND_PERCENT,
+    EntryPlan,
+    check_pre_trade,
+    order_params,
+    select_candidates,
+    size_entry,
+)
+
+
+def row(symbol: str, score: int, rr: float = 2.0, entry: float = 100.0, stop: float = 95.0,
+        reason: str | None = None) -> ScanResult:
+    return ScanResult(symbol, score, entry=entry, stop_loss=stop, risk_reward=rr, reason=reason)
+
+
+def test_defaults_match_the_settings_schema():
+    assert KEYS["MIN_SCORE"].default == DEFAULT_MIN_SCORE == 5
+    assert KEYS["MAX_CNC_POSITIONS"].default == DEFAULT_MAX_CNC_POSITIONS == 10
+    assert KEYS["CAPITAL_DEPLOYMENT_PERCENT"].default == DEFAULT_CAPITAL_DEPLOYMENT_PERCENT == 50
+    assert KEYS["MAX_ORDER_VALUE"].default == DEFAULT_MAX_ORDER_VALUE
+    assert KEYS["PRICE_BAND_PERCENT"].default == DEFAULT_PRICE_BAND_PERCENT
+    assert KEYS["RISK_PER_TRADE_PERCENT"].default is None
+
+
+def test_selection_filters_and_orders_best_first():
+    rows = [row("LOW", 4), row("B", 5, 1.0), row("A", 5, 1.0), row("TOP", 7, 0.5), row("HELD", 6),
+            row("PEND", 6), row("NODATA", 0, reason="insufficient data: 3 candles, need 60"),
+            row("BADSTOP", 6, stop=101.0)]
+    selected, skipped = select_candidates(rows, {"HELD": HELD, "PEND": BUY_PENDING}, min_score=5, max_positions=10,
+                                          held_count=1)
+    assert [r.symbol for r in selected] == ["TOP", "A", "B"]
+    reasons = {s.symbol: s.reason for s in skipped}
+    assert reasons["LOW"] == "score 4 below MIN_SCORE 5"
+    assert reasons["HELD"] == "already held"
+    assert reasons["PEND"] == "open BUY order pending"
+    assert reasons["NODATA"].startswith("scan: insufficient data")
+    assert reasons["BADSTOP"].startswith("no usable entry/stop")
+
+
+def test_score_six_and_seven_are_entered_too():
+    # legacy HEAD entered exactly 5/7 only; the rule is score >= MIN_SCORE
+    selected, _ = select_candidates([row("S7", 7), row("S6", 6), row("S5", 5)], {})
+    assert [r.symbol for r in selected] == ["S7", "S6", "S5"]
+
+
+def test_max_positions_counts_what_is_already_held():
+    rows = [row(f"S{i}", 6, rr=3 - i / 10) for i in range(5)]
+    selected, skipped = select_candidates(rows, dict.fromkeys(("H1", "H2", "H3"), HELD), max_positions=5,
+                                          held_count=3)
+    assert [r.symbol for r in selected] == ["S0", "S1"]
+    assert [s.symbol for s in skipped] == ["S2", "S3", "S4"]
+    assert all(s.reason == "MAX_CNC_POSITIONS 5 reached (3 held or pending + 2 selected)" for s in skipped)
+    full, skipped = select_candidates(rows, {}, max_positions=3, held_count=4)
+    assert full == [] and len(skipped) == 5
+
+
+def test_held_count_defaults_to_the_held_symbols():
+    selected, _ = select_candidates([row("A", 6), row("B", 6)], {"X": HELD}, max_positions=2)
+    assert [r.symbol for r in selected] == ["A"]
+
+
+def test_duplicate_rows_and_csv_dicts():
+    rows = [{"symbol": "infy", "score": "6", "entry": "1500", "stop_loss": "1450", "risk_reward": "2.5",
+             "conditions": "above_sma20;momentum_5d", "reason": ""},
+            {"symbol": "INFY", "score": "6", "entry": "1500", "stop_loss": "1450", "risk_reward": "2.0",
+             "reason": ""}]
+    selected, skipped = select_candidates(rows, {})
+    assert [(r.symbol, r.risk_reward) for r in selected] == [("INFY", 2.5)]
+    assert skipped[0].reason == "duplicate row"
+
+
+def test_legacy_worked_example():
+    # cash 1,371,768, 50 % -> 685,884; 10 selected -> 68,588.40 each; LTP 241.69 -> 283 shares
+    plan = size_entry(1_371_768, 50, 10, 241.69, 0.01)
+    assert plan.budget == 68_588.40
+    assert plan.quantity == 283 and plan.limit_price == 241.69
+    assert plan.ok and plan.reason is None and not plan.capped_by_risk
+
+
+def test_limit_price_is_rounded_up_so_a_buy_is_marketable():
+    plan = size_entry(1_000_000, 50, 1, 1479.47, 0.05)
+    assert plan.limit_price == 1479.5
+    assert plan.quantity == 337  # floor(500000 / 1479.50): the order value stays within the budget
+    assert plan.order_value <= plan.budget
+
+
+def test_exact_division_is_not_lost_to_binary_floating_point():
+    # 0.3 / 0.1 is 2.9999999999999996 in floats
+    assert size_entry(0.3, 100, 1, 0.1, 0.01).quantity == 3
+
+
+def test_quantity_zero_has_a_reason():
+    plan = size_entry(1000, 50, 2, 300.0, 0.05)
+    assert plan.quantity == 0 and not plan.ok
+    assert plan.reason == "budget 250.00 buys no share at 300.0"
+    for args, text in [((0, 50, 1, 100.0, 0.05), "no available cash"),
+                       ((1000, 50, 0, 100.0, 0.05), "no symbols selected"),
+                       ((1000, 50, 1, 0.0, 0.05), "no valid LTP")]:
+        p = size_entry(*args)
+        assert p.quantity == 0 and text in (p.reason or "")
+
+
+def test_risk_cap_limits_the_shares():
+    # budget 500,000 / 100 = 5,000 shares; 1 % of 1,000,000 = 10,000 at 5 a share = 2,000 shares
+    plan = size_entry(1_000_000, 50, 1, 100.0, 0.05, stop=95.0, equity=1_000_000, risk_per_trade_percent=1)
+    assert plan.quantity == 2000 and plan.capped_by_risk and plan.risk_cap_shares == 2000
+    assert plan.risk_per_share == 5.0
+    assert plan.quantity * plan.risk_per_share <= 1_000_000 * 0.01
+    loose = size_entry(1_000_000, 50, 1, 100.0, 0.05, stop=95.0, equity=1_000_000, risk_per_trade_percent=5)
+    assert loose.quantity == 5000 and not loose.capped_by_risk
+
+
+def test_risk_cap_refusals():
+    no_stop = size_entry(1_000_000, 50, 1, 100.0, 0.05, equity=1e6, risk_per_trade_percent=1)
+    assert no_stop.quantity == 0 and "no stop" in (no_stop.reason or "")
+    above = size_entry(1_000_000, 50, 1, 100.0, 0.05, stop=100.0, equity=1e6, risk_per_trade_percent=1)
+    assert above.quantity == 0 and "not below the entry" in (above.reason or "")
+    tiny = size_entry(1_000_000, 50, 1, 100.0, 0.05, stop=50.0, equity=1000, risk_per_trade_percent=1)
+    assert tiny.quantity == 0 and (tiny.reason or "").startswith("risk cap allows 0 shares")
+
+
+def good_plan(**kw: object) -> EntryPlan:
+    values: dict = dict(quantity=100, limit_price=241.7, ltp=241.7, tick_size=0.05, budget=30_000.0,
+                        symbol="ABC")
+    values.update(kw)
+    return EntryPlan(**values)
+
+
+def test_pre_trade_ok():
+    assert check_pre_trade(good_plan(), 241.7, 500_000, 3.0, paused=False) == []
+    # exactly at the edge of the band is still inside it
+    assert check_pre_trade(good_plan(limit_price=103.0, ltp=100.0), 100.0, None, 3.0) == []
+
+
+@pytest.mark.parametrize(("plan", "ltp", "kwargs", "text"), [
+    (good_plan(), 241.7, {"paused": True}, "trading paused"),
+    (good_plan(quantity=0, reason="budget 1.00 buys no share at 241.7"), 241.7, {}, "quantity 0: budget"),
+    (good_plan(limit_price=241.73), 241.73, {}, "off the 0.05 tick grid"),
+    (good_plan(quantity=3000), 241.7, {"max_order_value": 500_000}, "exceeds MAX_ORDER_VALUE"),
+    (good_plan(), 230.0, {"price_band_percent": 3.0}, "outside the ±3 % sanity band"),
+    (good_plan(), 0.0, {}, "no valid LTP"),
+])
+def test_each_pre_trade_refusal(plan, ltp, kwargs, text):
+    refusals = check_pre_trade(plan, ltp, **kwargs)
+    assert len(refusals) == 1, refusals
+    assert text in refusals[0]
+
+
+def test_all_refusals_are_reported_together():
+    refusals = check_pre_trade(good_plan(quantity=3000), 200.0, 500_000, 3.0, paused=True)
+    assert len(refusals) == 3
+
+
+def test_order_params_are_a_cnc_limit_buy():
+    params = order_params(size_entry(1_000_000, 50, 1, 1479.47, 0.05, symbol="INFY"))
+    assert params == {"variety": "regular", "exchange": "NSE", "tradingsymbol": "INFY",
+                      "transaction_type": "BUY", "quantity": 337, "product": "CNC", "order_type": "LIMIT",
+                      "price": 1479.5, "validity": "DAY"}
