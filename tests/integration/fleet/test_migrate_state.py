@@ -1,5 +1,5 @@
 """migrate-state end to end on the composed legacy fixtures, through the real CLI entry, real files,
-real StateStore locks. Fixture story (tests/migration/fixtures/legacy):
+real StateStore locks. Fixture story (tests/support/data/legacy):
 
     ABCLTD      ticker only in Sai's orders file                      -> Sai
     EPL         ticker only in Sai's *consolidated* orders file       -> Sai

@@ -1,7 +1,7 @@
 """pattern_daily end to end: real worker processes, the real kiteconnect client, the real paper broker
 (a subprocess with its own rate limits on) and a simulated ``file:`` clock.
 
-The scoring rules themselves are unit-tested on hand-made candles in tests/strategy/test_patterns.py.
+The scoring rules themselves are unit-tested on hand-made candles in tests/workers/strategy/test_patterns.py.
 """
 
 from __future__ import annotations
