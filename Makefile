@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv test lint bench demo clean-venv
+.PHONY: venv test test-fast lint bench demo clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The in-process tier: everything but tests/integration/ (real processes, supervisord, the broker as a server).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q --ignore=tests/integration
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

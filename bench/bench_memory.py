@@ -59,8 +59,8 @@ from kitefleet.heartbeat import read_heartbeat  # noqa: E402
 from kitefleet.home import Home  # noqa: E402
 from kitefleet.launcher import spawn_worker  # noqa: E402
 from kitefleet.state import StateStore  # noqa: E402
-from tests.supervision.helpers import fleet_home, poll, start_daemon  # noqa: E402
 from tests.support.broker import RunningBroker, clock_file, start_broker  # noqa: E402
+from tests.support.fleet import fleet_home, poll, start_daemon  # noqa: E402
 from tests.support.homes import VENV_PYTHON, child_env, make_home, write_env  # noqa: E402
 from workers.universe import nifty50_symbols  # noqa: E402
 

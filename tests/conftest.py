@@ -22,3 +22,7 @@ def _isolate_process_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def soak_enabled() -> bool:
     return os.environ.get("KITEFLEET_SOAK") == "1"
+
+
+# Fixtures that tests in several folders use, made available everywhere.
+from tests.support.legacy import legacy_copy  # noqa: E402, F401 (fixture)

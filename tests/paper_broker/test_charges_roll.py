@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from paper_broker.portfolio import CncBook
-from tests.paper_broker.test_engine_inprocess import FRI, INFY, MON, START_CASH, THU, TUE, WED, Rig, at
+from tests.paper_broker.test_engine import FRI, INFY, MON, START_CASH, THU, TUE, WED, Rig, at
 
 # MON: BUY 10 INFY at 1500 (value 15000, delivery). STT 0.1 % = 15 (to the rupee); NSE transaction
 # charge 15000 x 0.00297 % = 0.4455 -> 0.45; SEBI 15000 / 1e7 x 10 = 0.015 -> 0.02; stamp

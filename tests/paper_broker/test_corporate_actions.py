@@ -12,7 +12,7 @@ import pytest
 from paper_broker.corporate import AdjustedMarket
 from paper_broker.engine import OrderEngine
 from paper_broker.scenario import ScenarioError, ScenarioSet
-from tests.paper_broker.test_engine_inprocess import FRI, INFY, MON, THU, TUE, Rig, at, gtt
+from tests.paper_broker.test_engine import FRI, INFY, MON, THU, TUE, Rig, at, gtt
 
 
 @pytest.mark.parametrize(("action", "fragment"), [

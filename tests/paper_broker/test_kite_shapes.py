@@ -11,7 +11,7 @@ import pytest
 
 from paper_broker.auth import profile_payload
 from paper_broker.universe import _isin_check_digit, isin_for
-from tests.paper_broker.test_engine_inprocess import INFY, MON, TUE, Rig, at, gtt
+from tests.paper_broker.test_engine import INFY, MON, TUE, Rig, at, gtt
 
 
 @pytest.fixture

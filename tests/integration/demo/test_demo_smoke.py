@@ -1,0 +1,170 @@
+"""``make demo``, bounded: the real demo (paper broker, supervisord, both schedulers, a clock file)
+in a short temporary home, faster and cut off after INFY's fall; plus its refusals, Ctrl-C, and
+the report's audit logic on plain data. The full demo runs under ``KITEFLEET_SOAK=1``.
+
+Order matters within the module: the Ctrl-C run and the bounded run share one home, so the
+bounded run also shows that a second demo wipes the first one's home and works.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from demo.home import MARKER
+from demo.procs import kill_leftovers, leftovers
+from kitefleet.home import PROJECT_ROOT, Home
+from tests.conftest import soak_enabled
+from tests.support.homes import VENV_PYTHON
+
+pytestmark = pytest.mark.supervisord
+
+
+def demo_cmd(home: Path, *args: str) -> list[str]:
+    return [str(VENV_PYTHON), "-m", "demo", "--home", str(home), *args]
+
+
+def run_demo(home: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(demo_cmd(home, *args), cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def poll(fn: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def demo_home() -> Iterator[Path]:
+    # short: supervisord's unix socket lives in <home>/run
+    base = Path(tempfile.mkdtemp(prefix="kfdemo-"))
+    home = base / "home"
+    try:
+        yield home
+    finally:
+        if home.exists():
+            kill_leftovers(Home(home.resolve()))
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --- refusals ----------------------------------------------------------------------------------------
+def test_refuses_a_home_with_a_live_env_file(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    (home / "env").mkdir(parents=True)
+    (home / MARKER).write_text("")
+    live = home / "env" / "Som.env"
+    live.write_text("TRADER_MODE=live\nKITE_API_KEY=k\nKITE_API_SECRET=s\n")
+    # a process of that (live) home: a refused demo must leave it alone
+    bystander = subprocess.Popen([str(VENV_PYTHON), "-c", "import time; time.sleep(60)"],
+                                 env={"KITEFLEET_HOME": str(home.resolve()), "PATH": "/usr/bin:/bin"})
+    try:
+        out = run_demo(home, timeout=60)
+        assert out.returncode == 4, out.stdout + out.stderr
+        assert "live" in out.stdout and str(live) in out.stdout
+        assert live.read_text().startswith("TRADER_MODE=live")  # nothing touched
+        assert not (home / "data").exists()
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    keep = tmp_path / "notes.txt"
+    keep.write_text("mine")
+    out = run_demo(tmp_path, timeout=60)
+    assert out.returncode == 4 and MARKER in out.stdout
+    assert keep.read_text() == "mine"
+
+
+# --- the real thing ------------------------------------------------------------------------------------
+def test_ctrl_c_stops_everything(demo_home: Path) -> None:
+    proc = subprocess.Popen(demo_cmd(demo_home), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        # once both schedulers beat, supervisord, its programs and the broker are all up
+        poll(lambda: all((demo_home / "data" / u / "heartbeat.json").exists() for u in ("Som", "Sai")), 90,
+             "both schedulers' heartbeats")
+        assert leftovers(Home(demo_home.resolve()))
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, out
+    assert "SIGINT: stopping everything" in out
+    assert f"processes left naming {demo_home.resolve()}: 0" in out
+    assert leftovers(Home(demo_home.resolve())) == []
+
+
+def check_report(report: dict[str, Any], home: Path) -> None:
+    assert set(report["users"]) == {"Som", "Sai"}
+    audit = report["audit"]
+    assert audit["foreign_key_requests"] == 0
+    for user in ("Som", "Sai"):
+        assert audit["per_user"][user]["orders"] >= 1
+        att = audit["attribution"][user]
+        assert att["placed_with_own_key"] >= 1 and not att["placed_with_other_key"] and not att["not_in_audit"]
+        activity = report["users"][user]["activity"]
+        # Entries are priced at the ask of a fresh quote (issue 16). Priced at the LTP, as before,
+        # most would rest below the ask of the paper market's spread. Yesterday's picks must fill
+        # (the stops and exits below need them); of the rest, one may miss: the demo's clock runs
+        # 180x, so the few wall milliseconds between the quote and the order can cross into the
+        # next simulated minute, whose ask may be a tick higher (as on NSE, a limit at the ask can
+        # miss); the report then says "not filled" or "filled late".
+        entries = activity["entries"]
+        filled = [e for e in entries if e["filled"]]
+        assert {"INFY", "ITC"} <= {e["symbol"] for e in filled}, f"{user}: yesterday's entries not filled: {entries}"
+        assert len(filled) >= max(2, len(entries) - 1), f"{user}: entries not filled: {entries}"
+        assert activity["stops"], f"{user} has no GTT stop"
+        assert any(e["symbol"] == "INFY" for e in activity["exits"]), f"{user}: no watchdog exit of INFY"
+    assert report["checks_passed"]
+    assert leftovers(Home(home.resolve())) == []
+
+
+def test_bounded_demo_reports_both_users_and_leaves_nothing(demo_home: Path) -> None:
+    report_path = demo_home.parent / "report.json"
+    started = time.monotonic()
+    out = run_demo(demo_home, "--speed", "900", "--entry-speed", "180", "--until", "12:15", "--json",
+                   str(report_path), timeout=240)
+    wall = time.monotonic() - started
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
+    assert "==== isolation audit" in out.stdout and "requests made with any other key: 0" in out.stdout
+    check_report(json.loads(report_path.read_text()), demo_home)
+    print(f"bounded demo: {wall:.1f}s wall")
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(not soak_enabled(), reason="set KITEFLEET_SOAK=1 for the full demo (~2.5 minutes)")
+def test_full_demo(tmp_path: Path) -> None:
+    base = Path(tempfile.mkdtemp(prefix="kfdemo-"))
+    try:
+        started = time.monotonic()
+        out = run_demo(base / "home", "--json", str(base / "report.json"), timeout=400)
+        wall = time.monotonic() - started
+        assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
+        report = json.loads((base / "report.json").read_text())
+        check_report(report, base / "home")
+        jobs = {(r["user"], r["job"]) for r in report["runs"]}
+        for user in ("Som", "Sai"):
+            for job in ("update_cnc_stoploss", "hourly_candle_watchdog", "place_orders_daily", "pattern_daily"):
+                assert (user, job) in jobs
+        assert wall < 180, f"the full demo took {wall:.0f}s"
+    finally:
+        kill_leftovers(Home((base / "home").resolve()))
+        shutil.rmtree(base, ignore_errors=True)

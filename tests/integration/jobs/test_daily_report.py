@@ -1,0 +1,47 @@
+"""The daily report against the real paper broker: its numbers equal the broker's for a small day."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from kitefleet import outbox as ob
+from tests.integration.jobs.test_place_orders_daily import DAY_A, last_json, open_desk
+from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
+
+
+def test_daily_report_numbers_equal_the_brokers(tmp_path: Path,
+                                                broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, DAY_A, ["INFY", "TCS"])
+    kite = desk.kite("Som")
+    for symbol, side, qty in (("INFY", "BUY", 10), ("TCS", "BUY", 5), ("INFY", "SELL", 4)):
+        kite.place_order("regular", exchange="NSE", tradingsymbol=symbol, transaction_type=side, quantity=qty,
+                         product="CNC", order_type="MARKET", market_protection=-1)
+    proc = desk.run("Som", "daily_report")
+    assert proc.returncode == 0, proc.stderr
+    report = last_json(proc.stdout)
+    trades = kite.trades()
+    assert len(report["trades"]) == len(trades) == 3
+    done = [o for o in kite.orders() if o["status"] == "COMPLETE"]
+    note = kite.get_virtual_contract_note([
+        {"order_id": o["order_id"], "exchange": "NSE", "tradingsymbol": o["tradingsymbol"],
+         "transaction_type": o["transaction_type"], "variety": "regular", "product": "CNC",
+         "order_type": o["order_type"], "quantity": o["filled_quantity"], "average_price": o["average_price"]}
+        for o in done])
+    charges = round(sum(row["charges"]["total"] for row in note), 2)
+    assert charges > 0 and report["charges"] == charges
+    buy = next(t for t in trades if t["tradingsymbol"] == "INFY" and t["transaction_type"] == "BUY")
+    sell = next(t for t in trades if t["tradingsymbol"] == "INFY" and t["transaction_type"] == "SELL")
+    assert report["realised"] == round(4 * (sell["average_price"] - buy["average_price"]), 2)
+    assert report["realised_after_charges"] == round(report["realised"] - charges, 2)
+    cash = kite.margins("equity")["available"]["live_balance"]
+    assert report["cash"] == round(cash, 2)
+    assert {p["symbol"]: p["quantity"] for p in report["positions"]} == {"INFY": 6, "TCS": 5}
+    state = desk.state("Som")
+    assert state["equity_history"][DAY_A.date().isoformat()]["equity"] == report["equity"]
+    reports = desk.home.user_data_dir("Som") / "reports"
+    assert (reports / f"daily_{DAY_A.date()}.html").read_text().count("<svg") == 1
+    event = [e for e in ob.read_events(desk.home, "Som") if e["kind"] == "daily_report"]
+    assert len(event) == 1 and event[0]["attach"].endswith(".svg")
+    assert json.dumps(report["charges"]) in event[0]["text"].replace(",", "")

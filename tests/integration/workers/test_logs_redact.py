@@ -1,0 +1,109 @@
+"""Secrets never reach a log file (issue 13, bug 2: redaction had no test that could fail).
+
+In-process: the real ``setup_logging`` with three registered secrets (an API key, an API secret,
+an access token), each logged in the message, in ``%s``/``%r`` arguments and inside a traceback;
+the file is read back. In real worker processes (the real entry, this module registered as an
+extra job, started by the scheduler's own spawn so its stdout and stderr go to
+``logs/<User>/<job>.out.log``): a job that writes secrets to stderr, raises one in a thread of its
+own, or lets one escape the entry. Each test fails when ``RedactingFilter.filter`` returns True at
+once or the worker entry does not call ``redact_process_output``.
+
+This module is also the test job (``add_arguments`` and ``run`` below).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import types
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from kitefleet import launcher
+from kitefleet.home import Home
+from tests.support.homes import make_home, write_env
+from workers.daemon import Scheduler
+from workers.logs import register_secret, setup_logging
+
+API_KEY = "kq7v3redactkey9x2m"
+API_SECRET = "s3cr3t-redact-8fJ2kQpL0wZ"
+TOKEN = "tok-redact-Xb93LmQ2vR7nT5"
+SHOWN_KEY = API_KEY[:4] + "***"
+
+
+def _assert_clean(text: str, where: str) -> None:
+    for value in (API_KEY, API_SECRET, TOKEN):
+        assert value not in text, f"{value} leaked into {where}:\n{text}"
+
+
+# --- in-process: the logging handlers ----------------------------------------------------------
+@pytest.fixture
+def job_log(tmp_path: Path) -> Iterator[tuple[logging.Logger, Path]]:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    home = make_home(tmp_path / "home")
+    register_secret(API_SECRET)
+    register_secret(TOKEN)
+    register_secret(API_KEY, keep=4)
+    log = setup_logging(home, "Som", "redact_job", console=False)
+    try:
+        yield log, home.user_logs_dir("Som") / "redact_job.log"
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+
+
+def _spawn_as_scheduler(home: Home, job: str, leak: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """The scheduler's own spawn (``Scheduler._spawn``: stdout and stderr appended to the job's
+    .out.log); only the argv names this module as the job. Returns (.out.log, job .log)."""
+    runner = f"import sys, workers.__main__ as m; m.JOBS[{job!r}] = {__name__!r}; sys.exit(m.main(sys.argv[1:]))"
+
+    def argv(user: str, job_name: str, args: Sequence[str] = ()) -> list[str]:
+        return [sys.executable, "-c", runner, job_name, "--user", user, "--leak", leak]
+
+    monkeypatch.setattr(launcher, "worker_argv", argv)
+    proc: subprocess.Popen[bytes] = Scheduler._spawn(  # type: ignore[arg-type]
+        types.SimpleNamespace(home=home, user="Som"), job)
+    assert proc.wait(timeout=60) is not None
+    logs = home.user_logs_dir("Som")
+    job_log = logs / f"{job}.log"
+    return ((logs / f"{job}.out.log").read_text(encoding="utf-8"),
+            job_log.read_text(encoding="utf-8") if job_log.exists() else "")
+
+
+@pytest.fixture
+def leaky_home(tmp_path: Path) -> Home:
+    home = make_home(tmp_path / "home")
+    write_env(home, "Som", api_key=API_KEY, api_secret=API_SECRET)
+    return home
+
+
+def test_redact_job_stderr_in_the_out_log(leaky_home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, _ = _spawn_as_scheduler(leaky_home, "redact_stderr", "stderr", monkeypatch)
+    _assert_clean(out, "redact_stderr.out.log")
+    assert f"written by the job to stderr: key {SHOWN_KEY} secret *** token ***" in out
+    assert "in pieces: ***" in out
+
+
+def test_redact_uncaught_exception_in_a_job_thread(leaky_home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, log = _spawn_as_scheduler(leaky_home, "redact_thread", "thread", monkeypatch)
+    _assert_clean(out, "redact_thread.out.log")
+    _assert_clean(log, "redact_thread.log")
+    # Through the job's logger (threading.excepthook bypassed it), with the traceback.
+    assert "uncaught exception in thread leaky-thread" in log
+    assert f"RuntimeError: thread failed: key {SHOWN_KEY} secret *** token ***" in log
+    assert "uncaught exception in thread leaky-thread" in out  # and one line where the output goes
+
+
+def test_redact_exception_escaping_the_worker_entry(leaky_home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, log = _spawn_as_scheduler(leaky_home, "redact_escape", "escape", monkeypatch)
+    _assert_clean(out, "redact_escape.out.log")
+    _assert_clean(log, "redact_escape.log")
+    assert "uncaught exception in the main thread" in log and f"escaped: key {SHOWN_KEY}" in log
