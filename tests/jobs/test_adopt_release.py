@@ -61,6 +61,10 @@ def test_adopt_and_release_with_kills_between_the_writes_and_bad_input_changing_
     assert _gtt_qty(desk, "Som") == {"SBIN": [30]} and _gtt_writes(desk, before) == [("POST", "/gtt/triggers")]
     assert "pending" not in _ledger(desk) or not _ledger(desk)["pending"]
     gtt_id = row["gtt_id"]
+    # status's figures: the bot's 30 apart from the person's 10 it leaves alone
+    summary = last_json(desk.run("Som", "summary").stdout)
+    assert summary["owned"] == {"SBIN": 30} and summary["not_managed"] == 1 and summary["unprotected"] == {}
+    assert summary["not_managed_value"] == round(summary["owned_value"] / 3, 2)
     assert desk.state("Som")["stops"]["SBIN"]["gtt_id"] == gtt_id
 
     # adopt the other 10 at a stop of the person's: the same GTT is extended, nothing placed.

@@ -9,7 +9,10 @@ Prints one JSON object on one line (stdout) and exits 0::
      "open_positions": 2, "holdings": 3, "day_pnl": 1234.5, "cash": 100000.0,
      "held": {"SBIN": 10}, "unprotected": {"SBIN": "SBIN: 10 held, no active GTT stop"}}
 
-``held``: shares really held per symbol; ``unprotected``: each held symbol without an active GTT
+``held``: shares really held per symbol; ``owned``: the shares the bot manages (MANAGE_SCOPE=own:
+min(owned, held) from the ledger; all: every NSE holding) and ``owned_value`` at their last price;
+``not_managed`` / ``not_managed_value``: the holdings the bot leaves alone (a person's shares,
+another exchange's), count and value; ``unprotected``: each managed symbol without an active GTT
 stop covering it (doctor's rule), which ``status`` counts as unhealthy during a session.
 
 ``session_expires_at`` comes from ``data/<User>/session.json`` (only that key is reported, never
@@ -35,10 +38,11 @@ from datetime import datetime
 from typing import Any
 
 from kitefleet import clock
+from kitefleet.errors import KitefleetError
 from kitefleet.jobs import SCHEDULED_JOBS, schedule_key
 from workers.context import JobContext
 from workers.gtt import coverage_gaps
-from workers.portfolio import AccountSnapshot, held_quantities, unmanaged_holdings
+from workers.portfolio import AccountSnapshot, held_quantities, manage_scope, unmanaged_holdings
 from workers.schedule import format_schedule
 
 LOG_TO_CONSOLE = False
@@ -56,7 +60,7 @@ def _number(value: Any) -> float:
         return 0.0
 
 
-def figures(kite: Any) -> dict[str, Any]:
+def figures(kite: Any, state: dict[str, Any] | None = None, scope_mode: str = "own") -> dict[str, Any]:
     positions = kite.positions() or {}
     holdings = kite.holdings() or []
     net = [p for p in positions.get("net", []) if _number(p.get("quantity"))]
@@ -69,10 +73,15 @@ def figures(kite: Any) -> dict[str, Any]:
     cash = margins.get("available", {}).get("cash") if isinstance(margins.get("available"), dict) else None
     shares = held_quantities(account)
     n_held = len(set(shares) | set(unmanaged_holdings(account)))
+    # What the bot manages (MANAGE_SCOPE, the ledger as stored) and, apart, what it leaves alone.
+    scope = manage_scope(state or {}, shares, scope_mode)
+    apart = {**scope.unmanaged, **unmanaged_holdings(account)}
     return {"open_positions": len(net), "holdings": n_held, "day_pnl": round(day_pnl, 2),
             "cash": None if cash is None else _number(cash),
             "held": {s: q for s, q in sorted(shares.items()) if q > 0},
-            "unprotected": coverage_gaps(shares, list(kite.get_gtts() or []))}
+            "owned": dict(sorted(scope.protect.items())), "owned_value": account.market_value(scope.protect),
+            "not_managed": len(apart), "not_managed_value": account.market_value(apart),
+            "unprotected": coverage_gaps(scope.protect, list(kite.get_gtts() or []))}
 
 
 def session_expiry(ctx: JobContext) -> dict[str, Any]:
@@ -99,8 +108,13 @@ def run(ctx: JobContext) -> int:
         **session_expiry(ctx),
     }
     if not ctx.args.settings_only:
+        from kitefleet.state import StateStore
         from workers.kite_client import get_kite  # heavy (kiteconnect): only when figures are wanted
 
-        out.update(figures(get_kite(ctx)))
+        try:
+            state: dict[str, Any] | None = StateStore(ctx.home, ctx.user, settings.mode).read()
+        except KitefleetError:  # a bad state file is reported by status's own state column
+            state = None
+        out.update(figures(get_kite(ctx), state, str(settings.get("MANAGE_SCOPE", "own"))))
     print(json.dumps(out, separators=(",", ":")), flush=True)
     return 0
