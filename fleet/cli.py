@@ -23,6 +23,8 @@ COMMANDS = (
     "migrate_state",
     "pause",
     "halt",
+    "adopt",
+    "release",
     "login",
     "doctor",
     "exec_",

@@ -23,6 +23,8 @@ JOB_NAMES: tuple[str, ...] = (
     "daily_report",
     "login_reminder",
     "cancel_entries",
+    "adopt",
+    "release",
 )
 
 #: The jobs the per-user scheduler runs, each with its ``SCHEDULE_<JOB>`` settings key.

@@ -212,6 +212,11 @@ SCHEMA: tuple[Key, ...] = (
     Key("MAX_POSITION_PERCENT", _number(float, 0, 100, lo_open=True), default=20.0,
         doc="No symbol's owned value after an entry above this share of the bot's equity (cash + "
             "owned shares x LTP); a larger entry is sized down to fit, not refused."),
+    Key("MAX_DAILY_LOSS_PERCENT", _number(float, 0, 100, lo_open=True), default=3.0,
+        doc="When the day's P&L of the owned shares (against the previous close, or today's fill; "
+            "realised sells in, charges out) falls below minus this share of the bot's equity at the "
+            "previous close, the user is halted until the next session's open. Checked by the "
+            "watchdog on each positions refresh, or (watchdog off) by each stop and entry run."),
     Key("CAPITAL_DEPLOYMENT_PERCENT", _number(float, 0, 100, lo_open=True), default=50.0,
         doc="Share of available cash that one place_orders_daily run spreads over its entries."),
     Key("RISK_PER_TRADE_PERCENT", _number(float, 0, 100, lo_open=True), default=None,

@@ -23,6 +23,9 @@ whose on-disk contracts these rules follow:
     entry_plans    workers.entry_plan                            workers.entry_plan
     watchdog       workers.watchdog                              workers.watchdog
     equity_history workers.jobs.daily_report                     workers.jobs.daily_report
+    ledger         workers.ledger (stop, entry and watchdog runs),  workers.ledger
+                   adopt / release (``pending``), migrations 2 -> 3
+    loss_limit     workers.loss_limit                            workers.loss_limit
 
 Checking walks only the schema (a fixed depth of about ten), never an unknown value, so a hostile
 document cannot make it recurse without end.
@@ -266,6 +269,41 @@ WATCHDOG_SESSION = record({"rule": OPT_STR, "updated_at": OPT_STR, "symbols": ma
 EQUITY_DAY = record({"equity": kind("number"), "cash": OPT_NUM, "realised": OPT_NUM, "charges": OPT_NUM,
                      "trades": OPT_INT, "recorded_at": OPT_STR}, required=("equity",))
 
+def _positive_int(value: Any) -> Problem | None:
+    if _is_int(value) and value > 0:
+        return None
+    return Problem(f"expected an integer > 0, got {describe(value)}")
+
+
+_LOT_FIELDS = record({"quantity": _positive_int, "price": kind("number"), "date": kind("date"),
+                      "source": one_of("entry", "migrated", "adopted"), "order_id": STR},
+                     required=("quantity", "price", "date", "source"))
+
+
+def _lot(value: Any) -> Problem | None:
+    """A ledger lot; an ``entry`` lot names its order."""
+    if (problem := _LOT_FIELDS(value)) is not None:
+        return problem
+    if value["source"] == "entry" and "order_id" not in value:
+        return Problem("missing (an entry lot names its order)").under("order_id")
+    return None
+
+
+#: ledger: the lots the bot owns (workers.ledger); ``pending``: an adopt / release whose GTT change
+#: a kill may have cut short (workers.jobs.adopt, workers.jobs.release)
+LEDGER = record({
+    "lots": map_of(list_of(_lot)),
+    "applied": map_of(record({"symbol": STR, "side": one_of("BUY", "SELL"), "quantity": kind("integer"),
+                              "session": kind("date")}, required=("symbol", "side", "quantity", "session"))),
+    "shortfalls": map_of(record({"quantity": kind("integer"), "session": kind("date")},
+                                required=("quantity", "session"))),
+    "pending": map_of(record({"op": one_of("adopt", "release"), "quantity": _positive_int, "stop": OPT_NUM,
+                              "session": kind("date"), "started_at": OPT_STR},
+                             required=("op", "quantity", "session"))),
+}, required=("lots",))
+LOSS_LIMIT = record({"session": kind("date"), "base_equity": kind("number"), "base_source": OPT_STR,
+                     "tripped_at": OPT_STR}, required=("session", "base_equity"))
+
 #: top-level key -> its rule (``schema_version``, ``user`` and ``mode`` are checked by kitefleet.state)
 DOCUMENT: dict[str, Rule] = {
     "meta": META,
@@ -276,6 +314,8 @@ DOCUMENT: dict[str, Rule] = {
     "entry_plans": map_of(ENTRY_PLAN),
     "watchdog": map_of(WATCHDOG_SESSION),
     "equity_history": map_of(EQUITY_DAY),
+    "ledger": LEDGER,
+    "loss_limit": LOSS_LIMIT,
 }
 
 

@@ -60,3 +60,10 @@ def reconcile_failed(home: Home, user: str, job: str, why: str) -> None:
     ob.emit(home, user, "reconcile_failed", f"{job}: {why}",
             act=f"orchestrator.py resolve-intent {user} (lists what is unresolved), then "
                 f"orchestrator.py resolve-intent {user} TAG --note TEXT once you know what happened")
+
+
+def loss_limit(home: Home, user: str, text: str, until: Any, session: Any) -> None:
+    """The daily loss limit halted the user until ``until`` (the next session's open)."""
+    ob.emit(home, user, "loss_limit", f"HALTED until {until}: daily loss limit reached: {text}",
+            act=f"orchestrator.py unhalt {user} lifts it earlier; orchestrator.py status {user}",
+            key=f"loss_limit|{session}")

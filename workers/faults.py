@@ -13,7 +13,8 @@ nothing in paper mode (a warning is logged) and is refused at start in live mode
 a self-inflicted SIGKILL between a real order and its record must never be possible.
 
 Points used by workers.intents: ``after_intent`` (intent recorded, nothing sent) and
-``after_send`` (the broker accepted the write, its id not yet recorded).
+``after_send`` (the broker accepted the write, its id not yet recorded); adopt and release use
+``after_ledger`` (their first state write done, the GTT not changed yet).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Mapping
 from kitefleet.errors import ConfigError
 from workers.context import FAULT_ENV, TEST_MARKER_ENV
 
-POINTS = ("after_intent", "after_send")
+POINTS = ("after_intent", "after_send", "after_ledger")
 
 #: The armed fault of this process (a per-process singleton, set once by ``arm``); None: no-op.
 _armed: str | None = None

@@ -11,7 +11,9 @@ tracked position. Everything else is paced separately:
   full candle after its first fill), spread over one poll interval; the daily candles for the ATR
   once per session from the shared cache (``atr_trailing``); both by a background thread
   (workers.level_refresher);
-* the order book is read only while an exit is pending; the GTT list only after an exit filled.
+* the order book is read only while an exit is pending; the GTT list only after an exit filled;
+* the daily loss limit (``MAX_DAILY_LOSS_PERCENT``, workers.loss_limit) is checked on each
+  positions refresh: below it the user is halted until the next session's open.
 
 What to do with one symbol at one poll is a pure function, :func:`decide_symbol` (and
 :func:`decide_poll` for all of them, which the backtest calls): inputs are the LTP, the tick, the
@@ -55,6 +57,7 @@ from typing import Any
 
 from kitefleet.calendar import NseCalendar, last_completed_hour
 from kitefleet.clock import IST, Clock
+from kitefleet.errors import BrokerTemporaryError
 from kitefleet.halt import halt_file, halt_info
 from kitefleet.states import ExitStatus, OrderStatus
 from workers.entry_cancel import cancel_open_entries
@@ -214,7 +217,8 @@ class Watchdog(ExitDesk):
     def __init__(self, *, user: str, kite: Any, market: Any, store: Any, calendar: NseCalendar,
                  clock: Clock, rule: str, poll_seconds: float, dry_run: bool, log: logging.Logger,
                  stop: threading.Event, positions_refresh_seconds: float = POSITIONS_REFRESH_SECONDS,
-                 settle_grace_s: float = EXIT_SETTLE_GRACE_S, manage_scope: str = OWN) -> None:
+                 settle_grace_s: float = EXIT_SETTLE_GRACE_S, manage_scope: str = OWN,
+                 loss_limit_percent: float | None = None) -> None:
         if rule not in (RULE_HOURLY_LOW, RULE_ATR_TRAILING):
             raise ValueError(f"unknown watchdog rule {rule!r}")
         self.user, self.kite, self.market, self.store = user, kite, market, store
@@ -254,6 +258,8 @@ class Watchdog(ExitDesk):
         self._said_unmanaged: set[str] = set()
         #: (halt flag, state file) signatures when a halted poll last found no open bot entry
         self._halt_clean: tuple[Any, Any] | None = None
+        #: MAX_DAILY_LOSS_PERCENT, checked on each positions refresh (workers.loss_limit); None: not here
+        self.loss_limit_percent = loss_limit_percent
 
     # --- state ---------------------------------------------------------------------------------
     def sym(self, symbol: str) -> dict[str, Any]:
@@ -310,7 +316,19 @@ class Watchdog(ExitDesk):
         self._adopt_gtt_children(account.orders)
         self._update_exits(account.orders, now)
         self.next_positions = now + self.positions_refresh
+        self._check_loss_limit(account, now)
         return account
+
+    def _check_loss_limit(self, account: AccountSnapshot, now: datetime) -> None:
+        if self.loss_limit_percent is None:
+            return
+        from workers import loss_limit
+
+        try:
+            loss_limit.check(self.kite, self.store.home, self.user, self.store, account, self.loss_limit_percent,
+                             self.calendar, now, self.log, gtts=self._ledger_gtts or None, dry_run=self.dry_run)
+        except (BrokerTemporaryError, OSError) as exc:  # the next refresh looks again
+            self.log.warning("daily loss limit not checked this refresh (%s)", exc)
 
     def _read_state(self) -> dict[str, Any]:
         try:

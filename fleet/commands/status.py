@@ -133,6 +133,10 @@ def user_row(home: Home, user: str, probe: supervisor.UserProbe, infos: dict[str
         "jobs": jobs,
         "open_positions": details.get("open_positions"),
         "holdings": details.get("holdings"),
+        "owned": details.get("owned"),
+        "owned_value": details.get("owned_value"),
+        "not_managed": details.get("not_managed"),
+        "not_managed_value": details.get("not_managed_value"),
         "day_pnl": details.get("day_pnl"),
         "charges": details.get("charges"),
         "net_pnl": details.get("net_pnl"),
@@ -195,6 +199,16 @@ def _short_jobs(row: dict[str, Any]) -> str:
     return "; ".join(parts) or "-"
 
 
+def _owned_text(r: dict[str, Any]) -> str:
+    """The bot's positions and, apart, the holdings it leaves alone (count and value)."""
+    if r.get("owned") is None:
+        return ""
+    text = f"; bot {len(r['owned'])} ({r.get('owned_value') or 0:,.0f})"
+    if r.get("not_managed"):
+        text += f"; not managed {r['not_managed']} ({r.get('not_managed_value') or 0:,.0f})"
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     home = Home.resolve()
     users = list_users(home)
@@ -239,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
                 "yes" if r["paused"] else "no",
                 _session_text(r),
                 (f"n/a: {r['live_error']}" if r["live_error"] else "-") if r["open_positions"] is None
-                else f"{r['open_positions']} (+{r['holdings']} held)",
+                else f"{r['open_positions']} (+{r['holdings']} held)" + _owned_text(r),
                 "-" if r["day_pnl"] is None else f"{r['day_pnl']:.2f}"
                 + ("" if r.get("net_pnl") is None else f" (net {r['net_pnl']:.2f})"),
                 _short_jobs(r),

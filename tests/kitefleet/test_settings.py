@@ -22,6 +22,8 @@ BAD_FILES: list[tuple[str, bytes, int, list[str]]] = [
     # issue 18: the ownership and limit keys
     ("badscope", (GOOD + "MANAGE_SCOPE=mine\n").encode(), 0o600, ["MANAGE_SCOPE (line 4) must be one of own, all"]),
     ("pos0", (GOOD + "MAX_POSITION_PERCENT=0\n").encode(), 0o600, ["MAX_POSITION_PERCENT (line 4) must be > 0"]),
+    ("loss150", (GOOD + "MAX_DAILY_LOSS_PERCENT=150\n").encode(), 0o600,
+     ["MAX_DAILY_LOSS_PERCENT (line 4) must be <= 100"]),
     ("entries0", (GOOD + "MAX_NEW_ENTRIES_PER_DAY=0\n").encode(), 0o600,
      ["MAX_NEW_ENTRIES_PER_DAY (line 4) must be >= 1"]),
     ("capital0", (GOOD + "MAX_CAPITAL=-5\n").encode(), 0o600, ["MAX_CAPITAL (line 4) must be > 0"]),

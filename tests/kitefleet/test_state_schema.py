@@ -72,6 +72,22 @@ HOSTILE = [
      "watchdog.2026-03-04.symbols.INFY.exits: missing (every record here has it)"),
     ({"watchdog": {SESSION: {"symbols": {"INFY": {"exits": [{"tag": "EX1", "order_status": ["OPEN"]}]}}}}},
      "watchdog.2026-03-04.symbols.INFY.exits[0].order_status: expected a string or null, got a list of 1 item(s)"),
+    # issue 18: the ownership ledger and the loss limit
+    ({"ledger": {"lots": {"INFY": {"quantity": 5}}}}, "ledger.lots.INFY: expected a list, got an object of 1 key(s)"),
+    ({"ledger": {"lots": {"INFY": [{"quantity": 0, "price": 1.0, "date": SESSION, "source": "adopted"}]}}},
+     "ledger.lots.INFY[0].quantity: expected an integer > 0, got 0"),
+    ({"ledger": {"lots": {"INFY": [{"quantity": 5, "price": 1.0, "date": SESSION, "source": "gift"}]}}},
+     'ledger.lots.INFY[0].source: expected one of entry, migrated, adopted, got "gift"'),
+    ({"ledger": {"lots": {"INFY": [{"quantity": 5, "price": 1.0, "date": SESSION, "source": "entry"}]}}},
+     "ledger.lots.INFY[0].order_id: missing (an entry lot names its order)"),
+    ({"ledger": {"lots": {}, "applied": {"1": {"symbol": "INFY", "side": "HOLD", "quantity": 5, "session": SESSION}}}},
+     'ledger.applied.1.side: expected one of BUY, SELL, got "HOLD"'),
+    ({"ledger": {"lots": {}, "shortfalls": {"INFY": {"quantity": 5}}}},
+     "ledger.shortfalls.INFY.session: missing (every record here has it)"),
+    ({"ledger": {"lots": {}, "pending": {"INFY": {"op": "give", "quantity": 5, "session": SESSION}}}},
+     'ledger.pending.INFY.op: expected one of adopt, release, got "give"'),
+    ({"loss_limit": {"session": SESSION, "base_equity": "lots"}},
+     'loss_limit.base_equity: expected a number, got "lots"'),
 ]
 
 

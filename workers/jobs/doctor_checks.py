@@ -14,7 +14,9 @@ release"), gtt (every symbol the bot manages, min(owned, held) under MANAGE_SCOP
 holding under all, covered by an active stop GTT for at least the held quantity, workers.gtt
 .coverage_gaps; a holding on another exchange is reported "not on NSE, not managed", and a
 person's GTT that sells more than is held is reported, both as warnings, never failures), drift (open
-state positions agree with held_quantities), instance (instance lock and heartbeat agree).
+state positions agree with held_quantities), instance (instance lock and heartbeat agree),
+loss_limit (who checks MAX_DAILY_LOSS_PERCENT: the watchdog, or each stop and entry run when the
+watchdog is not scheduled; a warning while a loss-limit halt holds).
 
 ``--holdings-json`` prints ``{"holdings": [SYMBOL, ...]}`` (symbols held on any exchange) and
 exits: what ``migrate-state --ask-broker`` asks each user.
@@ -307,6 +309,19 @@ def _holdings_json(ctx: JobContext) -> int:
     return 0
 
 
+def check_loss_limit(ctx: JobContext) -> dict[str, str]:
+    """Who enforces MAX_DAILY_LOSS_PERCENT (the watchdog, or the stop and entry runs when it is not
+    scheduled), and whether it has halted the user."""
+    from kitefleet import halt
+    from workers.loss_limit import who_checks
+
+    info = halt.halt_info(ctx.home, ctx.user)
+    if info is not None and info.get("by") == halt.BY_LOSS_LIMIT:
+        return check("loss_limit", WARN, f"{who_checks(ctx.settings)}; {halt.describe(info)}",
+                     f"it ends by itself at the next session's open; orchestrator.py unhalt {ctx.user} lifts it now")
+    return check("loss_limit", OK, who_checks(ctx.settings))
+
+
 def run(ctx: JobContext) -> int:
     if ctx.args.holdings_json:
         return _holdings_json(ctx)
@@ -331,6 +346,7 @@ def run(ctx: JobContext) -> int:
     except KitefleetError as exc:
         checks.append(check("broker", FAIL, str(exc)))
     checks.append(_guard("instance", lambda: check_instance(ctx)))
+    checks.append(_guard("loss_limit", lambda: check_loss_limit(ctx)))
     from workers.logs import redact
 
     # A broker error can quote a URL with the API key in it: same redaction as the logs.

@@ -79,7 +79,7 @@ from kitefleet import clock, halt, pause
 from kitefleet.errors import KitefleetError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.state import StateStore
-from workers import events
+from workers import events, loss_limit
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.entry_input import load_scan, read_manual
@@ -227,6 +227,7 @@ def run(ctx: JobContext) -> int:
     store = StateStore(ctx.home, ctx.user, ctx.settings.mode)
     intents = IntentLog(store)
     account = _reconcile(ctx, kite, store, intents, today, now)
+    loss_limit.check_when_unwatched(ctx, kite, store, account, md.calendar, now)  # a trip halts: nothing sent
     source_path, rows, has_score = _read_input(ctx, md.calendar.last_completed_session(now))
     source = source_path.name
     existing_plan = read_plan(store.read(), today, source)

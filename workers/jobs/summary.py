@@ -10,7 +10,10 @@ Prints one JSON object on one line (stdout) and exits 0::
      "cash": 100000.0,
      "held": {"SBIN": 10}, "unprotected": {"SBIN": "SBIN: 10 held, no active GTT stop"}}
 
-``held``: shares really held per symbol; ``unprotected``: each held symbol without an active GTT
+``held``: shares really held per symbol; ``owned``: the shares the bot manages (MANAGE_SCOPE=own:
+min(owned, held) from the ledger; all: every NSE holding) and ``owned_value`` at their last price;
+``not_managed`` / ``not_managed_value``: the holdings the bot leaves alone (a person's shares,
+another exchange's), count and value; ``unprotected``: each managed symbol without an active GTT
 stop covering it (doctor's rule), which ``status`` counts as unhealthy during a session.
 
 ``session_expires_at`` comes from ``data/<User>/session.json`` (only that key is reported, never
@@ -51,7 +54,7 @@ from kitefleet.errors import KitefleetError
 from kitefleet.jobs import SCHEDULED_JOBS, schedule_key
 from workers.context import JobContext
 from workers.gtt import coverage_gaps
-from workers.portfolio import AccountSnapshot, held_quantities, unmanaged_holdings
+from workers.portfolio import AccountSnapshot, held_quantities, manage_scope, unmanaged_holdings
 from workers.schedule import format_schedule
 
 LOG_TO_CONSOLE = False
@@ -99,7 +102,7 @@ def day_charges(kite: Any) -> dict[str, Any]:
     return {"charges": round(total, 2)}
 
 
-def figures(kite: Any) -> dict[str, Any]:
+def figures(kite: Any, state: dict[str, Any] | None = None, scope_mode: str = "own") -> dict[str, Any]:
     positions = kite.positions() or {}
     holdings = kite.holdings() or []
     net = [p for p in positions.get("net", []) if _number(p.get("quantity"))]
@@ -114,11 +117,16 @@ def figures(kite: Any) -> dict[str, Any]:
     n_held = len(set(shares) | set(unmanaged_holdings(account)))
     charges = day_charges(kite)
     net_pnl = None if charges["charges"] is None else round(day_pnl - charges["charges"], 2)
+    # What the bot manages (MANAGE_SCOPE, the ledger as stored) and, apart, what it leaves alone.
+    scope = manage_scope(state or {}, shares, scope_mode)
+    apart = {**scope.unmanaged, **unmanaged_holdings(account)}
     return {"open_positions": len(net), "holdings": n_held, "day_pnl": round(day_pnl, 2),
             **charges, "net_pnl": net_pnl,
             "cash": None if cash is None else _number(cash),
             "held": {s: q for s, q in sorted(shares.items()) if q > 0},
-            "unprotected": coverage_gaps(shares, list(kite.get_gtts() or []))}
+            "owned": dict(sorted(scope.protect.items())), "owned_value": account.market_value(scope.protect),
+            "not_managed": len(apart), "not_managed_value": account.market_value(apart),
+            "unprotected": coverage_gaps(scope.protect, list(kite.get_gtts() or []))}
 
 
 _PORTFOLIO_KEYS = ("exchange", "quantity", "t1_quantity", "average_price", "last_price", "pnl", "day_change")
@@ -176,10 +184,15 @@ def run(ctx: JobContext) -> int:
         **session_expiry(ctx),
     }
     if not ctx.args.settings_only:
+        from kitefleet.state import StateStore
         from workers.kite_client import get_kite  # heavy (kiteconnect): only when figures are wanted
 
+        try:
+            state: dict[str, Any] | None = StateStore(ctx.home, ctx.user, settings.mode).read()
+        except KitefleetError:  # a bad state file is reported by status's own state column
+            state = None
         kite = get_kite(ctx)
-        out.update(figures(kite))
+        out.update(figures(kite, state, str(settings.get("MANAGE_SCOPE", "own"))))
         if ctx.args.detail:
             out.update(detail(kite))
     print(json.dumps(out, separators=(",", ":")), flush=True)

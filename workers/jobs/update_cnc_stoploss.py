@@ -88,7 +88,7 @@ from kitefleet.locks import gtt_lock
 from kitefleet.state import StateStore
 from kitefleet.state_migrations import fold_legacy_stop_ids
 from kitefleet.states import INTENT_TAG_USED
-from workers import events
+from workers import events, loss_limit
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.faults import fault_point
@@ -296,6 +296,7 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
         log.info("ledger: %s", line)
     for line in ledger_report.shortfalls:
         log.warning("ledger: %s", line)
+    loss_limit.check_when_unwatched(ctx, kite, store, account, md.calendar, now, gtts)
     scope = manage_scope(state, held_all, str(ctx.settings.get("MANAGE_SCOPE", OWN)))
     if scope.mode == ALL:
         log.warning("%s", SCOPE_ALL_WARNING)

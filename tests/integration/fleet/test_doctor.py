@@ -73,8 +73,9 @@ def test_healthy_then_each_failure(desk: tuple[Home, RunningBroker, str], monkey
     rc, rows = doctor(home, clock, monkeypatch, capsys)
     som = {check: r["status"] for (user, check), r in rows.items() if user == "Som"}
     assert som == {c: "ok" for c in ("env", "clock", "session", "broker", "state", "intents", "ownership", "gtt",
-                                      "drift", "instance")}, rows
+                                      "drift", "instance", "loss_limit")}, rows
     assert "1 owned position(s)" in rows[("Som", "ownership")]["detail"]
+    assert "checked by the watchdog on each positions refresh" in rows[("Som", "loss_limit")]["detail"]
     assert rc == 0
     assert rows[("*", "disk")]["status"] == "ok"
 

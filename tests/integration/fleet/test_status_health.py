@@ -42,7 +42,9 @@ def _status(home: Any, clock: str, *args: str) -> tuple[int, dict[str, Any]]:
 def test_status_is_unhealthy_when_shares_are_held_in_the_session_without_a_watchdog_or_a_gtt(
         tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
     """Issue 15 item 2: positions were held with no watchdog and no GTT while `status` exited 0."""
-    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, IN_SESSION, ["SBIN"])
+    # Bought by hand: under MANAGE_SCOPE=own the bot would leave it alone (no stop owed), so the
+    # legacy scope, where every held share is the bot's, is what this test is about.
+    desk = open_desk(tmp_path, broker_factory, {"Som": {"MANAGE_SCOPE": "all"}}, IN_SESSION, ["SBIN"])
     kite = desk.kite("Som")
     ltp = kite.ltp("NSE:SBIN")["NSE:SBIN"]["last_price"]
     kite.place_order("regular", exchange="NSE", tradingsymbol="SBIN", transaction_type="BUY", quantity=3,

@@ -1,0 +1,63 @@
+"""The daily loss limit (issue 18) in real worker processes against the real paper broker (real
+kiteconnect, a file clock the test moves, a pinned falling path). The watchdog is not scheduled,
+so the stop run checks the limit. Two users on the same path: the one whose limit the fall
+crosses is halted until the next session's open; the other (a higher limit) is not."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+from kitefleet import halt
+from tests.integration.jobs.test_place_orders_daily import open_desk
+from tests.integration.jobs.test_update_cnc_stoploss import _at, _buy, _path
+from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
+
+A, B, C = date(2026, 3, 4), date(2026, 3, 5), date(2026, 3, 6)
+# INFY flat on A, then down 9 % by 10:30 on B (inside the 10 % circuit band); TCS flat.
+FALLING = {"paths": [
+    _path("INFY", A, ("09:15", 1500.0), ("15:29", 1500.0)),
+    _path("INFY", B, ("09:15", 1495.0), ("10:30", 1365.0), ("15:29", 1365.0)),
+    _path("INFY", C, ("09:15", 1365.0), ("15:29", 1365.0)),
+    *[_path("TCS", d, ("09:15", 3000.0), ("15:29", 3000.0)) for d in (A, B, C)],
+]}
+# Half the cash in one position: a 9 % fall is about 4.5 % of the bot's equity.
+COMMON = {"SCHEDULE_HOURLY_CANDLE_WATCHDOG": "off", "MAX_POSITION_PERCENT": 50, "CAPITAL_DEPLOYMENT_PERCENT": 50}
+
+
+def test_the_loss_limit_trips_on_a_falling_path_and_halts_that_user_only(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    users = {"Som": dict(COMMON), "Sai": {**COMMON, "MAX_DAILY_LOSS_PERCENT": 10}}
+    desk = open_desk(tmp_path, broker_factory, users, _at(A, 10, 5), ["INFY", "TCS"], FALLING)
+    for user in users:  # no stop run on A: the fall on B meets no stop GTT
+        _buy(desk, user, ["INFY"], tmp_path)
+
+    desk.at(_at(B, 11, 0))
+    for user in users:
+        proc = desk.run(user, "update_cnc_stoploss", "--json")
+        assert proc.returncode == 0, proc.stderr
+    now = _at(B, 11, 1)  # this process's clock is the real one: the flag is read at the test's time
+    info = halt.halt_info(desk.home, "Som", now)
+    assert info is not None and info["by"] == halt.BY_LOSS_LIMIT, info
+    assert info["until"] == _at(C, 9, 15).isoformat() and "daily loss limit" in info["reason"]
+    assert "MAX_DAILY_LOSS_PERCENT=3" in info["reason"]
+    assert not halt.is_halted(desk.home, "Som", _at(C, 9, 15))  # ends by itself at the next open
+    assert not halt.is_halted(desk.home, "Sai", now)
+    record = desk.state("Som")["loss_limit"]
+    assert record["session"] == B.isoformat() and record["tripped_at"] and record["base_equity"] > 0
+    outbox = (desk.home.user_data_dir("Som") / "outbox.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(e)["kind"] for e in outbox].count("loss_limit") == 1
+
+    # Halted: Som's entry run sends nothing; Sai's goes on. A second stop run does not halt again.
+    pick = tmp_path / "pick.json"
+    pick.write_text(json.dumps(["TCS"]), encoding="utf-8")
+    som = desk.ok("Som", "place_orders_daily", "--from", str(pick))
+    assert som["placed"] == [] and "loss limit" in som["refused"]["TCS"], som
+    assert [p["symbol"] for p in desk.ok("Sai", "place_orders_daily", "--from", str(pick))["placed"]] == ["TCS"]
+
+    # A person lifts it: the same session does not halt again (lifting it was a decision).
+    assert halt.unhalt(desk.home, "Som")
+    desk.ok("Som", "update_cnc_stoploss")
+    assert not halt.is_halted(desk.home, "Som", now)
