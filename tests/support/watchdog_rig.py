@@ -61,6 +61,7 @@ from tests.support.broker import ensure_calendar, login_user
 from tests.support.homes import make_home, write_env
 from workers.intents import IntentLog
 from workers.kite_client import KiteApi
+from workers.ledger import ADOPTED, add_lot, ledger_of, lot
 from workers.marketdata import MarketData
 from workers.ratelimit import CLASSES, RateLimiter
 from workers.watchdog import STATE_KEY, Watchdog
@@ -273,10 +274,18 @@ class WatchdogRig:
     def ltp(self, symbol: str) -> float:
         return float(self.person.ltp(f"NSE:{symbol}")[f"NSE:{symbol}"]["last_price"])
 
-    def buy(self, symbol: str, qty: int) -> str:
-        price = round_to_tick(self.ltp(symbol) * 1.01, 0.1, "ceil")
-        return str(self.person.place_order("regular", exchange="NSE", tradingsymbol=symbol, transaction_type="BUY",
-                                           quantity=qty, product="CNC", order_type="LIMIT", price=price))
+    def buy(self, symbol: str, qty: int, *, owned: bool = True) -> str:
+        """Buy ``qty`` (a marketable LIMIT); ``owned``: the bot's shares (a lot in the ledger, as
+        an entry or adopt leaves), else a person's (MANAGE_SCOPE=own leaves them alone)."""
+        ltp = self.ltp(symbol)
+        price = round_to_tick(ltp * 1.01, 0.1, "ceil")
+        order_id = str(self.person.place_order("regular", exchange="NSE", tradingsymbol=symbol,
+                                               transaction_type="BUY", quantity=qty, product="CNC",
+                                               order_type="LIMIT", price=price))
+        if owned:
+            with self.store().transaction() as state:
+                add_lot(ledger_of(state), symbol, lot(qty, ltp, self.clock.now().date(), ADOPTED))
+        return order_id
 
     def stop_gtt(self, symbol: str, qty: int, trigger: float, limit: float) -> int:
         """A stop GTT placed by hand (the bot's stop record is not written: see workers.gtt)."""

@@ -245,8 +245,9 @@ def _lower_circuit(tmp_path: Path, symbol: str, opening: float) -> float:
 def test_an_exit_resting_above_a_market_locked_at_the_lower_circuit_stops_at_the_modification_cap(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """TCS falls to its lower circuit while the exit is in flight: the exit rests at the level x
-    0.995, every modification down to LTP x 0.995 is refused by the exchange (below the circuit),
-    and each counts. After MAX_EXIT_MODIFICATIONS the watchdog leaves the order alone (one ERROR;
+    0.995 and the watchdog reprices it down (clamped to the circuit, issue 20). Here the exchange
+    refuses every modification (an RMS refusal the rig answers for the broker), and each refused
+    attempt counts. After MAX_EXIT_MODIFICATIONS the watchdog leaves the order alone (one ERROR;
     the GTT stays the backstop), also after a restart."""
     lower = _lower_circuit(tmp_path, "TCS", 3100.0)
     path = [["09:15", 3100], ["13:39", 3100], ["13:40", 3090], ["13:45", lower], ["15:29", lower]]
@@ -265,9 +266,11 @@ def test_an_exit_resting_above_a_market_locked_at_the_lower_circuit_stops_at_the
         assert rig.ltp("TCS") == lower
 
         caplog.set_level(logging.WARNING, logger="rig.watchdog")
+        rig.fault("PUT", "/orders/regular/", "answer", times=None, status=400, error_type="OrderException",
+                  message="Order price is lesser than the lower circuit limit.")
         for n in range(MAX_EXIT_MODIFICATIONS + 3):
             rig.poll(wd, at(f"13:{47 + n}"))
-        modifies = [r for r in rig.audit(at("13:46")) if r["method"] == "PUT"]
+        modifies = [f for f in rig.fired if f[1] == "PUT"]
         assert len(modifies) == MAX_EXIT_MODIFICATIONS
         refused = [r.getMessage() for r in caplog.records if "not repriced" in r.getMessage()]
         assert len(refused) == MAX_EXIT_MODIFICATIONS and "lower circuit" in refused[0]
@@ -283,4 +286,5 @@ def test_an_exit_resting_above_a_market_locked_at_the_lower_circuit_stops_at_the
         rig.poll(wd, at("14:05"))
         rig.poll(wd, at("14:06"))
         assert [r for r in rig.audit(at("14:05")) if r["method"] in ("PUT", "POST")] == []
+        assert len([f for f in rig.fired if f[1] == "PUT"]) == MAX_EXIT_MODIFICATIONS
         assert len(rig.sells("TCS")) == 1
