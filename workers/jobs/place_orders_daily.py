@@ -70,7 +70,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -485,8 +485,15 @@ def _price(e: Entry, run: EntryRun, limits: _Limits, ltp: float, depth: dict[str
     e.best_ask = ask.best_ask
     if ask.limit is None:
         return [ask.reason or "no usable ask"]
-    e.plan = size_entry(run.cash, run.percent, run.n_selected, ltp, planned.tick_size, e.row.stop_loss, run.equity,
-                        limits.risk_percent, symbol=e.row.symbol, limit=ask.limit, max_quantity=planned.quantity)
+    fresh = size_entry(run.cash, run.percent, run.n_selected, ltp, planned.tick_size, e.row.stop_loss, run.equity,
+                       limits.risk_percent, symbol=e.row.symbol, limit=ask.limit, max_quantity=planned.quantity)
+    # The limits that sized the plan down still bind at the fresh price (a higher ask must not
+    # push the order over MAX_ORDER_VALUE or MAX_POSITION_PERCENT), and the record keeps saying why.
+    fresh = fit_to_limits(fresh, equity=run.equity, max_position_percent=limits.position_percent,
+                          max_order_value=limits.max_value)
+    if fresh.sized_down is None and planned.sized_down is not None:
+        fresh = replace(fresh, sized_down=planned.sized_down)
+    e.plan = fresh
     return []
 
 
