@@ -57,7 +57,7 @@ from kitefleet.calendar import NseCalendar, last_completed_hour
 from kitefleet.clock import IST, Clock
 from kitefleet.halt import halt_file, halt_info
 from kitefleet.states import ExitStatus, OrderStatus
-from workers.entry_cancel import cancel_open_entries
+from workers.entry_cancel import Deadline, cancel_open_entries, entry_deadlines
 from workers.exit_records import exit_pending, next_exit_purpose
 from workers.intents import IntentLog
 from workers.level_refresher import LevelRefresher
@@ -254,6 +254,10 @@ class Watchdog(ExitDesk):
         self._said_unmanaged: set[str] = set()
         #: (halt flag, state file) signatures when a halted poll last found no open bot entry
         self._halt_clean: tuple[Any, Any] | None = None
+        #: the session's entry deadlines (order id -> cancel_after), read again when the state file
+        #: changes; the order ids whose timeout cancel is done (or that the book shows final)
+        self._deadlines: tuple[Any, dict[str, Deadline]] = (None, {})
+        self._timed_out: set[str] = set()
 
     # --- state ---------------------------------------------------------------------------------
     def sym(self, symbol: str) -> dict[str, Any]:
@@ -354,6 +358,27 @@ class Watchdog(ExitDesk):
         if not any(c.error for c in done):
             self.reread_scope_if_changed()
             self._halt_clean = (sig[0], self._state_sig)
+
+    def cancel_entries_past_timeout(self, now: datetime) -> None:
+        """An entry still open past its ``cancel_after`` (place_orders_daily was killed during its
+        wait, or could not cancel) is cancelled on this poll (workers.entry_wait). The state is
+        looked at with one stat a poll; the order book is read only when an entry is due."""
+        if self.dry_run:
+            return
+        try:
+            st = self.store.path.stat()
+            sig: Any = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            sig = None
+        if sig != self._deadlines[0]:
+            self._deadlines = (sig, entry_deadlines(self.store.read().get("intents") or {}, self.session))
+        due = {oid for oid, d in self._deadlines[1].items() if d.cancel_after <= now and oid not in self._timed_out}
+        if not due:
+            return
+        done = cancel_open_entries(self.kite, self.intents, self.user, self.session, self.log, due_at=now)
+        self._timed_out |= due - {c.order_id for c in done if c.error}
+        if done:
+            self.reread_scope_if_changed()
 
     def _apply_scope(self, state: Mapping[str, Any], account: AccountSnapshot) -> None:
         view = owned_view(state, account, self._ledger_gtts, self.session, self.scope_mode)
@@ -509,6 +534,7 @@ class Watchdog(ExitDesk):
         else:
             self.reread_scope_if_changed()
         self.cancel_entries_if_halted(now)
+        self.cancel_entries_past_timeout(now)
         self.schedule_levels(now)
         if exit_pending([e for s in self.day["symbols"].values() for e in s["exits"]]):
             self._update_exits(self.kite.orders(), now)
