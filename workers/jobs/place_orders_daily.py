@@ -52,6 +52,14 @@ the others (crashed before the send, refused by a pre-trade limit, rejected by t
 sized as the first run sized them and checked again. So a second run after a complete first run
 sends nothing, and a rerun after a crash never deploys more than the first plan meant to.
 
+Timeout (workers.entry_wait; docs/trading-rules.md "Entry timeout"). Each entry intent records
+``cancel_after`` = its send + ``ENTRY_TIMEOUT_MINUTES`` (market-clock minutes). After the sends
+the run writes its record, then waits for the session's open entries (progress lines on stdout),
+records fills as it sees them (positions, ledger) and cancels what is left at ``cancel_after``
+through the intent protocol; then it writes the record again with ``entry_timeout`` rows
+(symbol, order_id, cancel_after, quantity, filled, status, cancelled, error). The watchdog cancels
+an entry past its ``cancel_after`` on its next poll when this run was killed.
+
 On-disk contract:
 
     data/<User>/orders/orders_<User>_<YYYYMMDD_HHMMSS>.json   the run record: one per run that
