@@ -247,6 +247,10 @@ SCHEMA: tuple[Key, ...] = (
             "mode: real-money entries are opted into."),
     Key("ENTRY_CUTOFF", _hhmm, default=time(11, 0), example="11:00",
         doc="After downtime, a missed place_orders_daily still runs only before this time (IST)."),
+    Key("ENTRY_TIMEOUT_MINUTES", _number(int, 1, 375), default=15,
+        doc="place_orders_daily waits this many market-clock minutes after sending an entry, then cancels "
+            "what is left unfilled (a filled part is kept); the watchdog cancels it on its next poll if "
+            "that run was killed (1-375)."),
     Key("NOTIFY_URLS", parse_notify_urls, default=(), secret=True,
         example="tgram://bottoken/ChatID,mailto://user:pass@gmail.com",
         doc="Where this user's notifications go: comma-separated Apprise URLs (Telegram, e-mail, Slack, "

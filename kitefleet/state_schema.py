@@ -37,7 +37,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 #: a place inside the document: object keys and list indexes from the top
@@ -149,6 +149,25 @@ def kind(*names: str) -> Rule:
     return rule
 
 
+def moment(*, nullable: bool = False) -> Rule:
+    """An ISO date-time with its offset (``2026-03-04T09:35:12+05:30``): a job compares it with
+    the clock, so a naive or unreadable one would fail there, not here."""
+    expected = "an ISO date-time with its offset" + (" or null" if nullable else "")
+
+    def rule(value: Any) -> Problem | None:
+        if value is None and nullable:
+            return None
+        if isinstance(value, str):
+            try:
+                if datetime.fromisoformat(value).tzinfo is not None:
+                    return None
+            except ValueError:
+                pass
+        return Problem(f"expected {expected}, got {describe(value)}")
+
+    return rule
+
+
 def one_of(*values: str) -> Rule:
     def rule(value: Any) -> Problem | None:
         if isinstance(value, str) and value in values:
@@ -238,6 +257,8 @@ INTENT = record({
     "session": OPT_DATE, "placed_on": OPT_DATE, "params": INTENT_PARAMS,
     "status": one_of("pending", "unknown", "sent", "failed", "unresolved", "resolved"),
     "broker_id": BROKER_ID, "order_status": OPT_STR, "created_at": STR, "updated_at": STR, "note": OPT_STR,
+    # entry intents: when an entry still open is cancelled (workers.entry_wait)
+    "cancel_after": moment(nullable=True),
 }, required=("tag", "kind", "symbol", "status"))
 
 STOP = record({"stop": OPT_NUM, "source": OPT_STR, "gtt_id": OPT_INT, "trigger": OPT_NUM,

@@ -1,6 +1,8 @@
-"""A halted user's open bot entries are cancelled: by the watchdog within one poll, and by the
-``cancel_entries`` job that ``orchestrator.py halt`` runs in the user's own process (so a user
-whose worker is not running is covered too).
+"""Open bot entries are cancelled here, for two reasons. A halted user's: by the watchdog within
+one poll, and by the ``cancel_entries`` job that ``orchestrator.py halt`` runs in the user's own
+process (so a user whose worker is not running is covered too). An entry past its timeout (the
+intent's ``cancel_after``, workers.entry_wait): by place_orders_daily at the end of its wait, and
+by the watchdog on its next poll past it when that run was killed (``due_at``).
 
 A bot entry is an order of one of place_orders_daily's entry intents (purpose ``entry``...) that
 the book shows still open. Each cancel is a write through the intent protocol
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from kitefleet.errors import BrokerTemporaryError, ReconcileError
@@ -27,8 +29,39 @@ from workers.intents import IntentLog, cancel_order_once, make_tag
 CANCEL_JOB = "halt"
 
 
+#: the intent purpose of a timeout's cancel (a halt's is ``cancel``; both are protective writes)
+TIMEOUT_PURPOSE = "cancel_timeout"
+
+
 def cancel_tag(user: str, session: date, symbol: str, order_id: str) -> str:
     return make_tag(user, CANCEL_JOB, session, symbol, f"cancel{order_id}")
+
+
+def cancel_after_of(intent: Mapping[str, Any]) -> datetime | None:
+    """An entry intent's ``cancel_after`` (the state schema checks it is an aware ISO time)."""
+    value = intent.get("cancel_after")
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True)
+class Deadline:
+    tag: str
+    symbol: str
+    order_id: str
+    cancel_after: datetime
+
+
+def entry_deadlines(intents: Mapping[str, Mapping[str, Any]], session: date) -> dict[str, Deadline]:
+    """Order id -> the deadline of each of the session's entries at the broker that has one (an
+    entry sent before timeouts existed has none and is left as it was)."""
+    out: dict[str, Deadline] = {}
+    for tag, i in intents.items():
+        at = cancel_after_of(i)
+        if (at is None or i.get("kind") != "order" or not str(i.get("purpose") or "").startswith("entry")
+                or not i.get("broker_id") or i.get("session") != session.isoformat()):
+            continue
+        out[str(i["broker_id"])] = Deadline(str(tag), str(i.get("symbol") or "").upper(), str(i["broker_id"]), at)
+    return out
 
 
 def open_bot_entries(intents: Mapping[str, Mapping[str, Any]],
@@ -53,16 +86,26 @@ class Cancelled:
 
 
 def cancel_open_entries(kite: Any, intents: IntentLog, user: str, session: date, log: logging.Logger,
-                        orders: list[dict[str, Any]] | None = None) -> list[Cancelled]:
-    """Cancel every open bot entry; one row per order tried. An order whose cancel failed
+                        orders: list[dict[str, Any]] | None = None, *,
+                        due_at: datetime | None = None) -> list[Cancelled]:
+    """Cancel every open bot entry (a halt), or with ``due_at`` only those whose ``cancel_after``
+    is at or before it (a timeout); one row per order tried. An order whose cancel failed
     (broker down, still open) has ``error`` set: the caller looks again."""
     book = list(orders if orders is not None else kite.orders())
     done: list[Cancelled] = []
-    for order in open_bot_entries(intents.all(), book):
+    state = intents.all()
+    candidates = open_bot_entries(state, book)
+    if due_at is not None:
+        deadlines = entry_deadlines(state, session)
+        candidates = [o for o in candidates if str(o["order_id"]) in deadlines
+                      and deadlines[str(o["order_id"])].cancel_after <= due_at]
+    why = "halted" if due_at is None else "timed out"
+    for order in candidates:
         oid, sym = str(order["order_id"]), str(order.get("tradingsymbol", "")).upper()
         tag = cancel_tag(user, session, sym, oid)
         try:
-            result = cancel_order_once(kite, intents, tag, dict(order), job=CANCEL_JOB, session=session)
+            result = cancel_order_once(kite, intents, tag, dict(order), job=CANCEL_JOB, session=session,
+                                       purpose="cancel" if due_at is None else TIMEOUT_PURPOSE)
         except (BrokerTemporaryError, BrokerRejected, ReconcileError) as exc:
             log.warning("%s: open entry %s not cancelled yet (%s); will look again", sym, oid, exc)
             done.append(Cancelled(sym, oid, str(order.get("status")), int(order.get("filled_quantity") or 0),
@@ -70,7 +113,7 @@ def cancel_open_entries(kite: Any, intents: IntentLog, user: str, session: date,
             continue
         after = next((o for o in kite.orders() if str(o.get("order_id")) == oid), order)
         filled = int(after.get("filled_quantity") or 0)
-        log.warning("%s: halted: open entry %s cancelled (%s)%s", sym, oid, result.order_status,
+        log.warning("%s: %s: open entry %s cancelled (%s)%s", sym, why, oid, result.order_status,
                     f"; its {filled} filled shares stay the bot's and get a stop" if filled else "")
         done.append(Cancelled(sym, oid, result.order_status, filled))
     return done

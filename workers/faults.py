@@ -14,7 +14,10 @@ a self-inflicted SIGKILL between a real order and its record must never be possi
 
 Points used by workers.intents: ``after_intent`` (intent recorded, nothing sent) and
 ``after_send`` (the broker accepted the write, its id not yet recorded); adopt and release use
-``after_ledger`` (their first state write done, the GTT not changed yet).
+``after_ledger`` (their first state write done, the GTT not changed yet); a cancel also passes
+``after_cancel_intent`` and ``after_cancel_send`` (so a test can kill an entry run at its cancel
+and not at the send of that symbol's entry). workers.entry_wait: ``entry_wait`` (each look at the
+order book while waiting for the entries, per open entry's symbol).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from collections.abc import Mapping
 from kitefleet.errors import ConfigError
 from workers.context import FAULT_ENV, TEST_MARKER_ENV
 
-POINTS = ("after_intent", "after_send", "after_ledger")
+POINTS = ("after_intent", "after_send", "after_ledger", "after_cancel_intent", "after_cancel_send", "entry_wait")
 
 #: The armed fault of this process (a per-process singleton, set once by ``arm``); None: no-op.
 _armed: str | None = None

@@ -11,7 +11,10 @@ On-disk contract: ``state["intents"][TAG]`` in ``data/trading_state_<User>.json`
     {"tag", "kind": "order"|"gtt"|"cancel"|"modify", "symbol", "purpose", "job", "session": "YYYY-MM-DD",
      "placed_on": "YYYY-MM-DD" (trading-clock date of the attempt: the order book that shows it),
      "params": {...}, "status": see below, "broker_id": str|null, "order_status": str|null,
-     "created_at": ISO, "updated_at": ISO, "note": str}
+     "created_at": ISO, "updated_at": ISO, "note": str,
+     "cancel_after": ISO (entry orders only: when place_orders_daily or the watchdog cancels what
+                     is left of it, workers.entry_wait; set when the intent is recorded, i.e. at
+                     the send, and moved when an open intent is sent again after a crash)}
 
 Statuses (kitefleet.states.IntentStatus; every change goes through INTENT_TRANSITIONS there,
 which raises on a move no code path makes): ``pending`` (recorded; not known to be sent),
@@ -83,7 +86,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from kitefleet import clock
@@ -230,10 +233,11 @@ class IntentLog:
 
     # --- writing (each a state transaction) ----------------------------------------------------
     def record(self, tag: str, kind: str, symbol: str, purpose: str, params: dict[str, Any], *,
-               job: str = "", session: date | None = None) -> dict[str, Any]:
+               job: str = "", session: date | None = None, cancel_after: datetime | None = None) -> dict[str, Any]:
         """Record the intent before the call. An existing intent with this tag keeps its history;
         if it is open (about to be sent again after a crash) its params become ``params``: the
-        intent says what is actually sent (an entry is re-priced from a fresh quote)."""
+        intent says what is actually sent (an entry is re-priced from a fresh quote), and its
+        ``cancel_after`` the one of this send."""
         if kind not in KINDS:
             raise ValueError(f"intent kind must be one of {KINDS}, not {kind!r}")
         now = clock.now()
@@ -243,6 +247,8 @@ class IntentLog:
                 current = intents[tag]
                 if current.get("status") in OPEN_STATUSES and current.get("params") != params:
                     current["params"], current["updated_at"] = params, now.isoformat()
+                if current.get("status") in OPEN_STATUSES and cancel_after is not None:
+                    current["cancel_after"] = cancel_after.isoformat()
                 return dict(current)
             INTENT_TRANSITIONS.check(None, PENDING, tag)
             intents[tag] = {
@@ -251,6 +257,8 @@ class IntentLog:
                 "params": params, "status": PENDING, "broker_id": None, "order_status": None,
                 "created_at": now.isoformat(), "updated_at": now.isoformat(), "note": "",
             }
+            if cancel_after is not None:
+                intents[tag]["cancel_after"] = cancel_after.isoformat()
             return dict(intents[tag])
 
     def _update(self, tag: str, *, status: IntentStatus, **changes: Any) -> dict[str, Any]:
@@ -488,14 +496,17 @@ def _after_unknown(kite: Broker, intents: IntentLog, tag: str, exc: WriteOutcome
 
 
 def send_order_once(kite: Broker, intents: IntentLog, tag: str, params: dict[str, Any], *, purpose: str,
-                    job: str = "", session: date | None = None) -> SendResult:
+                    job: str = "", session: date | None = None,
+                    cancel_after: datetime | None = None) -> SendResult:
     """Place ``params`` (kite.place_order arguments incl. variety and tradingsymbol) at most once
-    for ``tag``: reconcile, record the intent, send with ``tag=tag``, record the order id."""
+    for ``tag``: reconcile, record the intent, send with ``tag=tag``, record the order id.
+    ``cancel_after``: an entry's timeout, recorded with the intent before the send (so a kill
+    right after the send still leaves it for the watchdog)."""
     symbol = str(params["tradingsymbol"])
     existing = _prepare(kite, intents, tag, symbol, purpose)
     if existing is not None:
         return _existing_result(existing)
-    intents.record(tag, "order", symbol, purpose, params, job=job, session=session)
+    intents.record(tag, "order", symbol, purpose, params, job=job, session=session, cancel_after=cancel_after)
     fault_point("after_intent", symbol)
     try:
         order_id = kite.place_order(tag=tag, **params)
@@ -564,6 +575,7 @@ def cancel_order_once(kite: Any, intents: IntentLog, tag: str, order: dict[str, 
     intents.record(tag, "cancel", symbol, purpose, {"variety": variety, "order_id": oid}, job=job,
                    session=session)
     fault_point("after_intent", symbol)
+    fault_point("after_cancel_intent", symbol)  # the entry run's own cancel (its entry hit after_intent)
     try:
         kite.cancel_order(variety, oid)
     except WriteOutcomeUnknown as exc:
@@ -572,6 +584,7 @@ def cancel_order_once(kite: Any, intents: IntentLog, tag: str, order: dict[str, 
         # Kite refuses to cancel an order that filled (or was cancelled) meanwhile: the book says which.
         log.info("cancel of %s refused (%s); reading the order", oid, exc)
     fault_point("after_send", symbol)
+    fault_point("after_cancel_send", symbol)
     report = intents.reconcile(kite, tags=[tag])
     intent = intents.get(tag) or {}
     if tag in report.found:

@@ -60,7 +60,7 @@ from kitefleet.clock import IST, Clock
 from kitefleet.errors import BrokerTemporaryError
 from kitefleet.halt import halt_file, halt_info
 from kitefleet.states import ExitStatus, OrderStatus
-from workers.entry_cancel import cancel_open_entries
+from workers.entry_cancel import Deadline, cancel_open_entries, entry_deadlines
 from workers.exit_records import exit_pending, next_exit_purpose
 from workers.intents import IntentLog
 from workers.level_refresher import LevelRefresher
@@ -260,6 +260,10 @@ class Watchdog(ExitDesk):
         self._halt_clean: tuple[Any, Any] | None = None
         #: MAX_DAILY_LOSS_PERCENT, checked on each positions refresh (workers.loss_limit); None: not here
         self.loss_limit_percent = loss_limit_percent
+        #: the session's entry deadlines (order id -> cancel_after), read again when the state file
+        #: changes; the order ids whose timeout cancel is done (or that the book shows final)
+        self._deadlines: tuple[Any, dict[str, Deadline]] = (None, {})
+        self._timed_out: set[str] = set()
 
     # --- state ---------------------------------------------------------------------------------
     def sym(self, symbol: str) -> dict[str, Any]:
@@ -372,6 +376,27 @@ class Watchdog(ExitDesk):
         if not any(c.error for c in done):
             self.reread_scope_if_changed()
             self._halt_clean = (sig[0], self._state_sig)
+
+    def cancel_entries_past_timeout(self, now: datetime) -> None:
+        """An entry still open past its ``cancel_after`` (place_orders_daily was killed during its
+        wait, or could not cancel) is cancelled on this poll (workers.entry_wait). The state is
+        looked at with one stat a poll; the order book is read only when an entry is due."""
+        if self.dry_run:
+            return
+        try:
+            st = self.store.path.stat()
+            sig: Any = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            sig = None
+        if sig != self._deadlines[0]:
+            self._deadlines = (sig, entry_deadlines(self.store.read().get("intents") or {}, self.session))
+        due = {oid for oid, d in self._deadlines[1].items() if d.cancel_after <= now and oid not in self._timed_out}
+        if not due:
+            return
+        done = cancel_open_entries(self.kite, self.intents, self.user, self.session, self.log, due_at=now)
+        self._timed_out |= due - {c.order_id for c in done if c.error}
+        if done:
+            self.reread_scope_if_changed()
 
     def _apply_scope(self, state: Mapping[str, Any], account: AccountSnapshot) -> None:
         view = owned_view(state, account, self._ledger_gtts, self.session, self.scope_mode)
@@ -527,6 +552,7 @@ class Watchdog(ExitDesk):
         else:
             self.reread_scope_if_changed()
         self.cancel_entries_if_halted(now)
+        self.cancel_entries_past_timeout(now)
         self.schedule_levels(now)
         if exit_pending([e for s in self.day["symbols"].values() for e in s["exits"]]):
             self._update_exits(self.kite.orders(), now)

@@ -52,6 +52,14 @@ the others (crashed before the send, refused by a pre-trade limit, rejected by t
 sized as the first run sized them and checked again. So a second run after a complete first run
 sends nothing, and a rerun after a crash never deploys more than the first plan meant to.
 
+Timeout (workers.entry_wait; docs/trading-rules.md "Entry timeout"). Each entry intent records
+``cancel_after`` = its send + ``ENTRY_TIMEOUT_MINUTES`` (market-clock minutes). After the sends
+the run writes its record, then waits for the session's open entries (progress lines on stdout),
+records fills as it sees them (positions, ledger) and cancels what is left at ``cancel_after``
+through the intent protocol; then it writes the record again with ``entry_timeout`` rows
+(symbol, order_id, cancel_after, quantity, filled, status, cancelled, error). The watchdog cancels
+an entry past its ``cancel_after`` on its next poll when this run was killed.
+
 On-disk contract:
 
     data/<User>/orders/orders_<User>_<YYYYMMDD_HHMMSS>.json   the run record: one per run that
@@ -76,6 +84,7 @@ from pathlib import Path
 from typing import Any
 
 from kitefleet import clock, halt, pause
+from kitefleet.atomic import atomic_write_json
 from kitefleet.errors import KitefleetError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.state import StateStore
@@ -84,6 +93,8 @@ from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.entry_input import load_scan, read_manual
 from workers.entry_plan import JOB, PURPOSE, Basis, entry_tag, fix_plan, plan_basis, read_plan, remaining
+from workers.entry_wait import EntryWait, Waited, cancel_after, timeout_minutes
+from workers.entry_wait import as_rows as as_wait_rows
 from workers.intents import IntentLog, SymbolBlocked, send_order_once
 from workers.portfolio import (
     ALL,
@@ -277,14 +288,19 @@ def run(ctx: JobContext) -> int:
     entry_run = EntryRun(user=ctx.user, mode=ctx.settings.mode, started=now, session=today, source=source,
                          cash=basis.cash, percent=limits.percent, equity=basis.equity,
                          n_selected=basis.n_selected, paused=paused, entries=entries, skipped=skipped)
+    code: int | None = None
     try:
-        return _send(ctx, kite, intents, entry_run, limits)
+        code = _send(ctx, kite, intents, entry_run, limits)
     except KitefleetError as exc:
         # Token, broker or reconciliation trouble mid-run: the record still says what happened.
         entry_run.stopped = str(exc)
         raise
     finally:
-        _finish(ctx, kite, store, entry_run)
+        # The record is written before the wait too: a run killed while waiting still leaves it.
+        path = _finish(ctx, kite, store, entry_run, summary=code != ExitCode.OK)
+    waited = _wait(ctx, kite, store, intents, entry_run.session, md.calendar)
+    _after_wait(ctx, kite, entry_run, path, waited)
+    return code
 
 
 def _market_closed(ctx: JobContext, now: datetime) -> int:
@@ -457,7 +473,8 @@ def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, l
             continue
         try:
             result = send_order_once(kite, intents, e.tag, order_params(e.plan), purpose=PURPOSE, job=JOB,
-                                     session=entry_run.session)
+                                     session=entry_run.session,
+                                     cancel_after=cancel_after(clock.now(), timeout_minutes(ctx.settings)))
         except SymbolBlocked as exc:
             e.error = str(exc)
         except BrokerRejected as exc:
@@ -497,8 +514,17 @@ def _price(e: Entry, run: EntryRun, limits: _Limits, ltp: float, depth: dict[str
     return []
 
 
-def _finish(ctx: JobContext, kite: Any, store: StateStore, entry_run: EntryRun) -> None:
-    """After the sends: statuses and fills from the order book, then the run record."""
+def _wait(ctx: JobContext, kite: Any, store: StateStore, intents: IntentLog, session: date,
+          calendar: Any) -> list[Waited]:
+    """After the sends: wait for the session's open entries until their ``cancel_after`` and
+    cancel what is left (workers.entry_wait)."""
+    _, close = calendar.session_bounds(session)
+    return EntryWait(kite, store, intents, ctx.user, session, ctx.log, clock.get_clock(), close).run()
+
+
+def _finish(ctx: JobContext, kite: Any, store: StateStore, entry_run: EntryRun, *, summary: bool = True) -> Path:
+    """After the sends: statuses and fills from the order book, then the run record; the JSON
+    summary when the run ends here (``summary``)."""
     log = ctx.log
     entries, skipped = entry_run.entries, entry_run.skipped
     try:
@@ -519,5 +545,22 @@ def _finish(ctx: JobContext, kite: Any, store: StateStore, entry_run: EntryRun) 
     _print_plan(entries, skipped, f"{ctx.user}: {len(successes)} of {len(entries)} entr"
                                   f"{'y' if len(entries) == 1 else 'ies'} at the broker; record {path}")
     log.info("run record %s: %d attempted, %d at the broker", path, record["total_orders_attempted"], len(successes))
-    if ctx.args.json:
+    if ctx.args.json and summary:
         print(json.dumps(_summary(entries, skipped, path)))
+    return path
+
+
+def _after_wait(ctx: JobContext, kite: Any, entry_run: EntryRun, path: Path, waited: list[Waited]) -> None:
+    """The run record again, now with each entry's status after the wait and what the wait did
+    (``entry_timeout``: one row per entry it watched); then the JSON summary."""
+    if waited:
+        try:
+            entry_run.note_order_book(list(kite.orders()))
+        except KitefleetError as exc:
+            ctx.log.warning("order book not read after the wait (%s); the record keeps the statuses at the send", exc)
+        record = entry_run.record()
+        record["entry_timeout"] = as_wait_rows(waited)
+        atomic_write_json(path, record, mode=0o600)
+    if ctx.args.json:
+        print(json.dumps({**_summary(entry_run.entries, entry_run.skipped, path),
+                          "entry_timeout": as_wait_rows(waited)}))
