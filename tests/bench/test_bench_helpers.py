@@ -70,7 +70,7 @@ def test_watchdog_table_has_a_header_and_a_row_per_size() -> None:
     res = {"positions": 1, "order_at": "11:41:05", "reaction_sim_s": 5.0, "reaction_wall_s": 0.25,
            "poll_wait_sim_s": 4.9, "processing_sim_s": 0.1, "processing_wall_s": 0.01, "interval_sim_s": 30.0,
            "worst_case_sim_s": 30.1, "goal_sim_s": 50.0, "window_polls": 6, "ltp_calls_per_poll": 1.0,
-           "calls_per_poll": 1.5, "startup_wall_s": 1.9, "verdict": "ok"}
+           "calls_per_poll": 1.5, "startup_wall_s": 1.9, "levels_wall_s": 18.1, "verdict": "ok"}
     lines = table([res, {**res, "positions": 50}])
     assert len(lines) == 3
     assert lines[0].split()[0] == "positions" and "verdict" in lines[0]

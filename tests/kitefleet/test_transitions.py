@@ -69,6 +69,7 @@ def test_every_status_has_a_row_and_the_groupings_are_members() -> None:
     (E.SENDING, E.NOT_SENT), (E.SENDING, E.LOST),
     (E.UNKNOWN, E.SENT), (E.UNKNOWN, E.LOST), (E.UNKNOWN, E.NOT_SENT), (E.UNKNOWN, E.BLOCKED),
     (E.UNKNOWN, E.REJECTED), (E.SENT, E.SENT), (E.SENT, E.BLOCKED), (E.LOST, E.SENT), (E.NOT_SENT, E.SENT),
+    (None, E.SENT),  # a bot GTT's child order adopted from the book (issue 20: repriced like an exit)
 ])
 def test_exit_record_moves_the_code_makes(current: ExitStatus | None, to: ExitStatus) -> None:
     assert EXIT_TRANSITIONS.check(current, to) is APPLY
@@ -76,7 +77,7 @@ def test_exit_record_moves_the_code_makes(current: ExitStatus | None, to: ExitSt
 
 @pytest.mark.parametrize(("current", "to"), [
     (E.REJECTED, E.SENDING), (E.BLOCKED, E.SENT), (E.LOST, E.SENDING), (E.SENT, E.SENDING),
-    (E.SENT, E.NOT_SENT), (None, E.SENT),
+    (E.SENT, E.NOT_SENT),
 ])
 def test_exit_record_moves_no_code_path_makes_raise(current: ExitStatus | None, to: ExitStatus) -> None:
     record = new_record("exit", "EXTAG")
