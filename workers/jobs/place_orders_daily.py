@@ -26,7 +26,10 @@ cumulative depth covers the planned quantity (sizing.limit_from_depth), so a BUY
 the ask; shares = min(planned, floor(budget / that limit)). A level more than
 ``ENTRY_SLIPPAGE_PERCENT`` above the quote's LTP (a thin or jumping stock), or an empty ask side
 (upper circuit), refuses the entry with the reason (``ask X above slippage cap Y``); a later run
-of the day tries it again. The same works against live Kite, whose quote has the same depth. Cash is
+of the day tries it again. The same quote filters the setup (sizing.entry_filter): an LTP more than
+``ENTRY_MAX_GAP_PERCENT`` (default 3) above the scan's entry, below the scan's stop, or at the
+upper circuit (the quote's ``upper_circuit_limit``) skips the entry (``skipped: gapped up: ...``
+in the run record). The same works against live Kite, whose quote has the same depth. Cash is
 ``margins("equity")["available"]["live_balance"]`` (else cash + intraday payin - debits), never
 ``net``, which on live Kite includes collateral (workers.portfolio.available_cash).
 
@@ -104,11 +107,13 @@ from workers.run_record import Entry, EntryRun, write_record
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import (
     DEFAULT_CAPITAL_DEPLOYMENT_PERCENT,
+    DEFAULT_ENTRY_MAX_GAP_PERCENT,
     DEFAULT_ENTRY_SLIPPAGE_PERCENT,
     DEFAULT_MAX_CNC_POSITIONS,
     DEFAULT_MIN_SCORE,
     Skipped,
     check_pre_trade,
+    entry_filter,
     limit_from_depth,
     order_params,
     select_candidates,
@@ -139,6 +144,7 @@ class _Limits:
     max_value: float | None
     band: float | None
     slippage: float
+    max_gap: float = DEFAULT_ENTRY_MAX_GAP_PERCENT
 
 
 def _float_setting(ctx: JobContext, key: str, default: float | None) -> float | None:
@@ -156,6 +162,8 @@ def _limits(ctx: JobContext) -> _Limits:
         band=_float_setting(ctx, "PRICE_BAND_PERCENT", None),
         slippage=_float_setting(ctx, "ENTRY_SLIPPAGE_PERCENT", DEFAULT_ENTRY_SLIPPAGE_PERCENT)
         or DEFAULT_ENTRY_SLIPPAGE_PERCENT,
+        max_gap=_float_setting(ctx, "ENTRY_MAX_GAP_PERCENT", DEFAULT_ENTRY_MAX_GAP_PERCENT)
+        or DEFAULT_ENTRY_MAX_GAP_PERCENT,
     )
 
 
@@ -166,10 +174,11 @@ def _ltps(kite: Any, symbols: list[str]) -> dict[str, float]:
     return {s: float((answer.get(f"{EXCHANGE}:{s}") or {}).get("last_price") or 0.0) for s in symbols}
 
 
-def _quote(kite: Any, symbol: str) -> tuple[float, dict[str, Any]]:
-    """A fresh LTP and depth of ``symbol`` from one ``quote()`` read."""
+def _quote(kite: Any, symbol: str) -> tuple[float, dict[str, Any], float | None]:
+    """A fresh LTP, depth and upper circuit of ``symbol`` from one ``quote()`` read."""
     q = kite.quote(f"{EXCHANGE}:{symbol}").get(f"{EXCHANGE}:{symbol}") or {}
-    return float(q.get("last_price") or 0.0), dict(q.get("depth") or {})
+    upper = q.get("upper_circuit_limit")
+    return float(q.get("last_price") or 0.0), dict(q.get("depth") or {}), float(upper) if upper else None
 
 
 def _print_plan(entries: list[Entry], skipped: list[Skipped], header: str) -> None:
@@ -387,8 +396,14 @@ def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, l
         e.at = clock.now()
         assert e.plan is not None
         planned_ltp = e.plan.ltp
-        fresh, depth = _quote(kite, e.row.symbol)
+        fresh, depth, upper = _quote(kite, e.row.symbol)
         e.fresh_ltp = fresh
+        gone = entry_filter(fresh, e.row.entry, e.row.stop_loss, upper, limits.max_gap)
+        if gone is not None:
+            # The setup the scan saw is gone: skipped, with the reason in the run record.
+            e.refusals, e.error = [gone], f"skipped: {gone}"
+            log.warning("%s: %s", e.row.symbol, e.error)
+            continue
         e.refusals = _price(e, entry_run, limits, fresh, depth)
         # The slippage cap bounds the price against the fresh LTP; the sanity band against the
         # LTP the plan was sized on (and a person confirmed): a plan gone stale is refused.
