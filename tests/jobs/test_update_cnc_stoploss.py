@@ -23,9 +23,10 @@ from kitefleet.ticks import round_to_tick
 from tests.jobs.test_place_orders_daily import Desk, last_json, open_desk
 from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home
+from workers.bot_stop import fresh_stop_tag
 from workers.gtt import stop_ownership
 from workers.intents import make_tag
-from workers.jobs.update_cnc_stoploss import Outcome, _record, fresh_stop_tag
+from workers.jobs.update_cnc_stoploss import Outcome, _record
 from workers.strategy.stops import gtt_limit_price
 
 JOB = "update_cnc_stoploss"

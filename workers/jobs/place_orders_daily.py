@@ -73,7 +73,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,7 @@ from kitefleet.errors import KitefleetError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.state import StateStore
 from workers import events
+from workers.bot_stop import StopSettings, prev_low_reader, protect_fills
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.entry_input import load_scan, read_manual
@@ -90,6 +91,7 @@ from workers.intents import IntentLog, SymbolBlocked, send_order_once
 from workers.portfolio import (
     ALL,
     BUY_PENDING,
+    FINAL_ORDER_STATUSES,
     OWN,
     SCOPE_ALL_WARNING,
     SOLD_TODAY,
@@ -122,6 +124,8 @@ from workers.strategy.sizing import (
 
 TAKES_JOB_LOCK = True
 EXCHANGE = "NSE"
+#: market seconds the run re-reads the order book after its sends for immediate fills to protect
+FILL_WAIT_SECONDS = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -279,7 +283,7 @@ def run(ctx: JobContext) -> int:
         entry_run.stopped = str(exc)
         raise
     finally:
-        _finish(ctx, kite, store, entry_run)
+        _finish(ctx, kite, md, store, intents, entry_run)
 
 
 def _market_closed(ctx: JobContext, now: datetime) -> int:
@@ -448,12 +452,52 @@ def _price(e: Entry, run: EntryRun, limits: _Limits, ltp: float, depth: dict[str
     return []
 
 
-def _finish(ctx: JobContext, kite: Any, store: StateStore, entry_run: EntryRun) -> None:
-    """After the sends: statuses and fills from the order book, then the run record."""
+def _await_fills(kite: Any, entries: list[Entry]) -> list[dict[str, Any]]:
+    """The order book after the sends, re-read for at most FILL_WAIT_SECONDS of market time
+    while a sent entry is still open: a marketable entry fills (in part) at once, and those
+    shares get their stop now. What fills later is the watchdog's to protect (workers.bot_stop)."""
+    ids = {e.order_id for e in entries if e.order_id}
+    if not ids:
+        return []
+    deadline = clock.now() + timedelta(seconds=FILL_WAIT_SECONDS)
+    for _ in range(FILL_WAIT_SECONDS + 1):
+        orders = list(kite.orders())
+        still_open = [o for o in orders
+                      if str(o.get("order_id")) in ids and o.get("status") not in FINAL_ORDER_STATUSES]
+        if not still_open or clock.now() >= deadline:
+            return orders
+        clock.get_clock().sleep_until(min(deadline, clock.now() + timedelta(seconds=1)), max_wall=2.0)
+    return orders
+
+
+def _protect(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents: IntentLog, entry_run: EntryRun,
+             orders: list[dict[str, Any]]) -> None:
+    """A broker stop for the shares filled so far (workers.bot_stop); a failure is reported and
+    left to the watchdog's next poll or the next run, which place it."""
+    now = clock.now()
+    try:
+        done = protect_fills(kite, store, intents, ctx.home, ctx.user, orders, session=entry_run.session, now=now,
+                             tick_size=md.tick_size, prev_low=prev_low_reader(md, now),
+                             settings=StopSettings.of(ctx.settings), log=ctx.log)
+    except KitefleetError as exc:
+        ctx.log.warning("stops at the fill not placed now (%s); the watchdog or the next run places them", exc)
+        for e in entry_run.entries:
+            e.stop_error = e.stop_error or str(exc)
+        return
+    by_symbol = {d.symbol: d for d in done}
+    for e in entry_run.entries:
+        d = by_symbol.get(e.row.symbol)
+        if d is not None:
+            e.stop_gtt_id, e.stop_trigger, e.stop_source, e.stop_error = d.gtt_id, d.trigger, d.source, d.error
+
+
+def _finish(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents: IntentLog, entry_run: EntryRun) -> None:
+    """After the sends: statuses and fills from the order book, a stop for what filled, then the
+    run record."""
     log = ctx.log
     entries, skipped = entry_run.entries, entry_run.skipped
     try:
-        orders = list(kite.orders()) if any(e.order_id for e in entries) else []
+        orders = _await_fills(kite, entries)
     except KitefleetError as exc:
         log.warning("order book not read after sending (%s); fills are recorded by the next run", exc)
         orders = []
@@ -464,6 +508,7 @@ def _finish(ctx: JobContext, kite: Any, store: StateStore, entry_run: EntryRun) 
             record_entry_fills(state, orders, entry_run.session, clock.now())
             # Filled entries are the bot's at once (partial fills too): lots in the ledger.
             reconcile_ledger(state, None, [], entry_run.session, orders=orders)
+        _protect(ctx, kite, md, store, intents, entry_run, orders)
     record = entry_run.record()
     path = write_record(ctx.home, ctx.user, record, entry_run.started)
     successes = entry_run.successes
