@@ -324,3 +324,45 @@ def _report(home: Home, user: str, r: FillStop, log: logging.Logger) -> None:
     events.stop(home, user, "stop_placed" if r.action == "create" else "stop_moved", r.symbol,
                 f"stop GTT at {r.trigger or 0.0:.2f} for {r.quantity} shares (at the fill)",
                 key=f"fill|{r.gtt_id}|{r.quantity}")
+
+
+class FillGuard:
+    """The watchdog's part of the stop at the fill: on every poll while a bot entry of the session
+    is open (or filled without a covering stop) it reads the order book and protects new fills
+    (:func:`protect_fills`), so a fill seen after the entry run has its stop within one poll. An
+    entry whose order is final and whose fills are covered is not looked at again; with none to
+    watch, a poll costs one state read and no broker call. The GTT lock is waited for briefly
+    (LOCK_TIMEOUT_S): the stop job may hold it for its whole run, and the next poll tries again."""
+
+    LOCK_TIMEOUT_S = 5.0
+
+    def __init__(self, *, kite: Any, store: Any, intents: IntentLog, market: Any, session: date,
+                 settings: StopSettings, log: logging.Logger) -> None:
+        self.kite, self.store, self.intents, self.market = kite, store, intents, market
+        self.session, self.settings, self.log = session, settings, log
+        self.done: set[str] = set()
+
+    def poll(self, now: datetime) -> list[FillStop]:
+        from kitefleet.errors import LockTimeout
+
+        state = self.store.read()
+        ids = entry_order_ids(state, self.session)
+        watch = set(ids) - self.done
+        if not watch:
+            return []
+        orders = list(self.kite.orders())
+        try:
+            result = protect_fills(self.kite, self.store, self.intents, self.store.home, self.store.user, orders,
+                                   session=self.session, now=now, tick_size=self.market.tick_size,
+                                   prev_low=prev_low_reader(self.market, now), settings=self.settings, log=self.log,
+                                   lock_timeout=self.LOCK_TIMEOUT_S)
+        except LockTimeout as exc:
+            self.log.info("stop at the fill waits for the GTT lock (%s); next poll", exc)
+            return []
+        state = self.store.read()
+        open_symbols = {f.symbol for f in uncovered(state, filled_entries(state, orders, self.session))}
+        for o in orders:
+            oid = str(o.get("order_id"))
+            if oid in watch and o.get("status") in FINAL_ORDER_STATUSES and ids[oid] not in open_symbols:
+                self.done.add(oid)
+        return result

@@ -48,6 +48,7 @@ from typing import Any
 from kitefleet.calendar import NseCalendar, last_completed_hour
 from kitefleet.clock import Clock
 from kitefleet.states import ExitStatus, OrderStatus
+from workers.bot_stop import FillGuard, StopSettings
 from workers.exit_records import exit_pending, next_exit_purpose
 from workers.intents import IntentLog
 from workers.level_refresher import LevelRefresher
@@ -158,7 +159,7 @@ class Watchdog(ExitDesk):
     def __init__(self, *, user: str, kite: Any, market: Any, store: Any, calendar: NseCalendar,
                  clock: Clock, rule: str, poll_seconds: float, dry_run: bool, log: logging.Logger,
                  stop: threading.Event, positions_refresh_seconds: float = POSITIONS_REFRESH_SECONDS,
-                 settle_grace_s: float = EXIT_SETTLE_GRACE_S) -> None:
+                 settle_grace_s: float = EXIT_SETTLE_GRACE_S, stop_settings: StopSettings | None = None) -> None:
         if rule not in (RULE_HOURLY_LOW, RULE_ATR_TRAILING):
             raise ValueError(f"unknown watchdog rule {rule!r}")
         self.user, self.kite, self.market, self.store = user, kite, market, store
@@ -187,6 +188,9 @@ class Watchdog(ExitDesk):
         self._unsettled: dict[str, float] = {}
         self._said_mod_cap: set[str] = set()
         self.refresher = LevelRefresher(market, calendar, log, stop, clock.now)
+        # Fills of the session's entries seen after the entry run get their broker stop here.
+        self.fill_guard = FillGuard(kite=kite, store=store, intents=self.intents, market=market,
+                                    session=self.session, settings=stop_settings or StopSettings(), log=log)
 
     # --- state ---------------------------------------------------------------------------------
     def sym(self, symbol: str) -> dict[str, Any]:
@@ -337,6 +341,8 @@ class Watchdog(ExitDesk):
         self.schedule_levels(now)
         if exit_pending([e for s in self.day["symbols"].values() for e in s["exits"]]):
             self._update_exits(self.kite.orders(), now)
+        if not self.dry_run and self.fill_guard.poll(now):
+            self.refresh_positions(now)  # newly filled shares are tracked from this poll on
         symbols = sorted(self.tracked)
         if symbols:
             quotes = self.kite.ltp(*[f"{EXCHANGE}:{s}" for s in symbols])

@@ -259,7 +259,7 @@ def test_pause_stops_entries_until_resumed_and_each_limit_refuses(
     assert not (desk.home.user_data_dir("Som") / "paused").exists()
     resumed = desk.ok("Som", JOB)
     assert {p["symbol"] for p in resumed["placed"]} == {"INFY", "TCS"}
-    assert len(desk.writes(before)) == 2
+    assert [w["path"] for w in desk.writes(before)].count("/orders/regular") == 2
 
     # MAX_ORDER_VALUE: ~₹2.5 lakh entries against a ₹20,000 cap.
     before = desk.audit_len()
@@ -363,7 +363,8 @@ def test_a_stale_plan_is_priced_at_the_fresh_ask_and_a_thin_stock_beyond_the_sli
     assert out["refused"]["SBIN"].startswith("refused: ask ")
     assert "above slippage cap" in out["refused"]["SBIN"]
     assert rec["SBIN"]["order_success"] is False and rec["SBIN"]["refusals"][0].startswith("ask ")
-    assert [w["path"] for w in desk.writes(before)] == ["/orders/regular"]
+    # (and the stop GTT of INFY's fill: tests/jobs/test_stop_at_fill.py)
+    assert [w["path"] for w in desk.writes(before) if w["path"].startswith("/orders")] == ["/orders/regular"]
 
 
 def test_an_entry_re_sent_after_a_crash_is_priced_fresh_and_its_intent_says_what_was_sent(

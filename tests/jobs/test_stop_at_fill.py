@@ -5,16 +5,20 @@ the unmodified kiteconnect client, in real worker processes."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from kitefleet.state import StateStore
 from kitefleet.ticks import round_to_tick
 from tests.jobs.test_place_orders_daily import DAY_A, PREV_SESSION, Desk, book_by_tag, open_desk, records, scan_row
 from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
+from workers.bot_stop import FillGuard, StopSettings
 from workers.gtt import stop_ownership
-from workers.intents import make_tag
+from workers.intents import IntentLog, make_tag
 
 JOB = "place_orders_daily"
 SYMBOLS = ["INFY", "TCS", "SBIN", "RELIANCE"]
@@ -53,10 +57,11 @@ def test_a_filled_entry_has_an_active_gtt_at_the_scan_stop_right_after_the_entry
     [gtt] = active_gtts(desk, "Som")["INFY"]
     want = round_to_tick(scan_stop, 0.05, "floor")
     assert gtt["condition"]["trigger_values"] == [want]
-    assert (leg(gtt)["transaction_type"], leg(gtt)["product"], leg(gtt)["quantity"]) == ("SELL", "CNC", order["quantity"])
+    assert (leg(gtt)["transaction_type"], leg(gtt)["product"]) == ("SELL", "CNC")
+    assert leg(gtt)["quantity"] == order["quantity"]
     state = desk.state("Som")
-    assert state["stops"]["INFY"] == {**state["stops"]["INFY"], "gtt_id": gtt["id"], "stop": want, "source": "scan_stop",
-                                      "quantity": order["quantity"], "trigger": want}
+    assert state["stops"]["INFY"] == {**state["stops"]["INFY"], "gtt_id": gtt["id"], "stop": want,
+                                      "source": "scan_stop", "quantity": order["quantity"], "trigger": want}
     assert gtt["id"] in stop_ownership(state).owned_ids  # the stop job's tag scheme: the bot's own
     assert [i["job"] for i in state["intents"].values() if i["kind"] == "gtt"] == ["update_cnc_stoploss"]
     rec = {o["ticker"]: o for o in records(desk, "Som")[-1]["orders"]}["INFY"]
@@ -120,3 +125,20 @@ def test_a_partial_fill_gets_a_stop_for_the_filled_part_and_the_watchdog_raises_
     assert leg(gtt)["quantity"] == filled and desk.state("Som")["stops"]["INFY"]["quantity"] == filled
     tag = make_tag("Som", JOB, DAY_A.date(), "INFY", "entry")
     assert tag == placed["tag"]
+
+    # Three minutes on, more has filled: the watchdog's next poll (its FillGuard, with the real
+    # client and state) raises the GTT's quantity to the filled shares; trigger and limit kept.
+    desk.at(DAY_A.replace(minute=8))
+    [order] = book_by_tag(desk.kite("Som"))[tag]
+    assert order["filled_quantity"] > filled
+    store = StateStore(desk.home, "Som", "paper")
+    guard = FillGuard(kite=desk.kite("Som"), store=store, intents=IntentLog(store),
+                      market=SimpleNamespace(tick_size=lambda s: 0.05), session=DAY_A.date(),
+                      settings=StopSettings(), log=logging.getLogger("test"))
+    [done] = guard.poll(DAY_A.replace(minute=8))
+    assert done.action == "modify" and done.error is None
+    [after] = active_gtts(desk, "Som")["INFY"]
+    assert after["id"] == gtt["id"] and after["condition"]["trigger_values"] == gtt["condition"]["trigger_values"]
+    assert leg(after)["quantity"] == order["filled_quantity"] == desk.state("Som")["stops"]["INFY"]["quantity"]
+    before = desk.audit_len()
+    assert guard.poll(DAY_A.replace(minute=8)) == [] and desk.writes(before) == []  # covered: nothing sent

@@ -92,6 +92,7 @@ def run(ctx: JobContext) -> int:
             _summary(ctx, "stopped")
             return 0
 
+    from workers.bot_stop import StopSettings
     from workers.marketdata import MarketData
     from workers.watchdog import Watchdog
 
@@ -110,7 +111,8 @@ def run(ctx: JobContext) -> int:
     ctx.log.info("watching %s's CNC positions until %s: rule %s, poll every %g s%s", ctx.user,
                  closing.strftime("%H:%M"), rule, poll, " (dry run)" if ctx.dry_run else "")
     watchdog = Watchdog(user=ctx.user, kite=kite, market=market, store=store, calendar=calendar, clock=clk,
-                        rule=rule, poll_seconds=poll, dry_run=ctx.dry_run, log=ctx.log, stop=STOP)
+                        rule=rule, poll_seconds=poll, dry_run=ctx.dry_run, log=ctx.log, stop=STOP,
+                        stop_settings=StopSettings.of(ctx.settings))
     stats = watch(watchdog, STOP)
     if not stats.started and not STOP.is_set():
         ctx.log.error("the session closed before the watchdog could start: its exits did not run today")
