@@ -59,6 +59,8 @@ ENTRY_JOB = "place_orders_daily"
 CREATE_ATTEMPTS = 3
 #: calendar days of daily candles read to find the previous completed session (holidays included)
 CANDLE_LOOKBACK_DAYS = 14
+#: ``positions[S].stop_loss_source``: the legacy names (as update_cnc_stoploss writes them)
+LEGACY_SOURCE = {"prev_session_low": "previous_day_low_gtt", "fallback": "fallback_gtt", SCAN_STOP: "scan_stop_gtt"}
 
 
 def stop_purpose(trigger_price: float, quantity: int, attempt: int = 1) -> str:
@@ -118,8 +120,9 @@ def record_stop(state: dict[str, Any], symbol: str, *, stop: float, source: str,
     pos = (state.get("positions") or {}).get(symbol)
     if isinstance(pos, dict):
         pos["gtt_order_id"] = gtt
-        if pos.get("stop_loss") != stop or pos.get("stop_loss_source") != source:
-            pos.update({"stop_loss": stop, "stop_loss_source": source, "stop_loss_updated": now.isoformat()})
+        legacy = LEGACY_SOURCE.get(source, source)
+        if pos.get("stop_loss") != stop or pos.get("stop_loss_source") != legacy:
+            pos.update({"stop_loss": stop, "stop_loss_source": legacy, "stop_loss_updated": now.isoformat()})
 
 
 # --- the stop at the first fill ---------------------------------------------------------------

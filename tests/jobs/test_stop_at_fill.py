@@ -142,3 +142,21 @@ def test_a_partial_fill_gets_a_stop_for_the_filled_part_and_the_watchdog_raises_
     assert leg(after)["quantity"] == order["filled_quantity"] == desk.state("Som")["stops"]["INFY"]["quantity"]
     before = desk.audit_len()
     assert guard.poll(DAY_A.replace(minute=8)) == [] and desk.writes(before) == []  # covered: nothing sent
+
+
+def test_an_entry_run_killed_after_the_fill_before_the_stop_gets_its_stop_from_the_rerun(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, DAY_A, SYMBOLS)
+    ltp = desk.ltp("Som", "INFY")
+    desk.write_scan("Som", PREV_SESSION, [scan_row("INFY", 6, ltp, round(ltp * 0.93, 1), ltp * 1.2)])
+    killed = desk.run("Som", JOB, fault="after_send:INFY")
+    assert killed.returncode == -9, killed.stderr
+    assert "INFY" not in active_gtts(desk, "Som") and not desk.state("Som").get("stops")
+    out = desk.ok("Som", JOB)
+    assert out["placed"] == []  # the entry is not sent again ...
+    [gtt] = active_gtts(desk, "Som")["INFY"]  # ... and its filled shares get their stop
+    assert gtt["condition"]["trigger_values"] == [round(ltp * 0.93, 1)]
+    assert desk.state("Som")["stops"]["INFY"]["gtt_id"] == gtt["id"]
+    before = desk.audit_len()
+    desk.ok("Som", JOB)
+    assert desk.writes(before) == []  # covered: a third run sends nothing

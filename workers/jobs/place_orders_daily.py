@@ -82,7 +82,7 @@ from kitefleet.errors import KitefleetError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.state import StateStore
 from workers import events
-from workers.bot_stop import StopSettings, prev_low_reader, protect_fills
+from workers.bot_stop import StopSettings, entry_order_ids, prev_low_reader, protect_fills
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.entry_input import load_scan, read_manual
@@ -498,6 +498,10 @@ def _finish(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents: Int
     entries, skipped = entry_run.entries, entry_run.skipped
     try:
         orders = _await_fills(kite, entries)
+        if not orders and entry_order_ids(store.read(), entry_run.session):
+            # Nothing sent now, but today's earlier entries may have filled unprotected (a run
+            # killed between the fill and its stop): their stop is placed here.
+            orders = list(kite.orders())
     except KitefleetError as exc:
         log.warning("order book not read after sending (%s); fills are recorded by the next run", exc)
         orders = []
