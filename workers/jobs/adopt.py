@@ -118,11 +118,13 @@ def _rule_stop(ctx: JobContext, kite: Any, state: dict[str, Any], symbol: str, q
     """(stop, tick, source) by the stop job's rule for ``symbol``."""
     from workers.jobs.update_cnc_stoploss import decide_stops
     from workers.marketdata import market_data_for
-    from workers.strategy.stops import DEFAULT_GTT_LIMIT_BUFFER_PERCENT
+    from workers.strategy.stops import DEFAULT_GTT_LIMIT_BUFFER_PERCENT, DEFAULT_STOP_MIN_GAP_PERCENT
 
     md = market_data_for(ctx)
     buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
-    decisions, ticks, _ltps, _fb = decide_stops(md, kite, {symbol: qty}, state, {symbol: list(managed)}, now, buffer)
+    min_gap = float(ctx.settings.get("STOP_MIN_GAP_PERCENT", DEFAULT_STOP_MIN_GAP_PERCENT))  # type: ignore[arg-type]
+    decisions, ticks, _ltps, _fb, _quotes = decide_stops(md, kite, {symbol: qty}, state, {symbol: list(managed)},
+                                                         now, buffer, min_gap)
     d = decisions[symbol]
     if d.place and d.stop is not None:
         return float(d.stop), ticks[symbol], str(d.source)

@@ -114,7 +114,9 @@ def test_a_partial_fill_gets_a_stop_for_the_filled_part_and_the_watchdog_raises_
     # INFY trades 2,000 shares a minute: at most 200 of the entry fill per minute.
     day = DAY_A.date().isoformat()
     scenario = {"market": [{"symbol": "INFY", "date": day, "from": "09:15", "to": "15:29", "volume": 2000}]}
-    desk = open_desk(tmp_path, broker_factory, {"Som": {"WATCHDOG_POLL_SECONDS": 5}}, DAY_A, SYMBOLS, scenario)
+    # MAX_POSITION_PERCENT 100: an entry the size limits leave whole, so one minute cannot fill it.
+    desk = open_desk(tmp_path, broker_factory, {"Som": {"WATCHDOG_POLL_SECONDS": 5, "MAX_POSITION_PERCENT": 100}},
+                     DAY_A, SYMBOLS, scenario)
     ltp = desk.ltp("Som", "INFY")
     desk.write_scan("Som", PREV_SESSION, [scan_row("INFY", 6, ltp, round(ltp * 0.93, 1), ltp * 1.2)])
     out = desk.ok("Som", JOB)
