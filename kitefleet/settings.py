@@ -228,8 +228,16 @@ SCHEMA: tuple[Key, ...] = (
     Key("ENTRY_SLIPPAGE_PERCENT", _number(float, 0, 5, lo_open=True), default=0.5,
         doc="place_orders_daily prices each entry at the ask level covering its quantity (fresh quote); "
             "an entry whose price is more than this above the LTP is skipped (0 < x <= 5)."),
+    Key("ENTRY_MAX_GAP_PERCENT", _number(float, 0, 20, lo_open=True), default=3.0,
+        doc="place_orders_daily skips a symbol whose price at the send is more than this far above the "
+            "scan's entry (0 < x <= 20); also one trading below the scan's stop or at its upper circuit."),
+    Key("ENTRY_TIMEOUT_MINUTES", _number(int, 1, 375), default=15,
+        doc="Market-clock minutes an entry may rest unfilled before it is cancelled (1-375)."),
     Key("GTT_LIMIT_BUFFER_PERCENT", _number(float, 0, 20, lo_open=True), default=5.0,
         doc="update_cnc_stoploss: the GTT's limit price sits this far below its trigger."),
+    Key("STOP_MIN_GAP_PERCENT", _number(float, 0.3, 20), default=1.0,
+        doc="No stop GTT (a fallback included) is placed within this many percent of the LTP: Kite "
+            "disables a GTT within 0.25 %, and a disabled GTT protects nothing (0.3 <= x <= 20)."),
     Key("WATCHDOG_POLL_SECONDS", _number(int, 1, 3600), default=30,
         doc="hourly_candle_watchdog: simulated seconds between LTP polls."),
     Key("WATCHDOG_RULE", _choice("hourly_low", "atr_trailing"), default="hourly_low",

@@ -11,12 +11,15 @@ early on a token, broker or reconciliation error: the record is written before t
         total_investment, skipped_existing_positions, orders) plus session, mode, scan_file_used,
         equity, n_selected, paused, skipped [{ticker, reason}], stopped (why the run stopped
         early, or null). Each order: ticker, brooks_entry_price, stop_loss, target_price,
-        risk_reward_ratio, order_timestamp, order_success, gtt_success (always false: stops are
-        update_cnc_stoploss's), error_message, current_price (the LTP sized on: the fresh quote's
+        risk_reward_ratio, order_timestamp, order_success, gtt_success (the filled shares have a
+        stop GTT, placed at the fill by workers.bot_stop), error_message (a refusal, or ``skipped:
+        <why>`` from the entry filter), current_price (the LTP sized on: the fresh quote's
         once the entry was priced for sending), position_size, investment_amount (shares x limit
         price), limit_price (the ask level covering the quantity), best_ask (of that quote),
         planned_quantity (the plan's, sized at the LTP), order_id, tag, order_status, refusals
-        [...], sent_now. Written atomically, mode 0600; a name already taken gets
+        [...], sent_now, stop_gtt_id, stop_trigger, stop_source (``scan_stop``,
+        ``prev_session_low`` or ``fallback``), stop_error (why no stop yet: the watchdog's next
+        poll or the next run places it). Written atomically, mode 0600; a name already taken gets
         ``_2``, ``_3``...
 """
 
@@ -51,6 +54,11 @@ class Entry:
     sent_now: bool = False
     error: str | None = None
     at: datetime | None = None
+    #: the broker stop of the filled shares (workers.bot_stop), or why there is none yet
+    stop_gtt_id: int | None = None
+    stop_trigger: float | None = None
+    stop_source: str | None = None
+    stop_error: str | None = None
 
     @property
     def success(self) -> bool:
@@ -67,7 +75,7 @@ class Entry:
             "risk_reward_ratio": self.row.risk_reward,
             "order_timestamp": (self.at or clock.now()).isoformat(),
             "order_success": self.success,
-            "gtt_success": False,
+            "gtt_success": self.stop_gtt_id is not None and self.stop_error is None,
             "error_message": self.error,
             "current_price": plan.ltp if plan else 0,
             "position_size": qty if self.success or plan is not None else 0,
@@ -82,6 +90,10 @@ class Entry:
             "sent_now": self.sent_now,
             # which limit sized it down and from what (MAX_ORDER_VALUE, MAX_POSITION_PERCENT, MAX_CAPITAL)
             "sized_down": plan.sized_down if plan else None,
+            "stop_gtt_id": self.stop_gtt_id,
+            "stop_trigger": self.stop_trigger,
+            "stop_source": self.stop_source,
+            "stop_error": self.stop_error,
         }
 
 

@@ -60,6 +60,7 @@ from kitefleet.clock import IST, Clock
 from kitefleet.errors import BrokerTemporaryError
 from kitefleet.halt import halt_file, halt_info
 from kitefleet.states import ExitStatus, OrderStatus
+from workers.bot_stop import FillGuard, StopSettings
 from workers.entry_cancel import Deadline, cancel_open_entries, entry_deadlines
 from workers.exit_records import exit_pending, next_exit_purpose
 from workers.intents import IntentLog
@@ -218,7 +219,7 @@ class Watchdog(ExitDesk):
                  clock: Clock, rule: str, poll_seconds: float, dry_run: bool, log: logging.Logger,
                  stop: threading.Event, positions_refresh_seconds: float = POSITIONS_REFRESH_SECONDS,
                  settle_grace_s: float = EXIT_SETTLE_GRACE_S, manage_scope: str = OWN,
-                 loss_limit_percent: float | None = None) -> None:
+                 loss_limit_percent: float | None = None, stop_settings: StopSettings | None = None) -> None:
         if rule not in (RULE_HOURLY_LOW, RULE_ATR_TRAILING):
             raise ValueError(f"unknown watchdog rule {rule!r}")
         self.user, self.kite, self.market, self.store = user, kite, market, store
@@ -264,6 +265,9 @@ class Watchdog(ExitDesk):
         #: changes; the order ids whose timeout cancel is done (or that the book shows final)
         self._deadlines: tuple[Any, dict[str, Deadline]] = (None, {})
         self._timed_out: set[str] = set()
+        # Fills of the session's entries seen after the entry run get their broker stop here.
+        self.fill_guard = FillGuard(kite=kite, store=store, intents=self.intents, market=market,
+                                    session=self.session, settings=stop_settings or StopSettings(), log=log)
 
     # --- state ---------------------------------------------------------------------------------
     def sym(self, symbol: str) -> dict[str, Any]:
@@ -556,6 +560,8 @@ class Watchdog(ExitDesk):
         self.schedule_levels(now)
         if exit_pending([e for s in self.day["symbols"].values() for e in s["exits"]]):
             self._update_exits(self.kite.orders(), now)
+        if not self.dry_run and self.fill_guard.poll(now):
+            self.refresh_positions(now)  # newly filled shares are tracked from this poll on
         symbols = sorted(self.tracked)
         if symbols:
             quotes = self.kite.ltp(*[f"{EXCHANGE}:{s}" for s in symbols])

@@ -3,7 +3,7 @@
 kiteconnect client, a manual clock, faults on the client's wire, and "a restart" as a new
 Watchdog over the same home and state.
 
-The pinned INFY day (the same as tests/jobs/test_watchdog.py up to 13:40, then a slow slide):
+The pinned INFY day (the same as tests/integration/jobs/test_watchdog.py up to 13:40, then a slow slide):
 the hourly level from 13:15 is min(1485, 1495) = 1485, the 13:40 minute closes at 1483 (the LTP
 from 13:41), so the rule fires at 13:41 at floor(1485 x 0.995, 0.1) = 1477.5, which fills at
 once (it is under the LTP).

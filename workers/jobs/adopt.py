@@ -7,7 +7,7 @@ At most what is held and not owned (workers.ledger.adoptable; default: all of it
 ``--stop`` (floored to the tick; it must be below the LTP) or the stop job's rule (the previous
 session's low, never below a recorded stop; a fallback below the LTP when that cannot be placed):
 the bot's stop GTT of the symbol is extended to the owned quantity held (modified in place, its
-trigger moved to the stop) or placed (workers.intents.send_gtt_once, an update_cnc_stoploss tag,
+trigger moved to the stop) or placed (workers.bot_stop.send_stop_gtt, an update_cnc_stoploss tag,
 so the stop job and the watchdog own it from then on), under the user's GTT lock.
 
 Order of writes, so a kill at any instant is completed by a rerun (docs/restart-behaviour.md):
@@ -45,7 +45,7 @@ from workers import ledger
 from workers.context import JobContext
 from workers.faults import fault_point
 from workers.gtt import bot_stops, stop_ownership
-from workers.intents import IntentLog, send_gtt_once
+from workers.intents import IntentLog
 from workers.portfolio import AccountSnapshot, held_quantities, reconcile_ledger, snapshot
 from workers.strategy.stops import EXCHANGE, gtt_limit_price, gtt_params
 
@@ -118,11 +118,13 @@ def _rule_stop(ctx: JobContext, kite: Any, state: dict[str, Any], symbol: str, q
     """(stop, tick, source) by the stop job's rule for ``symbol``."""
     from workers.jobs.update_cnc_stoploss import decide_stops
     from workers.marketdata import market_data_for
-    from workers.strategy.stops import DEFAULT_GTT_LIMIT_BUFFER_PERCENT
+    from workers.strategy.stops import DEFAULT_GTT_LIMIT_BUFFER_PERCENT, DEFAULT_STOP_MIN_GAP_PERCENT
 
     md = market_data_for(ctx)
     buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
-    decisions, ticks, _ltps, _fb = decide_stops(md, kite, {symbol: qty}, state, {symbol: list(managed)}, now, buffer)
+    min_gap = float(ctx.settings.get("STOP_MIN_GAP_PERCENT", DEFAULT_STOP_MIN_GAP_PERCENT))  # type: ignore[arg-type]
+    decisions, ticks, _ltps, _fb, _quotes = decide_stops(md, kite, {symbol: qty}, state, {symbol: list(managed)},
+                                                         now, buffer, min_gap)
     d = decisions[symbol]
     if d.place and d.stop is not None:
         return float(d.stop), ticks[symbol], str(d.source)
@@ -195,8 +197,7 @@ def _adopt(ctx: JobContext, kite: Any, store: StateStore, symbol: str) -> int:
 def _finish_adopt(ctx: JobContext, kite: Any, store: StateStore, symbol: str, held: int, stop: Any,
                   source: Any, managed: list[Mapping[str, Any]], now: datetime) -> int:
     """Steps 2 and 3: the bot stop covers the owned shares held, at ``stop``."""
-    from workers.jobs.update_cnc_stoploss import JOB as STOP_JOB
-    from workers.jobs.update_cnc_stoploss import fresh_stop_tag
+    from workers.bot_stop import send_stop_gtt
     from workers.strategy.stops import DEFAULT_GTT_LIMIT_BUFFER_PERCENT
 
     state = store.read()
@@ -220,10 +221,14 @@ def _finish_adopt(ctx: JobContext, kite: Any, store: StateStore, symbol: str, he
             action = f"GTT {gid} extended to {target} shares at {trigger}"
         gtt_id: int | None = gid
     else:
-        intents = IntentLog(store)
-        tag, purpose = fresh_stop_tag(ctx.user, now.date(), symbol, trigger, target, intents.all())
-        result = send_gtt_once(kite, intents, tag, purpose=purpose, job=STOP_JOB, session=now.date(), **params)
-        gtt_id = int(result.broker_id) if result.broker_id is not None else None
+        # The one create path of every bot stop (workers.bot_stop): the stop job's tags, an
+        # active GTT or none (the marker stays, and a rerun completes the adopt).
+        sent = send_stop_gtt(kite, IntentLog(store), ctx.user, now.date(), symbol, trigger, limit, target, ltp,
+                             log=ctx.log)
+        if sent.gtt_id is None:
+            ctx.log.error("%s: %s; the shares are adopted, rerun adopt to place the stop", symbol, sent.error)
+            return ExitCode.BROKER_TEMPORARY
+        gtt_id = sent.gtt_id
         action = f"stop GTT {gtt_id} placed for {target} shares at {trigger}"
     with store.transaction() as st:  # step 3: the stop record, the marker gone
         record_stop(st, symbol, gtt_id, trigger, limit, target, now,

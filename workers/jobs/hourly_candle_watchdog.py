@@ -94,6 +94,7 @@ def run(ctx: JobContext) -> int:
             return 0
 
     from workers import loss_limit
+    from workers.bot_stop import StopSettings
     from workers.marketdata import MarketData
     from workers.portfolio import ALL, OWN, SCOPE_ALL_WARNING
     from workers.watchdog import Watchdog
@@ -117,7 +118,8 @@ def run(ctx: JobContext) -> int:
         ctx.log.warning("%s", SCOPE_ALL_WARNING)
     watchdog = Watchdog(user=ctx.user, kite=kite, market=market, store=store, calendar=calendar, clock=clk,
                         rule=rule, poll_seconds=poll, dry_run=ctx.dry_run, log=ctx.log, stop=STOP,
-                        manage_scope=scope, loss_limit_percent=loss_limit.percent_of(ctx.settings))
+                        manage_scope=scope, loss_limit_percent=loss_limit.percent_of(ctx.settings),
+                        stop_settings=StopSettings.of(ctx.settings))
     stats = watch(watchdog, STOP)
     if not stats.started and not STOP.is_set():
         ctx.log.error("the session closed before the watchdog could start: its exits did not run today")

@@ -27,7 +27,10 @@ cumulative depth covers the planned quantity (sizing.limit_from_depth), so a BUY
 the ask; shares = min(planned, floor(budget / that limit)). A level more than
 ``ENTRY_SLIPPAGE_PERCENT`` above the quote's LTP (a thin or jumping stock), or an empty ask side
 (upper circuit), refuses the entry with the reason (``ask X above slippage cap Y``); a later run
-of the day tries it again. The same works against live Kite, whose quote has the same depth. Cash is
+of the day tries it again. The same quote filters the setup (sizing.entry_filter): an LTP more than
+``ENTRY_MAX_GAP_PERCENT`` (default 3) above the scan's entry, below the scan's stop, or at the
+upper circuit (the quote's ``upper_circuit_limit``) skips the entry (``skipped: gapped up: ...``
+in the run record). The same works against live Kite, whose quote has the same depth. Cash is
 ``margins("equity")["available"]["live_balance"]`` (else cash + intraday payin - debits), never
 ``net``, which on live Kite includes collateral (workers.portfolio.available_cash).
 
@@ -78,8 +81,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +93,7 @@ from kitefleet.errors import KitefleetError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.state import StateStore
 from workers import events, loss_limit
+from workers.bot_stop import StopSettings, entry_order_ids, prev_low_reader, protect_fills
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.entry_input import load_scan, read_manual
@@ -99,6 +104,7 @@ from workers.intents import IntentLog, SymbolBlocked, send_order_once
 from workers.portfolio import (
     ALL,
     BUY_PENDING,
+    FINAL_ORDER_STATUSES,
     OWN,
     SCOPE_ALL_WARNING,
     SOLD_TODAY,
@@ -116,11 +122,13 @@ from workers.run_record import Entry, EntryRun, write_record
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import (
     DEFAULT_CAPITAL_DEPLOYMENT_PERCENT,
+    DEFAULT_ENTRY_MAX_GAP_PERCENT,
     DEFAULT_ENTRY_SLIPPAGE_PERCENT,
     DEFAULT_MAX_CNC_POSITIONS,
     DEFAULT_MIN_SCORE,
     Skipped,
     check_pre_trade,
+    entry_filter,
     fit_to_limits,
     limit_from_depth,
     order_params,
@@ -130,6 +138,8 @@ from workers.strategy.sizing import (
 
 TAKES_JOB_LOCK = True
 EXCHANGE = "NSE"
+#: market seconds the run re-reads the order book after its sends for immediate fills to protect
+FILL_WAIT_SECONDS = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +165,7 @@ class _Limits:
     position_percent: float | None = None
     max_capital: float | None = None
     new_per_day: int = 10
+    max_gap: float = DEFAULT_ENTRY_MAX_GAP_PERCENT
 
 
 def _float_setting(ctx: JobContext, key: str, default: float | None) -> float | None:
@@ -175,6 +186,8 @@ def _limits(ctx: JobContext) -> _Limits:
         position_percent=_float_setting(ctx, "MAX_POSITION_PERCENT", 20.0),
         max_capital=_float_setting(ctx, "MAX_CAPITAL", None),
         new_per_day=int(ctx.settings.get("MAX_NEW_ENTRIES_PER_DAY", 10)),  # type: ignore[call-overload]
+        max_gap=_float_setting(ctx, "ENTRY_MAX_GAP_PERCENT", DEFAULT_ENTRY_MAX_GAP_PERCENT)
+        or DEFAULT_ENTRY_MAX_GAP_PERCENT,
     )
 
 
@@ -185,10 +198,11 @@ def _ltps(kite: Any, symbols: list[str]) -> dict[str, float]:
     return {s: float((answer.get(f"{EXCHANGE}:{s}") or {}).get("last_price") or 0.0) for s in symbols}
 
 
-def _quote(kite: Any, symbol: str) -> tuple[float, dict[str, Any]]:
-    """A fresh LTP and depth of ``symbol`` from one ``quote()`` read."""
+def _quote(kite: Any, symbol: str) -> tuple[float, dict[str, Any], float | None]:
+    """A fresh LTP, depth and upper circuit of ``symbol`` from one ``quote()`` read."""
     q = kite.quote(f"{EXCHANGE}:{symbol}").get(f"{EXCHANGE}:{symbol}") or {}
-    return float(q.get("last_price") or 0.0), dict(q.get("depth") or {})
+    upper = q.get("upper_circuit_limit")
+    return float(q.get("last_price") or 0.0), dict(q.get("depth") or {}), float(upper) if upper else None
 
 
 def _print_plan(entries: list[Entry], skipped: list[Skipped], header: str) -> None:
@@ -297,8 +311,8 @@ def run(ctx: JobContext) -> int:
         raise
     finally:
         # The record is written before the wait too: a run killed while waiting still leaves it.
-        path = _finish(ctx, kite, store, entry_run, summary=code != ExitCode.OK)
-    waited = _wait(ctx, kite, store, intents, entry_run.session, md.calendar)
+        path = _finish(ctx, kite, md, store, intents, entry_run, summary=code != ExitCode.OK)
+    waited = _wait(ctx, kite, md, store, intents, entry_run.session, md.calendar)
     _after_wait(ctx, kite, entry_run, path, waited)
     return code
 
@@ -457,8 +471,14 @@ def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, l
         e.at = clock.now()
         assert e.plan is not None
         planned_ltp = e.plan.ltp
-        fresh, depth = _quote(kite, e.row.symbol)
+        fresh, depth, upper = _quote(kite, e.row.symbol)
         e.fresh_ltp = fresh
+        gone = entry_filter(fresh, e.row.entry, e.row.stop_loss, upper, limits.max_gap)
+        if gone is not None:
+            # The setup the scan saw is gone: skipped, with the reason in the run record.
+            e.refusals, e.error = [gone], f"skipped: {gone}"
+            log.warning("%s: %s", e.row.symbol, e.error)
+            continue
         e.refusals = _price(e, entry_run, limits, fresh, depth)
         # The slippage cap bounds the price against the fresh LTP; the sanity band against the
         # LTP the plan was sized on (and a person confirmed): a plan gone stale is refused.
@@ -514,21 +534,76 @@ def _price(e: Entry, run: EntryRun, limits: _Limits, ltp: float, depth: dict[str
     return []
 
 
-def _wait(ctx: JobContext, kite: Any, store: StateStore, intents: IntentLog, session: date,
+def _wait(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents: IntentLog, session: date,
           calendar: Any) -> list[Waited]:
     """After the sends: wait for the session's open entries until their ``cancel_after`` and
-    cancel what is left (workers.entry_wait)."""
+    cancel what is left (workers.entry_wait). A fill seen while waiting gets its broker stop at
+    once (workers.bot_stop, the one function that places bot stops)."""
     _, close = calendar.session_bounds(session)
-    return EntryWait(kite, store, intents, ctx.user, session, ctx.log, clock.get_clock(), close).run()
+
+    def on_fill(order: Mapping[str, Any], _more: int) -> None:
+        try:
+            protect_fills(kite, store, intents, ctx.home, ctx.user, [order], session=session, now=clock.now(),
+                          tick_size=md.tick_size, prev_low=prev_low_reader(md, clock.now()),
+                          settings=StopSettings.of(ctx.settings), log=ctx.log)
+        except KitefleetError as exc:  # the watchdog's next poll or the next run places it
+            ctx.log.warning("%s: stop at the fill not placed now (%s)", order.get("tradingsymbol"), exc)
+
+    return EntryWait(kite, store, intents, ctx.user, session, ctx.log, clock.get_clock(), close,
+                     on_fill=on_fill).run()
 
 
-def _finish(ctx: JobContext, kite: Any, store: StateStore, entry_run: EntryRun, *, summary: bool = True) -> Path:
-    """After the sends: statuses and fills from the order book, then the run record; the JSON
-    summary when the run ends here (``summary``)."""
+def _await_fills(kite: Any, entries: list[Entry]) -> list[dict[str, Any]]:
+    """The order book after the sends, re-read for at most FILL_WAIT_SECONDS of market time
+    while a sent entry is still open: a marketable entry fills (in part) at once, and those
+    shares get their stop now. What fills later is the watchdog's to protect (workers.bot_stop)."""
+    ids = {e.order_id for e in entries if e.order_id}
+    if not ids:
+        return []
+    deadline = clock.now() + timedelta(seconds=FILL_WAIT_SECONDS)
+    for _ in range(FILL_WAIT_SECONDS + 1):
+        orders = list(kite.orders())
+        still_open = [o for o in orders
+                      if str(o.get("order_id")) in ids and o.get("status") not in FINAL_ORDER_STATUSES]
+        if not still_open or clock.now() >= deadline:
+            return orders
+        clock.get_clock().sleep_until(min(deadline, clock.now() + timedelta(seconds=1)), max_wall=2.0)
+    return orders
+
+
+def _protect(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents: IntentLog, entry_run: EntryRun,
+             orders: list[dict[str, Any]]) -> None:
+    """A broker stop for the shares filled so far (workers.bot_stop); a failure is reported and
+    left to the watchdog's next poll or the next run, which place it."""
+    now = clock.now()
+    try:
+        done = protect_fills(kite, store, intents, ctx.home, ctx.user, orders, session=entry_run.session, now=now,
+                             tick_size=md.tick_size, prev_low=prev_low_reader(md, now),
+                             settings=StopSettings.of(ctx.settings), log=ctx.log)
+    except KitefleetError as exc:
+        ctx.log.warning("stops at the fill not placed now (%s); the watchdog or the next run places them", exc)
+        for e in entry_run.entries:
+            e.stop_error = e.stop_error or str(exc)
+        return
+    by_symbol = {d.symbol: d for d in done}
+    for e in entry_run.entries:
+        d = by_symbol.get(e.row.symbol)
+        if d is not None:
+            e.stop_gtt_id, e.stop_trigger, e.stop_source, e.stop_error = d.gtt_id, d.trigger, d.source, d.error
+
+
+def _finish(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents: IntentLog, entry_run: EntryRun,
+            *, summary: bool = True) -> Path:
+    """After the sends: statuses and fills from the order book, a stop for what filled, then the
+    run record; the JSON summary when the run ends here (``summary``)."""
     log = ctx.log
     entries, skipped = entry_run.entries, entry_run.skipped
     try:
-        orders = list(kite.orders()) if any(e.order_id for e in entries) else []
+        orders = _await_fills(kite, entries)
+        if not orders and entry_order_ids(store.read(), entry_run.session):
+            # Nothing sent now, but today's earlier entries may have filled unprotected (a run
+            # killed between the fill and its stop): their stop is placed here.
+            orders = list(kite.orders())
     except KitefleetError as exc:
         log.warning("order book not read after sending (%s); fills are recorded by the next run", exc)
         orders = []
@@ -539,6 +614,7 @@ def _finish(ctx: JobContext, kite: Any, store: StateStore, entry_run: EntryRun, 
             record_entry_fills(state, orders, entry_run.session, clock.now())
             # Filled entries are the bot's at once (partial fills too): lots in the ledger.
             reconcile_ledger(state, None, [], entry_run.session, orders=orders)
+        _protect(ctx, kite, md, store, intents, entry_run, orders)
     record = entry_run.record()
     path = write_record(ctx.home, ctx.user, record, entry_run.started)
     successes = entry_run.successes

@@ -36,7 +36,8 @@ Reading the holdings and the GTT list, planning and writing happen under the use
 job writes back a GTT the other has just changed. Waiting more than 60 s for it fails the run
 (exit 1); the next run plans afresh.
 
-Writes. A new GTT goes through workers.intents.send_gtt_once with the tag
+Writes. A new GTT goes through workers.bot_stop.send_stop_gtt (the one place every bot stop is
+created, also the stop at an entry's fill) and workers.intents.send_gtt_once with the tag
 ``make_tag(user, "update_cnc_stoploss", session, symbol, purpose)``, purpose
 ``stop:<trigger>:<qty>``, or ``stop:<trigger>:<qty>:<n>`` (n = 2, 3, ...) when the stop GTT placed
 under the earlier purpose that day is gone (deleted by hand, or fired and its limit did not
@@ -87,8 +88,8 @@ from kitefleet.exitcodes import ExitCode
 from kitefleet.locks import gtt_lock
 from kitefleet.state import StateStore
 from kitefleet.state_migrations import fold_legacy_stop_ids
-from kitefleet.states import INTENT_TAG_USED
 from workers import events, loss_limit
+from workers.bot_stop import send_stop_gtt
 from workers.broker_errors import BrokerRejected, WriteOutcomeUnknown
 from workers.context import JobContext
 from workers.faults import fault_point
@@ -97,8 +98,6 @@ from workers.intents import (
     KEEP_INTENT_DAYS,
     IntentLog,
     SymbolBlocked,
-    make_tag,
-    send_gtt_once,
 )
 from workers.portfolio import (
     ALL,
@@ -117,6 +116,7 @@ from workers.portfolio import (
 from workers.strategy.stops import (
     CREATE,
     DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
+    DEFAULT_STOP_MIN_GAP_PERCENT,
     DELETE,
     FALLBACK,
     MODIFY,
@@ -145,31 +145,10 @@ LEGACY_SOURCE = {PREV_SESSION_LOW: "previous_day_low_gtt", FALLBACK: "fallback_g
 CANDLE_LOOKBACK_DAYS = 14
 #: how long to wait for the user's GTT lock (the watchdog holds it for one GTT tidy step)
 GTT_LOCK_TIMEOUT_S = 60.0
-#: a GTT found for an intent but no longer active: try the next tag at most this often per run
-_CREATE_ATTEMPTS = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
-
-
-def stop_purpose(trigger: float, quantity: int, attempt: int = 1) -> str:
-    base = f"stop:{trigger:.2f}:{quantity}"
-    return base if attempt <= 1 else f"{base}:{attempt}"
-
-
-def fresh_stop_tag(user: str, session: date, symbol: str, trigger: float, quantity: int,
-                   intents: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
-    """(tag, purpose) for a new stop GTT: the first purpose of the sequence whose intent was never
-    sent. An open or failed intent keeps its tag (the intent protocol checks the broker first);
-    a sent, resolved or unresolved one named a GTT that is gone now, so it gets a successor."""
-    attempt = 1
-    while True:
-        purpose = stop_purpose(trigger, quantity, attempt)
-        tag = make_tag(user, JOB, session, symbol, purpose)
-        if (intents.get(tag) or {}).get("status") not in INTENT_TAG_USED:
-            return tag, purpose
-        attempt += 1
 
 
 @dataclass
@@ -195,6 +174,7 @@ class Outcome:
 
 def decide_stops(md: Any, kite: Any, held: dict[str, int], state: dict[str, Any],
                  managed: Mapping[str, list[Mapping[str, Any]]], now: datetime, buffer: float,
+                 min_gap: float = DEFAULT_STOP_MIN_GAP_PERCENT,
                  ) -> tuple[dict[str, StopDecision], dict[str, float], dict[str, float], dict[str, float],
                             dict[str, Mapping[str, Any]]]:
     """Per held symbol: the stop decision, its tick size, its LTP, and (where the rule stop
@@ -218,9 +198,10 @@ def decide_stops(md: Any, kite: Any, held: dict[str, int], state: dict[str, Any]
         recorded = float(rec) if isinstance(rec, int | float) else broker_floor.get(sym)
         ltp = float((ltp_answer.get(f"{EXCHANGE}:{sym}") or {}).get("last_price") or 0.0)
         decisions[sym] = decide_stop(prev_low, recorded, ltp or None, tick, has_stop_gtt=bool(managed.get(sym)),
-                                     buffer_percent=buffer)
+                                     buffer_percent=buffer, min_gap_percent=min_gap)
         if managed.get(sym) and not decisions[sym].place:
-            bare = decide_stop(prev_low, recorded, ltp or None, tick, has_stop_gtt=False, buffer_percent=buffer)
+            bare = decide_stop(prev_low, recorded, ltp or None, tick, has_stop_gtt=False, buffer_percent=buffer,
+                               min_gap_percent=min_gap)
             if bare.source == FALLBACK and bare.stop is not None:
                 fallbacks[sym] = bare.stop
         ticks[sym], ltps[sym] = tick, ltp
@@ -312,7 +293,8 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
     events.gtts_triggered(ctx.home, ctx.user, gtts, ownership.owned_ids)
     managed = bot_stops(gtts, ownership, adopt_on=held, exchange=EXCHANGE)
     buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
-    decisions, ticks, ltps, fallbacks, quotes = decide_stops(md, kite, held, state, managed, now, buffer)
+    min_gap = float(ctx.settings.get("STOP_MIN_GAP_PERCENT", DEFAULT_STOP_MIN_GAP_PERCENT))  # type: ignore[arg-type]
+    decisions, ticks, ltps, fallbacks, quotes = decide_stops(md, kite, held, state, managed, now, buffer, min_gap)
     desired: dict[str, DesiredGtt] = {}
     for sym, d in decisions.items():
         if d.place and d.stop is not None:
@@ -450,32 +432,22 @@ def _apply(ctx: JobContext, kite: Any, intents: IntentLog, out: Outcome, action:
         log.info("%s: GTT %s modified: %s", out.symbol, action.gtt_id, action.reason)
         events.stop(ctx.home, ctx.user, "stop_moved", out.symbol, f"stop moved to {action.trigger} ({action.reason})")
         return
-    for _ in range(_CREATE_ATTEMPTS):
-        # The plan creates only when no managed stop GTT is active, so an earlier GTT of this
-        # purpose today is gone: its tag is spent, and a new GTT gets the next one.
-        tag, purpose = fresh_stop_tag(ctx.user, today, out.symbol, action.trigger, action.quantity, intents.all())
-        result = send_gtt_once(kite, intents, tag, purpose=purpose, job=JOB, session=today, **params)
-        gtt_id = int(result.broker_id) if result.broker_id is not None else None
-        # A GTT in any state but active protects nothing: one just placed may come back disabled
-        # (a trigger within 0.25 % of the LTP); one reconciliation matched may be disabled or gone.
-        status = str(kite.get_gtt(gtt_id).get("status")) if gtt_id is not None else "unknown"
-        if status == "active":
-            break
-        if result.sent_now:
-            out.error = f"stop GTT {gtt_id} was placed but the broker shows it {status}; the next run tries again"
-            log.error("%s: %s", out.symbol, out.error)
-            return
-        log.warning("%s: intent %s matched GTT %s, which is %s; placing under the next tag", out.symbol, tag,
-                    gtt_id, status)
-    else:
-        out.error = f"no active stop GTT after {_CREATE_ATTEMPTS} attempts; the next run tries again"
+    # The plan creates only when no managed stop GTT is active, so an earlier GTT of this purpose
+    # today is gone: its tag is spent, and a new GTT gets the next one (workers.bot_stop). A GTT in
+    # any state but active protects nothing: send_stop_gtt claims only an active one.
+    sent = send_stop_gtt(kite, intents, ctx.user, today, out.symbol, action.trigger, action.limit_price,
+                         action.quantity, ltps[out.symbol], log=log)
+    tag, gtt_id = sent.tag, sent.gtt_id
+    if gtt_id is None:
+        out.error = sent.error
         log.error("%s: %s", out.symbol, out.error)
-        events.stop(ctx.home, ctx.user, "stop_not_active", out.symbol, out.error, daily=True)
+        if not sent.sent_now:
+            events.stop(ctx.home, ctx.user, "stop_not_active", out.symbol, str(out.error), daily=True)
         return
     out.gtt_id = gtt_id
     out.done = True
     log.info("%s: stop GTT %s at %.2f (limit %.2f, qty %d, tag %s)%s", out.symbol, out.gtt_id, action.trigger,
-             action.limit_price, action.quantity, tag, "" if result.sent_now else " (already at the broker)")
+             action.limit_price, action.quantity, tag, "" if sent.sent_now else " (already at the broker)")
     events.stop(ctx.home, ctx.user, "stop_placed", out.symbol, f"stop GTT at {action.trigger:.2f} for "
                 f"{action.quantity} shares", key=f"placed|{out.gtt_id}")
 

@@ -29,6 +29,9 @@ Rules and defaults (the env keys are in ``kitefleet/settings.py``; the defaults 
   reason. Shares = min(planned, floor(budget / that limit)) and the risk cap again at that limit.
   (Legacy: LIMIT at an LTP read right before each order, which rests below the ask whenever the
   last trade was at the bid.)
+* Entry filter at the send (:func:`entry_filter`), on the same fresh quote: a symbol whose LTP is
+  more than ``ENTRY_MAX_GAP_PERCENT`` (default 3) above the scan's entry, below the scan's stop,
+  or at its upper circuit (the quote's ``upper_circuit_limit``) is skipped with the reason.
 * Pre-trade limits (:func:`check_pre_trade`), each refusal a reason, empty list = send: the pause
   flag; quantity 0; a limit price off the tick grid; order value > ``MAX_ORDER_VALUE`` (default
   ₹5,00,000); limit price more than ``PRICE_BAND_PERCENT`` (default 3 %) away from the given LTP
@@ -53,6 +56,7 @@ DEFAULT_CAPITAL_DEPLOYMENT_PERCENT = 50.0
 DEFAULT_MAX_ORDER_VALUE = 500_000.0
 DEFAULT_PRICE_BAND_PERCENT = 3.0
 DEFAULT_ENTRY_SLIPPAGE_PERCENT = 0.5
+DEFAULT_ENTRY_MAX_GAP_PERCENT = 3.0
 
 EXCHANGE = "NSE"
 PRODUCT = "CNC"
@@ -262,6 +266,27 @@ def limit_from_depth(depth: Mapping[str, Any] | None, quantity: int, ltp: float,
                         f"ask {price_f:.2f} above slippage cap {float(cap):.2f} "
                         f"(LTP {ltp:.2f} + {slippage_percent:g} %)")
     return AskLimit(price_f, best, covered)
+
+
+def entry_filter(ltp: float, entry: float | None, stop: float | None, upper_circuit: float | None,
+                 max_gap_percent: float = DEFAULT_ENTRY_MAX_GAP_PERCENT) -> str | None:
+    """Why the setup the scan saw is gone at the send, or None: the price gapped more than
+    ``max_gap_percent`` above the scan's entry (the risk to the stop is larger than the scan
+    measured), it trades below the scan's stop (the setup failed before the entry), or it sits at
+    its upper circuit (no seller; a BUY there rests or fills at the day's top). A missing entry
+    or stop (a ``--from`` list) skips that check."""
+    if not (math.isfinite(ltp) and ltp > 0):
+        return None  # the slippage cap and the sanity band refuse a missing LTP with their own reason
+    if upper_circuit is not None and upper_circuit > 0 and ltp >= upper_circuit:
+        return f"at the upper circuit: LTP {ltp:.2f} >= upper circuit {upper_circuit:.2f}"
+    if stop is not None and stop > 0 and ltp < stop:
+        return f"below the scan's stop: LTP {ltp:.2f} < stop {stop:.2f}"
+    if entry is not None and entry > 0:
+        gap = (_dec(ltp) / _dec(entry) - 1) * 100
+        if gap > _dec(max_gap_percent):
+            return (f"gapped up: LTP {ltp:.2f} is {float(gap):.2f} % above the scan's entry {entry:.2f} "
+                    f"(ENTRY_MAX_GAP_PERCENT {max_gap_percent:g})")
+    return None
 
 
 def check_pre_trade(

@@ -9,13 +9,19 @@ Rules and defaults (legacy section 4.3, ``update_cnc_stoploss.py``, with its fau
   lowered (legacy replaced the GTT every run, lowering it after a down day). A stop at or above the
   LTP is reported ("not placed: stop >= LTP") and not placed: Kite would fire it at once (legacy
   silently replaced it with 95 % of the LTP).
+* Minimum gap (``STOP_MIN_GAP_PERCENT``, default 1, at least 0.3): a stop above LTP × (1 − gap)
+  is not placed (Kite disables a GTT within 0.25 % of the LTP, and a disabled GTT protects
+  nothing; legacy kept 1 %). The fallback keeps the gap too.
+* Stop at the first fill (:func:`stop_at_fill`, placed by workers.bot_stop): the scan's
+  ``stop_loss`` floored to the tick, source ``scan_stop``; without a valid one below the fill and
+  the gap (a ``--from`` list), the rule of the fallback below.
 * Fallback (:func:`decide_stop`, :func:`fallback_stop`): "never lowered" must not mean "no stop".
   When a held symbol has **no** active stop GTT and the rule above gives none below the LTP (the
   never-lowered stop is at or above it: the GTT fired and its limit did not fill, or the stop is
   old; or there is no previous session low), a fallback stop is placed: the previous session's
-  low, floored to the tick, if it is more than 0.25 % below the LTP (Kite disables a GTT whose
-  trigger is within 0.25 % of the LTP), else LTP × (1 − ``GTT_LIMIT_BUFFER_PERCENT`` / 100),
-  floored to the tick. Its source is ``fallback``, and the job logs a WARNING: a person should
+  low, floored to the tick, if it is at least ``STOP_MIN_GAP_PERCENT`` below the LTP, else
+  LTP × (1 − max(``GTT_LIMIT_BUFFER_PERCENT``, ``STOP_MIN_GAP_PERCENT``) / 100), floored to the
+  tick. Its source is ``fallback``, and the job logs a WARNING: a person should
   look. A stop GTT that exists is never lowered (it is kept as it is).
 * GTT (:func:`gtt_limit_price`, :func:`gtt_params`): single trigger, one leg: SELL, LIMIT, CNC, the
   full held quantity, trigger = the stop, limit price = trigger × (1 − ``GTT_LIMIT_BUFFER_PERCENT``
@@ -70,10 +76,15 @@ FIXED_BANDS_UP_TO_RULE = (2, 5)
 #: the quote's band, half its width over the previous close, may be off the nominal band by
 #: rounding to the tick (inwards) this much (percentage points)
 BAND_MATCH_TOLERANCE = 0.2
+#: no stop is placed within this many percent of the LTP (``STOP_MIN_GAP_PERCENT``; legacy's 1 %
+#: gap: a stop above 99 % of the LTP was replaced); at least 0.3, clear of Kite's disable band
+DEFAULT_STOP_MIN_GAP_PERCENT = 1.0
 
 CREATE, MODIFY, DELETE, NONE = "create", "modify", "delete", "none"
 #: ``StopDecision.source`` values (recorded in state ``stops[SYMBOL]["source"]``)
 PREV_SESSION_LOW, FALLBACK = "prev_session_low", "fallback"
+#: the stop placed at an entry's first fill: the scan's ``stop_loss`` (workers.bot_stop)
+SCAN_STOP = "scan_stop"
 
 
 @dataclass(frozen=True)
@@ -103,8 +114,13 @@ def previous_session_low(daily_candles: Iterable[CandleLike], now: dt.datetime,
     return done[-1].low if done else None
 
 
+def _too_close(stop: float, ltp: float, min_gap_percent: float) -> bool:
+    """A stop above LTP x (1 - gap): too close to place (Kite may disable it, a tick fires it)."""
+    return Decimal(repr(float(stop))) > Decimal(repr(float(ltp))) * (100 - Decimal(repr(float(min_gap_percent)))) / 100
+
+
 def compute_stop(prev_session_low: float | None, recorded_stop: float | None, ltp: float | None,
-                 tick: float) -> StopDecision:
+                 tick: float, min_gap_percent: float = DEFAULT_STOP_MIN_GAP_PERCENT) -> StopDecision:
     """The stop for one held position: previous session low floored to the tick, never below
     the recorded stop, and not placed when at or above the LTP.
 
@@ -129,34 +145,42 @@ def compute_stop(prev_session_low: float | None, recorded_stop: float | None, lt
     if stop >= ltp:
         return StopDecision(stop, moved, False, recorded_stop, candidate,
                             f"not placed: stop {stop} >= LTP {ltp}")
+    if _too_close(stop, ltp, min_gap_percent):
+        return StopDecision(stop, moved, False, recorded_stop, candidate,
+                            f"not placed: stop {stop} within {min_gap_percent:g} % of LTP {ltp} (STOP_MIN_GAP_PERCENT)")
     return StopDecision(stop, moved, True, recorded_stop, candidate, note)
 
 
 def fallback_stop(prev_session_low: float | None, ltp: float, tick: float,
-                  buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT) -> float:
+                  buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
+                  min_gap_percent: float = DEFAULT_STOP_MIN_GAP_PERCENT) -> float:
     """The stop for a held position that has no stop GTT and no rule stop below the LTP: the
-    previous session's low (floored) if it is more than 0.25 % below the LTP, else
-    LTP × (1 − ``buffer_percent`` / 100), floored to the tick."""
+    previous session's low (floored) if it is at least ``min_gap_percent`` below the LTP, else
+    LTP × (1 − the larger of ``buffer_percent`` and ``min_gap_percent`` / 100), floored to the
+    tick (legacy: 95 % of the LTP)."""
     if prev_session_low is not None and prev_session_low > 0:
         low = round_to_tick(prev_session_low, tick, "floor")
-        if low < ltp * (1 - KITE_DISABLE_BAND_PERCENT / 100):
+        if low < ltp and not _too_close(low, ltp, min_gap_percent):
             return low
-    return gtt_limit_price(ltp, buffer_percent, tick)
+    return gtt_limit_price(ltp, max(buffer_percent, min_gap_percent), tick)
 
 
 def decide_stop(prev_session_low: float | None, recorded_stop: float | None, ltp: float | None,
                 tick: float, *, has_stop_gtt: bool,
-                buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT) -> StopDecision:
+                buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
+                min_gap_percent: float = DEFAULT_STOP_MIN_GAP_PERCENT) -> StopDecision:
     """:func:`compute_stop`, plus the fallback: a held symbol without a stop GTT (``has_stop_gtt``
     false) whose rule stop cannot be placed below the LTP gets :func:`fallback_stop`. Without an
     LTP nothing can be placed (the GTT needs it as ``last_price``)."""
-    decision = compute_stop(prev_session_low, recorded_stop, ltp, tick)
+    decision = compute_stop(prev_session_low, recorded_stop, ltp, tick, min_gap_percent)
     if decision.place or has_stop_gtt or ltp is None or not ltp > 0:
         return decision
-    stop = fallback_stop(prev_session_low, ltp, tick, buffer_percent)
+    stop = fallback_stop(prev_session_low, ltp, tick, buffer_percent, min_gap_percent)
     if not 0 < stop < ltp:
         return decision
-    why = "no previous session low" if decision.stop is None else f"stop {decision.stop} >= LTP {ltp}"
+    why = ("no previous session low" if decision.stop is None
+           else f"stop {decision.stop} >= LTP {ltp}" if decision.stop >= ltp
+           else f"stop {decision.stop} within {min_gap_percent:g} % of LTP {ltp}")
     return StopDecision(stop, True, True, recorded_stop, decision.candidate,
                         f"FALLBACK stop {stop} ({why}, and no stop GTT protects the position): "
                         "a person should look", FALLBACK)
@@ -179,6 +203,27 @@ def fixed_band_percent(quote: Mapping[str, Any]) -> float | None:
         if abs(band - fixed) <= BAND_MATCH_TOLERANCE:
             return float(fixed)
     return None
+def stop_at_fill(scan_stop: float | None, fill_price: float, prev_session_low: float | None, ltp: float | None,
+                 tick: float, buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
+                 min_gap_percent: float = DEFAULT_STOP_MIN_GAP_PERCENT) -> StopDecision:
+    """The stop for an entry's filled shares (workers.bot_stop): the scan's ``stop_loss`` floored
+    to the tick when it lies below the fill and at least ``min_gap_percent`` below the LTP; else
+    (a ``--from`` row without a stop, or one too close) the stop job's rule for a position without
+    a stop GTT: the previous session's low, or the fallback, which keeps the gap too."""
+    if ltp is None or not ltp > 0:
+        return StopDecision(None, False, False, reason=f"not placed: no LTP ({ltp})", source=SCAN_STOP)
+    if scan_stop is not None and scan_stop > 0:
+        stop = round_to_tick(scan_stop, tick, "floor")
+        if 0 < stop < fill_price and stop < ltp and not _too_close(stop, ltp, min_gap_percent):
+            return StopDecision(stop, True, True, None, stop, None, SCAN_STOP)
+    decision = decide_stop(prev_session_low, None, ltp, tick, has_stop_gtt=False, buffer_percent=buffer_percent,
+                           min_gap_percent=min_gap_percent)
+    if scan_stop is not None and scan_stop > 0 and decision.place:
+        why = (f"the scan's stop {scan_stop} is not at least {min_gap_percent:g} % below the LTP {ltp} "
+               f"and below the fill {fill_price}")
+        decision = StopDecision(decision.stop, decision.moved, True, None, decision.candidate,
+                                f"{why}; {decision.reason or decision.source}", decision.source)
+    return decision
 
 
 def gtt_limit_price(trigger: float, buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT,

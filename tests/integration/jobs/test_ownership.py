@@ -101,9 +101,9 @@ def test_upgrade_from_a_state_before_the_ledger_deletes_nothing_and_leaves_the_h
     _buy(desk, "Som", ["INFY", "TCS"], tmp_path)
     v2 = json.loads(V2_HAND_BOUGHT.read_text(encoding="utf-8"))
     assert v2["schema_version"] == 2 and "ledger" not in v2
-    _replay_gtts(desk, "Som", v2)
-    desk.home.state_file("Som").write_bytes(V2_HAND_BOUGHT.read_bytes())
-    ids = {"INFY": 1, "SBIN": 2, "TCS": 3}
+    ids = _replay_gtts(desk, "Som", v2)
+    assert set(ids) == {"INFY", "SBIN", "TCS"}
+    desk.home.state_file("Som").write_text(json.dumps(v2), encoding="utf-8")
     assert {s: [g["id"] for g in gs] for s, gs in _active(desk, "Som").items()} == {s: [i] for s, i in ids.items()}
 
     before = desk.audit_len()
@@ -122,11 +122,11 @@ def test_upgrade_from_a_state_before_the_ledger_deletes_nothing_and_leaves_the_h
     before = desk.audit_len()
     out = desk.ok("Som", STOP_JOB)
     acts = {a["symbol"]: (a["action"], a["gtt_id"]) for a in out["actions"]}
-    assert acts == {"INFY": ("modify", 1), "TCS": ("modify", 3)}
+    assert acts == {"INFY": ("modify", ids["INFY"]), "TCS": ("modify", ids["TCS"])}
     writes = desk.writes(before)
-    assert sorted(w["path"] for w in writes) == ["/gtt/triggers/1", "/gtt/triggers/3"]
+    assert sorted(w["path"] for w in writes) == sorted(f"/gtt/triggers/{ids[s]}" for s in ("INFY", "TCS"))
     assert not [w for w in writes if w["method"] == "DELETE"]
-    sbin = desk.kite("Som").get_gtt(2)
+    sbin = desk.kite("Som").get_gtt(ids["SBIN"])
     assert sbin["status"] == "active" and sbin["condition"]["trigger_values"] == [950.0]
     assert sbin["orders"][0]["quantity"] == 40
     assert {s: [g["id"] for g in gs] for s, gs in _active(desk, "Som").items()} == {s: [i] for s, i in ids.items()}

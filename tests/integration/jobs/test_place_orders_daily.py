@@ -61,8 +61,8 @@ def desk(tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> Iterat
 
 def test_entries_are_sized_on_the_tick_recorded_and_a_second_run_sends_nothing(desk: Desk) -> None:
     desk.write_scan("Som", PREV_SESSION, [
-        scan_row("INFY", 6, 1500, 1400, 1700), scan_row("TCS", 5, 3000, 2800, 3400),
-        scan_row("SBIN", 4, 900, 850, 1000),
+        scan_row("INFY", 6, 1095, 1000, 1250), scan_row("TCS", 5, 2600, 2400, 3000),
+        scan_row("SBIN", 4, 930, 880, 1000),
         ScanResult("RELIANCE", 0, reason="insufficient data: 10 candles, need 60"),
     ])
     # Before the open: says so, places nothing, writes no record.
@@ -114,7 +114,7 @@ def test_entries_are_sized_on_the_tick_recorded_and_a_second_run_sends_nothing(d
     positions = desk.state("Som")["positions"]
     assert set(positions) == {"INFY", "TCS"}
     assert positions["INFY"]["quantity"] == placed["INFY"]["quantity"]
-    assert positions["INFY"]["stop_loss"] == 1400 and positions["INFY"]["target_price"] == 1700
+    assert positions["INFY"]["stop_loss"] == 1000 and positions["INFY"]["target_price"] == 1250
     assert positions["INFY"]["order_id"] == placed["INFY"]["order_id"]
 
     before = desk.audit_len()
@@ -132,7 +132,7 @@ def test_pause_stops_entries_until_resumed_and_each_limit_refuses(
     scenario = {"paths": [{"symbol": "RELIANCE", "date": DAY_A.date().isoformat(),
                            "waypoints": [["09:15", 1400.0], ["10:10", 1400.0], ["10:30", 1500.0]]}]}
     desk = open_desk(tmp_path, broker_factory, users, DAY_A, SYMBOLS, scenario)
-    rows = [scan_row("INFY", 6, 1500, 1400, 1700), scan_row("TCS", 5, 3000, 2800, 3400)]
+    rows = [scan_row("INFY", 6, 1095, 1000, 1250), scan_row("TCS", 5, 2600, 2400, 3000)]
     for user in ("Som", "Sai"):
         desk.write_scan(user, PREV_SESSION, rows)
     stops = {s: round(desk.ltp("Raj", s) * 0.95, 1) for s in ("INFY", "TCS")}
@@ -160,7 +160,7 @@ def test_pause_stops_entries_until_resumed_and_each_limit_refuses(
     assert not (desk.home.user_data_dir("Som") / "paused").exists()
     resumed = desk.ok("Som", JOB)
     assert {p["symbol"] for p in resumed["placed"]} == {"INFY", "TCS"}
-    assert len(desk.writes(before)) == 2
+    assert [w["path"] for w in desk.writes(before)].count("/orders/regular") == 2
 
     # MAX_ORDER_VALUE: ~₹2 lakh entries against a ₹20,000 cap are sized down to fit, not refused
     # (issue 18), and the run record says so.
@@ -169,7 +169,7 @@ def test_pause_stops_entries_until_resumed_and_each_limit_refuses(
     assert {p["symbol"] for p in out["placed"]} == {"INFY", "TCS"} and out["refused"] == {}
     for p in out["placed"]:
         assert p["quantity"] == math.floor(20_000 / p["limit_price"]) > 0
-    assert len(desk.writes(before)) == 2
+    assert [w["path"] for w in desk.writes(before)].count("/orders/regular") == 2  # (and the stops at the fills)
     assert all("sized down" in o["sized_down"] and "MAX_ORDER_VALUE" in o["sized_down"]
                for o in records(desk, "Sai")[-1]["orders"])
 
@@ -269,7 +269,8 @@ def test_a_stale_plan_is_priced_at_the_fresh_ask_and_a_thin_stock_beyond_the_sli
     assert out["refused"]["SBIN"].startswith("refused: ask ")
     assert "above slippage cap" in out["refused"]["SBIN"]
     assert rec["SBIN"]["order_success"] is False and rec["SBIN"]["refusals"][0].startswith("ask ")
-    assert [w["path"] for w in desk.writes(before)] == ["/orders/regular"]
+    # (and the stop GTT of INFY's fill: tests/integration/jobs/test_stop_at_fill.py)
+    assert [w["path"] for w in desk.writes(before) if w["path"].startswith("/orders")] == ["/orders/regular"]
 
 
 def test_an_entry_re_sent_after_a_crash_is_priced_fresh_and_its_intent_says_what_was_sent(
@@ -277,8 +278,9 @@ def test_an_entry_re_sent_after_a_crash_is_priced_fresh_and_its_intent_says_what
     day = DAY_A.date().isoformat()
     scenario = {"paths": [{"symbol": "TCS", "date": day, "waypoints": [["09:15", 3000.0], ["10:10", 3000.0],
                                                                        ["10:30", 3030.0], ["15:29", 3030.0]]}]}
-    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, DAY_A, SYMBOLS, scenario)
-    desk.write_scan("Som", PREV_SESSION, [scan_row("INFY", 6, 1500, 1400, 1700), scan_row("TCS", 5, 3000, 2800, 3400)])
+    # MAX_POSITION_PERCENT 100: the plan is sized by the budget alone, which the fresh price then cuts.
+    desk = open_desk(tmp_path, broker_factory, {"Som": {"MAX_POSITION_PERCENT": 100}}, DAY_A, SYMBOLS, scenario)
+    desk.write_scan("Som", PREV_SESSION, [scan_row("INFY", 6, 1095, 1000, 1250), scan_row("TCS", 5, 3000, 2800, 3400)])
     tag = make_tag("Som", JOB, DAY_A.date(), "TCS", "entry")
     killed = desk.run("Som", JOB, fault="after_intent:TCS")
     assert killed.returncode == -9, killed.stderr
@@ -304,8 +306,8 @@ def test_an_entry_re_sent_after_a_crash_is_priced_fresh_and_its_intent_says_what
 def test_a_kill_at_each_fault_point_and_a_rerun_leave_one_order_per_intent(
         tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
     desk = open_desk(tmp_path, broker_factory, {"Som": {}, "Sai": {}}, DAY_A, SYMBOLS)
-    rows = [scan_row("INFY", 6, 1500, 1400, 1700), scan_row("TCS", 5, 3000, 2800, 3400),
-            scan_row("SBIN", 5, 900, 850, 1000)]
+    rows = [scan_row("INFY", 6, 1095, 1000, 1250), scan_row("TCS", 5, 2600, 2400, 3000),
+            scan_row("SBIN", 5, 930, 880, 1000)]
     faults = {"Som": "after_intent:TCS", "Sai": "after_send:TCS"}
     for user, fault in faults.items():
         desk.write_scan(user, PREV_SESSION, rows)
@@ -325,6 +327,29 @@ def test_a_kill_at_each_fault_point_and_a_rerun_leave_one_order_per_intent(
             assert o["quantity"] == math.floor(1_000_000 * 0.5 / 3 / o["price"])
         assert desk.ok(user, JOB)["placed"] == []
         assert {p["symbol"] for p in out["placed"]} <= {"TCS", "SBIN"}
+
+
+def test_a_symbol_4_percent_above_its_scan_entry_or_under_its_stop_is_skipped_with_the_reason(desk: Desk) -> None:
+    desk.at(DAY_A)
+    ltp = {s: desk.ltp("Som", s) for s in ("INFY", "SBIN", "RELIANCE")}
+    desk.write_scan("Som", PREV_SESSION, [
+        scan_row("INFY", 6, ltp["INFY"], round(ltp["INFY"] * 0.93, 1), ltp["INFY"] * 1.2),
+        # SBIN opened 4 % above the close the scan entered at: the risk to its stop is not the scan's.
+        scan_row("SBIN", 6, round(ltp["SBIN"] / 1.04, 2), round(ltp["SBIN"] * 0.9, 1), ltp["SBIN"] * 1.2),
+        # RELIANCE already trades under the scan's stop: the setup failed before the entry.
+        scan_row("RELIANCE", 6, round(ltp["RELIANCE"] * 1.01, 2), round(ltp["RELIANCE"] * 1.005, 1),
+                 ltp["RELIANCE"] * 1.2),
+    ])
+    before = desk.audit_len()
+    out = desk.ok("Som", JOB)
+    assert [p["symbol"] for p in out["placed"]] == ["INFY"]
+    assert out["refused"]["SBIN"].startswith("skipped: gapped up: LTP ")
+    assert "above the scan's entry" in out["refused"]["SBIN"] and "ENTRY_MAX_GAP_PERCENT 3" in out["refused"]["SBIN"]
+    assert out["refused"]["RELIANCE"].startswith("skipped: below the scan's stop")
+    rec = {o["ticker"]: o for o in records(desk, "Som")[-1]["orders"]}
+    assert rec["SBIN"]["order_success"] is False and rec["SBIN"]["refusals"][0].startswith("gapped up")
+    assert rec["RELIANCE"]["error_message"].startswith("skipped: below the scan's stop")
+    assert [w["path"] for w in desk.writes(before) if w["path"].startswith("/orders")] == ["/orders/regular"]
 
 
 def test_from_file_json_ticker_list_and_held_symbols_are_skipped(desk: Desk, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """hourly_candle_watchdog under MANAGE_SCOPE (issue 18): the watchdog watches and sells only the
-shares the bot owns. One replay of the sliding INFY day (tests/jobs/test_watchdog.py's SLIDE_PATH:
+shares the bot owns. One replay of the sliding INFY day (tests/integration/jobs/test_watchdog.py's SLIDE_PATH:
 the 13:40 close at 1483 crosses the 1485 level, then the price slides to 1440) with real worker
 processes, the real kiteconnect client and the real paper broker:
 

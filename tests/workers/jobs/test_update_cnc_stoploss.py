@@ -16,9 +16,10 @@ from kitefleet.state import SCHEMA_VERSION, StateStore
 from kitefleet.state_migrations import fold_legacy_stop_ids, upgrade
 from tests.support import DATA
 from tests.support.homes import make_home
+from workers.bot_stop import fresh_stop_tag
 from workers.gtt import stop_ownership
 from workers.intents import make_tag
-from workers.jobs.update_cnc_stoploss import Outcome, _record, fresh_stop_tag
+from workers.jobs.update_cnc_stoploss import Outcome, _record
 
 JOB = "update_cnc_stoploss"
 P, A, B, C = date(2026, 3, 2), date(2026, 3, 4), date(2026, 3, 5), date(2026, 3, 6)

@@ -14,6 +14,7 @@ from workers.portfolio import BUY_PENDING, HELD
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import (
     DEFAULT_CAPITAL_DEPLOYMENT_PERCENT,
+    DEFAULT_ENTRY_MAX_GAP_PERCENT,
     DEFAULT_ENTRY_SLIPPAGE_PERCENT,
     DEFAULT_MAX_CNC_POSITIONS,
     DEFAULT_MAX_ORDER_VALUE,
@@ -21,6 +22,7 @@ from workers.strategy.sizing import (
     DEFAULT_PRICE_BAND_PERCENT,
     EntryPlan,
     check_pre_trade,
+    entry_filter,
     limit_from_depth,
     order_params,
     select_candidates,
@@ -289,3 +291,34 @@ def test_max_new_entries_per_day_counts_todays_earlier_entries() -> None:
     assert [e.row.symbol for e in keep] == ["A", "B"]
     yesterday = {t: {**i, "session": "2026-03-02"} for t, i in earlier.items()}
     assert len(cap_new_entries(entries, yesterday, today, 3)[0]) == 3
+@pytest.mark.parametrize(("key", "bad", "good"), [
+    ("ENTRY_MAX_GAP_PERCENT", ["0", "-1", "20.5", "x"], ("20", 20.0)),
+    ("ENTRY_TIMEOUT_MINUTES", ["0", "376", "1.5"], ("375", 375)),
+    ("STOP_MIN_GAP_PERCENT", ["0.29", "0", "-1", "21"], ("0.3", 0.3)),
+])
+def test_entry_gap_timeout_and_stop_gap_outside_their_range_are_a_config_error_naming_the_key(
+        tmp_path, key, bad, good):
+    home = make_home(tmp_path)
+    for value in bad:
+        write_env(home, "Som", **{key: value})
+        with pytest.raises(ConfigError) as err:
+            load_settings(home, "Som")
+        assert err.value.exit_code == ExitCode.CONFIG == 4 and key in str(err.value)
+    write_env(home, "Som", **{key: good[0]})
+    assert load_settings(home, "Som").get(key) == good[1]
+    assert (KEYS["ENTRY_MAX_GAP_PERCENT"].default, KEYS["ENTRY_TIMEOUT_MINUTES"].default,
+            KEYS["STOP_MIN_GAP_PERCENT"].default) == (DEFAULT_ENTRY_MAX_GAP_PERCENT, 15, 1.0)
+
+
+def test_entry_filter_skips_a_gap_up_a_price_under_the_stop_and_the_upper_circuit():
+    assert entry_filter(103.0, 100.0, 95.0, 120.0) is None  # exactly 3 %: still the scan's setup
+    gap = entry_filter(104.0, 100.0, 95.0, 120.0)
+    assert gap is not None and gap.startswith("gapped up: LTP 104.00 is 4.00 % above the scan's entry 100.00")
+    assert entry_filter(104.0, 100.0, 95.0, 120.0, max_gap_percent=5) is None
+    below = entry_filter(94.9, 100.0, 95.0, 120.0)
+    assert below is not None and below.startswith("below the scan's stop")
+    circuit = entry_filter(110.0, 108.0, 95.0, 110.0)
+    assert circuit is not None and circuit.startswith("at the upper circuit")
+    # A --from list without entry and stop: only the circuit applies.
+    assert entry_filter(500.0, None, None, 600.0) is None
+    assert entry_filter(0.0, 100.0, 95.0, 120.0) is None

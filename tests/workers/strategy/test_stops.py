@@ -19,6 +19,7 @@ from workers.strategy.stops import (
     MODIFY,
     NONE,
     PREV_SESSION_LOW,
+    SCAN_STOP,
     DesiredGtt,
     StopPlanAction,
     compute_stop,
@@ -29,6 +30,7 @@ from workers.strategy.stops import (
     gtt_params,
     plan_gtt_changes,
     previous_session_low,
+    stop_at_fill,
     stop_floors,
 )
 
@@ -254,10 +256,35 @@ def test_no_stop_gtt_and_the_kept_stop_above_the_ltp_gives_a_fallback_under_the_
 def test_the_fallback_is_the_previous_low_when_it_is_clearly_under_the_ltp():
     d = decide_stop(1280.07, 1450.0, 1300.0, 0.05, has_stop_gtt=False)
     assert (d.stop, d.source) == (1280.05, FALLBACK)
-    # within Kite's 0.25 % disable band of the LTP: 5 % under the LTP instead
+    # within STOP_MIN_GAP_PERCENT (1 %) of the LTP: 5 % under the LTP instead (this once allowed
+    # a low 0.26 % under the LTP, just outside Kite's 0.25 % disable band: one tick from disabled)
     assert fallback_stop(1298.0, 1300.0, 0.05) == 1235.0
-    assert fallback_stop(1296.7, 1300.0, 0.05) == 1296.7
+    assert fallback_stop(1296.7, 1300.0, 0.05) == 1235.0
+    assert fallback_stop(1287.0, 1300.0, 0.05) == 1287.0  # exactly 1 % under
     assert fallback_stop(None, 1300.0, 0.05, buffer_percent=2.5) == 1267.5
+    # a buffer under the gap never puts the fallback inside it
+    assert fallback_stop(None, 1300.0, 0.05, buffer_percent=0.5, min_gap_percent=2) == 1274.0
+
+
+def test_a_stop_half_a_percent_under_the_ltp_is_not_placed_as_such_and_the_fallback_keeps_the_gap():
+    # 0.5 % under the LTP: Kite would not disable it, but the minimum gap (legacy's 1 %) refuses it.
+    d = compute_stop(995.0, None, 1000.0, 0.05)
+    assert not d.place and "within 1 % of LTP 1000.0" in (d.reason or "")
+    fb = decide_stop(995.0, None, 1000.0, 0.05, has_stop_gtt=False)
+    assert (fb.stop, fb.place, fb.source) == (950.0, True, FALLBACK) and "within 1 %" in (fb.reason or "")
+    assert compute_stop(990.0, None, 1000.0, 0.05).place  # 1 % under: placed
+    # At an entry's fill: the scan's stop when it keeps the gap ...
+    at_fill = stop_at_fill(930.03, 1001.0, 980.0, 1000.0, 0.05)
+    assert (at_fill.stop, at_fill.place, at_fill.source) == (930.0, True, SCAN_STOP)
+    # ... 0.5 % under the LTP it is not placed as such: the previous low if it keeps the gap, else the fallback.
+    near = stop_at_fill(995.0, 1001.0, 980.0, 1000.0, 0.05)
+    assert (near.stop, near.place, near.source) == (980.0, True, PREV_SESSION_LOW) and "scan's stop" in near.reason
+    near = stop_at_fill(995.0, 1001.0, 996.0, 1000.0, 0.05)
+    assert (near.stop, near.place, near.source) == (950.0, True, FALLBACK)
+    # A --from row without a stop (or one above the fill): the stop job's rule.
+    assert stop_at_fill(None, 1001.0, 980.0, 1000.0, 0.05).stop == 980.0
+    assert stop_at_fill(1.0e9, 1001.0, None, 1000.0, 0.05).stop == 950.0
+    assert not stop_at_fill(930.0, 1001.0, 980.0, None, 0.05).place
 
 
 def test_fallback_without_a_previous_low_and_none_without_an_ltp():
