@@ -47,7 +47,7 @@ from workers.faults import fault_point
 from workers.gtt import bot_stops, stop_ownership
 from workers.intents import IntentLog, send_gtt_once
 from workers.portfolio import AccountSnapshot, held_quantities, reconcile_ledger, snapshot
-from workers.strategy.stops import EXCHANGE, gtt_limit_price, gtt_params
+from workers.strategy.stops import EXCHANGE, fixed_band_percent, gtt_limit_price, gtt_params
 
 LOG_TO_CONSOLE = False
 GTT_LOCK_TIMEOUT_S = 60.0
@@ -122,7 +122,8 @@ def _rule_stop(ctx: JobContext, kite: Any, state: dict[str, Any], symbol: str, q
 
     md = market_data_for(ctx)
     buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
-    decisions, ticks, _ltps, _fb = decide_stops(md, kite, {symbol: qty}, state, {symbol: list(managed)}, now, buffer)
+    decisions, ticks, _ltps, _fb, _quotes = decide_stops(md, kite, {symbol: qty}, state, {symbol: list(managed)},
+                                                         now, buffer)
     d = decisions[symbol]
     if d.place and d.stop is not None:
         return float(d.stop), ticks[symbol], str(d.source)
@@ -201,11 +202,16 @@ def _finish_adopt(ctx: JobContext, kite: Any, store: StateStore, symbol: str, he
 
     state = store.read()
     target = min(ledger.owned_quantities(state.get("ledger")).get(symbol, 0), held)
-    ltp = ltp_of(kite, symbol)
+    # the quote row, not just the LTP: the limit is priced as the stop job prices it (the circuit
+    # band and lower circuit), so its next run finds this GTT as it would have placed it
+    quote = kite.quote(f"{EXCHANGE}:{symbol}").get(f"{EXCHANGE}:{symbol}") or {}
+    ltp = float(quote.get("last_price") or 0.0)
     trigger = float(stop) if isinstance(stop, int | float) else float(managed[0]["condition"]["trigger_values"][0])
     buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
     tick = _tick(ctx, symbol)
-    limit = gtt_limit_price(trigger, buffer, tick)
+    lower = quote.get("lower_circuit_limit")
+    limit = gtt_limit_price(trigger, buffer, tick, band_percent=fixed_band_percent(quote),
+                            lower_circuit=float(lower) if lower else None)
     params = gtt_params(symbol, trigger, limit, target, ltp)
     action = "none"
     if managed:
