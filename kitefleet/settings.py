@@ -285,6 +285,50 @@ class Settings:
     def get(self, key: str, default: object = None) -> object:
         return self.values.get(key, default)
 
+    # Typed reads of one schema key. The schema is the one list of keys and defaults: a key these
+    # values lack (Settings built by hand, in tests) reads as its schema default, and a name the
+    # schema does not list is a KeyError, not a silent default.
+    def _value(self, key: str) -> object:
+        spec = KEYS[key]
+        if key in self.values:
+            return self.values[key]
+        if spec.mode_default is not None:
+            return spec.mode_default.get(str(self.values.get("TRADER_MODE", "paper")))
+        return spec.default
+
+    def optional_number(self, key: str) -> float | None:
+        """A numeric key that may be unset (MAX_CAPITAL, RISK_PER_TRADE_PERCENT)."""
+        value = self._value(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"setting {key} is {type(value).__name__}, not a number")
+        return float(value)
+
+    def number(self, key: str) -> float:
+        value = self.optional_number(key)
+        if value is None:
+            raise KeyError(f"setting {key} has no value and no default")
+        return value
+
+    def integer(self, key: str) -> int:
+        value = self._value(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"setting {key} is {type(value).__name__}, not an integer")
+        return value
+
+    def time_of_day(self, key: str) -> time:
+        value = self._value(key)
+        if not isinstance(value, time):
+            raise TypeError(f"setting {key} is {type(value).__name__}, not a time of day")
+        return value
+
+    def text(self, key: str) -> str:
+        value = self._value(key)
+        if not isinstance(value, str):
+            raise TypeError(f"setting {key} is {type(value).__name__}, not text")
+        return value
+
     @property
     def mode(self) -> str:
         return str(self.values["TRADER_MODE"])

@@ -340,6 +340,7 @@ class IntentLog:
         today = clock.today().isoformat()
         book: dict[str, list[dict[str, Any]]] = {}
         by_id: dict[str, dict[str, Any]] = {}
+        order: dict[str, Any] | None
         if any(i["kind"] in ("order", "cancel", "modify") for i in open_.values()):
             for order in kite.orders():
                 by_id[str(order.get("order_id"))] = order

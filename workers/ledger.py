@@ -270,7 +270,8 @@ def bot_sell_order_ids(intents: Mapping[str, Mapping[str, Any]], orders: Iterabl
     owned = {int(g) for g in owned_gtt_ids}
     for g in gtts:
         try:
-            if int(g.get("id")) not in owned:
+            gid = g.get("id")
+            if gid is None or int(gid) not in owned:
                 continue
         except (TypeError, ValueError):
             continue

@@ -314,6 +314,7 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
     buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
     decisions, ticks, ltps, fallbacks, quotes = decide_stops(md, kite, held, state, managed, now, buffer)
     desired: dict[str, DesiredGtt] = {}
+    d: StopDecision | None
     for sym, d in decisions.items():
         if d.place and d.stop is not None:
             lower = quotes[sym].get("lower_circuit_limit")
