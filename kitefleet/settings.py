@@ -416,7 +416,9 @@ def typo_of(name: str) -> str | None:
     return close[0] if close else None
 
 
-def parse_settings(text: str, *, user: str, env_file: Path, shown: str) -> Settings:
+# C901 on purpose: one pass that collects every problem of the file (bad line, unknown key or typo,
+# empty value, key of the other mode, bad value, missing key) so a person fixes them all at once.
+def parse_settings(text: str, *, user: str, env_file: Path, shown: str) -> Settings:  # noqa: C901
     problems: list[str] = []
     bindings = list(parse_stream(io.StringIO(text)))
     bad_lines = [b.original.line for b in bindings if b.error]

@@ -324,7 +324,9 @@ class IntentLog:
         return len(old)
 
     # --- reconciliation ------------------------------------------------------------------------
-    def reconcile(self, kite: Broker, *, tags: list[str] | None = None,
+    # C901 on purpose: one branch per intent kind (order, cancel, modify, gtt) and broker answer: the
+    # intents rows of docs/restart-behaviour.md, which the transition table of issue 14 replaces.
+    def reconcile(self, kite: Broker, *, tags: list[str] | None = None,  # noqa: C901
                   include_failed: bool = False) -> ReconcileReport:
         """Settle open intents (all, or just ``tags``) against the broker. No API call when none
         is open. With ``include_failed``, failed intents are checked too: one the broker shows

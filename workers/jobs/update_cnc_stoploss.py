@@ -268,7 +268,9 @@ def run(ctx: JobContext) -> int:
         return _run_locked(ctx, kite, md, store, IntentLog(store))
 
 
-def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents: IntentLog) -> int:
+# C901 on purpose: the stop job's one locked pass (read, scope, decide, plan, send, record) in order;
+# the steps share the account snapshot and the decisions, and are split out where they are pure.
+def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents: IntentLog) -> int:  # noqa: C901
     log = ctx.log
     now = clock.now()
     today = now.date()
@@ -481,7 +483,9 @@ def _apply(ctx: JobContext, kite: Any, intents: IntentLog, out: Outcome, action:
                 f"{action.quantity} shares", key=f"placed|{out.gtt_id}")
 
 
-def _record(store: StateStore, outcomes: list[Outcome], held: dict[str, int], now: datetime) -> None:
+# C901 on purpose: one branch per GTT plan action and its outcome (done, failed, kept), in one state
+# transaction so the stop records never disagree with the GTTs sent.
+def _record(store: StateStore, outcomes: list[Outcome], held: dict[str, int], now: datetime) -> None:  # noqa: C901
     stamp = now.isoformat()
     with store.transaction() as state:
         stops = state.setdefault("stops", {})
