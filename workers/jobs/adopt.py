@@ -118,10 +118,9 @@ def _rule_stop(ctx: JobContext, kite: Any, state: dict[str, Any], symbol: str, q
     """(stop, tick, source) by the stop job's rule for ``symbol``."""
     from workers.jobs.update_cnc_stoploss import decide_stops
     from workers.marketdata import market_data_for
-    from workers.strategy.stops import DEFAULT_GTT_LIMIT_BUFFER_PERCENT
 
     md = market_data_for(ctx)
-    buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
+    buffer = ctx.settings.number("GTT_LIMIT_BUFFER_PERCENT")
     decisions, ticks, _ltps, _fb, _quotes = decide_stops(md, kite, {symbol: qty}, state, {symbol: list(managed)},
                                                          now, buffer)
     d = decisions[symbol]
@@ -198,7 +197,6 @@ def _finish_adopt(ctx: JobContext, kite: Any, store: StateStore, symbol: str, he
     """Steps 2 and 3: the bot stop covers the owned shares held, at ``stop``."""
     from workers.jobs.update_cnc_stoploss import JOB as STOP_JOB
     from workers.jobs.update_cnc_stoploss import fresh_stop_tag
-    from workers.strategy.stops import DEFAULT_GTT_LIMIT_BUFFER_PERCENT
 
     state = store.read()
     target = min(ledger.owned_quantities(state.get("ledger")).get(symbol, 0), held)
@@ -207,7 +205,7 @@ def _finish_adopt(ctx: JobContext, kite: Any, store: StateStore, symbol: str, he
     quote = kite.quote(f"{EXCHANGE}:{symbol}").get(f"{EXCHANGE}:{symbol}") or {}
     ltp = float(quote.get("last_price") or 0.0)
     trigger = float(stop) if isinstance(stop, int | float) else float(managed[0]["condition"]["trigger_values"][0])
-    buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
+    buffer = ctx.settings.number("GTT_LIMIT_BUFFER_PERCENT")
     tick = _tick(ctx, symbol)
     lower = quote.get("lower_circuit_limit")
     limit = gtt_limit_price(trigger, buffer, tick, band_percent=fixed_band_percent(quote),

@@ -116,7 +116,6 @@ from workers.portfolio import (
 )
 from workers.strategy.stops import (
     CREATE,
-    DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
     DELETE,
     FALLBACK,
     MODIFY,
@@ -313,7 +312,7 @@ def _run_locked(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents:
     events.fills(ctx.home, ctx.user, account.orders)
     events.gtts_triggered(ctx.home, ctx.user, gtts, ownership.owned_ids)
     managed = bot_stops(gtts, ownership, adopt_on=held, exchange=EXCHANGE)
-    buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
+    buffer = ctx.settings.number("GTT_LIMIT_BUFFER_PERCENT")
     decisions, ticks, ltps, fallbacks, quotes = decide_stops(md, kite, held, state, managed, now, buffer)
     desired: dict[str, DesiredGtt] = {}
     d: StopDecision | None
