@@ -28,6 +28,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Benchmarks print tables and append them, dated with machine facts, to BENCHMARKS.md (not run by CI;
 # `make test` keeps a smoke test that each script runs on tiny inputs).

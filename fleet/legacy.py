@@ -157,7 +157,7 @@ class LegacyState:
 
     @property
     def positions(self) -> dict[str, dict[str, Any]]:
-        return self.data["positions"]  # type: ignore[no-any-return]
+        return self.data["positions"]
 
     def other_top_level(self) -> dict[str, Any]:
         return {k: v for k, v in self.data.items() if k != "positions"}

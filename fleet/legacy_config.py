@@ -157,13 +157,13 @@ def read_legacy_config(path: Path) -> LegacyConfig:
                 user.problems.append(f"{label} contains whitespace")
         effective = {**defaults, **own}
         for legacy_key, env_key in DEFAULT_KEY_MAP.items():
-            raw = effective.get(legacy_key)
-            if raw is None or not raw.strip():
+            given = effective.get(legacy_key)
+            if given is None or not given.strip():
                 continue
             try:
-                user.settings[env_key] = _convert(env_key, raw)
+                user.settings[env_key] = _convert(env_key, given)
             except ValueError as exc:
-                user.problems.append(f"{legacy_key}={raw.strip()!r} {exc} (not imported)")
+                user.problems.append(f"{legacy_key}={given.strip()!r} {exc} (not imported)")
         user.ignored_keys = sorted(
             k for k in own if k not in ("api_key", "api_secret", "access_token") and k not in DEFAULT_KEY_MAP
         )

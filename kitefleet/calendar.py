@@ -125,7 +125,7 @@ class NseCalendar:
     @classmethod
     def from_json(cls, data: dict[str, object], where: str = "calendar") -> NseCalendar:
         try:
-            days = tuple(date.fromisoformat(d) for d in data["trading_days"])  # type: ignore[union-attr]
+            days = tuple(date.fromisoformat(d) for d in data["trading_days"])  # type: ignore[attr-defined]
             special = {
                 date.fromisoformat(k): (time.fromisoformat(v[0]), time.fromisoformat(v[1]))
                 for k, v in dict(data.get("special_sessions") or {}).items()  # type: ignore[call-overload]

@@ -297,6 +297,50 @@ class Settings:
     def get(self, key: str, default: object = None) -> object:
         return self.values.get(key, default)
 
+    # Typed reads of one schema key. The schema is the one list of keys and defaults: a key these
+    # values lack (Settings built by hand, in tests) reads as its schema default, and a name the
+    # schema does not list is a KeyError, not a silent default.
+    def _value(self, key: str) -> object:
+        spec = KEYS[key]
+        if key in self.values:
+            return self.values[key]
+        if spec.mode_default is not None:
+            return spec.mode_default.get(str(self.values.get("TRADER_MODE", "paper")))
+        return spec.default
+
+    def optional_number(self, key: str) -> float | None:
+        """A numeric key that may be unset (MAX_CAPITAL, RISK_PER_TRADE_PERCENT)."""
+        value = self._value(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"setting {key} is {type(value).__name__}, not a number")
+        return float(value)
+
+    def number(self, key: str) -> float:
+        value = self.optional_number(key)
+        if value is None:
+            raise KeyError(f"setting {key} has no value and no default")
+        return value
+
+    def integer(self, key: str) -> int:
+        value = self._value(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"setting {key} is {type(value).__name__}, not an integer")
+        return value
+
+    def time_of_day(self, key: str) -> time:
+        value = self._value(key)
+        if not isinstance(value, time):
+            raise TypeError(f"setting {key} is {type(value).__name__}, not a time of day")
+        return value
+
+    def text(self, key: str) -> str:
+        value = self._value(key)
+        if not isinstance(value, str):
+            raise TypeError(f"setting {key} is {type(value).__name__}, not text")
+        return value
+
     @property
     def mode(self) -> str:
         return str(self.values["TRADER_MODE"])
@@ -384,7 +428,9 @@ def typo_of(name: str) -> str | None:
     return close[0] if close else None
 
 
-def parse_settings(text: str, *, user: str, env_file: Path, shown: str) -> Settings:
+# C901 on purpose: one pass that collects every problem of the file (bad line, unknown key or typo,
+# empty value, key of the other mode, bad value, missing key) so a person fixes them all at once.
+def parse_settings(text: str, *, user: str, env_file: Path, shown: str) -> Settings:  # noqa: C901
     problems: list[str] = []
     bindings = list(parse_stream(io.StringIO(text)))
     bad_lines = [b.original.line for b in bindings if b.error]

@@ -118,8 +118,9 @@ def seed_ledger(data: dict[str, Any]) -> dict[str, Any]:
     book does not add them twice."""
     lots: dict[str, list[dict[str, Any]]] = {}
     applied: dict[str, dict[str, Any]] = {}
-    positions = data.get("positions") if isinstance(data.get("positions"), dict) else {}
-    intents = data.get("intents") if isinstance(data.get("intents"), dict) else {}
+    raw_positions, raw_intents = data.get("positions"), data.get("intents")
+    positions = raw_positions if isinstance(raw_positions, dict) else {}
+    intents = raw_intents if isinstance(raw_intents, dict) else {}
     entries: dict[str, dict[str, Any]] = {}  # order id -> entry intent
     for intent in intents.values():
         if (isinstance(intent, dict) and intent.get("kind") == "order" and intent.get("purpose") == "entry"

@@ -169,9 +169,9 @@ class Accounts:
                             found[settings.api_key][0])
                 skipped.append(user)
                 continue
-            cash = float(settings.get("PAPER_STARTING_CASH") or 1_000_000.0)
+            cash = settings.number("PAPER_STARTING_CASH")
             found[settings.api_key] = (user, settings.api_secret, cash)
-            consent[settings.api_key] = str(settings.get("PAPER_DEMAT_CONSENT"))
+            consent[settings.api_key] = settings.text("PAPER_DEMAT_CONSENT")
 
         added: list[str] = []
         updated: list[str] = []

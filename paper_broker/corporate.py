@@ -81,7 +81,7 @@ class AdjustedMarket:
         if token not in self._ratios:
             return row
         m = self.multiplier(token, _day(now))
-        return (*(self._scale(token, p, m) for p in row[:4]), row[4])  # type: ignore[return-value]
+        return (*(self._scale(token, p, m) for p in row[:4]), row[4])
 
     def circuit_limits(self, token: int, day: date) -> tuple[float, float]:
         lower, upper = self._market.circuit_limits(token, day)

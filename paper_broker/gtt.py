@@ -143,7 +143,7 @@ def _leg(order: Any, exchange: str, symbol: str) -> GttLeg:
     if product != "CNC":
         raise input_error(f"Product {product or '(none)'} is not supported for GTT by the paper broker; use CNC.")
     try:
-        quantity_f = float(order.get("quantity"))
+        quantity_f = float(order.get("quantity"))  # type: ignore[arg-type]  # None: the TypeError below
     except (TypeError, ValueError):
         raise input_error("Invalid `quantity` in GTT order.") from None
     if quantity_f != int(quantity_f) or quantity_f <= 0:

@@ -339,8 +339,10 @@ class Market:
             if stop <= first:
                 continue
             b = self._bars(s, k)
-            cols = [a[first:stop].tolist() for a in (b.o, b.lo, b.h, b.c, b.v, b.spread, b.offset, b.lower, b.upper)]
-            out.extend(sim.Bar(opening + timedelta(minutes=first + j), *(int(col[j]) for col in cols), tick)
+            o, lo, h, c, v, spread, offset, lower, upper = (
+                a[first:stop].tolist() for a in (b.o, b.lo, b.h, b.c, b.v, b.spread, b.offset, b.lower, b.upper))
+            out.extend(sim.Bar(opening + timedelta(minutes=first + j), int(o[j]), int(lo[j]), int(h[j]), int(c[j]),
+                               int(v[j]), int(spread[j]), int(offset[j]), int(lower[j]), int(upper[j]), tick)
                        for j in range(stop - first))
         return out
 

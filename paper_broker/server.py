@@ -339,7 +339,7 @@ class BrokerService:
         params = [("action", "login"), ("type", "login"), ("status", "success"), ("request_token", token)]
         extra = req.query.get("redirect_params")
         if extra:
-            params.extend((k, v) for k, v in parse_qs(extra, keep_blank_values=True).items() for v in v)
+            params.extend((k, v) for k, vs in parse_qs(extra, keep_blank_values=True).items() for v in vs)
         location = "/paper/logged-in?" + urlencode(params, quote_via=quote)
         response = success({"request_token": token})
         response.status = 302
@@ -613,7 +613,9 @@ class KiteRequestHandler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length) if length else b""
         client = str(self.client_address[0]) if self.client_address else "-"
-        self._send(self.server.service.dispatch(self.command, self.path, self.headers, body, client))
+        # the headers' case-insensitive get() is all dispatch uses; Message is not a Mapping by type
+        self._send(self.server.service.dispatch(self.command, self.path, self.headers,  # type: ignore[arg-type]
+                                                body, client))
 
     def _refuse(self, error: KiteError) -> None:
         """Answer and close: the unread body must not be taken for the next request."""

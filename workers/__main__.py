@@ -90,7 +90,9 @@ def _check_identity(user: str) -> None:
         )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# C901 on purpose: the process entry: each branch is one startup refusal with its own exit code
+# (unknown job, broken install, usage, bad settings, simulated clock in live, lock held).
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-"):
         print(f"usage: python -m workers JOB --user USER [--dry-run] [args]; jobs: {', '.join(available_jobs())}",

@@ -332,7 +332,9 @@ class IntentLog:
         return len(old)
 
     # --- reconciliation ------------------------------------------------------------------------
-    def reconcile(self, kite: Broker, *, tags: list[str] | None = None,
+    # C901 on purpose: one branch per intent kind (order, cancel, modify, gtt) and broker answer: the
+    # intents rows of docs/restart-behaviour.md, which the transition table of issue 14 replaces.
+    def reconcile(self, kite: Broker, *, tags: list[str] | None = None,  # noqa: C901
                   include_failed: bool = False) -> ReconcileReport:
         """Settle open intents (all, or just ``tags``) against the broker. No API call when none
         is open. With ``include_failed``, failed intents are checked too: one the broker shows
@@ -348,6 +350,7 @@ class IntentLog:
         today = clock.today().isoformat()
         book: dict[str, list[dict[str, Any]]] = {}
         by_id: dict[str, dict[str, Any]] = {}
+        order: dict[str, Any] | None
         if any(i["kind"] in ("order", "cancel", "modify") for i in open_.values()):
             for order in kite.orders():
                 by_id[str(order.get("order_id"))] = order

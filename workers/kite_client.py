@@ -166,7 +166,8 @@ class KiteApi:
         def attempt() -> None:
             url = self.settings.kite_root.rstrip("/") + "/connect/login"
             with self.limiter.slot(OTHER):
-                resp = requests.get(url, params={"api_key": self.settings.api_key, "v": 3},
+                params: dict[str, str | int] = {"api_key": self.settings.api_key, "v": 3}
+                resp = requests.get(url, params=params,
                                     allow_redirects=False, timeout=REQUEST_TIMEOUT_S)
             location = resp.headers.get("Location", "") if resp.status_code in (301, 302, 303, 307) else ""
             request_token = parse_qs(urlparse(location).query).get("request_token", [""])[0]

@@ -175,7 +175,10 @@ def _new_fill(ledger: dict[str, Any], order: Mapping[str, Any], session: str) ->
     return delta
 
 
-def reconcile(ledger: dict[str, Any], orders: Sequence[Mapping[str, Any]], held: Mapping[str, int] | None, *,
+# C901 on purpose: one branch per kind of fill (bot entry, bot sell, a person's sell, shortfall against
+# the holdings), each applied once per order id; a split would pass the same four maps around.
+def reconcile(ledger: dict[str, Any], orders: Sequence[Mapping[str, Any]],  # noqa: C901
+              held: Mapping[str, int] | None, *,
               entry_order_ids: Collection[str], bot_sell_order_ids: Collection[str], session: date,
               settle_shortfalls: bool = False) -> LedgerReport:
     """Bring the ledger up to today's order book (see the table above). ``entry_order_ids``: the
@@ -270,7 +273,8 @@ def bot_sell_order_ids(intents: Mapping[str, Mapping[str, Any]], orders: Iterabl
     owned = {int(g) for g in owned_gtt_ids}
     for g in gtts:
         try:
-            if int(g.get("id")) not in owned:
+            gid = g.get("id")
+            if gid is None or int(gid) not in owned:
                 continue
         except (TypeError, ValueError):
             continue

@@ -76,7 +76,7 @@ class LevelRefresher:
             return (symbol, kind) in self._inflight
 
     def drain(self) -> list[LevelResult]:
-        out = []
+        out: list[LevelResult] = []
         while True:
             try:
                 result = self._done.get_nowait()

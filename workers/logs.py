@@ -90,16 +90,18 @@ class _QuietErrors:
         exc = sys.exc_info()[1]
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         where = getattr(self, "baseFilename", None) or "the console"
+        err = sys.__stderr__  # None under pythonw or with fd 2 closed
         with contextlib.suppress(Exception):  # stderr may be the thing that is broken
-            sys.__stderr__.write(f"logging to {where} failed ({reason}); log lines are lost until it works\n")
-            sys.__stderr__.flush()
+            if err is not None:
+                err.write(f"logging to {where} failed ({reason}); log lines are lost until it works\n")
+                err.flush()
 
 
 class QuietRotatingFileHandler(_QuietErrors, logging.handlers.RotatingFileHandler):
     pass
 
 
-class QuietStreamHandler(_QuietErrors, logging.StreamHandler):  # type: ignore[type-arg]
+class QuietStreamHandler(_QuietErrors, logging.StreamHandler):
     pass
 
 
@@ -205,7 +207,7 @@ def redact_process_output(log: logging.Logger) -> None:
     logged through ``log`` (whose handlers redact) instead of printed raw. Call once secrets
     are registered and logging is set up (workers.__main__ does)."""
     if not isinstance(sys.stderr, RedactingStream) and sys.stderr is not None:
-        sys.stderr = RedactingStream(sys.stderr)  # type: ignore[assignment]
+        sys.stderr = RedactingStream(sys.stderr)
     console = any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
                   for h in logging.getLogger().handlers)
 

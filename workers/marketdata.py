@@ -218,8 +218,9 @@ class MarketData:
         rows = []
         for inst in self.kite.instruments(self.exchange):
             row = {k: inst.get(k) for k in _INSTRUMENT_FIELDS}
-            if isinstance(row.get("expiry"), date):
-                row["expiry"] = row["expiry"].isoformat()
+            expiry = row.get("expiry")
+            if isinstance(expiry, date):
+                row["expiry"] = expiry.isoformat()
             rows.append(row)
         data = {"exchange": self.exchange, "day": day.isoformat(), "fetched_at": clock.now().isoformat(),
                 "rows": rows}

@@ -234,7 +234,9 @@ def _clock_went_back(rec: JobRecord, now: datetime) -> bool:
     return any(t is not None and t > now for t in (rec.last_start, rec.last_end))
 
 
-def decide(calendar: NseCalendar, plan: Plan, now: datetime, records: Mapping[str, JobRecord],
+# C901 on purpose: a table: one branch per row of the scheduler's restart table (run now, catch up,
+# skip as missed, wait, already ran), read top to bottom like the docs.
+def decide(calendar: NseCalendar, plan: Plan, now: datetime, records: Mapping[str, JobRecord],  # noqa: C901
            running: Mapping[str, Running], session_mtime: float | None = None) -> Decision:
     now = now.astimezone(IST)
     day = now.date()

@@ -371,7 +371,7 @@ class Watchdog(ExitDesk):
             return
         try:
             st = path.stat()
-            sig = ((st.st_mtime_ns, st.st_size), self._state_sig)
+            sig: tuple[Any, Any] = ((st.st_mtime_ns, st.st_size), self._state_sig)
         except FileNotFoundError:
             sig = (None, self._state_sig)
         if sig == self._halt_clean:
@@ -459,7 +459,7 @@ class Watchdog(ExitDesk):
             entry = rec.get("entry") or {}
             # A position entered today never inherits the trail of an earlier one in the symbol.
             prev = {} if entry else \
-                ((next(iter(self._carry.values()), {}) or {}).get("symbols") or {}).get(symbol) or {}
+                ((next(iter(self._carry.values()), None) or {}).get("symbols") or {}).get(symbol) or {}
             prev_atr = prev.get("atr") or {}
             entry_price = entry.get("price") if entry else account.average_price(symbol)
             anchor = max(float(prev_atr.get("anchor") or 0.0), float(entry_price or 0.0))

@@ -293,6 +293,7 @@ class ExitDesk:
         for o in orders:
             for tag in {o.get("tag"), *(o.get("tags") or [])} - {None}:
                 by_tag[str(tag)] = o
+        order: Mapping[str, Any] | None
         for symbol, rec in self.day["symbols"].items():
             for e in rec["exits"]:
                 status = e.get("status")

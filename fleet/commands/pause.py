@@ -54,7 +54,7 @@ def _targets(home: Home, args: argparse.Namespace, verb: str) -> list[str]:
 def _list(home: Home, as_json: bool) -> int:
     for text in misnamed_env_warnings(home):
         warning(text)
-    rows = [{"user": u, "paused": flag.is_paused(home, u), "info": flag.pause_info(home, u)}
+    rows: list[dict[str, Any]] = [{"user": u, "paused": flag.is_paused(home, u), "info": flag.pause_info(home, u)}
             for u in valid_users(home)]
     if as_json:
         print_json(rows)
@@ -72,7 +72,7 @@ def run_pause(args: argparse.Namespace) -> int:
     reason, changes = flag.clean_reason(args.reason)
     if changes:
         warning(f"--reason: {'; '.join(changes)}")
-    done = []
+    done: list[dict[str, Any]] = []
     for user in targets:
         info = flag.pause(home, user, reason=reason)
         done.append({"user": user, "paused": True, "info": info})
@@ -87,7 +87,7 @@ def run_pause(args: argparse.Namespace) -> int:
 
 def run_resume(args: argparse.Namespace) -> int:
     home = Home.resolve()
-    done = []
+    done: list[dict[str, Any]] = []
     for user in _targets(home, args, "resume"):
         done.append({"user": user, "was_paused": flag.resume(home, user),
                      "halted": halt.halt_info(home, user) is not None})

@@ -153,7 +153,7 @@ def logged_in(request: Request, dash: Dashboard) -> bool:
 
 # --- routes ------------------------------------------------------------------------------------------
 def _dash(request: Request) -> Dashboard:
-    return request.app.state.dash  # type: ignore[no-any-return]
+    return request.app.state.dash
 
 
 def _user_or_404(dash: Dashboard, request: Request) -> str | None:

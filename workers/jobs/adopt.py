@@ -47,7 +47,7 @@ from workers.faults import fault_point
 from workers.gtt import bot_stops, stop_ownership
 from workers.intents import IntentLog
 from workers.portfolio import AccountSnapshot, held_quantities, reconcile_ledger, snapshot
-from workers.strategy.stops import EXCHANGE, gtt_limit_price, gtt_params
+from workers.strategy.stops import EXCHANGE, fixed_band_percent, gtt_limit_price, gtt_params
 
 LOG_TO_CONSOLE = False
 GTT_LOCK_TIMEOUT_S = 60.0
@@ -118,11 +118,10 @@ def _rule_stop(ctx: JobContext, kite: Any, state: dict[str, Any], symbol: str, q
     """(stop, tick, source) by the stop job's rule for ``symbol``."""
     from workers.jobs.update_cnc_stoploss import decide_stops
     from workers.marketdata import market_data_for
-    from workers.strategy.stops import DEFAULT_GTT_LIMIT_BUFFER_PERCENT, DEFAULT_STOP_MIN_GAP_PERCENT
 
     md = market_data_for(ctx)
-    buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
-    min_gap = float(ctx.settings.get("STOP_MIN_GAP_PERCENT", DEFAULT_STOP_MIN_GAP_PERCENT))  # type: ignore[arg-type]
+    buffer = ctx.settings.number("GTT_LIMIT_BUFFER_PERCENT")
+    min_gap = ctx.settings.number("STOP_MIN_GAP_PERCENT")
     decisions, ticks, _ltps, _fb, _quotes = decide_stops(md, kite, {symbol: qty}, state, {symbol: list(managed)},
                                                          now, buffer, min_gap)
     d = decisions[symbol]
@@ -198,15 +197,19 @@ def _finish_adopt(ctx: JobContext, kite: Any, store: StateStore, symbol: str, he
                   source: Any, managed: list[Mapping[str, Any]], now: datetime) -> int:
     """Steps 2 and 3: the bot stop covers the owned shares held, at ``stop``."""
     from workers.bot_stop import send_stop_gtt
-    from workers.strategy.stops import DEFAULT_GTT_LIMIT_BUFFER_PERCENT
 
     state = store.read()
     target = min(ledger.owned_quantities(state.get("ledger")).get(symbol, 0), held)
-    ltp = ltp_of(kite, symbol)
+    # the quote row, not just the LTP: the limit is priced as the stop job prices it (the circuit
+    # band and lower circuit), so its next run finds this GTT as it would have placed it
+    quote = kite.quote(f"{EXCHANGE}:{symbol}").get(f"{EXCHANGE}:{symbol}") or {}
+    ltp = float(quote.get("last_price") or 0.0)
     trigger = float(stop) if isinstance(stop, int | float) else float(managed[0]["condition"]["trigger_values"][0])
-    buffer = float(ctx.settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT))  # type: ignore[arg-type]
+    buffer = ctx.settings.number("GTT_LIMIT_BUFFER_PERCENT")
     tick = _tick(ctx, symbol)
-    limit = gtt_limit_price(trigger, buffer, tick)
+    lower = quote.get("lower_circuit_limit")
+    limit = gtt_limit_price(trigger, buffer, tick, band_percent=fixed_band_percent(quote),
+                            lower_circuit=float(lower) if lower else None)
     params = gtt_params(symbol, trigger, limit, target, ltp)
     action = "none"
     if managed:

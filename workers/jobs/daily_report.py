@@ -90,7 +90,7 @@ def figures(kite: Any, state: Mapping[str, Any], today: str) -> dict[str, Any]:
     held = held_quantities(AccountSnapshot(holdings, net))
     last = {str(r.get("tradingsymbol")).upper(): _num(r.get("last_price")) for r in [*holdings, *net]}
     stops = state.get("stops") or {}
-    positions = []
+    positions: list[dict[str, Any]] = []
     for sym, qty in sorted(held.items()):
         if qty <= 0:
             continue

@@ -110,7 +110,7 @@ def run(ctx: JobContext) -> int:
     market = MarketData(ctx.home, ctx.settings.data_source, kite, calendar=calendar)
     store = StateStore(ctx.home, ctx.user, ctx.settings.mode)
     rule = str(ctx.settings["WATCHDOG_RULE"])
-    poll = float(ctx.settings["WATCHDOG_POLL_SECONDS"])  # type: ignore[arg-type]
+    poll = float(ctx.settings.integer("WATCHDOG_POLL_SECONDS"))
     ctx.log.info("watching %s's CNC positions until %s: rule %s, poll every %g s%s", ctx.user,
                  closing.strftime("%H:%M"), rule, poll, " (dry run)" if ctx.dry_run else "")
     scope = str(ctx.settings.get("MANAGE_SCOPE", OWN))

@@ -94,7 +94,8 @@ def _emit(obj: dict[str, Any]) -> None:
 def _paper_request_token(settings: Settings) -> str:
     url = f"{settings.kite_root}/connect/login"
     try:
-        resp = requests.get(url, params={"api_key": settings.api_key, "v": 3}, allow_redirects=False,
+        params: dict[str, str | int] = {"api_key": settings.api_key, "v": 3}
+        resp = requests.get(url, params=params, allow_redirects=False,
                             timeout=REQUEST_TIMEOUT_S)
     except requests.RequestException as exc:
         raise BrokerUnavailable(f"paper broker at {settings.kite_root} unreachable ({describe(exc)}); "

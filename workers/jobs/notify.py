@@ -180,7 +180,7 @@ def deliver(home: Home, user: str, ap: Any, level: str, give_up_hours: float, lo
                     if failed:
                         counts["failed"] += 1
                         tries[eid] = [first, count + 1]
-                        due = now + backoff(count + 1)
+                        due = now + backoff(int(count) + 1)
                         next_try = due if next_try is None else min(next_try, due)
                         prefix = False
                         continue
@@ -264,8 +264,8 @@ def run(ctx: JobContext) -> int:
                 raise
             time.sleep(0.2)
     try:
-        counts = deliver(home, user, ap, str(settings.get("NOTIFY_LEVEL") or "trades"),
-                         float(settings.get("NOTIFY_GIVE_UP_HOURS") or 24), ctx.log)
+        counts = deliver(home, user, ap, settings.text("NOTIFY_LEVEL"), settings.number("NOTIFY_GIVE_UP_HOURS"),
+                         ctx.log)
     finally:
         lock.release()
     ctx.log.info("notify: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -180,7 +180,7 @@ def run(ctx: JobContext) -> int:
         "kite_root": settings.kite_root if settings.is_paper else None,
         "api_key_fingerprint": settings.fingerprint,
         "schedules": {job: format_schedule(settings.get(schedule_key(job))) for job in SCHEDULED_JOBS},  # type: ignore[arg-type]
-        "entry_cutoff": settings.get("ENTRY_CUTOFF").strftime("%H:%M"),  # type: ignore[union-attr]
+        "entry_cutoff": settings.time_of_day("ENTRY_CUTOFF").strftime("%H:%M"),
         **session_expiry(ctx),
     }
     if not ctx.args.settings_only:
