@@ -166,6 +166,12 @@ def run_size(n: int, speed: float, poll: int, workdir: Path) -> dict[str, Any]:
             ltp = quotes[f"NSE:{sym}"]["last_price"]
             kite.place_order("regular", exchange="NSE", tradingsymbol=sym, transaction_type="BUY", quantity=1,
                              product="CNC", order_type="LIMIT", price=round_to_tick(ltp * 1.01, tick, "ceil"))
+        # The bot's shares (MANAGE_SCOPE=own watches only what the ledger owns), as an entry leaves them.
+        from workers.ledger import ADOPTED, add_lot, ledger_of, lot
+
+        with StateStore(home, USER, "paper").transaction() as state:
+            for sym, _p, _tick in symbols:
+                add_lot(ledger_of(state), sym, lot(1, quotes[f"NSE:{sym}"]["last_price"], at("09:20").date(), ADOPTED))
         write_clock_file(clock_path, at("09:21"), speed)
         started_wall = time.time()
         env = child_env(home, TRADER_CLOCK=value, PYTHONPATH=str(PROJECT_ROOT))
