@@ -27,7 +27,9 @@ def test_inactive_bot_stops_is_per_held_symbol() -> None:
 
 def test_a_disabled_bot_stop_is_replaced_and_doctor_fails_until_then(
         tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
-    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, DAY_A, ["INFY"])
+    # Bought by hand here, so MANAGE_SCOPE=all makes it the bot's to protect (under `own` a
+    # person's holding gets no bot stop at all: tests/integration/jobs/test_ownership.py).
+    desk = open_desk(tmp_path, broker_factory, {"Som": {"MANAGE_SCOPE": "all"}}, DAY_A, ["INFY"])
     desk.kite("Som").place_order("regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY",
                                  quantity=10, product="CNC", order_type="MARKET", market_protection=-1)
     first = {a["symbol"]: a for a in desk.ok("Som", JOB)["actions"]}["INFY"]

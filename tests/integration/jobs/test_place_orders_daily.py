@@ -297,9 +297,8 @@ def test_an_entry_re_sent_after_a_crash_is_priced_fresh_and_its_intent_says_what
     assert intent["status"] == "sent" and intent["broker_id"] == order["order_id"]
     assert (intent["params"]["price"], intent["params"]["quantity"]) == (order["price"], order["quantity"])
     assert order["price"] > first["params"]["price"] * 1.005
-    # the plan's quantity at most (MAX_POSITION_PERCENT had already sized it), the budget at the new price
-    assert order["quantity"] == min(planned, math.floor(1_000_000 * 0.5 / 2 / order["price"]),
-                                    math.floor(1_000_000 * 0.2 / order["price"])) <= planned
+    # the plan's quantity at most; the budget at the new price cuts it
+    assert order["quantity"] == min(planned, math.floor(1_000_000 * 0.5 / 2 / order["price"])) < planned
     assert order["status"] == "COMPLETE"
 
 
