@@ -33,7 +33,7 @@ def test_an_entry_refused_for_funds_is_recorded_with_kites_message_and_never_res
         return broker_factory(home, extra_args=["--rms-reject", mode], **kwargs)
 
     desk = open_desk(tmp_path, factory, {"Som": {}}, DAY_A, ["INFY", "TCS"])
-    desk.write_scan("Som", PREV_SESSION, [scan_row("INFY", 6, 1500, 1400, 1700)])
+    desk.write_scan("Som", PREV_SESSION, [scan_row("INFY", 6, 1095, 1000, 1250)])
     # The first run fixes its plan (sized on the full cash) and dies before sending.
     assert desk.run("Som", JOB, fault="after_intent:INFY").returncode == -9
     # Meanwhile most of the cash is blocked by a resting order placed by hand.

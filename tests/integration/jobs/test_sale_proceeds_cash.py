@@ -41,7 +41,7 @@ def test_entries_are_sized_on_cash_that_includes_todays_sale_proceeds(desk: Desk
     assert available_cash({k: v for k, v in equity.items()} | {
         "available": {k: v for k, v in equity["available"].items() if k != "live_balance"}}) == pytest.approx(expected)
 
-    desk.write_scan("Som", PREV_SESSION, [scan_row("INFY", 6, 1500, 1400, 1700)])
+    desk.write_scan("Som", PREV_SESSION, [scan_row("INFY", 6, 1095, 1000, 1250)])
     desk.ok("Som", JOB)
     record = records(desk, "Som")[-1]
     assert record["available_capital"] == pytest.approx(expected, abs=0.01)
