@@ -321,6 +321,13 @@ def plan_gtt_changes(
                         for g in gtts if g is not keep]
             # The kept GTT's own values go with it, so the job can record the stop in place.
             leg = legs(keep)[0]
+            qty_now = next((q for s, q in holdings.items() if s.upper() == sym), 0)
+            if int(leg.get("quantity") or 0) != qty_now:
+                # The trigger cannot move (e.g. within STOP_MIN_GAP_PERCENT of the LTP), but every
+                # share held must still be covered: a split's credit day, a later fill.
+                actions.append(StopPlanAction(MODIFY, sym, gtt_id(keep), trigger(keep), float(leg.get("price") or 0.0),
+                                              qty_now, f"stop kept; quantity {leg.get('quantity')} -> {qty_now}"))
+                continue
             actions.append(StopPlanAction(NONE, sym, gtt_id(keep), trigger(keep), float(leg.get("price") or 0.0),
                                           int(leg.get("quantity") or 0), "no new stop to place; GTT kept"))
             continue

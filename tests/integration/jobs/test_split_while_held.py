@@ -26,7 +26,8 @@ def _at(day: date, hh: int, mm: int) -> datetime:
 def test_a_split_while_held_scales_the_floor_and_a_new_stop_is_active_the_same_morning(
         tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
     scenario = {"actions": [{"symbol": "INFY", "ex_date": B.isoformat(), "kind": "split", "ratio": 2}]}
-    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, _at(A, 10, 5), ["INFY"], scenario)
+    # bought by hand here: MANAGE_SCOPE=all makes it the bot's to protect
+    desk = open_desk(tmp_path, broker_factory, {"Som": {"MANAGE_SCOPE": "all"}}, _at(A, 10, 5), ["INFY"], scenario)
     kite = desk.kite("Som")
     kite.place_order("regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY", quantity=10,
                      product="CNC", order_type="MARKET", market_protection=-1)

@@ -318,3 +318,17 @@ def test_fixed_band_percent_from_a_quote() -> None:
     assert fixed_band_percent(quote(241.69, 236.86, 246.52)) == 2.0  # rounded inwards to the tick
     assert fixed_band_percent(quote(1500.0, 1350.0, 1650.0)) is None  # F&O 10 %
     assert fixed_band_percent({"last_price": 1500.0}) is None
+
+
+def test_a_kept_stop_whose_trigger_cannot_move_still_follows_the_quantity_held() -> None:
+    """Regression (found merging issues 17 and 19): when no new stop may be placed (the rule stop
+    within STOP_MIN_GAP_PERCENT of the LTP), the bot's GTT was kept with its OLD quantity, so the
+    shares a split credited (or a later fill added) were not covered. The kept stop's quantity
+    now follows the holding; its trigger and limit stay."""
+    [action] = plan_gtt_changes({"INFY": 20}, {}, [gtt(7, "INFY", 1090.0, 1035.5, 10)],
+                                ownership=StopOwnership(owned_ids={7}))
+    assert (action.action, action.gtt_id, action.trigger, action.limit_price, action.quantity) == \
+        (MODIFY, 7, 1090.0, 1035.5, 20)
+    [same] = plan_gtt_changes({"INFY": 10}, {}, [gtt(7, "INFY", 1090.0, 1035.5, 10)],
+                              ownership=StopOwnership(owned_ids={7}))
+    assert same.action != MODIFY
