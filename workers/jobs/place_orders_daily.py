@@ -148,6 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "instead of the newest scan")
     parser.add_argument("--confirm", action="store_true", help="show the plan and ask y/n before sending")
     parser.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="send and return without waiting for fills: the watchdog cancels what is still "
+                             "open at each entry's cancel_after and protects later fills")
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -312,7 +315,7 @@ def run(ctx: JobContext) -> int:
     finally:
         # The record is written before the wait too: a run killed while waiting still leaves it.
         path = _finish(ctx, kite, md, store, intents, entry_run, summary=code != ExitCode.OK)
-    waited = _wait(ctx, kite, md, store, intents, entry_run.session, md.calendar)
+    waited = [] if ctx.args.no_wait else _wait(ctx, kite, md, store, intents, entry_run.session, md.calendar)
     _after_wait(ctx, kite, entry_run, path, waited)
     return code
 
