@@ -22,7 +22,7 @@ import pytest
 
 from demo.home import MARKER, DemoRefused, check_location, live_findings
 from demo.procs import kill_leftovers, leftovers
-from demo.report import audit_summary, checks, summarise_user
+from demo.report import audit_summary, checks, notification_summary, render_notifications, summarise_user
 from kitefleet.home import PROJECT_ROOT, Home
 from tests.conftest import soak_enabled
 from tests.support.homes import VENV_PYTHON
@@ -155,6 +155,33 @@ def test_user_activity_from_state() -> None:
     assert act["order_ids"] == ["11", "12", "13"]
 
 
+def test_notifications_go_to_the_user_their_title_names() -> None:
+    def msg(user: str, kind: str, text: str, eid: str, when: str) -> dict[str, str]:
+        return {"version": "1.0", "title": f"kitefleet {user}: {kind.replace('_', ' ')}",
+                "message": f"{text}\n[{eid} {when}]", "type": "success"}
+
+    got = [msg("Som", "fill", "bought 5 INFY @ 1506.00 (order 3)", "fill-0123456789ab", "2026-11-24T10:01:00+05:30"),
+           msg("Som", "exit", "sold 5 INFY @ 1517.5 (watchdog exit, order 9)", "exit-0123456789ac",
+               "2026-11-25T11:43:00+05:30")]
+    boxes = {"Som": {"url": True, "events": 3, "how": {"sent": 2, "skipped": 1}, "undelivered": 0},
+             "Sai": {"url": False, "events": 2, "how": {"skipped": 2}, "undelivered": 0}}
+    notes = notification_summary(got, boxes, "127.0.0.1:1")
+    som = notes["users"]["Som"]["received"]
+    assert [(m["kind"], m["id"]) for m in som] == [("fill", "fill-0123456789ab"), ("exit", "exit-0123456789ac")]
+    assert som[0]["first_line"] == "bought 5 INFY @ 1506.00 (order 3)"
+    report = {"audit": audit_summary([], {}, {}, {}), "users": {}, "notifications": notes}
+    no_trades = {"GTT stops set", "watchdog exits"}  # no users' activity in this report
+    assert {c["name"] for c in checks(report) if not c["ok"]} == no_trades
+    lines = render_notifications(notes)
+    assert any("Tue 11:43" in line or "Wed 11:43" in line for line in lines)
+
+    # one of Sai's events reaching Som's sink is a leak; a Som without exits is a gap
+    leaked = notification_summary([*got[:1], msg("Sai", "fill", "bought 1 TCS", "fill-0123456789ad", "")],
+                                  boxes, "127.0.0.1:1")
+    failed = {c["name"] for c in checks({**report, "notifications": leaked}) if not c["ok"]}
+    assert failed == {"Som's service told of fills and exits", "no message for Sai (no NOTIFY_URLS)", *no_trades}
+
+
 # --- the real thing ------------------------------------------------------------------------------------
 def test_ctrl_c_stops_everything(demo_home: Path) -> None:
     proc = subprocess.Popen(demo_cmd(demo_home), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
@@ -197,6 +224,17 @@ def check_report(report: dict[str, Any], home: Path) -> None:
         assert len(filled) >= max(2, len(entries) - 1), f"{user}: entries not filled: {entries}"
         assert activity["stops"], f"{user} has no GTT stop"
         assert any(e["symbol"] == "INFY" for e in activity["exits"]), f"{user}: no watchdog exit of INFY"
+    notes = report["notifications"]
+    som, sai = notes["users"]["Som"], notes["users"]["Sai"]
+    kinds = [m["kind"] for m in som["received"]]
+    assert "fill" in kinds and "exit" in kinds, f"Som's sink: {kinds}"
+    # the INFY exit of the replay day, with its time on that day
+    infy = [m for m in som["received"] if m["kind"] == "exit" and "INFY" in m["first_line"]]
+    assert infy and infy[0]["time"].startswith(report["day"]), som["received"]
+    assert som["how"].get("sent") == len(som["received"]) and som["undelivered"] == 0
+    assert sai["received"] == [] and not notes["unattributed"]
+    # Sai's bot had things to say (the same kinds of events as Som's), and none was sent anywhere
+    assert sai["events"] > 0 and not sai["how"].get("sent") and sai["undelivered"] == 0
     assert report["checks_passed"]
     assert leftovers(Home(home.resolve())) == []
 
@@ -209,6 +247,8 @@ def test_bounded_demo_reports_both_users_and_leaves_nothing(demo_home: Path) -> 
     wall = time.monotonic() - started
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
     assert "==== isolation audit" in out.stdout and "requests made with any other key: 0" in out.stdout
+    assert "==== notifications" in out.stdout and "Sai has no NOTIFY_URLS" in out.stdout
+    assert "som-demo-hook" not in out.stdout  # the URL is a secret: only the sink's address is shown
     check_report(json.loads(report_path.read_text()), demo_home)
     print(f"bounded demo: {wall:.1f}s wall")
 
