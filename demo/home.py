@@ -3,7 +3,8 @@
 On-disk contract (everything below is the demo's own and is wiped at the start of each run):
 
     <home>/.kitefleet-demo-home      marker: this folder was made by the demo and may be wiped
-    <home>/env/Som.env, Sai.env      the demo's paper users (mode 0600, throwaway keys)
+    <home>/env/Som.env, Sai.env      the demo's paper users (mode 0600, throwaway keys); Som's has
+                                     NOTIFY_URLS=json://127.0.0.1:PORT/... (the demo's sink), Sai's none
     <home>/clock                     the clock file every process reads (TRADER_CLOCK=file:...)
     <home>/demo/scenario.json        the paper broker's scenario: INFY's path on both replay days
     <home>/demo/yesterday.json       the picks the users entered the day before (place_orders_daily --from)
@@ -20,6 +21,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -60,7 +62,8 @@ class DemoUser:
     api_secret: str
     settings: dict[str, str] = field(default_factory=dict)
 
-    def env_text(self, kite_root: str) -> str:
+    def env_text(self, kite_root: str, secrets: Mapping[str, str] | None = None) -> str:
+        """``secrets``: keys kept out of ``settings``, which the report prints (NOTIFY_URLS)."""
         lines = [
             "# kitefleet demo user (throwaway paper credentials; the demo rewrites this file each run)",
             "TRADER_MODE=paper",
@@ -68,6 +71,7 @@ class DemoUser:
             f"KITE_API_SECRET={self.api_secret}",
             f"KITE_ROOT={kite_root}",
             *(f"{k}={v}" for k, v in self.settings.items()),
+            *(f"{k}={v}" for k, v in (secrets or {}).items()),
         ]
         return "\n".join(lines) + "\n"
 
@@ -153,13 +157,15 @@ def prepare(root: Path) -> Home:
 
 
 # --- content -----------------------------------------------------------------------------------------
-def write_users(home: Home, kite_root: str, users: tuple[DemoUser, ...] = USERS) -> list[Path]:
+def write_users(home: Home, kite_root: str, users: tuple[DemoUser, ...] = USERS,
+                secrets: Mapping[str, Mapping[str, str]] | None = None) -> list[Path]:
+    """``secrets``: user -> extra keys for that user's env file only (Som's NOTIFY_URLS)."""
     paths = []
     for user in users:
         path = home.env_file(user.name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(user.env_text(kite_root))
+            fh.write(user.env_text(kite_root, (secrets or {}).get(user.name)))
         paths.append(path)
     return paths
 

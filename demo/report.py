@@ -11,14 +11,19 @@ Sources, all read after supervisord has stopped the schedulers:
   watchdog's exits; ``data/<User>/orders/*.json``, ``data/<User>/scans/*.csv``; every file under
   ``data/<User>/`` and ``logs/<User>/``.
 
-``collect`` does the I/O; ``summarise_user``, ``audit_summary``, ``checks`` and ``render`` work on
-plain data (the JSON the demo writes with ``--json``).
+* what the demo's notification sink received (demo.sink; Som's NOTIFY_URLS points at it), and
+  ``data/<User>/outbox.jsonl`` / ``outbox.done``: what each user's bot had to tell, and what became of it.
+
+``collect`` and ``collect_notifications`` do the I/O; ``summarise_user``, ``audit_summary``,
+``notification_summary``, ``checks`` and ``render`` work on plain data (the JSON the demo writes
+with ``--json``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
@@ -28,6 +33,7 @@ from typing import Any
 
 import requests
 
+from kitefleet import outbox
 from kitefleet.home import Home
 from kitefleet.settings import api_key_fingerprint
 
@@ -204,6 +210,50 @@ def audit_summary(rows: Iterable[Mapping[str, Any]], keys: Mapping[str, str],
     }
 
 
+# --- notifications ---------------------------------------------------------------------------------
+#: the notify job's message (workers/jobs/notify.py ``message``): title "kitefleet <User>: <kind>",
+#: body "<text>[\nTo act: ...]\n[<event id> <ISO time>]"
+_TITLE = re.compile(r"^kitefleet (\S+): (.+)$")
+_STAMP = re.compile(r"^\[(\S+) (\S*)\]$")
+
+
+def parse_message(msg: Mapping[str, Any]) -> dict[str, Any]:
+    """One message as Apprise's ``json://`` posted it ({"title", "message", "type", ...})."""
+    title = str(msg.get("title") or "")
+    lines = str(msg.get("message") or "").splitlines() or [""]
+    named = _TITLE.match(title)
+    stamp = _STAMP.match(lines[-1].strip())
+    return {"user": named.group(1) if named else None,
+            "kind": named.group(2).replace(" ", "_") if named else title,
+            "id": stamp.group(1) if stamp else None, "time": stamp.group(2) if stamp else None,
+            "first_line": lines[0], "type": msg.get("type")}
+
+
+def notification_summary(messages: Iterable[Mapping[str, Any]], outboxes: Mapping[str, Mapping[str, Any]],
+                         sink: str | None) -> dict[str, Any]:
+    """``messages``: what the sink received, in order; ``outboxes``: user -> {"url": bool, "events": n,
+    "how": {sent/skipped/dropped: n}, "undelivered": n}. Each message goes to the user its title
+    names: a message naming a user without a URL is a leak the checks catch."""
+    parsed = [parse_message(m) for m in messages]
+    users: dict[str, Any] = {}
+    for name, box in outboxes.items():
+        users[name] = {**box, "received": [m for m in parsed if m["user"] == name]}
+    return {"sink": sink, "users": users,
+            "unattributed": [m for m in parsed if m["user"] not in outboxes]}
+
+
+def collect_notifications(home: Home, users: Iterable[str], with_url: Iterable[str],
+                          messages: Iterable[Mapping[str, Any]], sink: str | None) -> dict[str, Any]:
+    urls = set(with_url)
+    outboxes = {}
+    for name in users:
+        done = outbox.read_done(home, name)
+        hows = Counter(how for targets in done.values() for how in targets.values())
+        outboxes[name] = {"url": name in urls, "events": len(outbox.read_events(home, name)),
+                          "how": dict(hows), "undelivered": outbox.undelivered(home, name)}
+    return notification_summary(messages, outboxes, sink)
+
+
 def checks(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     audit = report["audit"]
     out = []
@@ -226,6 +276,16 @@ def checks(report: Mapping[str, Any]) -> list[dict[str, Any]]:
           f"{sum(len(u['activity']['stops']) for u in users)}")
     check("watchdog exits", any(u["activity"]["exits"] for u in users),
           f"{sum(len(u['activity']['exits']) for u in users)}")
+    notes = report.get("notifications")
+    if notes:
+        for name, n in notes["users"].items():
+            kinds = Counter(m["kind"] for m in n["received"])
+            if n["url"]:
+                check(f"{name}'s service told of fills and exits", kinds["fill"] > 0 and kinds["exit"] > 0,
+                      f"{kinds['fill']} fill, {kinds['exit']} exit of {len(n['received'])} messages")
+            else:
+                check(f"no message for {name} (no NOTIFY_URLS)", not n["received"], f"{len(n['received'])}")
+        check("messages naming no known user", not notes["unattributed"], f"{len(notes['unattributed'])}")
     return out
 
 
@@ -317,6 +377,28 @@ def render_user(name: str, u: Mapping[str, Any], runs: list[Mapping[str, Any]], 
     return lines
 
 
+def render_notifications(notes: Mapping[str, Any]) -> list[str]:
+    lines = [f"==== notifications (Apprise json:// to the demo's sink on {notes['sink']}; NOTIFY_LEVEL=trades)"]
+    for name, n in notes["users"].items():
+        hows = n["how"]
+        fate = f"{hows.get('sent', 0)} sent, {hows.get('skipped', 0)} skipped (below the level or no URL)"
+        if hows.get("dropped"):
+            fate += f", {hows['dropped']} dropped"
+        if n["undelivered"]:
+            fate += f", {n['undelivered']} not delivered yet"
+        if n["url"]:
+            lines.append(f"  {name} received {len(n['received'])} messages (outbox: {n['events']} events; {fate}):")
+        else:
+            lines.append(f"  {name} has no NOTIFY_URLS: {n['events']} events kept in data/{name}/outbox.jsonl, "
+                         f"{hows.get('sent', 0)} sent; {len(n['received'])} messages reached the sink")
+        for m in n["received"]:
+            when = datetime.fromisoformat(m["time"]).strftime("%a %H:%M") if m["time"] else "?"
+            lines.append(f"    {when}  {m['kind']:<16} {m['first_line'][:90]}")
+    for m in notes["unattributed"]:
+        lines.append(f"  a message naming no demo user: {m['kind']}: {m['first_line'][:80]}")
+    return lines
+
+
 def render(report: Mapping[str, Any]) -> str:
     lines = [f"==== report: {report['previous_day']} (the day before) and {report['day']} "
              f"(replayed to {_hm(report['simulated_end'])})", ""]
@@ -340,6 +422,9 @@ def render(report: Mapping[str, Any]) -> str:
     lines.append("==== checks")
     for c in report["checks"]:
         lines.append(f"  [{'ok' if c['ok'] else 'FAILED'}] {c['name']}: {c['detail']}")
+    if report.get("notifications"):
+        lines.append("")
+        lines += render_notifications(report["notifications"])
     if report.get("home"):
         lines.append(f"\neverything is kept in {report['home']} until the next run: logs/<User>/*.log, "
                      "logs/supervisord.log, data/")

@@ -4,8 +4,9 @@ Two paper users, Som and Sai, through an accelerated trading day under superviso
 per-user report and the paper broker's isolation audit. The sequence:
 
 1. the demo home (demo.home): refused if anything in it is live; else wiped and rebuilt;
-2. the paper broker on a free port (a scenario pins INFY), the users' env files,
-   ``orchestrator.py users`` and ``login --all``;
+2. the paper broker on a free port (a scenario pins INFY), a notification sink on 127.0.0.1
+   (demo.sink, standing in for Som's service: Som's env file gets ``NOTIFY_URLS=json://...``,
+   Sai's none), the users' env files, ``orchestrator.py users`` and ``login --all``;
 3. the day before (P), 10:00: both users enter yesterday's picks at once (``run-all
    place_orders_daily --from``), so they hold positions overnight;
 4. ``supervisor-conf``, then supervisord from P 15:35: the schedulers catch up the day's stop
@@ -14,8 +15,9 @@ per-user report and the paper broker's isolation audit. The sequence:
    by the clock: update_cnc_stoploss 09:00, the watchdog from the open, place_orders_daily
    09:20 (from the evening's scan), INFY's fall near 11:45 (watchdog exits), the 14:00 stop
    update, the close, pattern_daily 16:00;
-6. supervisord is stopped (it stops the schedulers, which stop their jobs), the report is
-   printed, the broker is stopped, and the demo checks that no process naming its home is left.
+6. the notify jobs deliver what is left in the outboxes; supervisord is stopped (it stops the
+   schedulers, which stop their jobs), the report is printed with what Som's sink received, the
+   broker and the sink are stopped, and the demo checks that no process naming its home is left.
    Ctrl-C or SIGTERM at any point stops everything the same way and exits 130 or 143.
 
 Exit code: 0 when every check passed, 1 when one failed (or the run broke), 4 when the home was
@@ -40,13 +42,18 @@ from demo import home as dhome
 from demo import report as dreport
 from demo.procs import Procs, kill_leftovers, leftovers
 from demo.replay import Replay, idle, job_done
+from demo.sink import Sink
 from fleet import supervisor
+from kitefleet import outbox
 from kitefleet.clock import Clock
 from kitefleet.home import Home
 
 SEED = 7
 SUPERVISOR_TIMINGS = ("--startsecs", "1", "--startretries", "3", "--stopwaitsecs", "10")
 ENTRY_SPEED = 60.0  # around 09:20: slow enough that the entries fill near the prices they were sized on
+#: who gets a notification service (the demo's sink); the others have no NOTIFY_URLS
+NOTIFIED = ("Som",)
+SINK_PATH = "som-demo-hook"
 
 
 class Interrupted(Exception):
@@ -96,6 +103,7 @@ class Demo:
     wall0: float
     procs: Procs | None = None
     url: str | None = None
+    sink: Sink | None = None
 
     def orchestrator(self, *args: str) -> str:
         assert self.procs is not None
@@ -122,9 +130,13 @@ class Demo:
         scenario = dhome.write_scenario(home, previous, day)
         _, self.url = procs.start_broker(scenario, SEED)
         say(f"  paper broker at {self.url} (scenario {scenario.relative_to(home.root)} pins {dhome.PINNED})")
-        dhome.write_users(home, self.url)
+        self.sink = sink = Sink(SINK_PATH)
+        # the URL is a secret like any NOTIFY_URLS entry: only the sink's address is printed
+        say(f"  notification sink (a JSON webhook) on 127.0.0.1:{sink.port} for {', '.join(NOTIFIED)}")
+        dhome.write_users(home, self.url, secrets={u: {"NOTIFY_URLS": sink.url} for u in NOTIFIED})
         reload = requests.post(f"{self.url}/paper/reload-accounts", timeout=10).json()["data"]
-        say(f"  env/Som.env, env/Sai.env written; paper accounts: {reload['active']} active")
+        say(f"  env/Som.env (with NOTIFY_URLS), env/Sai.env (without) written; "
+            f"paper accounts: {reload['active']} active")
         self.orchestrator("users")
         self.orchestrator("login", "--all")
 
@@ -168,13 +180,20 @@ class Demo:
         replay.progress(replay.observe(), force=True)
         sim_end = replay.now()
         replay.speed(1.0)
+        self._wait_delivered(users, replay)
 
         say("\n== stopping supervisord (SIGTERM: it stops trader:Som and trader:Sai, which stop their jobs)")
         procs.stop_supervisord()
         replay.observe()
+        self._deliver_rest(users)
         specs = {u.name: {"api_key": u.api_key, **u.settings} for u in dhome.USERS}
         data = dreport.collect(home, self.url, specs, replay.runs, previous, day, sim_end,
                                time.monotonic() - self.wall0)
+        assert self.sink is not None
+        data["notifications"] = dreport.collect_notifications(home, users, NOTIFIED, self.sink.messages(),
+                                                              f"127.0.0.1:{self.sink.port}")
+        data["checks"] = dreport.checks(data)
+        data["checks_passed"] = all(c["ok"] for c in data["checks"])
         say()
         say(dreport.render(data))
         if args.json:
@@ -196,6 +215,28 @@ class Demo:
             time.sleep(0.2)
         say(f"  warning: not every entry of the day before filled within {timeout:.0f}s: {held}")
 
+    def _wait_delivered(self, users: tuple[str, ...], replay: Replay, timeout: float = 30.0) -> None:
+        """The schedulers start a notify job when an outbox has undelivered events: let them empty
+        the outboxes before supervisord stops them (a later run would deliver the rest anyway)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            beats = replay.observe()
+            busy = any("notify" in ((b or {}).get("current_jobs") or {}) for b in beats.values())
+            if not busy and all(outbox.undelivered(self.home, u) == 0 for u in users):
+                return
+            time.sleep(0.2)
+        left = {u: outbox.undelivered(self.home, u) for u in users}
+        say(f"  warning: notifications not all delivered within {timeout:.0f}s: {left}")
+
+    def _deliver_rest(self, users: tuple[str, ...]) -> None:
+        """An event told while supervisord was stopping (a watchdog exit in its last seconds) has no
+        scheduler left to deliver it: one notify run, as the next start of the trader would do."""
+        for user in users:
+            left = outbox.undelivered(self.home, user)
+            if left:
+                say(f"  {user}: {left} notification(s) told while stopping: orchestrator.py run {user} notify")
+                self.orchestrator("run", user, "notify")
+
     def _wait_running(self, users: tuple[str, ...], timeout: float = 30.0) -> dict[str, int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -214,6 +255,8 @@ def shut_down(demo: Demo | None, home: Home) -> list[tuple[int, str]]:
     left (nothing, normally)."""
     if demo is not None and demo.procs is not None:
         demo.procs.stop_all()
+    if demo is not None and demo.sink is not None:
+        demo.sink.stop()
     killed = kill_leftovers(home)
     for pid, cmd in killed:
         say(f"  killed leftover {pid}: {cmd[:110]}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from demo.report import audit_summary, checks, summarise_user
+from demo.report import audit_summary, checks, notification_summary, render_notifications, summarise_user
 
 pytestmark = pytest.mark.supervisord
 
@@ -55,3 +55,30 @@ def test_user_activity_from_state() -> None:
     assert act["stops"][0]["trigger"] == 1491.0 and act["stops"][0]["quantity"] == 5
     assert act["exits"][0]["symbol"] == "INFY" and act["gtt_actions"][0]["action"] == "delete"
     assert act["order_ids"] == ["11", "12", "13"]
+
+
+def test_notifications_go_to_the_user_their_title_names() -> None:
+    def msg(user: str, kind: str, text: str, eid: str, when: str) -> dict[str, str]:
+        return {"version": "1.0", "title": f"kitefleet {user}: {kind.replace('_', ' ')}",
+                "message": f"{text}\n[{eid} {when}]", "type": "success"}
+
+    got = [msg("Som", "fill", "bought 5 INFY @ 1506.00 (order 3)", "fill-0123456789ab", "2026-11-24T10:01:00+05:30"),
+           msg("Som", "exit", "sold 5 INFY @ 1517.5 (watchdog exit, order 9)", "exit-0123456789ac",
+               "2026-11-25T11:43:00+05:30")]
+    boxes = {"Som": {"url": True, "events": 3, "how": {"sent": 2, "skipped": 1}, "undelivered": 0},
+             "Sai": {"url": False, "events": 2, "how": {"skipped": 2}, "undelivered": 0}}
+    notes = notification_summary(got, boxes, "127.0.0.1:1")
+    som = notes["users"]["Som"]["received"]
+    assert [(m["kind"], m["id"]) for m in som] == [("fill", "fill-0123456789ab"), ("exit", "exit-0123456789ac")]
+    assert som[0]["first_line"] == "bought 5 INFY @ 1506.00 (order 3)"
+    report = {"audit": audit_summary([], {}, {}, {}), "users": {}, "notifications": notes}
+    no_trades = {"GTT stops set", "watchdog exits"}  # no users' activity in this report
+    assert {c["name"] for c in checks(report) if not c["ok"]} == no_trades
+    lines = render_notifications(notes)
+    assert any("Tue 11:43" in line or "Wed 11:43" in line for line in lines)
+
+    # one of Sai's events reaching Som's sink is a leak; a Som without exits is a gap
+    leaked = notification_summary([*got[:1], msg("Sai", "fill", "bought 1 TCS", "fill-0123456789ad", "")],
+                                  boxes, "127.0.0.1:1")
+    failed = {c["name"] for c in checks({**report, "notifications": leaked}) if not c["ok"]}
+    assert failed == {"Som's service told of fills and exits", "no message for Sai (no NOTIFY_URLS)", *no_trades}

@@ -91,6 +91,15 @@ def test_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     assert keep.read_text() == "mine"
 
 
+
+
+# --- the report's audit, on plain data ---------------------------------------------------------------
+
+
+
+
+
+
 # --- the real thing ------------------------------------------------------------------------------------
 def test_ctrl_c_stops_everything(demo_home: Path) -> None:
     proc = subprocess.Popen(demo_cmd(demo_home), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
@@ -133,6 +142,17 @@ def check_report(report: dict[str, Any], home: Path) -> None:
         assert len(filled) >= max(2, len(entries) - 1), f"{user}: entries not filled: {entries}"
         assert activity["stops"], f"{user} has no GTT stop"
         assert any(e["symbol"] == "INFY" for e in activity["exits"]), f"{user}: no watchdog exit of INFY"
+    notes = report["notifications"]
+    som, sai = notes["users"]["Som"], notes["users"]["Sai"]
+    kinds = [m["kind"] for m in som["received"]]
+    assert "fill" in kinds and "exit" in kinds, f"Som's sink: {kinds}"
+    # the INFY exit of the replay day, with its time on that day
+    infy = [m for m in som["received"] if m["kind"] == "exit" and "INFY" in m["first_line"]]
+    assert infy and infy[0]["time"].startswith(report["day"]), som["received"]
+    assert som["how"].get("sent") == len(som["received"]) and som["undelivered"] == 0
+    assert sai["received"] == [] and not notes["unattributed"]
+    # Sai's bot had things to say (the same kinds of events as Som's), and none was sent anywhere
+    assert sai["events"] > 0 and not sai["how"].get("sent") and sai["undelivered"] == 0
     assert report["checks_passed"]
     assert leftovers(Home(home.resolve())) == []
 
@@ -145,6 +165,8 @@ def test_bounded_demo_reports_both_users_and_leaves_nothing(demo_home: Path) -> 
     wall = time.monotonic() - started
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
     assert "==== isolation audit" in out.stdout and "requests made with any other key: 0" in out.stdout
+    assert "==== notifications" in out.stdout and "Sai has no NOTIFY_URLS" in out.stdout
+    assert "som-demo-hook" not in out.stdout  # the URL is a secret: only the sink's address is shown
     check_report(json.loads(report_path.read_text()), demo_home)
     print(f"bounded demo: {wall:.1f}s wall")
 

@@ -5,8 +5,9 @@ minutes), each user holding shares bought through the real client.
 Checked: both users' rows with the broker's positions and P&L; a pause made from the CLI shows
 within 5 s without a reload; a trader stopped with SIGSTOP is flagged stale within 15 s plus one
 refresh; a trader killed with SIGKILL shows its restart and runs again; the user page's holdings
-match the broker's; with a token, the buttons pause and resume a user (halt/unhalt when this
-tree's CLI has them); the browser logs no JavaScript error. Screenshots of each page are kept in
+match the broker's; with a token, the buttons pause and resume a user, and halt and unhalt one (the
+halt file, and an open bot entry order cancelled by the halt); without a token a POST is refused
+and changes nothing; the browser logs no JavaScript error. Screenshots of each page are kept in
 an artefacts folder printed in the test output.
 """
 
@@ -23,15 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from fleet.web.actions import available_actions
 from kitefleet.clock import IST
+from kitefleet.halt import halt_file
 from kitefleet.home import Home
 from kitefleet.pause import pause_file
+from kitefleet.state import StateStore
 from tests.integration.supervision.test_supervisord import FAST, start_supervisord, stop_supervisord, wait_state
-from tests.integration.web.server import WebServer, start_web
+from tests.integration.web.server import WebServer, csrf_of, start_web
 from tests.support.broker import RunningBroker, clock_file, start_broker
 from tests.support.fleet import fleet_home, orchestrator, poll
+from workers.intents import IntentLog, make_tag, send_order_once
 
 pytestmark = [pytest.mark.browser, pytest.mark.supervisord]
 
@@ -235,5 +240,85 @@ def test_token_buttons_pause_and_resume_a_user(fleet: Fleet, browser: Any) -> No
         browser.switch_to.alert.dismiss()
         assert not pause_file(fleet.home, "Sai").exists()
         browser.save_screenshot(str(fleet.artefacts / "user-Sai-token.png"))
+    finally:
+        web.stop()
+
+
+def resting_entry(fleet: Fleet, user: str, symbol: str) -> str:
+    """An entry as place_orders_daily leaves one that has not filled: an intent of its entry tag,
+    sent through the intent protocol, a BUY LIMIT 5 % under the LTP (inside the circuit band),
+    in whole rupees: a multiple of every tick size."""
+    kite = fleet.broker.kite(user)
+    ltp = kite.ltp(f"NSE:{symbol}")[f"NSE:{symbol}"]["last_price"]
+    session = START.date()  # the 10x clock stays within START's session for the module
+    params = {"variety": "regular", "exchange": "NSE", "tradingsymbol": symbol, "transaction_type": "BUY",
+              "quantity": 3, "product": "CNC", "order_type": "LIMIT", "price": float(int(ltp * 0.95)),
+              "validity": "DAY"}
+    result = send_order_once(kite, IntentLog(StateStore(fleet.home, user, "paper")),
+                             make_tag(user, "place_orders_daily", session, symbol, "entry"), params,
+                             purpose="entry", job="place_orders_daily", session=session)
+    assert result.broker_id
+    return str(result.broker_id)
+
+
+def order_status(fleet: Fleet, user: str, order_id: str) -> str:
+    order = next(o for o in fleet.broker.kite(user).orders() if o["order_id"] == order_id)
+    return str(order["status"]) if order["status"] != "REJECTED" else f"REJECTED: {order.get('status_message')}"
+
+
+@pytest.mark.skipif("halt" not in available_actions() or "unhalt" not in available_actions(),
+                    reason="this tree's CLI has no halt/unhalt")
+def test_token_buttons_halt_and_unhalt_a_user_and_the_halt_cancels_an_open_entry(fleet: Fleet, browser: Any) -> None:
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    order = resting_entry(fleet, "Som", "TCS")
+    assert order_status(fleet, "Som", order) == "OPEN"
+
+    # without a token: no buttons, and a POST (even with a confirmation) is refused and does nothing
+    page = requests.get(fleet.web.url + "/user/Som", timeout=30).text
+    assert "action-halt" not in page and 'name="csrf"' not in page
+    refused = requests.post(fleet.web.url + "/user/Som/action/halt", data={"confirm": "yes", "csrf": "0" * 32},
+                            timeout=30)
+    assert refused.status_code == 403, refused.text
+    assert not halt_file(fleet.home, "Som").exists()
+    assert order_status(fleet, "Som", order) == "OPEN"
+
+    web = start_web(fleet.home, "--token", clock=fleet.clock)
+    try:
+        token = (fleet.home.run_dir / "web.token").read_text().strip()
+        browser.get(web.url + "/login")
+        browser.delete_all_cookies()  # 127.0.0.1's cookies are shared by every port: log in here, for real
+        browser.get(web.url + "/user/Som")
+        assert browser.current_url.endswith("/login")
+        browser.find_element("id", "token").send_keys(token)
+        browser.find_element("id", "login").click()
+        poll(lambda: not browser.current_url.endswith("/login"), 20, "the login's redirect")
+        browser.get(web.url + "/user/Som")
+        csrf_of(browser.page_source)  # a token page carries the CSRF field its buttons post
+
+        browser.find_element("id", "action-halt").click()
+        WebDriverWait(browser, 10).until(ec.alert_is_present())
+        assert "Halt Som?" in browser.switch_to.alert.text
+        browser.switch_to.alert.accept()
+        poll(lambda: text_of(browser, "#action-result"), 120, "halt's result")
+        assert text_of(browser, "#action-result") == "done", browser.page_source[-3000:]
+        assert halt_file(fleet.home, "Som").exists()
+        # the halt command cancels through a process of Som's before it answers
+        assert order_status(fleet, "Som", order) == "CANCELLED"
+        assert f"entry {order}: CANCELLED" in browser.page_source
+        assert not halt_file(fleet.home, "Sai").exists()
+        browser.save_screenshot(str(fleet.artefacts / "user-Som-halted.png"))
+
+        browser.find_element("id", "back").click()
+        poll(lambda: "HALTED" in text_of(browser, "#halt-flag"), 30, "HALTED on Som's page")
+        browser.find_element("id", "action-unhalt").click()
+        WebDriverWait(browser, 10).until(ec.alert_is_present())
+        browser.switch_to.alert.accept()
+        poll(lambda: text_of(browser, "#action-result"), 60, "unhalt's result")
+        assert text_of(browser, "#action-result") == "done", browser.page_source[-3000:]
+        assert not halt_file(fleet.home, "Som").exists()
+        browser.find_element("id", "back").click()
+        poll(lambda: not text_of(browser, "#halt-flag"), 30, "HALTED gone from Som's page")
     finally:
         web.stop()
