@@ -27,8 +27,9 @@ Rules chosen (where Kite is silent or the paper broker simplifies), situation ->
   is one trade. A cancel or the close's expiry keeps the filled part.
 * MARKET needs ``market_protection`` (-1 = auto = 3 %, or 1-100) and walks the depth within its
   protection bound on arrival; what is left rests as a LIMIT at the bound. The order book shows a
-  protected MARKET / SL-M order with its ``order_type`` as sent, ``price`` = its protection bound
-  (``limit_price``) and the tags ``mktp``, ``mktp:<pct>`` (``orders``).
+  protected MARKET / SL-M order as Kite does: ``order_type`` LIMIT (SL-M: SL), ``price`` = its
+  protection bound (``limit_price``), ``market_protection`` 0 and the tags ``mktp``, ``mktp:<pct>``
+  (``orders``).
 * A LIMIT marketable on arrival walks the depth within its price; the rest rests and fills in the
   following minutes when the touch reaches its price (a gap at the open fills at the open's touch).
   An order that filled on arrival counts again from the next minute (one participation cap a

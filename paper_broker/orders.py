@@ -19,9 +19,10 @@ Wire facts (reference/kite-api.md 3.3-3.9):
 * ``tags`` is present only when the order has a tag or market protection: the user's tag first,
   then, for a MARKET or SL-M order, Kite's protection tags ``mktp`` and ``mktp:<pct>`` (``-1``,
   auto, shows the AUTO_PROTECTION_PCT it stands for). ``tag`` stays the user's own (or null).
-* A protected MARKET or SL-M order keeps the ``order_type`` the client sent (the protection bounds
-  the price, it does not change the type) and shows ``price`` = its protection limit: the worst
-  price it accepts (``limit_price`` in the engine's row). Funds and matching are unchanged.
+* A protected MARKET or SL-M order is shown as Kite's book shows it (Zerodha's response samples,
+  issue 17): ``order_type`` LIMIT (SL-M: SL), ``market_protection`` 0, ``price`` = its protection
+  limit, the worst price it accepts (``limit_price`` in the engine's row). Funds and matching are
+  unchanged.
 * A CANCELLED order keeps ``pending_quantity`` equal to ``cancelled_quantity``, as in the official
   sample; a REJECTED order shows pending 0.
 """
@@ -303,8 +304,12 @@ def order_wire(row: dict[str, Any]) -> dict[str, Any]:
     order_type = row["order_type"]
     protection = int(row["market_protection"])
     mktp = protection_tags(order_type, protection)
-    # A protected order shows the limit it was turned into (the engine's matching bound).
+    # A protected MARKET order shows what Kite's book shows for it (Zerodha's response samples):
+    # a LIMIT at the protection limit, ``market_protection`` 0 and the ``mktp`` tags.
     price = float(row["limit_price"]) if mktp else float(row["price"])
+    if mktp:
+        order_type = "SL" if order_type == "SL-M" else "LIMIT"
+        protection = 0
     wire: dict[str, Any] = {
         "account_id": row["user_id"],
         "placed_by": row["user_id"],

@@ -221,7 +221,8 @@ def test_market_buy_fills_at_ltp_with_full_history(rig: Rig) -> None:
 
 def test_protected_orders_show_their_limit_and_mktp_tags(rig: Rig) -> None:
     """Kite turns a MARKET / SL-M order with market_protection into a protected LIMIT: the book
-    keeps the order type, shows the protection bound as the price and adds ``mktp`` tags."""
+    shows it as a LIMIT (SL-M: SL) at the protection bound, ``market_protection`` 0 and the
+    ``mktp`` tags, as Zerodha's response samples show (issue 17)."""
     buy = rig.place(order_type="MARKET", market_protection=2, quantity=20, tag="entryINFY")
     sell = rig.place(transaction_type="SELL", order_type="MARKET", market_protection=-1, quantity=5)
     slm = rig.place(transaction_type="SELL", order_type="SL-M", trigger_price=1480, market_protection=5)
@@ -230,12 +231,12 @@ def test_protected_orders_show_their_limit_and_mktp_tags(rig: Rig) -> None:
     shown = {oid: (book[oid]["order_type"], book[oid]["price"], book[oid]["tag"], book[oid].get("tags"))
              for oid in (buy, sell, slm, limit)}
     assert shown == {
-        buy: ("MARKET", 1530.0, "entryINFY", ["entryINFY", "mktp", "mktp:2.00"]),  # 1500 + 2 %
-        sell: ("MARKET", 1455.0, None, ["mktp", "mktp:3.00"]),  # -1 (auto) is 3 % here
-        slm: ("SL-M", 1406.0, None, ["mktp", "mktp:5.00"]),  # the trigger 1480 - 5 %
+        buy: ("LIMIT", 1530.0, "entryINFY", ["entryINFY", "mktp", "mktp:2.00"]),  # 1500 + 2 %
+        sell: ("LIMIT", 1455.0, None, ["mktp", "mktp:3.00"]),  # -1 (auto) is 3 % here
+        slm: ("SL", 1406.0, None, ["mktp", "mktp:5.00"]),  # the trigger 1480 - 5 %
         limit: ("LIMIT", 1490.0, "plain", ["plain"]),
     }
-    assert book[buy]["market_protection"] == 2 and book[sell]["market_protection"] == -1
+    assert book[buy]["market_protection"] == 0 and book[sell]["market_protection"] == 0
     # Fills and funds are as before: the MARKET orders filled at the LTP, the BUY cost 20 x 1500.
     assert (book[buy]["average_price"], book[sell]["average_price"]) == (1500.0, 1500.0)
     assert rig.engine.order_history(rig.som, slm)[-1]["tags"] == ["mktp", "mktp:5.00"]
@@ -251,7 +252,7 @@ def test_protected_amo_shows_the_bound_it_is_released_with(rig: Rig) -> None:
     mkt = rig.place(variety="amo", order_type="MARKET", market_protection=-1)
     o = rig.order(mkt)
     assert (o["status"], o["order_type"], o["price"], o["tags"]) == (
-        "AMO REQ RECEIVED", "MARKET", 1545.0, ["mktp", "mktp:3.00"])
+        "AMO REQ RECEIVED", "LIMIT", 1545.0, ["mktp", "mktp:3.00"])
     rig.market.set_path(INFY, MON, {"09:15": 1480.0})  # Monday closes at 1480: the bound follows it
     rig.market.set_path(INFY, TUE, {"09:15": 1495.0}, day_open=1495.0)
     rig.move(at(TUE, "09:15"))

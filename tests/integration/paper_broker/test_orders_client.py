@@ -100,8 +100,9 @@ def test_fills_follow_the_clock(desk: Desk) -> None:
     o = last(kite, mkt)
     assert (o["status"], o["average_price"], o["tag"], o["tags"]) == ("COMPLETE", ask, "som-entry-INFY",
                                                                       ["som-entry-INFY", "mktp", "mktp:3.00"])
-    # Through the real client too: the type as sent, the price is the protection bound (LTP + 3 %).
-    assert o["order_type"] == "MARKET" and o["price"] == round_to_tick(price_now * 1.03, 0.1, "floor")
+    # Through the real client too: a LIMIT at the protection bound (LTP + 3 %), protection 0, as Kite shows it.
+    assert (o["order_type"], o["market_protection"]) == ("LIMIT", 0)
+    assert o["price"] == round_to_tick(price_now * 1.03, 0.1, "floor")
     assert isinstance(o["order_timestamp"], datetime)
     buy = place(kite, price=1484.0)
     sell = place(kite, transaction_type="SELL", price=1550.0, quantity=5)
