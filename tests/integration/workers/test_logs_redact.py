@@ -13,9 +13,11 @@ This module is also the test job (``add_arguments`` and ``run`` below).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import subprocess
 import sys
+import threading
 import types
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ import pytest
 from kitefleet import launcher
 from kitefleet.home import Home
 from tests.support.homes import make_home, write_env
+from workers.context import JobContext
 from workers.daemon import Scheduler
 from workers.logs import register_secret, setup_logging
 
@@ -58,6 +61,37 @@ def job_log(tmp_path: Path) -> Iterator[tuple[logging.Logger, Path]]:
         for handler in saved[0]:
             root.addHandler(handler)
         root.setLevel(saved[1])
+
+
+# --- real worker processes, started the way the scheduler starts a job -------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--leak", choices=("stderr", "thread", "escape"), required=True)
+
+
+class _Escapes(BaseException):
+    """Not an Exception: the entry's handlers let it through to sys.excepthook."""
+
+
+def run(ctx: JobContext) -> int:
+    register_secret(TOKEN)  # as workers.kite_client does for a session's token
+    secret = next(iter(ctx.settings.secrets()))
+    leak = f"key {ctx.settings.api_key} secret {secret} token {TOKEN}"
+    if ctx.args.leak == "stderr":
+        print("written by the job to stderr:", leak, file=sys.stderr)
+        sys.stderr.write(f"in pieces: {TOKEN[:5]}")
+        sys.stderr.write(f"{TOKEN[5:]}\n")
+        return 0
+    if ctx.args.leak == "thread":
+        def work() -> None:
+            raise RuntimeError(f"thread failed: {leak}")
+
+        worker = threading.Thread(target=work, name="leaky-thread")
+        worker.start()
+        worker.join()
+        return 0
+    raise _Escapes(f"escaped: {leak}")
+
+
 
 
 def _spawn_as_scheduler(home: Home, job: str, leak: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
