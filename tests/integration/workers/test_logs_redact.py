@@ -14,12 +14,11 @@ This module is also the test job (``add_arguments`` and ``run`` below).
 from __future__ import annotations
 
 import argparse
-import logging
 import subprocess
 import sys
 import threading
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -27,40 +26,12 @@ import pytest
 from kitefleet import launcher
 from kitefleet.home import Home
 from tests.support.homes import make_home, write_env
+from tests.workers.test_logs import API_KEY, API_SECRET, SHOWN_KEY, TOKEN, _assert_clean
 from workers.context import JobContext
 from workers.daemon import Scheduler
-from workers.logs import register_secret, setup_logging
-
-API_KEY = "kq7v3redactkey9x2m"
-API_SECRET = "s3cr3t-redact-8fJ2kQpL0wZ"
-TOKEN = "tok-redact-Xb93LmQ2vR7nT5"
-SHOWN_KEY = API_KEY[:4] + "***"
-
-
-def _assert_clean(text: str, where: str) -> None:
-    for value in (API_KEY, API_SECRET, TOKEN):
-        assert value not in text, f"{value} leaked into {where}:\n{text}"
-
+from workers.logs import register_secret
 
 # --- in-process: the logging handlers ----------------------------------------------------------
-@pytest.fixture
-def job_log(tmp_path: Path) -> Iterator[tuple[logging.Logger, Path]]:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    home = make_home(tmp_path / "home")
-    register_secret(API_SECRET)
-    register_secret(TOKEN)
-    register_secret(API_KEY, keep=4)
-    log = setup_logging(home, "Som", "redact_job", console=False)
-    try:
-        yield log, home.user_logs_dir("Som") / "redact_job.log"
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-            handler.close()
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
 
 
 # --- real worker processes, started the way the scheduler starts a job -------------------------
