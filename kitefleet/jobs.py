@@ -23,6 +23,7 @@ JOB_NAMES: tuple[str, ...] = (
     "daily_report",
     "login_reminder",
     "cancel_entries",
+    "flatten",
 )
 
 #: The jobs the per-user scheduler runs, each with its ``SCHEDULE_<JOB>`` settings key.
