@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,43 @@ def test_two_processes_keep_each_others_exit_records() -> None:
     assert mine["symbols"]["INFY"]["exits"][0]["modifications"] == 3  # a count never goes back
     assert [e["tag"] for e in mine["symbols"]["TCS"]["exits"]] == ["T"]
     assert not merge_exit_records(mine, theirs)
+
+
+def test_loss_limit_action_is_halt_by_default_or_flatten(tmp_path: Path) -> None:
+    from kitefleet.errors import ConfigError
+    from kitefleet.settings import load_settings
+    from tests.support.homes import make_home, write_env
+
+    home = make_home(tmp_path / "home")
+    write_env(home, "Som")
+    write_env(home, "Sai", LOSS_LIMIT_ACTION="flatten")
+    write_env(home, "Ana", LOSS_LIMIT_ACTION="sell")
+    assert load_settings(home, "Som")["LOSS_LIMIT_ACTION"] == "halt"
+    assert load_settings(home, "Sai")["LOSS_LIMIT_ACTION"] == "flatten"
+    with pytest.raises(ConfigError) as err:
+        load_settings(home, "Ana")
+    assert "LOSS_LIMIT_ACTION" in str(err.value) and "halt, flatten" in str(err.value)
+
+
+def test_flatten_owned_outside_the_session_sends_nothing(tmp_path: Path) -> None:
+    """What the loss limit calls with LOSS_LIMIT_ACTION=flatten: after the close, no broker call."""
+    import logging
+    import threading
+    from datetime import date
+
+    from kitefleet.calendar import NseCalendar
+    from kitefleet.clock import SimulatedClock, parse_spec
+    from tests.support.homes import make_home
+    from workers.flatten import build_watchdog, flatten_owned
+
+    class NoBroker:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"broker called outside the session: {name}")
+
+    home = make_home(tmp_path / "home")
+    clk = SimulatedClock(parse_spec(f"{at('15:31').isoformat()},speed=1"))
+    wd = build_watchdog(user="Som", kite=NoBroker(), market=NoBroker(), store=StateStore(home, "Som", "paper"),
+                        calendar=NseCalendar((PREV_DAY, DAY, date(2026, 3, 5))), clock=clk, settings={},
+                        log=logging.getLogger("test"), stop=threading.Event())
+    report = flatten_owned(wd, wait=timedelta(minutes=10), stop=threading.Event())
+    assert report.market_closed and not report.done and report.symbols == []
