@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -91,9 +92,45 @@ def _error_line(err: bytes, returncode: int) -> str:
     return lines[-1].strip().split("error: ", 1)[-1]
 
 
+def _communicate(proc: subprocess.Popen[bytes], timeout: float,
+                 progress: Callable[[str], None] | None) -> tuple[bytes, bytes]:
+    """``proc.communicate(timeout)``; with ``progress``, each stdout line that is not the JSON
+    answer is handed to it as it comes (a long job, e.g. flatten, tells how it goes)."""
+    if progress is None:
+        return proc.communicate(timeout=timeout)
+    assert proc.stdout is not None and proc.stderr is not None
+    out: list[bytes] = []
+    err: list[bytes] = []
+
+    def read_out() -> None:
+        for raw in iter(proc.stdout.readline, b""):  # type: ignore[union-attr]
+            out.append(raw)
+            line = raw.decode("utf-8", "replace").strip()
+            if line and not line.startswith("{"):
+                progress(line)
+
+    readers = [threading.Thread(target=read_out, daemon=True),
+               threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)]  # type: ignore[union-attr]
+    for t in readers:
+        t.start()
+    try:
+        proc.wait(timeout=timeout)
+    except BaseException:
+        # Stop the readers before the caller's _kill_group reads the same pipes.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for t in readers:
+            t.join(_REAP_S)
+        raise
+    for t in readers:
+        t.join(_REAP_S)
+    return b"".join(out), b"".join(err)
+
+
 def ask(home: Home, user: str, job: str, args: Sequence[str] = (), *,
-        timeout: float = LOCAL_TIMEOUT_S) -> Answer:
-    """Run ``job`` for ``user`` (with ``args``) and return its one JSON line, or why there is none."""
+        timeout: float = LOCAL_TIMEOUT_S, progress: Callable[[str], None] | None = None) -> Answer:
+    """Run ``job`` for ``user`` (with ``args``) and return its one JSON line, or why there is none.
+    ``progress``: called with each other line the job prints, as it prints it."""
     # A probe is not the supervised program: supervisord's identity (exec Som asking about Sai)
     # would make the other user's worker refuse to start.
     parent = {k: v for k, v in os.environ.items() if k not in SUPERVISOR_NAMES}
@@ -103,7 +140,7 @@ def ask(home: Home, user: str, job: str, args: Sequence[str] = (), *,
     except Exception as exc:  # an invalid user name, for instance: already one line
         return Answer(user, job, error=str(exc))
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = _communicate(proc, timeout, progress)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         return Answer(user, job, error=f"{job} for {user} gave no answer within {timeout:g}s "

@@ -25,6 +25,7 @@ JOB_NAMES: tuple[str, ...] = (
     "cancel_entries",
     "adopt",
     "release",
+    "flatten",
 )
 
 #: The jobs the per-user scheduler runs, each with its ``SCHEDULE_<JOB>`` settings key.

@@ -205,3 +205,27 @@ def gtt_lock(home: Home, user: str, timeout: float = 60.0) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def exit_lock(home: Home, user: str, timeout: float = 60.0) -> Iterator[None]:
+    """Serialise "size an exit, pick its tag, send it" between one user's processes.
+
+    The watchdog and ``halt --flatten`` (workers.flatten) both sell the bot's shares, each sized
+    as owned minus the bot's open SELLs: two sizings from one book read would both sell the same
+    shares (a person's too, when the account holds more), and two processes picking the next
+    free tag at once would put one tag on two orders. Blocking, with a timeout (LockTimeout)."""
+    validate_user_name(user)
+    path = ensure_dir(home.locks_dir(user)) / "exit.lock"
+    lock = FileLock(str(path), thread_local=False)
+    try:
+        lock.acquire(timeout=timeout, poll_interval=0.02)
+    except Timeout:
+        holder = recorded_holder_pid(path)
+        who = f" (held by pid {holder})" if holder else ""
+        raise LockTimeout(f"{user}'s exit lock {path} not acquired within {timeout:.0f}s{who}") from None
+    try:
+        write_holder_pid(path)
+        yield
+    finally:
+        lock.release()

@@ -223,6 +223,11 @@ SCHEMA: tuple[Key, ...] = (
         doc="Optional: cap each entry so that (entry - stop) x shares stays under this share of equity."),
     Key("MAX_ORDER_VALUE", _number(float, 0, lo_open=True), default=500_000.0,
         doc="No single order may be worth more than this many rupees; a larger entry is sized down."),
+    Key("LOSS_LIMIT_ACTION", _choice("halt", "flatten"), default="halt",
+        doc="What the daily loss limit does when it trips: halt (entries stop and open entries are "
+            "cancelled until the next open; stops and exits go on) or flatten (the halt, then every "
+            "position the bot owns is sold, as 'orchestrator.py halt USER --flatten'; a person's "
+            "holdings never)."),
     Key("PRICE_BAND_PERCENT", _number(float, 0, 50, lo_open=True), default=3.0,
         doc="Pre-trade limit: an order price more than this far from the LTP is refused."),
     Key("ENTRY_SLIPPAGE_PERCENT", _number(float, 0, 5, lo_open=True), default=0.5,

@@ -20,6 +20,7 @@ Pure: no broker, no state file, no clock. The backtest reads these rules too.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -120,3 +121,27 @@ def pending_sell_quantity(orders: Iterable[Mapping[str, Any]], symbol: str) -> i
         total += int(o.get("pending_quantity") or 0) or (int(o.get("quantity") or 0)
                                                          - int(o.get("filled_quantity") or 0))
     return max(total, 0)
+
+
+def merge_exit_records(mine: dict[str, Any], theirs: Mapping[str, Any] | None) -> bool:
+    """Take into the watchdog day ``mine`` every exit record of ``theirs`` (the same session's day
+    as another process of the user wrote it: the watchdog, ``halt --flatten``) whose tag ``mine``
+    lacks, and never let a record's modification count go back. Two processes that follow exits
+    of one session so never drop each other's records, and each follows (reprices, tidies after)
+    the other's. True when ``mine`` changed."""
+    changed = False
+    for symbol, rec in ((theirs or {}).get("symbols") or {}).items():
+        others = [e for e in (rec or {}).get("exits") or [] if isinstance(e, Mapping) and e.get("tag")]
+        if not others:
+            continue
+        target = mine.setdefault("symbols", {}).setdefault(symbol, {"hourly": None, "atr": None, "exits": []})
+        have = {str(e.get("tag")): e for e in target.setdefault("exits", [])}
+        for e in others:
+            own = have.get(str(e["tag"]))
+            if own is None:
+                target["exits"].append(copy.deepcopy(dict(e)))
+                changed = True
+            elif int(e.get("modifications") or 0) > int(own.get("modifications") or 0):
+                own["modifications"] = int(e["modifications"])
+                changed = True
+    return changed

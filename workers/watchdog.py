@@ -62,7 +62,7 @@ from kitefleet.halt import halt_file, halt_info
 from kitefleet.states import ExitStatus, OrderStatus
 from workers.bot_stop import FillGuard, StopSettings
 from workers.entry_cancel import Deadline, cancel_open_entries, entry_deadlines
-from workers.exit_records import exit_pending, next_exit_purpose
+from workers.exit_records import exit_pending, merge_exit_records, next_exit_purpose
 from workers.intents import IntentLog
 from workers.level_refresher import LevelRefresher
 from workers.marketdata import UnknownInstrument
@@ -292,6 +292,9 @@ class Watchdog(ExitDesk):
             wd = state.get(STATE_KEY)
             if not isinstance(wd, dict):
                 wd = state[STATE_KEY] = {}
+            # halt --flatten (workers.flatten) writes exit records of this session too: keep them.
+            if merge_exit_records(snapshot_, wd.get(self.session.isoformat())):
+                merge_exit_records(self.day, snapshot_)
             wd[self.session.isoformat()] = snapshot_
             for old in sorted(wd)[:-KEEP_SESSIONS]:
                 del wd[old]
@@ -344,7 +347,10 @@ class Watchdog(ExitDesk):
             self._state_sig = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             self._state_sig = None
-        return self.store.read()
+        state = self.store.read()
+        # Exits another process of the user made (halt --flatten) are followed like our own.
+        merge_exit_records(self.day, (state.get(STATE_KEY) or {}).get(self.session.isoformat()))
+        return state
 
     def reread_scope_if_changed(self) -> None:
         """A ledger change (adopt, release, a stop or entry run) is seen at the next poll: the

@@ -58,8 +58,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from kitefleet.errors import BrokerTemporaryError, KitefleetError, ReconcileError
-from kitefleet.locks import gtt_lock
+from kitefleet.errors import BrokerTemporaryError, KitefleetError, LockTimeout, ReconcileError
+from kitefleet.locks import exit_lock, gtt_lock
 from kitefleet.states import ExitStatus, OrderStatus
 from workers import events
 from workers.broker_errors import BrokerRejected
@@ -217,6 +217,15 @@ class ExitDesk:
                 self.log.info("dry run: would SELL %d %s LIMIT %s CNC: %s", qty, symbol, decision.limit_price,
                               decision.reason)
             return
+        try:
+            # halt --flatten sells too (workers.flatten): one sizing and one tag choice at a time.
+            with exit_lock(self.store.home, self.user, timeout=GTT_LOCK_TIMEOUT_S):
+                self._exit_locked(symbol, decision, now)
+        except LockTimeout as exc:
+            self.stats.errors += 1
+            self.log.warning("%s: exit not sent now (%s); the next poll decides again", symbol, exc)
+
+    def _exit_locked(self, symbol: str, decision: ExitDecision, now: datetime) -> None:
         account = self.refresh_positions(now)  # sell what is really held, net of sells already open
         held = held_quantities(account).get(symbol, 0)
         scope = self.scope

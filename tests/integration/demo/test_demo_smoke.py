@@ -121,6 +121,45 @@ def test_ctrl_c_stops_everything(demo_home: Path) -> None:
     assert leftovers(Home(demo_home.resolve())) == []
 
 
+def hourly_exits_before_a_full_candle(state: dict[str, Any]) -> tuple[int, list[str]]:
+    """(exits checked, violations): every exit by the hourly rule of a position entered that day
+    (the watchdog's ``entry`` record) must be decided no earlier than the end of the first hourly
+    candle that started at or after the entry's first fill (candles start at 09:15 + n hours)."""
+    from datetime import datetime, timedelta
+
+    checked, bad = 0, []
+    for day, wd in (state.get("watchdog") or {}).items():
+        for symbol, rec in ((wd or {}).get("symbols") or {}).items():
+            entry = (rec or {}).get("entry") or {}
+            if not entry.get("at"):
+                continue
+            filled = datetime.fromisoformat(entry["at"])
+            start = filled.replace(hour=9, minute=15, second=0, microsecond=0)
+            while start < filled:
+                start += timedelta(hours=1)
+            candle_end = min(start + timedelta(hours=1), start.replace(hour=15, minute=30))
+            for e in rec.get("exits") or []:
+                if e.get("rule") != "hourly_low" or not e.get("decided_at"):
+                    continue
+                checked += 1
+                if datetime.fromisoformat(e["decided_at"]) < candle_end:
+                    bad.append(f"{day} {symbol}: filled {entry['at']}, sold by the hourly rule at {e['decided_at']}, "
+                               f"before {candle_end.isoformat()}")
+    return checked, bad
+
+
+def test_the_full_candle_check_sees_an_early_hourly_exit() -> None:
+    def state(decided: str) -> dict[str, Any]:
+        return {"watchdog": {"2026-11-25": {"symbols": {"INFY": {
+            "entry": {"at": "2026-11-25T09:20:00+05:30"},
+            "exits": [{"rule": "hourly_low", "decided_at": f"2026-11-25T{decided}+05:30"}]}}}}}
+
+    # a 09:20 fill: the first full candle after it is 10:15-11:15
+    assert hourly_exits_before_a_full_candle(state("11:15:00")) == (1, [])
+    assert len(hourly_exits_before_a_full_candle(state("11:14:00"))[1]) == 1
+    assert len(hourly_exits_before_a_full_candle(state("09:41:00"))[1]) == 1
+
+
 def check_report(report: dict[str, Any], home: Path) -> None:
     assert set(report["users"]) == {"Som", "Sai"}
     audit = report["audit"]
@@ -155,6 +194,16 @@ def check_report(report: dict[str, Any], home: Path) -> None:
     assert sai["events"] > 0 and not sai["how"].get("sent") and sai["undelivered"] == 0
     assert report["checks_passed"]
     assert leftovers(Home(home.resolve())) == []
+    # Issue 20: no position entered that day is sold by the hourly rule before a full hourly
+    # candle after its fill has completed (the demo's Friday once sold seven within 18 minutes).
+    entered = 0
+    for user in ("Som", "Sai"):
+        state = json.loads(Home(home.resolve()).state_file(user).read_text(encoding="utf-8"))
+        entered += sum(1 for wd in (state.get("watchdog") or {}).values()
+                       for rec in ((wd or {}).get("symbols") or {}).values() if (rec or {}).get("entry"))
+        _checked, bad = hourly_exits_before_a_full_candle(state)
+        assert bad == [], f"{user}: {bad}"
+    assert entered, "the demo recorded no position entered that day: the check above saw nothing"
 
 
 def test_bounded_demo_reports_both_users_and_leaves_nothing(demo_home: Path) -> None:
