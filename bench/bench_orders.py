@@ -91,9 +91,9 @@ def _advance_cost(root: Path, calendar_file: Path, symbols: list[str], calls: in
     """Seconds per ``OrderEngine.advance`` with nothing due: (time passed in, time from the clock file)."""
     from kitefleet.calendar import load_calendar
     from kitefleet.clock import clock_from_value
+    from kitefleet.sim.market import Market
     from paper_broker.db import Database
     from paper_broker.engine import OrderEngine
-    from paper_broker.market import Market
     from tests.support.broker import clock_file
 
     clock = clock_from_value(clock_file(root / "advance-clock", NOW, FROZEN))

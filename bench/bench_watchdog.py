@@ -71,7 +71,7 @@ def at(hhmm: str) -> datetime:
 
 
 def _symbols(n: int) -> list[tuple[str, float, float]]:
-    from paper_broker.universe import nifty50_universe
+    from kitefleet.sim.universe import nifty50_universe
 
     pool = [i for i in nifty50_universe() if i.tradable and i.segment == "NSE" and i.tradingsymbol != CROSSER]
     chosen = [next(i for i in nifty50_universe() if i.tradingsymbol == CROSSER), *pool[: n - 1]]

@@ -88,12 +88,12 @@ def _make_engine(db: Database, market: Any, calendar: NseCalendar, clock: Clock,
 
 
 def _make_market(config: BrokerConfig, calendar: NseCalendar) -> tuple[Any, Callable[[list[Any]], str]]:
-    from paper_broker.market import Market
-    from paper_broker.universe import instruments_csv
+    from kitefleet.sim.market import Market
+    from kitefleet.sim.universe import instruments_csv
 
     scenarios = None
     if config.scenario is not None:
-        from paper_broker.scenario import ScenarioSet
+        from kitefleet.sim.scenario import ScenarioSet
 
         scenarios = ScenarioSet.load(config.scenario)
     market: Any = Market(calendar, seed=config.seed, scenarios=scenarios, symbols=config.symbols)

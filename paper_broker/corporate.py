@@ -12,7 +12,7 @@ is at the old (unadjusted) level, and from the ex-date on at the new one: a cach
 candles taken before the ex-date no longer matches a fresh fetch (workers.marketdata checks that
 once a day). Volumes are left as generated.
 
-``AdjustedMarket`` wraps ``paper_broker.market.Market`` with that multiplier (only symbols with a
+``AdjustedMarket`` wraps ``kitefleet.sim.market.Market`` with that multiplier (only symbols with a
 split or bonus pay for it) and carries the actions (``corporate_actions``) for the order engine,
 which applies the account side (``paper_broker.engine``): on the ex-date every active GTT of the
 symbol becomes ``disabled`` (``cancelled`` for a delisting), and the holders' new quantity and
@@ -29,7 +29,7 @@ from typing import Any
 from kitefleet import sim
 from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST
-from paper_broker.scenario import CorporateAction, ScenarioError
+from kitefleet.sim.scenario import CorporateAction, ScenarioError
 
 
 def _day(now: datetime) -> date:

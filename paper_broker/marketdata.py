@@ -38,7 +38,7 @@ SPAN_LIMITS: dict[str, int] = {
 
 
 class MarketLike(Protocol):
-    """The part of paper_broker.market.Market this module uses."""
+    """The part of kitefleet.sim.market.Market this module uses."""
 
     def instrument(self, key: str | int) -> Any: ...
     def ltp(self, token: int, now: datetime) -> float: ...

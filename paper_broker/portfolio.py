@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 from kitefleet.calendar import NseCalendar
 from kitefleet.sim.charges import ContractNote, Fill, contract_note, order_charges
+from kitefleet.sim.universe import isin_for
 from paper_broker.db import Account, Database
 from paper_broker.errors import input_error
-from paper_broker.universe import isin_for
 
 EPS = 1e-9
 

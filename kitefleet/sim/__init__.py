@@ -1,4 +1,5 @@
-"""One simulation model, shared by the paper broker and the backtest: the book at a moment,
+"""One simulation model, shared by the paper broker and the backtest: the simulated NSE market
+(market.py: deterministic minute paths per seed; scenario.py: pinned paths; universe.py), the book at a moment,
 the fill decision (book.py, fills.py) and the charges (charges.py). Pure functions on plain data
 (no SQLite, no server, no clock of their own)."""
 

@@ -1,7 +1,7 @@
 """Quote and depth at a moment, from a minute path: pure functions on integer ticks.
 
 Shared by the paper broker's engine and (later) the backtest: no SQLite, no server, no clock, no
-random state of its own. Whoever owns the path (``paper_broker.market``) passes the draws in, so
+random state of its own. Whoever owns the path (``kitefleet.sim.market``) passes the draws in, so
 the same seed, symbol and day always give the same book.
 
 The model, per simulated minute ``i`` of a symbol's day:

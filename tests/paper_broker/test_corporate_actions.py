@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from kitefleet.sim.scenario import ScenarioError, ScenarioSet
 from paper_broker.corporate import AdjustedMarket
 from paper_broker.engine import OrderEngine
-from paper_broker.scenario import ScenarioError, ScenarioSet
 from tests.paper_broker.test_engine import FRI, INFY, MON, THU, TUE, Rig, at, gtt
 
 

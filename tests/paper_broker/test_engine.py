@@ -1,5 +1,5 @@
 """The order engine in-process: a real SQLite database, a scripted stand-in market (same contract
-as ``paper_broker.market.Market``, prices set per minute by the test) and a clock the test moves."""
+as ``kitefleet.sim.market.Market``, prices set per minute by the test) and a clock the test moves."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 from kitefleet import sim
 from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST, Clock
+from kitefleet.sim.universe import Instrument
 from kitefleet.ticks import round_to_tick
 from paper_broker.db import Account, Database
 from paper_broker.engine import EXPIRY_MESSAGE, OrderEngine
 from paper_broker.errors import KiteError
-from paper_broker.universe import Instrument
 
 INFY, TCS, NIFTY = 408065, 2953217, 256265
 MON, TUE, WED, THU, FRI = (date(2026, 11, 23) + timedelta(days=i) for i in range(5))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from kitefleet.sim.universe import _isin_check_digit, isin_for
 from paper_broker.auth import profile_payload
-from paper_broker.universe import _isin_check_digit, isin_for
 from tests.paper_broker.test_engine import INFY, MON, TUE, Rig, at, gtt
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from kitefleet.errors import ConfigError
 from kitefleet.home import Home
-from paper_broker.universe import nifty50_universe
+from kitefleet.sim.universe import nifty50_universe
 from workers.universe import nifty50_symbols, read_symbols_csv, resolve_universe
 
 

@@ -21,8 +21,8 @@ import pytest
 
 from kitefleet.calendar import load_calendar
 from kitefleet.clock import IST
-from paper_broker.market import Market
-from paper_broker.scenario import ScenarioSet
+from kitefleet.sim.market import Market
+from kitefleet.sim.scenario import ScenarioSet
 from tests.support.broker import ensure_calendar
 from tests.support.homes import make_home
 from tests.support.watchdog_rig import USER, Killed, WatchdogRig, watchdog_rig

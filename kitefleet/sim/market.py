@@ -35,9 +35,9 @@ Generation. Prices are integers of ticks (``kitefleet.ticks`` grid), so every pr
    its close, seeded by (seed, token, day ordinal), with wicks for highs/lows and a U-shaped
    volume profile. A day candle is the aggregate of exactly these minutes.
 
-Scenarios (``paper_broker.scenario``). On a pinned day the day opens at the first waypoint's
+Scenarios (``kitefleet.sim.scenario``). On a pinned day the day opens at the first waypoint's
 price; before the first waypoint the path wanders calmly (within 0.3 %) around it; each waypoint
-minute closes at its price; between waypoints see ``paper_broker.scenario``; after the last
+minute closes at its price; between waypoints see ``kitefleet.sim.scenario``; after the last
 waypoint the path heads to the day's close (the last waypoint's price if it is the session's last
 minute, else the generated close). So that the pinned day looks natural, every other day of the
 symbol is shifted multiplicatively: days before the first pinned day so that the generated open
@@ -64,8 +64,8 @@ import numpy as np
 from kitefleet import sim
 from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST
-from paper_broker.scenario import MarketPin, PinnedPath, ScenarioError, ScenarioSet
-from paper_broker.universe import INDEX_TOKEN, Instrument, nifty50_universe
+from kitefleet.sim.scenario import MarketPin, PinnedPath, ScenarioError, ScenarioSet
+from kitefleet.sim.universe import INDEX_TOKEN, Instrument, nifty50_universe
 
 Candle = tuple[datetime, float, float, float, float, int]
 INTERVALS: dict[str, int | None] = {
@@ -775,7 +775,7 @@ class Market:
         return np.floor(target[:, None] * prof * noise).astype(np.int64)
 
     def _pinned_minutes(self, s: _Series, k: int) -> tuple[np.ndarray, ...]:
-        """Minute bars of a pinned day (see paper_broker.scenario for the guarantees)."""
+        """Minute bars of a pinned day (see kitefleet.sim.scenario for the guarantees)."""
         _, knots = s.pins[k]
         n = int(s.n_min[k])
         z = self._minute_noise(s, k, n)

@@ -12,8 +12,8 @@ import pytest
 from kitefleet.calendar import NseCalendar, load_calendar
 from kitefleet.clock import IST
 from kitefleet.errors import ConfigError
-from paper_broker.market import Market
-from paper_broker.scenario import ScenarioError, ScenarioSet
+from kitefleet.sim.market import Market
+from kitefleet.sim.scenario import ScenarioError, ScenarioSet
 
 DAY = date(2026, 11, 25)  # a Wednesday; the 24th is a holiday (Guru Nanak Jayanti)
 INFY = 408065

@@ -15,9 +15,9 @@ import pytest
 
 from kitefleet.calendar import NseCalendar, load_calendar
 from kitefleet.clock import IST
+from kitefleet.sim.market import INTERVALS, Candle, Market
+from kitefleet.sim.universe import CSV_COLUMNS, INDEX_TOKEN, instruments_csv, nifty50_universe
 from kitefleet.ticks import nse_tick_size, on_tick
-from paper_broker.market import INTERVALS, Candle, Market
-from paper_broker.universe import CSV_COLUMNS, INDEX_TOKEN, instruments_csv, nifty50_universe
 
 SYMBOLS = ["INFY", "TATASTEEL", "MARUTI"]  # three tick bands: 0.10, 0.01, 1.00
 TODAY = date(2026, 11, 26)

@@ -12,7 +12,7 @@ minute closes, highs and lows stay within the earlier price and the point a quar
 back from the later one, so the last quarter of the move happens in the waypoint's own minute:
 every level in that quarter is crossed exactly at the stated minute. What the market does around
 the waypoints (the day's open, the calm path before the first and after the last waypoint, and the
-rebasing of the other days) is described in ``paper_broker.market``.
+rebasing of the other days) is described in ``kitefleet.sim.market``.
 
 Times must be strictly increasing and inside the day's session; that and the symbol are checked
 against the calendar and the universe when the market is built.
