@@ -9,11 +9,17 @@ import json
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from kitefleet import halt
-from tests.integration.jobs.test_place_orders_daily import open_desk
-from tests.integration.jobs.test_update_cnc_stoploss import _at, _buy, _path
+from kitefleet.clock import write_clock_file
+from tests.integration.jobs.test_ownership import _hand
+from tests.integration.jobs.test_place_orders_daily import Desk, open_desk
+from tests.integration.jobs.test_update_cnc_stoploss import _active, _at, _buy, _path
 from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
+from workers.intents import make_tag
+from workers.ledger import owned_quantities
+from workers.portfolio import held_quantities, snapshot
 
 A, B, C = date(2026, 3, 4), date(2026, 3, 5), date(2026, 3, 6)
 # INFY flat on A, then down 9 % by 10:30 on B (inside the 10 % circuit band); TCS flat.
@@ -25,6 +31,8 @@ FALLING = {"paths": [
 ]}
 # Half the cash in one position: a 9 % fall is about 4.5 % of the bot's equity.
 COMMON = {"SCHEDULE_HOURLY_CANDLE_WATCHDOG": "off", "MAX_POSITION_PERCENT": 50, "CAPITAL_DEPLOYMENT_PERCENT": 50}
+WATCHDOG = "hourly_candle_watchdog"  # a loss-limit flatten's exits are the watchdog's (workers.flatten)
+SPEED = 30.0
 
 
 def test_the_loss_limit_trips_on_a_falling_path_and_halts_that_user_only(
@@ -61,3 +69,62 @@ def test_the_loss_limit_trips_on_a_falling_path_and_halts_that_user_only(
     assert halt.unhalt(desk.home, "Som")
     desk.ok("Som", "update_cnc_stoploss")
     assert not halt.is_halted(desk.home, "Som", now)
+
+
+def _writes(desk: Desk, user: str, since: int) -> list[dict[str, Any]]:
+    """``user``'s audited writes (orders, GTTs) from row ``since`` of that user's audit on."""
+    rows = desk.broker.audit(api_key=desk.api_key(user))[since:]
+    return [r for r in rows if r["method"] in ("POST", "PUT", "DELETE") and r["path"].startswith(("/orders", "/gtt"))]
+
+
+def test_the_loss_limit_with_loss_limit_action_flatten_flattens_that_user_only(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    """The stop run trips Som's limit (LOSS_LIMIT_ACTION=flatten): after the halt the INFY the bot
+    owns is sold as halt --flatten sells it, the 3 INFY Som bought by hand stay. Sai, on the same
+    broker and path with flatten set too but a limit the fall does not reach, is not touched."""
+    users = {"Som": {**COMMON, "LOSS_LIMIT_ACTION": "flatten"},
+             "Sai": {**COMMON, "LOSS_LIMIT_ACTION": "flatten", "MAX_DAILY_LOSS_PERCENT": 10}}
+    desk = open_desk(tmp_path, broker_factory, users, _at(A, 10, 5), ["INFY", "TCS"], FALLING)
+    for user in users:
+        _buy(desk, user, ["INFY"], tmp_path)
+    _hand(desk, "Som", "INFY", "BUY", 3)  # a person's shares, not the bot's
+    owned = {u: owned_quantities(desk.state(u)["ledger"])["INFY"] for u in users}
+    assert owned["Som"] > 3
+
+    desk.at(_at(B, 10, 59))
+    write_clock_file(desk.clock_path, _at(B, 11, 0), SPEED)  # the flatten's looks are 10 market s apart
+    sai_before = len(desk.broker.audit(api_key=desk.api_key("Sai")))
+    proc = desk.run("Som", "update_cnc_stoploss", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert halt.halt_info(desk.home, "Som", _at(B, 11, 1))["by"] == halt.BY_LOSS_LIMIT  # type: ignore[index]
+    assert f"daily loss limit, LOSS_LIMIT_ACTION=flatten: sold {owned['Som']} INFY" in proc.stderr, proc.stderr[-3000:]
+
+    # Som: the bot's shares sold by one exit of the watchdog's kind (through the intent protocol),
+    # the person's 3 left; the ledger is empty and no bot stop is left on the person's shares.
+    tag = make_tag("Som", WATCHDOG, B, "INFY", "exit")
+    sells = [o for o in desk.kite("Som").orders() if o["transaction_type"] == "SELL"]
+    assert [(o["tag"], o["quantity"], o["status"]) for o in sells] == [(tag, owned["Som"], "COMPLETE")]
+    assert desk.state("Som")["intents"][tag]["status"] == "sent"
+    (record,) = desk.state("Som")["watchdog"][B.isoformat()]["symbols"]["INFY"]["exits"]
+    assert (record["rule"], record["tag"]) == ("flatten", tag) and "daily loss limit" in record["note"], record
+    assert held_quantities(snapshot(desk.kite("Som"))) == {"INFY": 3}
+    assert owned_quantities(desk.state("Som")["ledger"]) == {}
+    assert not _active(desk, "Som")
+
+    # Sai: not halted, nothing written by Sai's key, Sai's shares and orders as they were.
+    assert not halt.is_halted(desk.home, "Sai", _at(B, 11, 1))
+    assert _writes(desk, "Sai", sai_before) == []
+    proc = desk.run("Sai", "update_cnc_stoploss", "--json")  # Sai's own check: below Sai's 10 %, no trip
+    assert proc.returncode == 0, proc.stderr
+    assert not halt.is_halted(desk.home, "Sai", _at(B, 11, 1))
+    assert held_quantities(snapshot(desk.kite("Sai"))) == {"INFY": owned["Sai"]}
+    assert [o for o in desk.kite("Sai").orders() if o["transaction_type"] == "SELL"] == []
+    assert owned_quantities(desk.state("Sai")["ledger"]) == {"INFY": owned["Sai"]}
+
+    # A second stop run of Som while the halt stands: nothing is left to sell, nothing sent.
+    som_before = len(desk.broker.audit(api_key=desk.api_key("Som")))
+    proc = desk.run("Som", "update_cnc_stoploss", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing the bot owns was left to sell" in proc.stderr, proc.stderr[-3000:]
+    assert _writes(desk, "Som", som_before) == []
+    assert held_quantities(snapshot(desk.kite("Som"))) == {"INFY": 3}
