@@ -14,6 +14,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +165,17 @@ def test_the_watchdog_trips_the_loss_limit_halts_cancels_entries_in_that_poll_an
         procs: list[subprocess.Popen[str]]) -> None:  # noqa: F811
     """Both users' watchdogs run through the fall (issue 18: the watchdog's own loss-limit path).
     Som has LOSS_LIMIT_ACTION=flatten and 3 INFY of a person's; Sai the default (halt)."""
-    watched = {"MAX_POSITION_PERCENT": 50, "CAPITAL_DEPLOYMENT_PERCENT": 50}
+    watched: dict[str, object] = {"MAX_POSITION_PERCENT": 50, "CAPITAL_DEPLOYMENT_PERCENT": 50}
     users = {"Som": {**watched, "LOSS_LIMIT_ACTION": "flatten"}, "Sai": dict(watched)}
+
+    def polls(user: str) -> list[dict[str, Any]]:
+        return [r for r in desk.broker.audit(api_key=desk.api_key(user)) if r["path"] == "/quote/ltp"]
+
+    def halted(user: str) -> dict[str, Any] | None:
+        return halt.halt_info(desk.home, user, _at(B, 10, 30))
+
+    def cancelled(user: str) -> bool:
+        return _status(desk, user, entries[user]) == "CANCELLED"
     desk = open_desk(tmp_path, broker_factory, users, _at(A, 10, 5), ["INFY", "TCS"], WATCHED)
     for user in users:
         _buy(desk, user, ["INFY"], tmp_path)
@@ -181,22 +191,19 @@ def test_the_watchdog_trips_the_loss_limit_halts_cancels_entries_in_that_poll_an
                                       cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True, start_new_session=True))
     for user in users:
-        _wait(lambda u=user: [r for r in desk.broker.audit(api_key=desk.api_key(u))
-                              if r["path"] == "/quote/ltp"], 60, f"{user}'s first poll")
+        _wait(partial(polls, user), 60, f"{user}'s first poll")
         assert not halt.is_halted(desk.home, user, _at(B, 10, 0))  # no loss at the start
 
     # The watchdog halts each user on the positions refresh after the fall crosses the limit.
-    infos = {u: _wait(lambda u=u: halt.halt_info(desk.home, u, _at(B, 10, 30)), 90, f"{u}'s loss-limit halt")
-             for u in users}
+    infos = {u: _wait(partial(halted, u), 90, f"{u}'s loss-limit halt") for u in users}
     for user, info in infos.items():
         assert info["by"] == halt.BY_LOSS_LIMIT and info["until"] == _at(C, 9, 15).isoformat(), info
         assert _at(B, 10, 0).isoformat() < info["halted_at"] < _at(B, 10, 20).isoformat(), info
         # The open entry is cancelled in the poll that halted: no LTP poll of the user's in between.
-        _wait(lambda u=user: _status(desk, u, entries[u]) == "CANCELLED", 30, f"{user}'s entry cancelled")
+        _wait(partial(cancelled, user), 30, f"{user}'s entry cancelled")
         (cancel,) = _cancels(desk, user, entries[user])
-        polls = [r for r in desk.broker.audit(api_key=desk.api_key(user)) if r["path"] == "/quote/ltp"
-                 and info["halted_at"] <= r["time"] <= cancel["time"]]
-        assert polls == [], (info["halted_at"], cancel["time"], polls)
+        between = [r for r in polls(user) if info["halted_at"] <= r["time"] <= cancel["time"]]
+        assert between == [], (info["halted_at"], cancel["time"], between)
 
     # Som (flatten): the owned shares sold by the watchdog's exit, the person's 3 stay.
     tag = make_tag("Som", WATCHDOG, B, "INFY", "exit")
@@ -216,12 +223,12 @@ def test_the_watchdog_trips_the_loss_limit_halts_cancels_entries_in_that_poll_an
         out = desk.ok(user, "place_orders_daily", "--from", str(pick))
         assert out["placed"] == [] and "loss limit" in out["refused"]["TCS"], out
 
-    results = {}
+    results: dict[str, str] = {}
     for user, proc in zip(users, procs, strict=True):
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        stdout, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-3000:]
-        assert last_json(out)["outcome"] == "stopped"
+        assert last_json(stdout)["outcome"] == "stopped"
         results[user] = err
     assert results["Som"].count("daily loss limit, LOSS_LIMIT_ACTION=flatten: selling every share the bot owns "
                                 f"({owned['Som']} INFY)") == 1, results["Som"][-3000:]
