@@ -1,5 +1,6 @@
 """Sell every position the bot owns, now: ``orchestrator.py halt USER --flatten`` (through the
-``flatten`` job) and the daily loss limit with ``LOSS_LIMIT_ACTION=flatten`` (:func:`flatten_owned`).
+``flatten`` job) and the daily loss limit with ``LOSS_LIMIT_ACTION=flatten`` (workers.loss_limit:
+:func:`flatten_for` from the stop and entry runs; the running watchdog calls :func:`sell_symbol`).
 
 What is sold is what the watchdog may sell (workers.watchdog_scope): per symbol ``min(owned - the
 bot's open SELLs, held - all open CNC SELLs)`` under ``MANAGE_SCOPE=own``. A person's holding in
