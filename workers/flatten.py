@@ -1,5 +1,6 @@
 """Sell every position the bot owns, now: ``orchestrator.py halt USER --flatten`` (through the
-``flatten`` job) and the daily loss limit with ``LOSS_LIMIT_ACTION=flatten`` (:func:`flatten_owned`).
+``flatten`` job) and the daily loss limit with ``LOSS_LIMIT_ACTION=flatten`` (workers.loss_limit:
+:func:`flatten_for` from the stop and entry runs; the running watchdog calls :func:`sell_symbol`).
 
 What is sold is what the watchdog may sell (workers.watchdog_scope): per symbol ``min(owned - the
 bot's open SELLs, held - all open CNC SELLs)`` under ``MANAGE_SCOPE=own``. A person's holding in
@@ -124,9 +125,10 @@ def why_open(exits: list[Mapping[str, Any]], ltp: float | None, lower: float | N
 
 
 def flatten_owned(wd: Watchdog, *, wait: timedelta, stop: threading.Event,
-                  progress: Callable[[str], None] | None = None) -> FlattenReport:
+                  progress: Callable[[str], None] | None = None, by: str = "halt --flatten") -> FlattenReport:
     """Sell the bot's owned shares through ``wd`` (a Watchdog of the user, not started), for at
-    most ``wait`` of market clock; see the module docstring. The halt flag is the caller's."""
+    most ``wait`` of market clock; see the module docstring. The halt flag is the caller's;
+    ``by`` names it in the exits' notes."""
     clk, log = wd.clock, wd.log
     say = progress or (lambda _line: None)
     report = FlattenReport(wd.user)
@@ -155,7 +157,7 @@ def flatten_owned(wd: Watchdog, *, wait: timedelta, stop: threading.Event,
                 break
             wd.cancel_entries_if_halted(now)
             for symbol in sorted(wd.tracked):
-                quotes[symbol] = _sell(wd, symbol, now)
+                quotes[symbol] = sell_symbol(wd, symbol, now, by)
             wd.flush()
             left = {s: q for s, q in wd.tracked.items() if q > 0}
             sold = {s.symbol: s.owned - left.get(s.symbol, 0) for s in report.symbols}
@@ -189,9 +191,10 @@ def flatten_owned(wd: Watchdog, *, wait: timedelta, stop: threading.Event,
     return report
 
 
-def _sell(wd: Watchdog, symbol: str, now: datetime) -> tuple[float, float | None, float]:
+def sell_symbol(wd: Watchdog, symbol: str, now: datetime,
+                by: str = "halt --flatten") -> tuple[float, float | None, float]:
     """One look at one owned symbol: reprice the bot's open SELLs above the target, then an exit
-    for the rest. Returns (LTP, lower circuit, target)."""
+    for the rest (``by``: what asked, for the exit's note). Returns (LTP, lower circuit, target)."""
     row = wd.kite.quote(f"{EXCHANGE}:{symbol}").get(f"{EXCHANGE}:{symbol}") or {}
     ltp = float(row.get("last_price") or 0.0)
     lower = float(row.get("lower_circuit_limit") or 0.0) or None
@@ -205,7 +208,7 @@ def _sell(wd: Watchdog, symbol: str, now: datetime) -> tuple[float, float | None
         # Sized inside the exit lock from a fresh book: the bot's open SELLs (repriced above) are
         # netted out, so this sells only the rest.
         wd.exit(symbol, ExitDecision(RULE_FLATTEN, ltp, ltp, target,
-                                     f"halt --flatten: sell every owned share at {target} (LTP {ltp})"), now)
+                                     f"{by}: sell every owned share at {target} (LTP {ltp})"), now)
     return ltp, lower, target
 
 
@@ -219,7 +222,7 @@ def build_watchdog(*, user: str, kite: Any, market: Any, store: Any, calendar: N
 
 def flatten_for(ctx: Any, kite: Any, *, wait: timedelta = timedelta(minutes=DEFAULT_WAIT_MINUTES),
                 progress: Callable[[str], None] | None = None,
-                stop: threading.Event | None = None) -> FlattenReport:
+                stop: threading.Event | None = None, by: str = "halt --flatten") -> FlattenReport:
     """:func:`flatten_owned` for a job of the user (``ctx``: workers.context.JobContext, ``kite``
     its client): the loss limit with ``LOSS_LIMIT_ACTION=flatten`` calls this after writing the
     halt flag. Outside the session it sends nothing and says so (``market_closed``)."""
@@ -240,4 +243,4 @@ def flatten_for(ctx: Any, kite: Any, *, wait: timedelta = timedelta(minutes=DEFA
     store = StateStore(ctx.home, ctx.user, ctx.settings.mode)
     wd = build_watchdog(user=ctx.user, kite=kite, market=market, store=store, calendar=calendar, clock=clk,
                         settings=ctx.settings, log=ctx.log, stop=stop or STOP)
-    return flatten_owned(wd, wait=wait, stop=stop or STOP, progress=progress)
+    return flatten_owned(wd, wait=wait, stop=stop or STOP, progress=progress, by=by)

@@ -10,6 +10,12 @@ open, with the figures as the reason) and a ``loss_limit`` event. It never repla
 person set, and after a person lifts a loss-limit halt (``unhalt``) the same session does not halt
 again: lifting it was a decision.
 
+``LOSS_LIMIT_ACTION=flatten``: while this session's loss-limit halt stands (:func:`flatten_due`),
+every share the bot owns is sold as ``halt USER --flatten`` sells it (workers.flatten; a person's
+holdings never): by the watchdog's own exits when it runs (its polls reprice them), else by the
+stop run and the entry run (:func:`flatten_when_unwatched`, waiting at most UNWATCHED_FLATTEN_WAIT).
+Outside the session nothing is sold ("market closed"); the halt stays.
+
 State (``data/trading_state_<User>.json``, key ``loss_limit``)::
 
     {"session": "YYYY-MM-DD", "base_equity": float, "base_source": "equity_history" | "computed",
@@ -26,8 +32,8 @@ import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from kitefleet import halt
 from kitefleet.calendar import NseCalendar
@@ -37,8 +43,18 @@ from workers.gtt import stop_ownership
 from workers.portfolio import AccountSnapshot, available_cash, held_quantities, reconcile_ledger
 from workers.strategy.limits import DayPnl, Sell, bot_equity, breached, day_pnl, loss_floor
 
+if TYPE_CHECKING:
+    from workers.flatten import FlattenReport
+
 DEFAULT_PERCENT = 3.0
 STATE_KEY = "loss_limit"
+#: LOSS_LIMIT_ACTION values
+HALT, FLATTEN = "halt", "flatten"
+#: how long (market clock) a stop or entry run waits for a loss-limit flatten's fills: no watchdog
+#: reprices its exits afterwards, and at floor(LTP x 0.995) they normally fill at once
+UNWATCHED_FLATTEN_WAIT = timedelta(minutes=5)
+#: what a loss-limit flatten's exits say asked for them
+FLATTEN_BY = "daily loss limit (LOSS_LIMIT_ACTION=flatten)"
 
 
 def percent_of(settings: Any) -> float:
@@ -218,3 +234,43 @@ def check_when_unwatched(ctx: Any, kite: Any, store: Any, account: AccountSnapsh
         return None
     ctx.log.info("daily loss limit: %s", result.text)
     return result
+
+
+def action_of(settings: Any) -> str:
+    return str(settings.get("LOSS_LIMIT_ACTION") or HALT)
+
+
+def flatten_due(home: Home, user: str, state: Mapping[str, Any], now: datetime) -> bool:
+    """True while this session's loss-limit halt stands (tripped today, not lifted, not replaced
+    by a person's halt): with ``LOSS_LIMIT_ACTION=flatten`` the bot's shares are to be sold. A
+    killed flatten is finished by the next look; it sells nothing twice (workers.flatten)."""
+    info = halt.halt_info(home, user, now)
+    record = state.get(STATE_KEY) or {}
+    return (info is not None and info.get("by") == halt.BY_LOSS_LIMIT
+            and record.get("session") == now.date().isoformat() and bool(record.get("tripped_at")))
+
+
+def flatten_line(report: FlattenReport) -> str:
+    """The one line a loss-limit flatten logs."""
+    head = "daily loss limit, LOSS_LIMIT_ACTION=flatten: "
+    sold = ", ".join(f"{s.sold} {s.symbol}" for s in report.symbols if s.sold)
+    left = "; ".join(f"{s.left} {s.symbol} still open: {s.why}" for s in report.symbols if s.left)
+    if report.market_closed and not sold:
+        return head + "market closed: nothing sold (no AMOs); the halt stays"
+    text = head + (f"sold {sold}" if sold else "nothing the bot owns was left to sell")
+    return text + " (a person's holdings are never sold)" + (f"; {left}" if left else "")
+
+
+def flatten_when_unwatched(ctx: Any, kite: Any, store: Any, now: datetime) -> FlattenReport | None:
+    """The stop run's and the entry run's flatten when the watchdog is not scheduled and
+    :func:`flatten_due`: workers.flatten.flatten_for, at most UNWATCHED_FLATTEN_WAIT. Call it
+    outside the GTT lock: the flatten takes it to tidy the stops after the fills."""
+    if watchdog_scheduled(ctx.settings) or ctx.dry_run or action_of(ctx.settings) != FLATTEN:
+        return None
+    if not flatten_due(ctx.home, ctx.user, store.read(), now):
+        return None
+    from workers.flatten import flatten_for
+
+    report = flatten_for(ctx, kite, wait=UNWATCHED_FLATTEN_WAIT, by=FLATTEN_BY)
+    ctx.log.warning("%s", flatten_line(report))
+    return report

@@ -13,7 +13,10 @@ tracked position. Everything else is paced separately:
   (workers.level_refresher);
 * the order book is read only while an exit is pending; the GTT list only after an exit filled;
 * the daily loss limit (``MAX_DAILY_LOSS_PERCENT``, workers.loss_limit) is checked on each
-  positions refresh: below it the user is halted until the next session's open.
+  positions refresh: below it the user is halted until the next session's open; with
+  ``LOSS_LIMIT_ACTION=flatten`` the same poll (and each positions refresh while that halt stands)
+  sells every owned share through this watchdog's own exits (workers.flatten.sell_symbol), which
+  its later polls reprice.
 
 What to do with one symbol at one poll is a pure function, :func:`decide_symbol` (and
 :func:`decide_poll` for all of them, which the backtest calls): inputs are the LTP, the tick, the
@@ -219,7 +222,8 @@ class Watchdog(ExitDesk):
                  clock: Clock, rule: str, poll_seconds: float, dry_run: bool, log: logging.Logger,
                  stop: threading.Event, positions_refresh_seconds: float = POSITIONS_REFRESH_SECONDS,
                  settle_grace_s: float = EXIT_SETTLE_GRACE_S, manage_scope: str = OWN,
-                 loss_limit_percent: float | None = None, stop_settings: StopSettings | None = None) -> None:
+                 loss_limit_percent: float | None = None, stop_settings: StopSettings | None = None,
+                 loss_limit_action: str = "halt") -> None:
         if rule not in (RULE_HOURLY_LOW, RULE_ATR_TRAILING):
             raise ValueError(f"unknown watchdog rule {rule!r}")
         self.user, self.kite, self.market, self.store = user, kite, market, store
@@ -261,6 +265,11 @@ class Watchdog(ExitDesk):
         self._halt_clean: tuple[Any, Any] | None = None
         #: MAX_DAILY_LOSS_PERCENT, checked on each positions refresh (workers.loss_limit); None: not here
         self.loss_limit_percent = loss_limit_percent
+        #: LOSS_LIMIT_ACTION; True from a positions refresh that finds a loss-limit flatten due
+        #: until the poll that sells (workers.loss_limit.flatten_due)
+        self.loss_limit_action = loss_limit_action
+        self._flatten_due = False
+        self._said_flatten = False
         #: the session's entry deadlines (order id -> cancel_after), read again when the state file
         #: changes; the order ids whose timeout cancel is done (or that the book shows final)
         self._deadlines: tuple[Any, dict[str, Deadline]] = (None, {})
@@ -338,6 +347,8 @@ class Watchdog(ExitDesk):
         try:
             loss_limit.check(self.kite, self.store.home, self.user, self.store, account, self.loss_limit_percent,
                              self.calendar, now, self.log, gtts=self._ledger_gtts or None, dry_run=self.dry_run)
+            self._flatten_due = (self.loss_limit_action == loss_limit.FLATTEN and not self.dry_run
+                                 and loss_limit.flatten_due(self.store.home, self.user, self.store.read(), now))
         except (BrokerTemporaryError, OSError) as exc:  # the next refresh looks again
             self.log.warning("daily loss limit not checked this refresh (%s)", exc)
 
@@ -386,6 +397,24 @@ class Watchdog(ExitDesk):
         if not any(c.error for c in done):
             self.reread_scope_if_changed()
             self._halt_clean = (sig[0], self._state_sig)
+
+    def flatten_for_loss_limit(self, now: datetime) -> None:
+        """LOSS_LIMIT_ACTION=flatten: every owned share still held is sold as halt --flatten sells
+        it, by this watchdog's exits (the poll does not wait for the fills: its next polls reprice
+        them, and the next positions refresh looks again at what is still held)."""
+        from workers import loss_limit
+        from workers.flatten import sell_symbol
+
+        held = {s: q for s, q in sorted(self.tracked.items()) if q > 0}
+        if held and not self._said_flatten:
+            self._said_flatten = True
+            self.log.warning("daily loss limit, LOSS_LIMIT_ACTION=flatten: selling every share the bot owns (%s) "
+                             "through the watchdog's exits; a person's holdings are never sold",
+                             ", ".join(f"{q} {s}" for s, q in held.items()))
+        if now < self.closing:
+            for symbol in held:
+                sell_symbol(self, symbol, now, by=loss_limit.FLATTEN_BY)
+        self._flatten_due = False  # after the sells: their own refreshes found it due again
 
     def cancel_entries_past_timeout(self, now: datetime) -> None:
         """An entry still open past its ``cancel_after`` (place_orders_daily was killed during its
@@ -562,6 +591,8 @@ class Watchdog(ExitDesk):
         else:
             self.reread_scope_if_changed()
         self.cancel_entries_if_halted(now)
+        if self._flatten_due:
+            self.flatten_for_loss_limit(now)
         self.cancel_entries_past_timeout(now)
         self.schedule_levels(now)
         if exit_pending([e for s in self.day["symbols"].values() for e in s["exits"]]):

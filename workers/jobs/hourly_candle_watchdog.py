@@ -119,7 +119,8 @@ def run(ctx: JobContext) -> int:
     watchdog = Watchdog(user=ctx.user, kite=kite, market=market, store=store, calendar=calendar, clock=clk,
                         rule=rule, poll_seconds=poll, dry_run=ctx.dry_run, log=ctx.log, stop=STOP,
                         manage_scope=scope, loss_limit_percent=loss_limit.percent_of(ctx.settings),
-                        stop_settings=StopSettings.of(ctx.settings))
+                        stop_settings=StopSettings.of(ctx.settings),
+                        loss_limit_action=loss_limit.action_of(ctx.settings))
     stats = watch(watchdog, STOP)
     if not stats.started and not STOP.is_set():
         ctx.log.error("the session closed before the watchdog could start: its exits did not run today")

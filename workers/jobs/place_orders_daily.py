@@ -256,6 +256,7 @@ def run(ctx: JobContext) -> int:
     intents = IntentLog(store)
     account = _reconcile(ctx, kite, store, intents, today, now)
     loss_limit.check_when_unwatched(ctx, kite, store, account, md.calendar, now)  # a trip halts: nothing sent
+    loss_limit.flatten_when_unwatched(ctx, kite, store, now)  # LOSS_LIMIT_ACTION=flatten
     source_path, rows, has_score = _read_input(ctx, md.calendar.last_completed_session(now))
     source = source_path.name
     existing_plan = read_plan(store.read(), today, source)

@@ -245,7 +245,10 @@ def run(ctx: JobContext) -> int:
     md = market_data_for(ctx)
     store = StateStore(ctx.home, ctx.user, ctx.settings.mode)
     with _gtt_locked(ctx):
-        return _run_locked(ctx, kite, md, store, IntentLog(store))
+        code = _run_locked(ctx, kite, md, store, IntentLog(store))
+    # LOSS_LIMIT_ACTION=flatten after a trip: outside the GTT lock, which the flatten's tidy takes.
+    loss_limit.flatten_when_unwatched(ctx, kite, store, clock.now())
+    return code
 
 
 # C901 on purpose: the stop job's one locked pass (read, scope, decide, plan, send, record) in order;

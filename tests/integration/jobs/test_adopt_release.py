@@ -11,10 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kitefleet.state import StateStore
+from kitefleet.ticks import round_to_tick
 from tests.integration.jobs.test_ownership import _gtt_qty, _hand
 from tests.integration.jobs.test_place_orders_daily import Desk, last_json, open_desk
 from tests.integration.jobs.test_update_cnc_stoploss import SCENARIO, SYMBOLS, A, P, _active, _at
 from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
+from workers.intents import IntentLog, make_tag, send_order_once
 from workers.ledger import owned_quantities
 
 
@@ -94,3 +97,40 @@ def test_adopt_and_release_with_kills_between_the_writes_and_bad_input_changing_
     assert proc.returncode == 0, proc.stderr
     assert not _active(desk, "Som") and desk.kite("Som").get_gtt(gtt_id)["status"] == "deleted"
     assert owned_quantities(_ledger(desk)) == {} and "SBIN" not in (desk.state("Som").get("stops") or {})
+
+
+def test_release_refused_while_a_bot_sell_is_open(
+        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+    """Issue 18: an exit in flight would sell shares the person took back, so release waits for it.
+    A watchdog exit of 10 of the 40 SBIN the bot owns rests open above the market: release (all,
+    or some) exits 2 with one line and changes nothing; once the exit is cancelled it goes through."""
+    desk = open_desk(tmp_path, broker_factory, {"Som": {}}, _at(P, 10, 5), SYMBOLS, SCENARIO)
+    _hand(desk, "Som", "SBIN", "BUY", 40)
+    desk.at(_at(A, 10, 5))
+    assert desk.orchestrator("adopt", "Som", "SBIN").returncode == 0
+    (gtt,) = _active(desk, "Som")["SBIN"]
+    tag = make_tag("Som", "hourly_candle_watchdog", A, "SBIN", "exit")
+    params = {"variety": "regular", "exchange": "NSE", "tradingsymbol": "SBIN", "transaction_type": "SELL",
+              "quantity": 10, "product": "CNC", "order_type": "LIMIT", "validity": "DAY",
+              "price": round_to_tick(desk.ltp("Som", "SBIN") * 1.03, 0.05, "floor")}
+    exit_ = send_order_once(desk.kite("Som"), IntentLog(StateStore(desk.home, "Som", "paper")), tag, params,
+                            purpose="exit", job="hourly_candle_watchdog", session=A)
+    assert exit_.broker_id
+    assert next(o for o in desk.kite("Som").orders() if o["order_id"] == exit_.broker_id)["status"] == "OPEN"
+
+    before, state = desk.audit_len(), desk.state("Som")
+    for args in (["release", "Som", "SBIN"], ["release", "Som", "SBIN", "--quantity", "5"]):
+        proc = desk.orchestrator(*args)
+        assert proc.returncode == 2, (args, proc.returncode, proc.stdout, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "SBIN: refused: a SELL of the bot (10 shares) is open" in proc.stderr, proc.stderr
+    assert desk.writes(before) == []  # no order or GTT write
+    after = desk.state("Som")
+    assert after["ledger"] == state["ledger"] and owned_quantities(after["ledger"]) == {"SBIN": 40}
+    assert after["stops"] == state["stops"] and not (after["ledger"].get("pending") or {})
+    assert _active(desk, "Som")["SBIN"] == [gtt]
+
+    desk.kite("Som").cancel_order("regular", exit_.broker_id)  # the exit is done with: release goes through
+    proc = desk.orchestrator("release", "Som", "SBIN")
+    assert proc.returncode == 0, proc.stderr
+    assert owned_quantities(desk.state("Som")["ledger"]) == {} and not _active(desk, "Som")
