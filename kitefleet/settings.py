@@ -1,6 +1,9 @@
 """One user's settings, read from ``env/<User>.env`` with ``dotenv_values()``, never into
 ``os.environ`` (``load_dotenv`` would let an inherited variable win over the file).
 
+Over 400 lines because the schema (every key with its type, default and modes) is one table here:
+the one source of the settings' defaults.
+
 Strict by design: a missing, empty, undecodable or group/other-readable file, a line that does not
 parse, an unknown key (a typo such as ``KITE_API_KEYY``), a missing required key, or a value of
 the wrong type or range is refused with one line naming the file and every offending key.

@@ -1,5 +1,8 @@
 """The per-user scheduler's decisions, as pure functions: no I/O, no clock, ``now`` is passed in.
 
+Over 400 lines because the rule table below is the schedule's contract; the code is one pure
+``decide`` and the run-record helpers it reads and writes.
+
 ``decide(calendar, plan, now, records, running, session_mtime)`` answers which jobs to start, which
 to stop and which missed runs to give up on, plus when to look again. ``workers.daemon`` applies
 the answer (spawning processes, writing files); tests drive whole days through it without sleeping.

@@ -1,5 +1,9 @@
 """``place_orders_daily``: enter the day's selected symbols with marketable LIMIT BUY CNC orders.
 
+Over 400 lines because the entry run (reconcile, select, size, send, wait, protect, record) is still
+one module; issue 14 names the entry-plan protocol and the run record as the pieces to move out
+next.
+
     python -m workers place_orders_daily --user Som [--dry-run] [--confirm] [--from FILE] [--json]
 
 Input (workers.entry_input): the newest scan ``data/<User>/scans/pattern_daily_<YYYYMMDD>.csv``

@@ -1,5 +1,8 @@
 """``update_cnc_stoploss``: one broker-side stop GTT per held CNC symbol, at the previous session's low.
 
+Over 400 lines because the job's contract below is a sixth of it; the code is one run whose locked
+section, reconcile, prune and record share the state file and the GTT lock.
+
     python -m workers update_cnc_stoploss --user Som [--dry-run] [--json]
 
 Held = holdings ``quantity`` + ``t1_quantity`` + today's CNC net position (workers.portfolio), so
