@@ -118,7 +118,6 @@ from workers.portfolio import (
 )
 from workers.strategy.stops import (
     CREATE,
-    DEFAULT_STOP_MIN_GAP_PERCENT,
     DELETE,
     FALLBACK,
     MODIFY,
@@ -176,7 +175,7 @@ class Outcome:
 
 def decide_stops(md: Any, kite: Any, held: dict[str, int], state: dict[str, Any],
                  managed: Mapping[str, list[Mapping[str, Any]]], now: datetime, buffer: float,
-                 min_gap: float = DEFAULT_STOP_MIN_GAP_PERCENT,
+                 min_gap: float,
                  ) -> tuple[dict[str, StopDecision], dict[str, float], dict[str, float], dict[str, float],
                             dict[str, Mapping[str, Any]]]:
     """Per held symbol: the stop decision, its tick size, its LTP, and (where the rule stop
