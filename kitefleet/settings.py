@@ -349,6 +349,15 @@ class Settings:
             raise TypeError(f"setting {key} is {type(value).__name__}, not text")
         return value
 
+    def schedule(self, key: str) -> tuple[time, ...] | str | None:
+        """A ``SCHEDULE_*`` key: its slot times, ``"session"``, or None (off)."""
+        value = self._value(key)
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, tuple) and all(isinstance(t, time) for t in value):
+            return value
+        raise TypeError(f"setting {key} is {type(value).__name__}, not a schedule")
+
     @property
     def mode(self) -> str:
         return str(self.values["TRADER_MODE"])

@@ -109,7 +109,6 @@ from workers.portfolio import (
     ALL,
     BUY_PENDING,
     FINAL_ORDER_STATUSES,
-    OWN,
     SCOPE_ALL_WARNING,
     SOLD_TODAY,
     AccountSnapshot,
@@ -361,7 +360,7 @@ def _select(ctx: JobContext, rows: list[ScanResult], has_score: bool, account: A
     """The first run's selection, and the cash and equity it is sized with."""
     cash = available_cash(equity_margins)
     scope = manage_scope(StateStore(ctx.home, ctx.user, ctx.settings.mode).read(), held_quantities(account),
-                         str(ctx.settings.get("MANAGE_SCOPE", OWN)))
+                         ctx.settings.text("MANAGE_SCOPE"))
     if scope.mode == ALL:
         ctx.log.warning("%s", SCOPE_ALL_WARNING)
     # Bot equity: cash + what the bot manages at its LTP (under MANAGE_SCOPE=own a large personal
