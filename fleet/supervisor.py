@@ -1,5 +1,9 @@
 """supervisord: the generated part of its config, and its XML-RPC socket.
 
+Over 400 lines because it renders the generated config and parses it back (one format, kept in one
+place) and probes the users that feed it; the XML-RPC half at the end (``socket_path`` ..
+``namespec``) could move out if it grows.
+
 On-disk contract:
 
     supervisord.conf                  tracked, static (socket, pid file, supervisord's log inside the

@@ -1,6 +1,9 @@
 """One user's settings, read from ``env/<User>.env`` with ``dotenv_values()``, never into
 ``os.environ`` (``load_dotenv`` would let an inherited variable win over the file).
 
+Over 400 lines because the schema (every key with its type, default and modes) is one table here:
+the one source of the settings' defaults.
+
 Strict by design: a missing, empty, undecodable or group/other-readable file, a line that does not
 parse, an unknown key (a typo such as ``KITE_API_KEYY``), a missing required key, or a value of
 the wrong type or range is refused with one line naming the file and every offending key.
@@ -345,6 +348,15 @@ class Settings:
         if not isinstance(value, str):
             raise TypeError(f"setting {key} is {type(value).__name__}, not text")
         return value
+
+    def schedule(self, key: str) -> tuple[time, ...] | str | None:
+        """A ``SCHEDULE_*`` key: its slot times, ``"session"``, or None (off)."""
+        value = self._value(key)
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, tuple) and all(isinstance(t, time) for t in value):
+            return value
+        raise TypeError(f"setting {key} is {type(value).__name__}, not a schedule")
 
     @property
     def mode(self) -> str:

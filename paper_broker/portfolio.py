@@ -1,5 +1,8 @@
 """CNC holdings, positions and funds: the book keeping and wire shapes (pure), and the read side.
 
+Over 400 lines because the CNC book keeping and the read side that prices it are one model of Kite's
+holdings, positions and margins shapes, and the rules below are spelt out.
+
 The read side (``PortfolioReads``: holdings, positions, margins, order margins, the account
 summary) is a mixin of ``paper_broker.engine.OrderEngine``. It only reads the tables the engine
 writes (``cnc``, ``ledger``, ``orders``) and prices them with the market; everything above it in

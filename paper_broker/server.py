@@ -1,5 +1,9 @@
 """The paper broker's HTTP server: Kite Connect v3 routes, the Kite envelope, auth, rate limits, audit.
 
+Over 400 lines because the whole request pipeline (route table, envelope, auth, rate limits, audit)
+lives on one ``BrokerService`` so that tests drive it without a socket; the route table alone is
+long.
+
 Wire rules (reference/kite-api.md section 7): every route at the host root; every answer has a
 Content-Type and a Content-Length; JSON answers are ``{"status":"success","data":...}`` or the
 error envelope ``{"status":"error","message":...,"data":null,"error_type":...}`` - unknown routes

@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from kitefleet.home import Home
 from kitefleet.locks import gtt_lock
+from kitefleet.settings import Settings
 from kitefleet.states import INTENT_TAG_USED
 from workers import events
 from workers.broker_errors import BrokerRejected
@@ -45,8 +47,6 @@ from workers.gtt import STOP_JOB, bot_stops, gtt_id, legs, stop_ownership, trigg
 from workers.intents import IntentLog, make_tag, send_gtt_once
 from workers.portfolio import FINAL_ORDER_STATUSES
 from workers.strategy.stops import (
-    DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
-    DEFAULT_STOP_MIN_GAP_PERCENT,
     SCAN_STOP,
     fixed_band_percent,
     gtt_limit_price,
@@ -214,15 +214,19 @@ class FillStop:
     error: str | None = None
 
 
+def _schema_default(key: str) -> float:
+    # A Settings without values reads every key as its schema default: the one source of defaults.
+    return Settings(user="", env_file=Path(), values={}).number(key)
+
+
 @dataclass(frozen=True)
 class StopSettings:
-    buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT
-    min_gap_percent: float = DEFAULT_STOP_MIN_GAP_PERCENT
+    buffer_percent: float = field(default_factory=lambda: _schema_default("GTT_LIMIT_BUFFER_PERCENT"))
+    min_gap_percent: float = field(default_factory=lambda: _schema_default("STOP_MIN_GAP_PERCENT"))
 
     @classmethod
-    def of(cls, settings: Any) -> StopSettings:
-        return cls(float(settings.get("GTT_LIMIT_BUFFER_PERCENT", DEFAULT_GTT_LIMIT_BUFFER_PERCENT)),
-                   float(settings.get("STOP_MIN_GAP_PERCENT", DEFAULT_STOP_MIN_GAP_PERCENT)))
+    def of(cls, settings: Settings) -> StopSettings:
+        return cls(settings.number("GTT_LIMIT_BUFFER_PERCENT"), settings.number("STOP_MIN_GAP_PERCENT"))
 
 
 def prev_low_reader(md: Any, now: datetime) -> Callable[[str], float | None]:

@@ -1,5 +1,9 @@
 """``python -m workers daemon --user USER``: the user's long-running scheduler (``trader:<User>``).
 
+Over 400 lines because ``Scheduler`` holds one process's whole life (instance lock, child process
+groups, adoption by pid, run records, signals, the stop grace), which share its state; the decisions
+are already out in workers.schedule.
+
 Holds the user's instance lock (``data/<User>/locks/instance.lock``) for its whole life, so a
 second copy exits 3 (already running). On NSE trading days it runs the user's jobs at their
 configured times (``SCHEDULE_*`` keys; decisions in workers.schedule), each job as a child

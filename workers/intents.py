@@ -1,5 +1,8 @@
 """Intent first, then the broker, reconciled: no order or GTT is ever sent twice for one intent.
 
+Over 400 lines because the one protocol (record, send, reconcile) covers orders, GTTs, cancels and
+modifies over one log, and its on-disk contract is written out below.
+
 Before any ``place_order`` or ``place_gtt`` the worker records an *intent* in the user's state
 file, under a deterministic Kite ``tag`` (``make_tag``); after the call it records the broker's
 id. On every start, and before every new write, open intents are reconciled with the broker:

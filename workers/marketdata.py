@@ -1,5 +1,8 @@
 """Shared market data: instruments, tick sizes and candles, cached across processes and users.
 
+Over 400 lines because the cache's on-disk contract is written out below; the code is one cache
+(``MarketData``) whose instrument and candle halves share the same folder, locks and atomic writes.
+
 The cache holds market data only, never anything about an account, so every user's processes
 read it. It lives in one folder per data source (``Home.market_data_dir(source)``: ``live`` or
 the paper broker's address), so simulated prices can never set a real stop.

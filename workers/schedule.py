@@ -1,5 +1,8 @@
 """The per-user scheduler's decisions, as pure functions: no I/O, no clock, ``now`` is passed in.
 
+Over 400 lines because the rule table below is the schedule's contract; the code is one pure
+``decide`` and the run-record helpers it reads and writes.
+
 ``decide(calendar, plan, now, records, running, session_mtime)`` answers which jobs to start, which
 to stop and which missed runs to give up on, plus when to look again. ``workers.daemon`` applies
 the answer (spawning processes, writing files); tests drive whole days through it without sleeping.
@@ -45,12 +48,15 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST
 from kitefleet.exitcodes import ExitCode
 from kitefleet.jobs import SCHEDULED_JOBS, schedule_key
+
+if TYPE_CHECKING:  # the lean scheduler reads settings through the context; no import at run time
+    from kitefleet.settings import Settings
 
 #: Jobs that open new positions: a missed run is caught up only before ENTRY_CUTOFF.
 ENTRY_JOBS = frozenset({"place_orders_daily"})
@@ -84,10 +90,9 @@ class Plan:
     paper: bool = True
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Plan:
-        schedules = {job: settings.get(schedule_key(job)) for job in SCHEDULED_JOBS}
-        cutoff = settings.get("ENTRY_CUTOFF") or time(11, 0)
-        return cls(schedules, cutoff, bool(settings.is_paper))
+    def from_settings(cls, settings: Settings) -> Plan:
+        schedules = {job: settings.schedule(schedule_key(job)) for job in SCHEDULED_JOBS}
+        return cls(schedules, settings.time_of_day("ENTRY_CUTOFF"), settings.is_paper)
 
     def enabled(self) -> list[str]:
         return [job for job, s in self.schedules.items() if s is not None]

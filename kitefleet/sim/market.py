@@ -1,5 +1,8 @@
 """The simulated NSE market: one deterministic minute path per (seed, symbol, trading day).
 
+Over 400 lines because every view (candles of each interval, LTP, OHLC, volume, the prices fills
+see) is cut from the same cached minute bars inside ``Market``; apart, they could disagree.
+
 Every view is cut from the same minute bars, so a candle of any interval, the LTP, the day's
 OHLC, the volume and the order engine's fills always agree at every instant.
 

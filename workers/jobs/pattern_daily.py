@@ -143,9 +143,9 @@ def summary_table(results: list[ScanResult], top: int) -> list[str]:
 
 def run(ctx: JobContext) -> int:
     now = clock.now()
-    universe, symbols = resolve_universe(ctx.home, ctx.settings.get("UNIVERSE"))
+    universe, symbols = resolve_universe(ctx.home, ctx.settings.text("UNIVERSE"))
     shared = not ctx.args.no_shared_cache
-    min_score = int(str(ctx.settings.get("MIN_SCORE", 5)))
+    min_score = ctx.settings.integer("MIN_SCORE")
     ctx.log.info("scanning %d symbols of %s at %s (%s)", len(symbols), universe, now.isoformat(),
                  "shared cache" if shared else "no shared cache")
     last, results, source = scan_universe(ctx, symbols, now, shared=shared)

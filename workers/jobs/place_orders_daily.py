@@ -1,5 +1,9 @@
 """``place_orders_daily``: enter the day's selected symbols with marketable LIMIT BUY CNC orders.
 
+Over 400 lines because the entry run (reconcile, select, size, send, wait, protect, record) is still
+one module; issue 14 names the entry-plan protocol and the run record as the pieces to move out
+next.
+
     python -m workers place_orders_daily --user Som [--dry-run] [--confirm] [--from FILE] [--json]
 
 Input (workers.entry_input): the newest scan ``data/<User>/scans/pattern_daily_<YYYYMMDD>.csv``
@@ -105,7 +109,6 @@ from workers.portfolio import (
     ALL,
     BUY_PENDING,
     FINAL_ORDER_STATUSES,
-    OWN,
     SCOPE_ALL_WARNING,
     SOLD_TODAY,
     AccountSnapshot,
@@ -121,11 +124,6 @@ from workers.portfolio import (
 from workers.run_record import Entry, EntryRun, write_record
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import (
-    DEFAULT_CAPITAL_DEPLOYMENT_PERCENT,
-    DEFAULT_ENTRY_MAX_GAP_PERCENT,
-    DEFAULT_ENTRY_SLIPPAGE_PERCENT,
-    DEFAULT_MAX_CNC_POSITIONS,
-    DEFAULT_MIN_SCORE,
     Skipped,
     check_pre_trade,
     entry_filter,
@@ -165,32 +163,26 @@ class _Limits:
     max_value: float | None
     band: float | None
     slippage: float
-    position_percent: float | None = None
-    max_capital: float | None = None
-    new_per_day: int = 10
-    max_gap: float = DEFAULT_ENTRY_MAX_GAP_PERCENT
-
-
-def _float_setting(ctx: JobContext, key: str, default: float | None) -> float | None:
-    value = ctx.settings.get(key, default)
-    return None if value is None else float(value)  # type: ignore[arg-type]
+    position_percent: float | None
+    max_capital: float | None
+    new_per_day: int
+    max_gap: float
 
 
 def _limits(ctx: JobContext) -> _Limits:
+    s = ctx.settings
     return _Limits(
-        min_score=int(ctx.settings.get("MIN_SCORE", DEFAULT_MIN_SCORE)),  # type: ignore[call-overload]
-        max_positions=int(ctx.settings.get("MAX_CNC_POSITIONS", DEFAULT_MAX_CNC_POSITIONS)),  # type: ignore[call-overload]
-        percent=_float_setting(ctx, "CAPITAL_DEPLOYMENT_PERCENT", DEFAULT_CAPITAL_DEPLOYMENT_PERCENT) or 0.0,
-        risk_percent=_float_setting(ctx, "RISK_PER_TRADE_PERCENT", None),
-        max_value=_float_setting(ctx, "MAX_ORDER_VALUE", None),
-        band=_float_setting(ctx, "PRICE_BAND_PERCENT", None),
-        slippage=_float_setting(ctx, "ENTRY_SLIPPAGE_PERCENT", DEFAULT_ENTRY_SLIPPAGE_PERCENT)
-        or DEFAULT_ENTRY_SLIPPAGE_PERCENT,
-        position_percent=_float_setting(ctx, "MAX_POSITION_PERCENT", 20.0),
-        max_capital=_float_setting(ctx, "MAX_CAPITAL", None),
-        new_per_day=int(ctx.settings.get("MAX_NEW_ENTRIES_PER_DAY", 10)),  # type: ignore[call-overload]
-        max_gap=_float_setting(ctx, "ENTRY_MAX_GAP_PERCENT", DEFAULT_ENTRY_MAX_GAP_PERCENT)
-        or DEFAULT_ENTRY_MAX_GAP_PERCENT,
+        min_score=s.integer("MIN_SCORE"),
+        max_positions=s.integer("MAX_CNC_POSITIONS"),
+        percent=s.number("CAPITAL_DEPLOYMENT_PERCENT"),
+        risk_percent=s.optional_number("RISK_PER_TRADE_PERCENT"),
+        max_value=s.optional_number("MAX_ORDER_VALUE"),
+        band=s.optional_number("PRICE_BAND_PERCENT"),
+        slippage=s.number("ENTRY_SLIPPAGE_PERCENT"),
+        position_percent=s.optional_number("MAX_POSITION_PERCENT"),
+        max_capital=s.optional_number("MAX_CAPITAL"),
+        new_per_day=s.integer("MAX_NEW_ENTRIES_PER_DAY"),
+        max_gap=s.number("ENTRY_MAX_GAP_PERCENT"),
     )
 
 
@@ -369,7 +361,7 @@ def _select(ctx: JobContext, rows: list[ScanResult], has_score: bool, account: A
     """The first run's selection, and the cash and equity it is sized with."""
     cash = available_cash(equity_margins)
     scope = manage_scope(StateStore(ctx.home, ctx.user, ctx.settings.mode).read(), held_quantities(account),
-                         str(ctx.settings.get("MANAGE_SCOPE", OWN)))
+                         ctx.settings.text("MANAGE_SCOPE"))
     if scope.mode == ALL:
         ctx.log.warning("%s", SCOPE_ALL_WARNING)
     # Bot equity: cash + what the bot manages at its LTP (under MANAGE_SCOPE=own a large personal

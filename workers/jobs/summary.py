@@ -179,7 +179,7 @@ def run(ctx: JobContext) -> int:
         "mode": settings.mode,
         "kite_root": settings.kite_root if settings.is_paper else None,
         "api_key_fingerprint": settings.fingerprint,
-        "schedules": {job: format_schedule(settings.get(schedule_key(job))) for job in SCHEDULED_JOBS},  # type: ignore[arg-type]
+        "schedules": {job: format_schedule(settings.schedule(schedule_key(job))) for job in SCHEDULED_JOBS},
         "entry_cutoff": settings.time_of_day("ENTRY_CUTOFF").strftime("%H:%M"),
         **session_expiry(ctx),
     }
@@ -192,7 +192,7 @@ def run(ctx: JobContext) -> int:
         except KitefleetError:  # a bad state file is reported by status's own state column
             state = None
         kite = get_kite(ctx)
-        out.update(figures(kite, state, str(settings.get("MANAGE_SCOPE", "own"))))
+        out.update(figures(kite, state, settings.text("MANAGE_SCOPE")))
         if ctx.args.detail:
             out.update(detail(kite))
     print(json.dumps(out, separators=(",", ":")), flush=True)

@@ -1,5 +1,8 @@
 """``update_cnc_stoploss``: one broker-side stop GTT per held CNC symbol, at the previous session's low.
 
+Over 400 lines because the job's contract below is a sixth of it; the code is one run whose locked
+section, reconcile, prune and record share the state file and the GTT lock.
+
     python -m workers update_cnc_stoploss --user Som [--dry-run] [--json]
 
 Held = holdings ``quantity`` + ``t1_quantity`` + today's CNC net position (workers.portfolio), so
@@ -115,7 +118,6 @@ from workers.portfolio import (
 )
 from workers.strategy.stops import (
     CREATE,
-    DEFAULT_STOP_MIN_GAP_PERCENT,
     DELETE,
     FALLBACK,
     MODIFY,
@@ -173,7 +175,7 @@ class Outcome:
 
 def decide_stops(md: Any, kite: Any, held: dict[str, int], state: dict[str, Any],
                  managed: Mapping[str, list[Mapping[str, Any]]], now: datetime, buffer: float,
-                 min_gap: float = DEFAULT_STOP_MIN_GAP_PERCENT,
+                 min_gap: float,
                  ) -> tuple[dict[str, StopDecision], dict[str, float], dict[str, float], dict[str, float],
                             dict[str, Mapping[str, Any]]]:
     """Per held symbol: the stop decision, its tick size, its LTP, and (where the rule stop

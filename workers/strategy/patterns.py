@@ -1,5 +1,8 @@
 """The daily scanner: seven-condition bullish reversal score, stop, targets, trend and growth pattern.
 
+Over 400 lines because the rules below are stated in full (a third of the file); the code is one
+scorer with its candle and CSV row shapes, which the scan file and the entry job both read.
+
 Input: daily candles of **completed** sessions, oldest first (:class:`Candle` or the dicts the
 kiteconnect client returns: ``date, open, high, low, close, volume``). :func:`completed_daily_candles`
 drops today's candle while the session is still open. Output: one frozen :class:`ScanResult` per

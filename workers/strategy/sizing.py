@@ -50,14 +50,6 @@ from typing import Any
 from kitefleet.ticks import on_tick, round_to_tick
 from workers.strategy.patterns import ScanResult, scan_sort_key
 
-DEFAULT_MIN_SCORE = 5
-DEFAULT_MAX_CNC_POSITIONS = 10
-DEFAULT_CAPITAL_DEPLOYMENT_PERCENT = 50.0
-DEFAULT_MAX_ORDER_VALUE = 500_000.0
-DEFAULT_PRICE_BAND_PERCENT = 3.0
-DEFAULT_ENTRY_SLIPPAGE_PERCENT = 0.5
-DEFAULT_ENTRY_MAX_GAP_PERCENT = 3.0
-
 EXCHANGE = "NSE"
 PRODUCT = "CNC"
 ORDER_TYPE = "LIMIT"
@@ -106,8 +98,8 @@ def _as_scan(row: ScanResult | Mapping[str, Any]) -> ScanResult:
 def select_candidates(
     scan_rows: Iterable[ScanResult | Mapping[str, Any]],
     blocked: Mapping[str, str],
-    min_score: int | None = DEFAULT_MIN_SCORE,
-    max_positions: int = DEFAULT_MAX_CNC_POSITIONS,
+    min_score: int | None,
+    max_positions: int,
     held_count: int | None = None,
     *,
     manual: bool = False,
@@ -269,7 +261,7 @@ def limit_from_depth(depth: Mapping[str, Any] | None, quantity: int, ltp: float,
 
 
 def entry_filter(ltp: float, entry: float | None, stop: float | None, upper_circuit: float | None,
-                 max_gap_percent: float = DEFAULT_ENTRY_MAX_GAP_PERCENT) -> str | None:
+                 max_gap_percent: float) -> str | None:
     """Why the setup the scan saw is gone at the send, or None: the price gapped more than
     ``max_gap_percent`` above the scan's entry (the risk to the stop is larger than the scan
     measured), it trades below the scan's stop (the setup failed before the entry), or it sits at
@@ -292,8 +284,8 @@ def entry_filter(ltp: float, entry: float | None, stop: float | None, upper_circ
 def check_pre_trade(
     plan: EntryPlan,
     ltp: float,
-    max_order_value: float | None = DEFAULT_MAX_ORDER_VALUE,
-    price_band_percent: float | None = DEFAULT_PRICE_BAND_PERCENT,
+    max_order_value: float | None,
+    price_band_percent: float | None,
     paused: bool = False,
 ) -> list[str]:
     """Reasons to refuse ``plan`` given a fresh ``ltp``; an empty list means send it."""

@@ -62,7 +62,6 @@ from kitefleet.ticks import round_to_tick
 from workers.gtt import StopOwnership, bot_stops, gtt_id, legs, trigger
 from workers.strategy.patterns import SESSION_CLOSE, CandleLike, completed_daily_candles
 
-DEFAULT_GTT_LIMIT_BUFFER_PERCENT = 5.0
 EXCHANGE = "NSE"
 PRODUCT = "CNC"
 PRICE_TOLERANCE = 0.005
@@ -76,9 +75,6 @@ FIXED_BANDS_UP_TO_RULE = (2, 5)
 #: the quote's band, half its width over the previous close, may be off the nominal band by
 #: rounding to the tick (inwards) this much (percentage points)
 BAND_MATCH_TOLERANCE = 0.2
-#: no stop is placed within this many percent of the LTP (``STOP_MIN_GAP_PERCENT``; legacy's 1 %
-#: gap: a stop above 99 % of the LTP was replaced); at least 0.3, clear of Kite's disable band
-DEFAULT_STOP_MIN_GAP_PERCENT = 1.0
 
 CREATE, MODIFY, DELETE, NONE = "create", "modify", "delete", "none"
 #: ``StopDecision.source`` values (recorded in state ``stops[SYMBOL]["source"]``)
@@ -120,7 +116,7 @@ def _too_close(stop: float, ltp: float, min_gap_percent: float) -> bool:
 
 
 def compute_stop(prev_session_low: float | None, recorded_stop: float | None, ltp: float | None,
-                 tick: float, min_gap_percent: float = DEFAULT_STOP_MIN_GAP_PERCENT) -> StopDecision:
+                 tick: float, min_gap_percent: float) -> StopDecision:
     """The stop for one held position: previous session low floored to the tick, never below
     the recorded stop, and not placed when at or above the LTP.
 
@@ -152,8 +148,8 @@ def compute_stop(prev_session_low: float | None, recorded_stop: float | None, lt
 
 
 def fallback_stop(prev_session_low: float | None, ltp: float, tick: float,
-                  buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
-                  min_gap_percent: float = DEFAULT_STOP_MIN_GAP_PERCENT) -> float:
+                  buffer_percent: float,
+                  min_gap_percent: float) -> float:
     """The stop for a held position that has no stop GTT and no rule stop below the LTP: the
     previous session's low (floored) if it is at least ``min_gap_percent`` below the LTP, else
     LTP × (1 − the larger of ``buffer_percent`` and ``min_gap_percent`` / 100), floored to the
@@ -167,8 +163,8 @@ def fallback_stop(prev_session_low: float | None, ltp: float, tick: float,
 
 def decide_stop(prev_session_low: float | None, recorded_stop: float | None, ltp: float | None,
                 tick: float, *, has_stop_gtt: bool,
-                buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
-                min_gap_percent: float = DEFAULT_STOP_MIN_GAP_PERCENT) -> StopDecision:
+                buffer_percent: float,
+                min_gap_percent: float) -> StopDecision:
     """:func:`compute_stop`, plus the fallback: a held symbol without a stop GTT (``has_stop_gtt``
     false) whose rule stop cannot be placed below the LTP gets :func:`fallback_stop`. Without an
     LTP nothing can be placed (the GTT needs it as ``last_price``)."""
@@ -204,8 +200,8 @@ def fixed_band_percent(quote: Mapping[str, Any]) -> float | None:
             return float(fixed)
     return None
 def stop_at_fill(scan_stop: float | None, fill_price: float, prev_session_low: float | None, ltp: float | None,
-                 tick: float, buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
-                 min_gap_percent: float = DEFAULT_STOP_MIN_GAP_PERCENT) -> StopDecision:
+                 tick: float, buffer_percent: float,
+                 min_gap_percent: float) -> StopDecision:
     """The stop for an entry's filled shares (workers.bot_stop): the scan's ``stop_loss`` floored
     to the tick when it lies below the fill and at least ``min_gap_percent`` below the LTP; else
     (a ``--from`` row without a stop, or one too close) the stop job's rule for a position without
@@ -226,7 +222,7 @@ def stop_at_fill(scan_stop: float | None, fill_price: float, prev_session_low: f
     return decision
 
 
-def gtt_limit_price(trigger: float, buffer_percent: float = DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
+def gtt_limit_price(trigger: float, buffer_percent: float,
                     tick: float = 0.05, *, band_percent: float | None = None,
                     lower_circuit: float | None = None) -> float:
     """The GTT leg's SELL limit: ``buffer_percent`` below the trigger, floored to the tick; with

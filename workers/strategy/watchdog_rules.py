@@ -58,7 +58,6 @@ from workers.strategy.patterns import SESSION_CLOSE, Candle, CandleLike, to_cand
 
 RULE_HOURLY_LOW = "hourly_low"
 RULE_ATR_TRAILING = "atr_trailing"
-DEFAULT_RULE = RULE_HOURLY_LOW
 
 EXIT_LIMIT_FACTOR = Decimal("0.995")
 #: how far under the LTP a marketable exit limit goes (0.5 %)

@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -124,14 +125,69 @@ def test_entries_are_sized_on_the_tick_recorded_and_a_second_run_sends_nothing(d
     assert len(records(desk, "Som")) == 2 and records(desk, "Som")[-1]["total_orders_attempted"] == 0
 
 
-def test_pause_stops_entries_until_resumed_and_each_limit_refuses(
-        tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> None:  # noqa: F811
+@dataclass
+class LimitsReplay:
+    """What the pause/limits day left, one field per step (each row's test asserts on its own)."""
+
+    users: list[str]
+    pause_rc: int
+    pause_reason: str
+    paused_run: dict[str, Any]
+    paused_writes: list[dict[str, Any]]
+    paused_record: dict[str, Any]
+    pause_all_rc: int
+    flagged_after_pause_all: dict[str, bool]
+    resume_all_rc: int
+    pause_again_rc: int
+    run_while_paused_again: dict[str, Any]
+    resume_rc: int
+    flag_after_resume: bool
+    resumed_run: dict[str, Any]
+    writes_since_pause: list[dict[str, Any]]
+    sai_run: dict[str, Any]
+    sai_writes: list[dict[str, Any]]
+    sai_record: dict[str, Any]
+    raj_run: dict[str, Any]
+    raj_stops: dict[str, float]
+    ana_ltp_at_confirm: float
+    ana_rc: int
+    ana_run: dict[str, Any]
+    ana_writes: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def limits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitsReplay]:
+    """One day of four users, replayed once for the pause and pre-trade limit rows:
+
+    Som: paused (one user, then --all, then resume), then resumed: the day's plan completes.
+    Sai: MAX_ORDER_VALUE 20,000 against ~2 lakh entries: sized down to fit, not refused.
+    Raj: RISK_PER_TRADE_PERCENT 0.1: shares capped by (limit - stop) x shares <= 0.1 % of equity.
+    Ana: a --confirm plan shown at ~1400 and confirmed after RELIANCE jumped to ~1500: refused
+         by the price band as a stale plan, not bought 7 % higher.
+    """
+    from tests.support.broker import start_broker
+
+    tmp_path = tmp_path_factory.mktemp("limits")
+    brokers: list[RunningBroker] = []
+
+    def factory(home: Any, **kwargs: Any) -> RunningBroker:
+        brokers.append(start_broker(home, **kwargs))
+        return brokers[-1]
+
+    try:
+        yield _run_limits(tmp_path, factory)
+    finally:
+        for broker in brokers:
+            broker.stop()
+
+
+def _run_limits(tmp_path: Path, factory: Callable[..., RunningBroker]) -> LimitsReplay:
     users: dict[str, dict[str, object]] = {
         "Som": {}, "Sai": {"MAX_ORDER_VALUE": 20000}, "Raj": {"RISK_PER_TRADE_PERCENT": 0.1}, "Ana": {},
     }
     scenario = {"paths": [{"symbol": "RELIANCE", "date": DAY_A.date().isoformat(),
                            "waypoints": [["09:15", 1400.0], ["10:10", 1400.0], ["10:30", 1500.0]]}]}
-    desk = open_desk(tmp_path, broker_factory, users, DAY_A, SYMBOLS, scenario)
+    desk = open_desk(tmp_path, factory, users, DAY_A, SYMBOLS, scenario)
     rows = [scan_row("INFY", 6, 1095, 1000, 1250), scan_row("TCS", 5, 2600, 2400, 3000)]
     for user in ("Som", "Sai"):
         desk.write_scan(user, PREV_SESSION, rows)
@@ -139,51 +195,33 @@ def test_pause_stops_entries_until_resumed_and_each_limit_refuses(
     desk.write_scan("Raj", PREV_SESSION, [scan_row(s, 6, desk.ltp("Raj", s), stop, stop * 1.3)
                                           for s, stop in stops.items()])
 
-    # Pause: the orchestrator sets the flag, every entry is refused and reported.
-    p = desk.orchestrator("pause", "Som", "--reason", "testing the brakes")
-    assert p.returncode == 0, p.stderr
-    assert json.loads((desk.home.user_data_dir("Som") / "paused").read_text())["reason"] == "testing the brakes"
+    # Som: pause, pause --all, resume --all, pause, resume.
+    pause_rc = desk.orchestrator("pause", "Som", "--reason", "testing the brakes").returncode
+    pause_reason = json.loads((desk.home.user_data_dir("Som") / "paused").read_text())["reason"]
     before = desk.audit_len()
-    out = desk.ok("Som", JOB)
-    assert out["placed"] == [] and set(out["refused"]) == {"INFY", "TCS"}
-    assert all("paused" in reason for reason in out["refused"].values())
-    assert desk.writes(before) == []
-    rec = records(desk, "Som")[-1]
-    assert rec["paused"] is True and all("paused" in o["error_message"] for o in rec["orders"])
-    # pause --all flags everyone; resume USER lifts one; the resumed run completes the day's plan.
-    assert desk.orchestrator("pause", "--all").returncode == 0
-    assert all((desk.home.user_data_dir(u) / "paused").exists() for u in users)
-    assert desk.orchestrator("resume", "--all").returncode == 0
-    assert desk.orchestrator("pause", "Som").returncode == 0
-    assert desk.ok("Som", JOB)["placed"] == []
-    assert desk.orchestrator("resume", "Som").returncode == 0
-    assert not (desk.home.user_data_dir("Som") / "paused").exists()
-    resumed = desk.ok("Som", JOB)
-    assert {p["symbol"] for p in resumed["placed"]} == {"INFY", "TCS"}
-    assert [w["path"] for w in desk.writes(before)].count("/orders/regular") == 2
+    paused_run = desk.ok("Som", JOB)
+    paused_writes = desk.writes(before)
+    paused_record = records(desk, "Som")[-1]
+    pause_all_rc = desk.orchestrator("pause", "--all").returncode
+    flagged = {u: (desk.home.user_data_dir(u) / "paused").exists() for u in users}
+    resume_all_rc = desk.orchestrator("resume", "--all").returncode
+    pause_again_rc = desk.orchestrator("pause", "Som").returncode
+    run_while_paused_again = desk.ok("Som", JOB)
+    resume_rc = desk.orchestrator("resume", "Som").returncode
+    flag_after_resume = (desk.home.user_data_dir("Som") / "paused").exists()
+    resumed_run = desk.ok("Som", JOB)
+    writes_since_pause = desk.writes(before)
 
-    # MAX_ORDER_VALUE: ~₹2 lakh entries against a ₹20,000 cap are sized down to fit, not refused
-    # (issue 18), and the run record says so.
+    # Sai: MAX_ORDER_VALUE.
     before = desk.audit_len()
-    out = desk.ok("Sai", JOB)
-    assert {p["symbol"] for p in out["placed"]} == {"INFY", "TCS"} and out["refused"] == {}
-    for p in out["placed"]:
-        assert p["quantity"] == math.floor(20_000 / p["limit_price"]) > 0
-    assert [w["path"] for w in desk.writes(before)].count("/orders/regular") == 2  # (and the stops at the fills)
-    assert all("sized down" in o["sized_down"] and "MAX_ORDER_VALUE" in o["sized_down"]
-               for o in records(desk, "Sai")[-1]["orders"])
+    sai_run = desk.ok("Sai", JOB)
+    sai_writes = desk.writes(before)
+    sai_record = records(desk, "Sai")[-1]
 
-    # RISK_PER_TRADE_PERCENT: shares capped so that (limit - stop) x shares <= 0.1 % of equity.
-    out = desk.ok("Raj", JOB)
-    assert {p["symbol"] for p in out["placed"]} == {"INFY", "TCS"}
-    for p in out["placed"]:
-        budget_shares = math.floor(1_000_000 * 0.5 / 2 / p["limit_price"])
-        capped = math.floor(1_000_000 * 0.001 / (p["limit_price"] - stops[p["symbol"]]))
-        assert p["quantity"] == capped < budget_shares
+    # Raj: RISK_PER_TRADE_PERCENT.
+    raj_run = desk.ok("Raj", JOB)
 
-    # Price band: the plan is shown at 10:12 (RELIANCE ~1400); while the person thinks, it jumps to
-    # ~1500; the fresh ask (the price it would be sent at) is 6-7 % from the LTP the plan was sized
-    # on and confirmed at: refused as a stale plan, not bought 7 % higher.
+    # Ana: the plan is shown at 10:12 (RELIANCE ~1400); while the person thinks, it jumps to ~1500.
     manual = tmp_path / "pick.csv"
     manual.write_text("ticker,stop_loss,target_price\nRELIANCE,1300,1600\n", encoding="utf-8")
     desk.at(DAY_A.replace(minute=12))
@@ -191,8 +229,10 @@ def test_pause_stops_entries_until_resumed_and_each_limit_refuses(
     proc = subprocess.Popen([str(VENV_PYTHON), "-m", "workers", JOB, "--user", "Ana", "--confirm", "--json",
                              "--from", str(manual)], cwd=PROJECT_ROOT, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
+    stdout = proc.stdout
     shown: list[str] = []
-    reader = threading.Thread(target=lambda: shown.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True)
+    reader = threading.Thread(target=lambda: shown.extend(iter(lambda: stdout.read(1), "")), daemon=True)
     reader.start()
     deadline = time.monotonic() + 60
     while "(y/n)" not in "".join(shown):
@@ -201,14 +241,65 @@ def test_pause_stops_entries_until_resumed_and_each_limit_refuses(
         time.sleep(0.02)
     before = desk.audit_len()
     desk.at(DAY_A.replace(minute=40))
-    assert desk.ltp("Ana", "RELIANCE") >= 1450
+    ana_ltp = desk.ltp("Ana", "RELIANCE")
     proc.stdin.write("y\n")
     proc.stdin.close()
-    assert proc.wait(60) == 0
+    ana_rc = proc.wait(60)
     reader.join(10)
-    out = last_json("".join(shown))
-    assert out["placed"] == [] and "sanity band" in out["refused"]["RELIANCE"]
-    assert desk.writes(before) == []
+    return LimitsReplay(
+        list(users), pause_rc, pause_reason, paused_run, paused_writes, paused_record, pause_all_rc, flagged,
+        resume_all_rc, pause_again_rc, run_while_paused_again, resume_rc, flag_after_resume, resumed_run,
+        writes_since_pause, sai_run, sai_writes, sai_record, raj_run, stops, ana_ltp, ana_rc,
+        last_json("".join(shown)), desk.writes(before))
+
+
+def test_pause_refuses_every_entry_and_says_so(limits: LimitsReplay) -> None:
+    assert limits.pause_rc == 0 and limits.pause_reason == "testing the brakes"
+    out = limits.paused_run
+    assert out["placed"] == [] and set(out["refused"]) == {"INFY", "TCS"}
+    assert all("paused" in reason for reason in out["refused"].values())
+    assert limits.paused_writes == []
+    rec = limits.paused_record
+    assert rec["paused"] is True and all("paused" in o["error_message"] for o in rec["orders"])
+
+
+def test_pause_all_flags_everyone_and_resume_user_lifts_one(limits: LimitsReplay) -> None:
+    assert limits.pause_all_rc == 0 and limits.flagged_after_pause_all == dict.fromkeys(limits.users, True)
+    assert limits.resume_all_rc == 0 and limits.pause_again_rc == 0
+    assert limits.run_while_paused_again["placed"] == []
+    assert limits.resume_rc == 0 and not limits.flag_after_resume
+
+
+def test_the_run_after_resume_completes_the_days_plan(limits: LimitsReplay) -> None:
+    assert {p["symbol"] for p in limits.resumed_run["placed"]} == {"INFY", "TCS"}
+    assert [w["path"] for w in limits.writes_since_pause].count("/orders/regular") == 2
+
+
+def test_max_order_value_sizes_entries_down_instead_of_refusing(limits: LimitsReplay) -> None:
+    # ~2 lakh entries against a 20,000 cap are sized down to fit, not refused (issue 18).
+    out = limits.sai_run
+    assert {p["symbol"] for p in out["placed"]} == {"INFY", "TCS"} and out["refused"] == {}
+    for p in out["placed"]:
+        assert p["quantity"] == math.floor(20_000 / p["limit_price"]) > 0
+    assert [w["path"] for w in limits.sai_writes].count("/orders/regular") == 2  # (and the stops at the fills)
+    assert all("sized down" in o["sized_down"] and "MAX_ORDER_VALUE" in o["sized_down"]
+               for o in limits.sai_record["orders"])
+
+
+def test_risk_per_trade_caps_the_shares_by_the_distance_to_the_stop(limits: LimitsReplay) -> None:
+    out = limits.raj_run
+    assert {p["symbol"] for p in out["placed"]} == {"INFY", "TCS"}
+    for p in out["placed"]:
+        budget_shares = math.floor(1_000_000 * 0.5 / 2 / p["limit_price"])
+        capped = math.floor(1_000_000 * 0.001 / (p["limit_price"] - limits.raj_stops[p["symbol"]]))
+        assert p["quantity"] == capped < budget_shares
+
+
+def test_a_plan_confirmed_after_the_price_jumped_is_refused_by_the_price_band(limits: LimitsReplay) -> None:
+    # The fresh ask is 6-7 % from the LTP the plan was sized on and confirmed at: a stale plan.
+    assert limits.ana_ltp_at_confirm >= 1450 and limits.ana_rc == 0
+    assert limits.ana_run["placed"] == [] and "sanity band" in limits.ana_run["refused"]["RELIANCE"]
+    assert limits.ana_writes == []
 
 
 def _confirm_later(desk: Desk, user: str, args: list[str], then: datetime) -> dict[str, Any]:

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from kitefleet.errors import ConfigError
 from kitefleet.exitcodes import ExitCode
-from kitefleet.settings import KEYS, load_settings
+from kitefleet.settings import KEYS, Settings, load_settings
 from tests.support.homes import make_home, write_env
 from workers.portfolio import BUY_PENDING, HELD
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import (
-    DEFAULT_CAPITAL_DEPLOYMENT_PERCENT,
-    DEFAULT_ENTRY_MAX_GAP_PERCENT,
-    DEFAULT_ENTRY_SLIPPAGE_PERCENT,
-    DEFAULT_MAX_CNC_POSITIONS,
-    DEFAULT_MAX_ORDER_VALUE,
-    DEFAULT_MIN_SCORE,
-    DEFAULT_PRICE_BAND_PERCENT,
     EntryPlan,
     check_pre_trade,
     entry_filter,
@@ -29,20 +23,18 @@ from workers.strategy.sizing import (
     size_entry,
 )
 
+# The user's settings as the schema defaults them (kitefleet.settings is the one source).
+_SCHEMA = Settings(user="", env_file=Path(), values={})
+MIN_SCORE = _SCHEMA.integer("MIN_SCORE")
+MAX_POSITIONS = _SCHEMA.integer("MAX_CNC_POSITIONS")
+MAX_ORDER_VALUE = _SCHEMA.number("MAX_ORDER_VALUE")
+BAND = _SCHEMA.number("PRICE_BAND_PERCENT")
+MAX_GAP = _SCHEMA.number("ENTRY_MAX_GAP_PERCENT")
+
 
 def row(symbol: str, score: int, rr: float = 2.0, entry: float = 100.0, stop: float = 95.0,
         reason: str | None = None) -> ScanResult:
     return ScanResult(symbol, score, entry=entry, stop_loss=stop, risk_reward=rr, reason=reason)
-
-
-def test_defaults_match_the_settings_schema():
-    assert KEYS["MIN_SCORE"].default == DEFAULT_MIN_SCORE == 5
-    assert KEYS["MAX_CNC_POSITIONS"].default == DEFAULT_MAX_CNC_POSITIONS == 10
-    assert KEYS["CAPITAL_DEPLOYMENT_PERCENT"].default == DEFAULT_CAPITAL_DEPLOYMENT_PERCENT == 50
-    assert KEYS["MAX_ORDER_VALUE"].default == DEFAULT_MAX_ORDER_VALUE
-    assert KEYS["PRICE_BAND_PERCENT"].default == DEFAULT_PRICE_BAND_PERCENT
-    assert KEYS["RISK_PER_TRADE_PERCENT"].default is None
-    assert KEYS["ENTRY_SLIPPAGE_PERCENT"].default == DEFAULT_ENTRY_SLIPPAGE_PERCENT == 0.5
 
 
 def test_selection_filters_and_orders_best_first():
@@ -62,23 +54,23 @@ def test_selection_filters_and_orders_best_first():
 
 def test_score_six_and_seven_are_entered_too():
     # legacy HEAD entered exactly 5/7 only; the rule is score >= MIN_SCORE
-    selected, _ = select_candidates([row("S7", 7), row("S6", 6), row("S5", 5)], {})
+    selected, _ = select_candidates([row("S7", 7), row("S6", 6), row("S5", 5)], {}, MIN_SCORE, MAX_POSITIONS)
     assert [r.symbol for r in selected] == ["S7", "S6", "S5"]
 
 
 def test_max_positions_counts_what_is_already_held():
     rows = [row(f"S{i}", 6, rr=3 - i / 10) for i in range(5)]
-    selected, skipped = select_candidates(rows, dict.fromkeys(("H1", "H2", "H3"), HELD), max_positions=5,
+    selected, skipped = select_candidates(rows, dict.fromkeys(("H1", "H2", "H3"), HELD), MIN_SCORE, max_positions=5,
                                           held_count=3)
     assert [r.symbol for r in selected] == ["S0", "S1"]
     assert [s.symbol for s in skipped] == ["S2", "S3", "S4"]
     assert all(s.reason == "MAX_CNC_POSITIONS 5 reached (3 held or pending + 2 selected)" for s in skipped)
-    full, skipped = select_candidates(rows, {}, max_positions=3, held_count=4)
+    full, skipped = select_candidates(rows, {}, MIN_SCORE, max_positions=3, held_count=4)
     assert full == [] and len(skipped) == 5
 
 
 def test_held_count_defaults_to_the_held_symbols():
-    selected, _ = select_candidates([row("A", 6), row("B", 6)], {"X": HELD}, max_positions=2)
+    selected, _ = select_candidates([row("A", 6), row("B", 6)], {"X": HELD}, MIN_SCORE, max_positions=2)
     assert [r.symbol for r in selected] == ["A"]
 
 
@@ -87,7 +79,7 @@ def test_duplicate_rows_and_csv_dicts():
              "conditions": "above_sma20;momentum_5d", "reason": ""},
             {"symbol": "INFY", "score": "6", "entry": "1500", "stop_loss": "1450", "risk_reward": "2.0",
              "reason": ""}]
-    selected, skipped = select_candidates(rows, {})
+    selected, skipped = select_candidates(rows, {}, MIN_SCORE, MAX_POSITIONS)
     assert [(r.symbol, r.risk_reward) for r in selected] == [("INFY", 2.5)]
     assert skipped[0].reason == "duplicate row"
 
@@ -164,7 +156,7 @@ def test_pre_trade_ok():
     (good_plan(), 0.0, {}, "no valid LTP"),
 ])
 def test_each_pre_trade_refusal(plan, ltp, kwargs, text):
-    refusals = check_pre_trade(plan, ltp, **kwargs)
+    refusals = check_pre_trade(plan, ltp, **({"max_order_value": MAX_ORDER_VALUE, "price_band_percent": BAND} | kwargs))
     assert len(refusals) == 1, refusals
     assert text in refusals[0]
 
@@ -307,18 +299,18 @@ def test_entry_gap_timeout_and_stop_gap_outside_their_range_are_a_config_error_n
     write_env(home, "Som", **{key: good[0]})
     assert load_settings(home, "Som").get(key) == good[1]
     assert (KEYS["ENTRY_MAX_GAP_PERCENT"].default, KEYS["ENTRY_TIMEOUT_MINUTES"].default,
-            KEYS["STOP_MIN_GAP_PERCENT"].default) == (DEFAULT_ENTRY_MAX_GAP_PERCENT, 15, 1.0)
+            KEYS["STOP_MIN_GAP_PERCENT"].default) == (3.0, 15, 1.0)
 
 
 def test_entry_filter_skips_a_gap_up_a_price_under_the_stop_and_the_upper_circuit():
-    assert entry_filter(103.0, 100.0, 95.0, 120.0) is None  # exactly 3 %: still the scan's setup
-    gap = entry_filter(104.0, 100.0, 95.0, 120.0)
+    assert entry_filter(103.0, 100.0, 95.0, 120.0, MAX_GAP) is None  # exactly 3 %: still the scan's setup
+    gap = entry_filter(104.0, 100.0, 95.0, 120.0, MAX_GAP)
     assert gap is not None and gap.startswith("gapped up: LTP 104.00 is 4.00 % above the scan's entry 100.00")
     assert entry_filter(104.0, 100.0, 95.0, 120.0, max_gap_percent=5) is None
-    below = entry_filter(94.9, 100.0, 95.0, 120.0)
+    below = entry_filter(94.9, 100.0, 95.0, 120.0, MAX_GAP)
     assert below is not None and below.startswith("below the scan's stop")
-    circuit = entry_filter(110.0, 108.0, 95.0, 110.0)
+    circuit = entry_filter(110.0, 108.0, 95.0, 110.0, MAX_GAP)
     assert circuit is not None and circuit.startswith("at the upper circuit")
     # A --from list without entry and stop: only the circuit applies.
-    assert entry_filter(500.0, None, None, 600.0) is None
-    assert entry_filter(0.0, 100.0, 95.0, 120.0) is None
+    assert entry_filter(500.0, None, None, 600.0, MAX_GAP) is None
+    assert entry_filter(0.0, 100.0, 95.0, 120.0, MAX_GAP) is None

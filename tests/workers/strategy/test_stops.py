@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+from pathlib import Path
 
 from kiteconnect import KiteConnect
 
 from kitefleet.clock import IST
-from kitefleet.settings import KEYS
+from kitefleet.settings import Settings
 from workers.gtt import StopOwnership, bot_stops, is_stop_shaped
 from workers.strategy.patterns import Candle
 from workers.strategy.stops import (
     CREATE,
-    DEFAULT_GTT_LIMIT_BUFFER_PERCENT,
     DELETE,
     FALLBACK,
     MODIFY,
@@ -34,44 +34,50 @@ from workers.strategy.stops import (
     stop_floors,
 )
 
+# The user's settings as the schema defaults them (kitefleet.settings is the one source).
+_SCHEMA = Settings(user="", env_file=Path(), values={})
+GAP = _SCHEMA.number("STOP_MIN_GAP_PERCENT")
+BUFFER = _SCHEMA.number("GTT_LIMIT_BUFFER_PERCENT")
+STOP_SETTINGS = {"buffer_percent": BUFFER, "min_gap_percent": GAP}
+
 
 def test_first_stop_is_the_previous_low_floored_to_the_tick():
-    d = compute_stop(1479.47, None, 1520.0, 0.05)
+    d = compute_stop(1479.47, None, 1520.0, 0.05, GAP)
     assert d.stop == 1479.45 and d.moved and d.place and d.reason is None
-    assert compute_stop(241.699, None, 250.0, 0.01).stop == 241.69
+    assert compute_stop(241.699, None, 250.0, 0.01, GAP).stop == 241.69
 
 
 def test_stop_moves_up():
-    d = compute_stop(1450.0, 1400.0, 1500.0, 0.05)
+    d = compute_stop(1450.0, 1400.0, 1500.0, 0.05, GAP)
     assert (d.stop, d.moved, d.place, d.previous) == (1450.0, True, True, 1400.0)
 
 
 def test_stop_is_never_lowered():
-    d = compute_stop(1400.0, 1450.0, 1500.0, 0.05)
+    d = compute_stop(1400.0, 1450.0, 1500.0, 0.05, GAP)
     assert (d.stop, d.moved, d.place, d.candidate) == (1450.0, False, True, 1400.0)
     assert "never lowered" in (d.reason or "")
-    same = compute_stop(1450.02, 1450.0, 1500.0, 0.05)  # floors to the recorded stop
+    same = compute_stop(1450.02, 1450.0, 1500.0, 0.05, GAP)  # floors to the recorded stop
     assert (same.stop, same.moved, same.reason) == (1450.0, False, None)
 
 
 def test_stop_at_or_above_ltp_is_reported_not_placed():
-    above = compute_stop(1500.0, None, 1490.0, 0.05)
+    above = compute_stop(1500.0, None, 1490.0, 0.05, GAP)
     assert not above.place and above.stop == 1500.0
     assert above.reason == "not placed: stop 1500.0 >= LTP 1490.0"
-    equal = compute_stop(1490.0, None, 1490.0, 0.05)
+    equal = compute_stop(1490.0, None, 1490.0, 0.05, GAP)
     assert not equal.place and (equal.reason or "").startswith("not placed: stop 1490.0 >= LTP")
     # a kept (never lowered) stop that the price has fallen through is not placed either
-    kept = compute_stop(1400.0, 1450.0, 1440.0, 0.05)
+    kept = compute_stop(1400.0, 1450.0, 1440.0, 0.05, GAP)
     assert kept.stop == 1450.0 and not kept.place
 
 
 def test_missing_inputs():
-    assert compute_stop(None, None, 100.0, 0.05) == compute_stop(None, None, 100.0, 0.05)
-    nothing = compute_stop(None, None, 100.0, 0.05)
+    assert compute_stop(None, None, 100.0, 0.05, GAP) == compute_stop(None, None, 100.0, 0.05, GAP)
+    nothing = compute_stop(None, None, 100.0, 0.05, GAP)
     assert nothing.stop is None and not nothing.place
-    kept = compute_stop(None, 90.0, 100.0, 0.05)
+    kept = compute_stop(None, 90.0, 100.0, 0.05, GAP)
     assert kept.stop == 90.0 and kept.place and not kept.moved
-    no_ltp = compute_stop(90.0, None, None, 0.05)
+    no_ltp = compute_stop(90.0, None, None, 0.05, GAP)
     assert not no_ltp.place and "no LTP" in (no_ltp.reason or "")
 
 
@@ -89,7 +95,6 @@ def test_previous_session_low_uses_the_last_completed_session():
 
 
 def test_gtt_limit_price_is_below_the_trigger_and_floored():
-    assert KEYS["GTT_LIMIT_BUFFER_PERCENT"].default == DEFAULT_GTT_LIMIT_BUFFER_PERCENT == 5.0
     assert gtt_limit_price(1479.45, 5, 0.05) == 1405.45  # 1405.4775 floored
     assert gtt_limit_price(100.0, 5, 0.01) == 95.0
     assert gtt_limit_price(241.69, 2.5, 0.01) == 235.64  # 235.647...
@@ -220,7 +225,7 @@ def test_a_hand_take_profit_with_a_lost_state_neither_sets_the_floor_nor_is_touc
     managed = bot_stops(gtts, StopOwnership(), adopt_on={"INFY": 10})
     assert [g["id"] for g in managed["INFY"]] == [1]
     assert stop_floors(managed) == {"INFY": 950.0}
-    d = decide_stop(960.0, stop_floors(managed)["INFY"], 1000.0, 0.05, has_stop_gtt=True)
+    d = decide_stop(960.0, stop_floors(managed)["INFY"], 1000.0, 0.05, has_stop_gtt=True, **STOP_SETTINGS)
     assert (d.stop, d.place) == (960.0, True)
     actions = plan_gtt_changes({"INFY": 10}, {"INFY": (960.0, 912.0, 10)}, gtts)
     assert [(a.action, a.gtt_id) for a in actions] == [(MODIFY, 1)]
@@ -245,55 +250,56 @@ def test_a_known_symbol_manages_only_its_owned_gtts():
 # --- fallback: "never lowered" must not mean "no stop" ----------------------------------------------
 def test_no_stop_gtt_and_the_kept_stop_above_the_ltp_gives_a_fallback_under_the_ltp():
     # the GTT at 1450 fired, its limit did not fill, the price is 1300; yesterday's low is 1449
-    d = decide_stop(1449.0, 1450.0, 1300.0, 0.05, has_stop_gtt=False)
+    d = decide_stop(1449.0, 1450.0, 1300.0, 0.05, has_stop_gtt=False, **STOP_SETTINGS)
     assert (d.stop, d.place, d.source) == (1235.0, True, FALLBACK)  # 1300 * 0.95
     assert "a person should look" in (d.reason or "") and "1450.0 >= LTP 1300.0" in (d.reason or "")
     # with a GTT at the broker the never-lower rule stands: nothing placed
-    kept = decide_stop(1449.0, 1450.0, 1300.0, 0.05, has_stop_gtt=True)
-    assert not kept.place and kept.source == PREV_SESSION_LOW and kept == compute_stop(1449.0, 1450.0, 1300.0, 0.05)
+    kept = decide_stop(1449.0, 1450.0, 1300.0, 0.05, has_stop_gtt=True, **STOP_SETTINGS)
+    assert not kept.place and kept.source == PREV_SESSION_LOW
+    assert kept == compute_stop(1449.0, 1450.0, 1300.0, 0.05, GAP)
 
 
 def test_the_fallback_is_the_previous_low_when_it_is_clearly_under_the_ltp():
-    d = decide_stop(1280.07, 1450.0, 1300.0, 0.05, has_stop_gtt=False)
+    d = decide_stop(1280.07, 1450.0, 1300.0, 0.05, has_stop_gtt=False, **STOP_SETTINGS)
     assert (d.stop, d.source) == (1280.05, FALLBACK)
     # within STOP_MIN_GAP_PERCENT (1 %) of the LTP: 5 % under the LTP instead (this once allowed
     # a low 0.26 % under the LTP, just outside Kite's 0.25 % disable band: one tick from disabled)
-    assert fallback_stop(1298.0, 1300.0, 0.05) == 1235.0
-    assert fallback_stop(1296.7, 1300.0, 0.05) == 1235.0
-    assert fallback_stop(1287.0, 1300.0, 0.05) == 1287.0  # exactly 1 % under
-    assert fallback_stop(None, 1300.0, 0.05, buffer_percent=2.5) == 1267.5
+    assert fallback_stop(1298.0, 1300.0, 0.05, BUFFER, GAP) == 1235.0
+    assert fallback_stop(1296.7, 1300.0, 0.05, BUFFER, GAP) == 1235.0
+    assert fallback_stop(1287.0, 1300.0, 0.05, BUFFER, GAP) == 1287.0  # exactly 1 % under
+    assert fallback_stop(None, 1300.0, 0.05, buffer_percent=2.5, min_gap_percent=GAP) == 1267.5
     # a buffer under the gap never puts the fallback inside it
     assert fallback_stop(None, 1300.0, 0.05, buffer_percent=0.5, min_gap_percent=2) == 1274.0
 
 
 def test_a_stop_half_a_percent_under_the_ltp_is_not_placed_as_such_and_the_fallback_keeps_the_gap():
     # 0.5 % under the LTP: Kite would not disable it, but the minimum gap (legacy's 1 %) refuses it.
-    d = compute_stop(995.0, None, 1000.0, 0.05)
+    d = compute_stop(995.0, None, 1000.0, 0.05, GAP)
     assert not d.place and "within 1 % of LTP 1000.0" in (d.reason or "")
-    fb = decide_stop(995.0, None, 1000.0, 0.05, has_stop_gtt=False)
+    fb = decide_stop(995.0, None, 1000.0, 0.05, has_stop_gtt=False, **STOP_SETTINGS)
     assert (fb.stop, fb.place, fb.source) == (950.0, True, FALLBACK) and "within 1 %" in (fb.reason or "")
-    assert compute_stop(990.0, None, 1000.0, 0.05).place  # 1 % under: placed
+    assert compute_stop(990.0, None, 1000.0, 0.05, GAP).place  # 1 % under: placed
     # At an entry's fill: the scan's stop when it keeps the gap ...
-    at_fill = stop_at_fill(930.03, 1001.0, 980.0, 1000.0, 0.05)
+    at_fill = stop_at_fill(930.03, 1001.0, 980.0, 1000.0, 0.05, BUFFER, GAP)
     assert (at_fill.stop, at_fill.place, at_fill.source) == (930.0, True, SCAN_STOP)
     # ... 0.5 % under the LTP it is not placed as such: the previous low if it keeps the gap, else the fallback.
-    near = stop_at_fill(995.0, 1001.0, 980.0, 1000.0, 0.05)
+    near = stop_at_fill(995.0, 1001.0, 980.0, 1000.0, 0.05, BUFFER, GAP)
     assert (near.stop, near.place, near.source) == (980.0, True, PREV_SESSION_LOW) and "scan's stop" in near.reason
-    near = stop_at_fill(995.0, 1001.0, 996.0, 1000.0, 0.05)
+    near = stop_at_fill(995.0, 1001.0, 996.0, 1000.0, 0.05, BUFFER, GAP)
     assert (near.stop, near.place, near.source) == (950.0, True, FALLBACK)
     # A --from row without a stop (or one above the fill): the stop job's rule.
-    assert stop_at_fill(None, 1001.0, 980.0, 1000.0, 0.05).stop == 980.0
-    assert stop_at_fill(1.0e9, 1001.0, None, 1000.0, 0.05).stop == 950.0
-    assert not stop_at_fill(930.0, 1001.0, 980.0, None, 0.05).place
+    assert stop_at_fill(None, 1001.0, 980.0, 1000.0, 0.05, BUFFER, GAP).stop == 980.0
+    assert stop_at_fill(1.0e9, 1001.0, None, 1000.0, 0.05, BUFFER, GAP).stop == 950.0
+    assert not stop_at_fill(930.0, 1001.0, 980.0, None, 0.05, BUFFER, GAP).place
 
 
 def test_fallback_without_a_previous_low_and_none_without_an_ltp():
-    d = decide_stop(None, None, 1000.0, 0.05, has_stop_gtt=False)
+    d = decide_stop(None, None, 1000.0, 0.05, has_stop_gtt=False, **STOP_SETTINGS)
     assert (d.stop, d.place, d.source) == (950.0, True, FALLBACK)
     assert "no previous session low" in (d.reason or "")
-    no_ltp = decide_stop(1449.0, 1450.0, None, 0.05, has_stop_gtt=False)
+    no_ltp = decide_stop(1449.0, 1450.0, None, 0.05, has_stop_gtt=False, **STOP_SETTINGS)
     assert not no_ltp.place and no_ltp.source == PREV_SESSION_LOW
-    normal = decide_stop(1449.0, None, 1500.0, 0.05, has_stop_gtt=False)
+    normal = decide_stop(1449.0, None, 1500.0, 0.05, has_stop_gtt=False, **STOP_SETTINGS)
     assert (normal.stop, normal.place, normal.source) == (1449.0, True, PREV_SESSION_LOW)
 
 

@@ -7,11 +7,9 @@ import datetime as dt
 import pytest
 
 from kitefleet.clock import IST
-from kitefleet.settings import KEYS
 from kitefleet.ticks import round_to_tick
 from workers.strategy.patterns import Candle
 from workers.strategy.watchdog_rules import (
-    DEFAULT_RULE,
     RULE_ATR_TRAILING,
     RULE_HOURLY_LOW,
     atr,
@@ -43,10 +41,6 @@ def at(hour: int, minute: int, day: dt.date = DAY) -> dt.datetime:
 
 def starts(candles: list[Candle]) -> list[str]:
     return [c.date.strftime("%d %H:%M") for c in candles]  # type: ignore[union-attr]
-
-
-def test_default_rule_matches_settings():
-    assert KEYS["WATCHDOG_RULE"].default == DEFAULT_RULE == RULE_HOURLY_LOW
 
 
 def test_completed_hourly_candles_drop_the_forming_one():
