@@ -1,0 +1,141 @@
+"""``orchestrator.py backtest`` in real processes (issue 21): a backtest can never trade, bad input
+is one line with a stable exit code and writes nothing, a killed run leaves no output folder.
+
+The tests marked "waits for the engine" need workers/backtest/engine.py, paper.py (h40) and
+metrics.py, report.py (h41): they fail on this branch alone and pass once the lead merges them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kitefleet.clock import IST
+from kitefleet.exitcodes import ExitCode
+from kitefleet.home import Home
+from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
+from tests.support.desk import Desk, open_desk
+from tests.support.fleet import fleet_home, orchestrator
+from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env
+
+SYMBOLS = ["INFY", "TCS", "RELIANCE"]
+#: the paper market's clock sits after the range, so every session in it is complete
+NOW = datetime(2026, 11, 25, 16, 0, tzinfo=IST)
+WRITE_METHODS = {"POST", "PUT", "DELETE"}
+
+
+def _trading_writes(audit: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in audit if r["method"] in WRITE_METHODS
+            and (r["path"].startswith("/orders") or r["path"].startswith("/gtt"))]
+
+
+def _backtests(home: Home, user: str) -> Path:
+    return home.user_data_dir(user) / "backtests"
+
+
+# --- bad input: one line, exit 2 or 4, nothing written --------------------------------------
+
+@pytest.fixture
+def quiet_home(tmp_path: Path) -> Home:
+    home, _ = fleet_home(tmp_path / "home", {"Som": {}, "Sai": {"TRADER_MODE": "live"}}, clock_at=None)
+    return home
+
+
+@pytest.mark.parametrize(("args", "code", "says"), [
+    (["--from", "2026-11-20", "--to", "2026-11-10"], ExitCode.USAGE, "is after"),
+    (["--from", "2026-11-10", "--to", "2026-11-20", "--rule", "moon"], ExitCode.USAGE, "--rule 'moon'"),
+    (["--from", "2026-11-10", "--to", "2026-11-20", "--source", "live", "--seed", "3"], ExitCode.USAGE,
+     "paper market"),
+    (["--from", "2026-11-10", "--to", "2026-1-20"], ExitCode.USAGE, "YYYY-MM-DD"),
+    (["--from", "2026-11-21", "--to", "2026-11-22"], ExitCode.USAGE, "no NSE session"),  # a weekend
+])
+def test_bad_input_is_one_line_and_writes_nothing(quiet_home: Home, args: list[str], code: int, says: str) -> None:
+    proc = orchestrator(quiet_home, "backtest", "Som", *args)
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], proc.stderr
+    assert not _backtests(quiet_home, "Som").exists()
+
+
+def test_an_existing_out_folder_is_refused_untouched(quiet_home: Home, tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep", encoding="utf-8")
+    proc = orchestrator(quiet_home, "backtest", "Som", "--from", "2026-11-10", "--to", "2026-11-20",
+                        "--out", str(out))
+    assert proc.returncode == ExitCode.USAGE and "already exists" in proc.stderr
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and not (tmp_path / "mine.partial").exists()
+
+
+def test_a_live_source_without_a_session_is_a_config_error(quiet_home: Home) -> None:
+    proc = orchestrator(quiet_home, "backtest", "Sai", "--from", "2026-11-10", "--to", "2026-11-20",
+                        "--source", "live")
+    assert proc.returncode == ExitCode.CONFIG, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "session" in lines[0], proc.stderr
+    assert not _backtests(quiet_home, "Sai").exists()
+
+
+# --- a backtest can never trade (waits for the engine) --------------------------------------
+
+@pytest.fixture
+def desk(tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> Iterator[Desk]:  # noqa: F811
+    yield open_desk(tmp_path, broker_factory, {"Som": {}}, NOW, SYMBOLS)
+
+
+def _backtest(desk: Desk, *args: str) -> subprocess.Popen[str]:
+    env = child_env(desk.home, TRADER_CLOCK=desk.clock_value, PYTHONPATH=str(PROJECT_ROOT))
+    return subprocess.Popen([str(VENV_PYTHON), str(PROJECT_ROOT / "orchestrator.py"), "backtest", "Som", *args],
+                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+@pytest.mark.parametrize("source", ["paper", "live"])
+def test_a_backtest_sends_no_order_and_no_gtt(desk: Desk, tmp_path: Path, source: str) -> None:
+    """Waits for the engine. The live source against a paper user reads the paper broker's history."""
+    out = tmp_path / f"bt-{source}"
+    proc = _backtest(desk, "--from", "2026-11-02", "--to", "2026-11-20", "--rule", "all", "--source", source,
+                     "--out", str(out), "--json")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert set(summary["summaries"]) == {"hourly_low", "atr_trailing"}
+    assert {p.name for p in out.iterdir()} >= {"trades.csv", "orders.csv", "equity.csv", "summary.json",
+                                               "report.html"}
+    if source == "live":
+        assert "historical requests" in stderr
+    audit = desk.broker.audit(api_key=desk.api_key("Som"))
+    assert any(r["path"].startswith("/user/margins") for r in audit)  # the run did talk to the broker
+    assert _trading_writes(audit) == []
+
+
+def test_a_killed_run_leaves_no_out_and_its_rerun_is_not_refused(desk: Desk, tmp_path: Path) -> None:
+    """Waits for the engine."""
+    out = tmp_path / "bt"
+    partial = tmp_path / "bt.partial"
+    args = ("--from", "2025-11-24", "--to", "2026-11-20", "--rule", "all", "--out", str(out), "--json")
+    proc = _backtest(desk, *args)
+    # Kill once the run is under way (its cash read from the broker): before the rename.
+    deadline = time.monotonic() + 120
+    while not any(r["path"].startswith("/user/margins") for r in desk.broker.audit(api_key=desk.api_key("Som"))):
+        assert time.monotonic() < deadline and proc.poll() is None, "the backtest did not start"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert not out.exists()
+    partial.mkdir(exist_ok=True)  # what a kill inside write_outputs leaves
+    (partial / "summary.json").write_text("{", encoding="utf-8")
+    rerun = _backtest(desk, *args)
+    _, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, stderr
+    assert out.is_dir() and not partial.exists()
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))
