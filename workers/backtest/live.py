@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from kitefleet import clock
 from kitefleet.calendar import NseCalendar
 from kitefleet.clock import IST
 from kitefleet.sim.book import Book
@@ -82,7 +83,15 @@ class LiveSource:
                                     covered_minute=self._covered(symbol, MINUTE))
         return total
 
+    def _last_completed(self) -> date:
+        # Never cache a session that has not closed yet as "covered": it would read as empty forever.
+        return self.calendar.last_completed_session(clock.now())
+
     def daily(self, symbol: str, start: date, end: date) -> list[Candle] | None:
+        end = min(end, self._last_completed())
+        if end < start:
+            self.missing.append(f"{symbol}: no completed session {start}..")
+            return None
         rows = self.market.candles(symbol, DAY, start, end, last_completed=end,
                                    now=datetime.combine(end + timedelta(days=1), datetime.min.time(), IST))
         if not rows:
@@ -104,7 +113,9 @@ class LiveSource:
     def _load_minutes(self, symbol: str, day: date) -> None:
         # One fetch per 55-day chunk: the first minute asked of a chunk loads the whole chunk.
         lo = day
-        hi = min(day + timedelta(days=MAX_SPAN_DAYS[MINUTE] - 1), self.calendar.last)
+        hi = min(day + timedelta(days=MAX_SPAN_DAYS[MINUTE] - 1), self._last_completed())
+        if hi < lo:
+            return
         rows = self.market.candles(symbol, MINUTE, lo, hi, last_completed=hi,
                                    now=datetime.combine(hi + timedelta(days=1), datetime.min.time(), IST))
         for r in rows:

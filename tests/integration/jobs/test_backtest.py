@@ -89,7 +89,10 @@ def test_a_live_source_without_a_session_is_a_config_error(quiet_home: Home) -> 
 
 @pytest.fixture
 def desk(tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> Iterator[Desk]:  # noqa: F811
-    yield open_desk(tmp_path, broker_factory, {"Som": {}}, NOW, SYMBOLS)
+    desk = open_desk(tmp_path, broker_factory, {"Som": {"UNIVERSE": "universe.csv"}}, NOW, SYMBOLS)
+    # the paper broker lists only these symbols: the user's universe is them
+    (desk.home.root / "universe.csv").write_text("Ticker\n" + "".join(f"{s}\n" for s in SYMBOLS), encoding="utf-8")
+    yield desk
 
 
 def _backtest(desk: Desk, *args: str) -> subprocess.Popen[str]:
@@ -139,3 +142,47 @@ def test_a_killed_run_leaves_no_out_and_its_rerun_is_not_refused(desk: Desk, tmp
     assert rerun.returncode == 0, stderr
     assert out.is_dir() and not partial.exists()
     assert json.loads((out / "summary.json").read_text(encoding="utf-8"))
+
+
+def test_the_live_source_reads_a_paper_users_history_and_writes_nothing(desk: Desk) -> None:
+    """Runs now: the read-only client and LiveSource on the real paper broker, in process."""
+    import logging
+    from datetime import date
+
+    from kitefleet import clock
+    from kitefleet.calendar import build_from_library
+    from kitefleet.clock import clock_from_value
+    from kitefleet.settings import load_settings
+    from workers.backtest.live import LiveSource
+    from workers.backtest.model import BacktestSpec
+    from workers.kite_readonly import WriteRefused, build_readonly_kite
+    from workers.marketdata import MarketData
+
+    clock.set_clock(clock_from_value(desk.clock_value))
+    try:
+        settings = load_settings(desk.home, "Som")
+        kite = build_readonly_kite(desk.home, settings)
+        calendar, _ = build_from_library(date(2025, 6, 1), date(2026, 12, 31))
+        source = LiveSource(MarketData(desk.home, settings.data_source, kite, calendar=calendar), calendar,
+                            SYMBOLS, logging.getLogger("test"))
+        spec = BacktestSpec(user="Som", start=date(2026, 11, 16), end=date(2026, 11, 20), rules=("hourly_low",),
+                            source="live")
+        assert source.requests_needed(spec) == 2 * len(SYMBOLS)
+        days = source.daily("INFY", date(2026, 10, 1), date(2026, 11, 20))
+        assert days and days[-1].date == date(2026, 11, 20)
+        assert source.minutes("INFY", date(2026, 11, 16))  # loads its chunk, up to the last closed session
+        minutes = source.minutes("INFY", date(2026, 11, 20))
+        assert minutes and minutes[0].date.astimezone(IST).time().isoformat() == "09:15:00"
+        assert source.book("INFY", date(2026, 11, 20), 0) is None
+        # what was fetched is cached: the same plan now costs no minute request for that chunk
+        assert source.requests_needed(spec) == 2 * len(SYMBOLS) - 1
+        with pytest.raises(WriteRefused):
+            kite.place_order("regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY", quantity=1,
+                             product="CNC", order_type="LIMIT", price=1.0)
+        assert source.minutes("INFY", date(2026, 11, 29)) is None  # not closed yet: reported, not invented
+        assert source.missing and "2026-11-29" in source.missing[-1]
+    finally:
+        clock.set_clock(None)
+    audit = desk.broker.audit(api_key=desk.api_key("Som"))
+    assert any("/instruments/historical/" in r["path"] for r in audit)
+    assert _trading_writes(audit) == []
