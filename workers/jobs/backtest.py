@@ -34,6 +34,7 @@ from kitefleet.errors import ConfigError, TokenError, UsageError
 from kitefleet.exitcodes import ExitCode
 from workers.backtest.model import RULES, SOURCES, BacktestSpec, RuleResult
 from workers.context import JobContext
+from workers.faults import fault_point
 
 TAKES_JOB_LOCK = True
 LOG_TO_CONSOLE = False
@@ -138,6 +139,7 @@ def execute(spec: BacktestSpec, source: Any, calendar: NseCalendar, out: Path, p
     summaries = {r.rule: parts.summarize(r, spec) for r in results}
     partial.mkdir(parents=True)
     parts.write_outputs(partial, spec, results, summaries)
+    fault_point("backtest_written")  # tests: a kill here must leave no <out>
     partial.rename(out)
     return results, summaries
 

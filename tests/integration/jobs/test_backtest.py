@@ -8,10 +8,7 @@ metrics.py, report.py (h41): they fail on this branch alone and pass once the le
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +23,7 @@ from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fi
 from tests.support.desk import Desk, open_desk
 from tests.support.fleet import fleet_home, orchestrator
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env
+from workers.context import FAULT_ENV
 
 SYMBOLS = ["INFY", "TCS", "RELIANCE"]
 #: the paper market's clock sits after the range, so every session in it is complete
@@ -95,8 +93,10 @@ def desk(tmp_path: Path, broker_factory: Callable[..., RunningBroker]) -> Iterat
     yield desk
 
 
-def _backtest(desk: Desk, *args: str) -> subprocess.Popen[str]:
+def _backtest(desk: Desk, *args: str, fault: str | None = None) -> subprocess.Popen[str]:
     env = child_env(desk.home, TRADER_CLOCK=desk.clock_value, PYTHONPATH=str(PROJECT_ROOT))
+    if fault is not None:
+        env[FAULT_ENV] = fault
     return subprocess.Popen([str(VENV_PYTHON), str(PROJECT_ROOT / "orchestrator.py"), "backtest", "Som", *args],
                             cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -122,23 +122,16 @@ def test_a_backtest_sends_no_order_and_no_gtt(desk: Desk, tmp_path: Path, source
 
 
 def test_a_killed_run_leaves_no_out_and_its_rerun_is_not_refused(desk: Desk, tmp_path: Path) -> None:
-    """Waits for the engine."""
+    """Waits for the engine. Killed (SIGKILL) with every output written to <out>.partial/, before the rename."""
     out = tmp_path / "bt"
     partial = tmp_path / "bt.partial"
-    args = ("--from", "2025-11-24", "--to", "2026-11-20", "--rule", "all", "--out", str(out), "--json")
-    proc = _backtest(desk, *args)
-    # Kill once the run is under way (its cash read from the broker): before the rename.
-    deadline = time.monotonic() + 120
-    while not any(r["path"].startswith("/user/margins") for r in desk.broker.audit(api_key=desk.api_key("Som"))):
-        assert time.monotonic() < deadline and proc.poll() is None, "the backtest did not start"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
-    assert not out.exists()
-    partial.mkdir(exist_ok=True)  # what a kill inside write_outputs leaves
-    (partial / "summary.json").write_text("{", encoding="utf-8")
+    args = ("--from", "2026-11-02", "--to", "2026-11-20", "--rule", "all", "--out", str(out), "--json")
+    killed = _backtest(desk, *args, fault="backtest_written")
+    _, stderr = killed.communicate(timeout=300)
+    assert killed.returncode == ExitCode.KILLED, stderr
+    assert not out.exists() and (partial / "summary.json").is_file()
     rerun = _backtest(desk, *args)
-    _, stderr = rerun.communicate(timeout=600)
+    _, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
     assert out.is_dir() and not partial.exists()
     assert json.loads((out / "summary.json").read_text(encoding="utf-8"))
