@@ -95,3 +95,11 @@ def test_rules() -> None:
     assert rules_of(None, "atr_trailing") == ("atr_trailing",)
     with pytest.raises(UsageError):
         rules_of(None, "nonsense")
+
+
+def test_every_setting_handed_to_the_engine_is_a_schema_key() -> None:
+    from kitefleet.settings import KEYS
+    from workers.jobs.backtest import SETTINGS_KEYS
+
+    assert [k for k in SETTINGS_KEYS if k not in KEYS] == []
+    assert {"MIN_SCORE", "WATCHDOG_POLL_SECONDS", "MANAGE_SCOPE", "MAX_DAILY_LOSS_PERCENT"} <= set(SETTINGS_KEYS)
