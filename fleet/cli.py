@@ -25,6 +25,7 @@ COMMANDS = (
     "halt",
     "adopt",
     "release",
+    "backtest",
     "login",
     "doctor",
     "exec_",

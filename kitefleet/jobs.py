@@ -26,6 +26,7 @@ JOB_NAMES: tuple[str, ...] = (
     "adopt",
     "release",
     "flatten",
+    "backtest",
 )
 
 #: The jobs the per-user scheduler runs, each with its ``SCHEDULE_<JOB>`` settings key.

@@ -17,7 +17,8 @@ Points used by workers.intents: ``after_intent`` (intent recorded, nothing sent)
 ``after_ledger`` (their first state write done, the GTT not changed yet); a cancel also passes
 ``after_cancel_intent`` and ``after_cancel_send`` (so a test can kill an entry run at its cancel
 and not at the send of that symbol's entry). workers.entry_wait: ``entry_wait`` (each look at the
-order book while waiting for the entries, per open entry's symbol).
+order book while waiting for the entries, per open entry's symbol). workers.jobs.backtest:
+``backtest_written`` (the outputs written to ``<out>.partial/``, not yet renamed).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from collections.abc import Mapping
 from kitefleet.errors import ConfigError
 from workers.context import FAULT_ENV, TEST_MARKER_ENV
 
-POINTS = ("after_intent", "after_send", "after_ledger", "after_cancel_intent", "after_cancel_send", "entry_wait")
+POINTS = ("after_intent", "after_send", "after_ledger", "after_cancel_intent", "after_cancel_send", "entry_wait",
+          "backtest_written")
 
 #: The armed fault of this process (a per-process singleton, set once by ``arm``); None: no-op.
 _armed: str | None = None
