@@ -82,6 +82,8 @@ SCRIPTS: tuple[Script, ...] = (
            ("--users", "10,25,50,100", "--speed", "60"), ("--smoke",), timeout=4 * 3600.0, smoke_timeout=300.0),
     Script("9", "bench_web", "Dashboard: 50-user fleet page from disk, CPU with five polling clients",
            (), ("--smoke",)),
+    Script("10", "bench_backtest", "Backtest: 250 sessions of 50 symbols, both rules, paper source",
+           (), ("--smoke",)),
 )
 
 
