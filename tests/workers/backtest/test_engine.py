@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
 from kitefleet.calendar import NseCalendar, build_from_library
+from workers.backtest import engine
+from workers.backtest.model import BacktestSpec, RuleResult
 from workers.backtest.paper import PaperSource
 
 DAY = date(2026, 11, 3)
@@ -34,3 +36,46 @@ def test_paper_source_reads_the_shared_market_deterministically(calendar: NseCal
     lower, upper = a.circuit("TCS", DAY) or (0.0, 0.0)
     book = a.book("TCS", DAY, 15)
     assert book is not None and lower < book.last * book.tick < upper
+
+
+SYMBOLS = ["TCS", "RELIANCE", "INFY", "HDFCBANK", "ITC"]
+
+
+def _spec(rules: tuple[str, ...] = ("hourly_low",), **settings: object) -> BacktestSpec:
+    return BacktestSpec(user="Som", start=date(2026, 10, 5), end=date(2026, 11, 6), rules=rules,
+                        initial_cash=1_000_000.0, settings={"MIN_SCORE": 0, **settings})
+
+
+@pytest.fixture(scope="module")
+def results(calendar: NseCalendar) -> list[RuleResult]:
+    return engine.run(_spec(), PaperSource(calendar, 1, None, SYMBOLS), calendar)
+
+
+def test_replay_is_deterministic(calendar: NseCalendar, results: list[RuleResult]) -> None:
+    again = engine.run(_spec(), PaperSource(calendar, 1, None, SYMBOLS), calendar)
+    assert again == results
+
+
+def test_replay_enters_exits_and_books_equity(calendar: NseCalendar, results: list[RuleResult]) -> None:
+    (res,) = results
+    sessions = calendar.trading_days_between(date(2026, 10, 5), date(2026, 11, 6))
+    assert [e.session for e in res.equity] == sessions
+    entries = [o for o in res.orders if o.purpose == "entry" and o.filled]
+    assert entries, "the scan with MIN_SCORE 0 selects rows and the book fills them"
+    assert res.trades, "some position is closed by the hourly-low rule or its stop"
+    for t in res.trades:
+        assert t.exit_reason in ("hourly_low", "stop")
+        assert t.exit_time > t.entry_time and t.quantity > 0 and t.charges > 0
+    # cash accounts for every fill and charge
+    cash = 1_000_000.0
+    for o in res.orders:
+        if (o.filled and o.status == "COMPLETE") or (o.side == "BUY" and o.filled):
+            sign = -1 if o.side == "BUY" else 1
+            cash += sign * o.filled * (o.average_price or 0) - o.charges
+    assert abs(cash - res.equity[-1].cash) < 0.05
+
+
+def test_hourly_low_exit_waits_for_a_full_hourly_candle_after_the_fill(results: list[RuleResult]) -> None:
+    for t in results[0].trades:
+        if t.exit_reason == "hourly_low" and t.holding_days == 0:
+            assert t.exit_time - t.entry_time >= timedelta(hours=1)
