@@ -21,13 +21,17 @@ from kitefleet.calendar import NseCalendar
 from kitefleet.sim import charges as sim_charges
 from kitefleet.sim import fills as sim_fills
 from kitefleet.sim.book import Book, to_price, to_ticks
+from kitefleet.states import ExitStatus, OrderStatus
 from workers.backtest.data import CandleSource
 from workers.backtest.model import BacktestSpec, EquityRow, OrderRow, RuleResult, TradeRow
 from workers.strategy import patterns, sizing, stops, watchdog_rules
 from workers.strategy.patterns import Candle
+from workers.strategy.watchdog_rules import RULE_ATR_TRAILING
+from workers.watchdog import AtrTrail, SymbolView, decide_symbol
 
 LOOKBACK_CALENDAR_DAYS = 183  # workers/jobs/pattern_daily.py LOOKBACK_CALENDAR_DAYS
-ENTRY_SLOT = time(9, 20)
+ENTRY_SLOT = time(9, 20)  # SCHEDULE_PLACE_ORDERS_DAILY's paper default
+STOP_SLOTS = (time(9, 15), time(14, 0))  # SCHEDULE_UPDATE_CNC_STOPLOSS 09:00,14:00 (09:00: at the open)
 DEFAULT_INITIAL_CASH = 1_000_000.0
 
 
@@ -42,6 +46,7 @@ class _Position:
     stop: float | None
     tick: float
     sessions: int = 0
+    trail: AtrTrail | None = None
 
 
 @dataclass
@@ -107,6 +112,7 @@ def run(spec: BacktestSpec, source: CandleSource, calendar: NseCalendar, *,
     slippage = float(_setting(spec, "ENTRY_SLIPPAGE_PERCENT", sizing.DEFAULT_ENTRY_SLIPPAGE_PERCENT))
     max_gap = float(_setting(spec, "ENTRY_MAX_GAP_PERCENT", sizing.DEFAULT_ENTRY_MAX_GAP_PERCENT))
     timeout = int(_setting(spec, "ENTRY_TIMEOUT_MINUTES", 15))
+    stop_minutes = tuple(t.hour * 60 + t.minute - (9 * 60 + 15) for t in STOP_SLOTS)
     slot = ENTRY_SLOT.hour * 60 + ENTRY_SLOT.minute - (9 * 60 + 15)
 
     # the daily candles, read once for the whole range (the scan's window slides over them)
@@ -137,7 +143,7 @@ def run(spec: BacktestSpec, source: CandleSource, calendar: NseCalendar, *,
             _enter(spec, source, acct, rule, day, scan, ticks, minutes, min_score=min_score,
                    max_positions=max_positions, percent=percent, slippage=slippage, max_gap=max_gap,
                    slot=slot, timeout=timeout, history=history)
-            _manage(source, acct, rule, day, minutes)
+            _manage(source, acct, rule, day, minutes, history, stop_minutes)
             _close_day(acct, rule, day, minutes)
         # the evening scan on the completed session, as pattern_daily runs it
         window_start = day - timedelta(days=LOOKBACK_CALENDAR_DAYS)
@@ -195,53 +201,117 @@ def _enter(spec: BacktestSpec, source: CandleSource, acct: _Account, rule: str, 
         acct.positions[row.symbol] = _Position(row.symbol, filled, when, avg, day, cost, decision.stop, tick)  # type: ignore[attr-defined]
 
 
-def _sell(source: CandleSource, acct: _Account, rule: str, day: date, pos: _Position, minute: int,
-          limit: float, when: datetime, reason: str, purpose: str, last: int) -> bool:
-    filled, avg, _ = _fill(source, pos.symbol, day, minute, False, limit, pos.quantity, pos.tick, last)
-    intraday = filled if pos.entry_session == day else 0
-    cost = _charges(pos.symbol, "SELL", filled, avg, intraday) if filled else 0.0
-    acct.result.orders.append(OrderRow(rule, when, pos.symbol, "SELL", purpose, pos.quantity, limit, filled,
-                                       avg if filled else None, "COMPLETE" if filled == pos.quantity else "OPEN",
-                                       round(cost, 2), reason))
-    if filled < pos.quantity:
-        return False  # step 1: an exit that does not fill in full keeps the position (reprice: step 2)
-    acct.cash += filled * avg - cost
-    acct.day_charges += cost
-    gross = (avg - pos.entry_price) * filled
-    acct.result.trades.append(TradeRow(rule, pos.symbol, pos.entry_time, pos.entry_price, when, avg, filled,
-                                       round(pos.entry_charges + cost, 2),
-                                       round(gross - pos.entry_charges - cost, 2), reason, pos.sessions))
-    del acct.positions[pos.symbol]
-    return True
+def _book_exit(acct: _Account, rule: str, day: date, pos: _Position, order: dict[str, Any], when: datetime,
+               final: bool) -> None:
+    """Record an exit order's fills: the shares sold leave the position as one round trip."""
+    filled = int(order["filled"])
+    if final or filled >= int(order["quantity"]):
+        avg = round(order["value"] / filled, 2) if filled else 0.0
+        intraday = filled if pos.entry_session == day else 0
+        cost = _charges(pos.symbol, "SELL", filled, avg, intraday) if filled else 0.0
+        status = "COMPLETE" if filled >= int(order["quantity"]) else "CANCELLED"
+        acct.result.orders.append(OrderRow(rule, order["sent"], pos.symbol, "SELL", order["purpose"],
+                                           int(order["quantity"]), float(order["price"]), filled,
+                                           avg if filled else None, status, cost, order["reason"]))
+        order["order_status"] = status
+        if not filled:
+            return
+        acct.cash += filled * avg - cost
+        acct.day_charges += cost
+        share = filled / pos.quantity
+        entry_cost = round(pos.entry_charges * share, 2)
+        acct.result.trades.append(TradeRow(rule, pos.symbol, pos.entry_time, pos.entry_price, when, avg, filled,
+                                           round(entry_cost + cost, 2),
+                                           round((avg - pos.entry_price) * filled - entry_cost - cost, 2),
+                                           order["reason"], pos.sessions))
+        pos.entry_charges -= entry_cost
+        pos.quantity -= filled
 
 
-def _manage(source: CandleSource, acct: _Account, rule: str, day: date,
-            minutes: Callable[[str], list[Candle] | None]) -> None:
+def _try_fill(source: CandleSource, pos: _Position, day: date, minute: int, order: dict[str, Any]) -> None:
+    book = source.book(pos.symbol, day, minute)
+    if book is None:
+        return
+    left = int(order["quantity"]) - int(order["filled"])
+    for f in sim_fills.fill_on_arrival(False, to_ticks(float(order["price"]), pos.tick), left, book):
+        order["filled"] += f.quantity
+        order["value"] += f.quantity * to_price(f.price, pos.tick)
+
+
+def _manage(source: CandleSource, acct: _Account, rule: str, day: date,  # noqa: C901 (one minute loop)
+            minutes: Callable[[str], list[Candle] | None], history: dict[str, list[Candle]],
+            stop_minutes: tuple[int, ...]) -> None:
+    """One session of the held positions, minute by minute: the stop job's trailing at its slots,
+    the GTT trigger on the minute's low, the watchdog's per-poll decision (decide_symbol) on the
+    minute's close, and the fills of the exits it sends and reprices."""
     for symbol in sorted(acct.positions):
         pos = acct.positions[symbol]
         path = minutes(symbol)
         if not path:
             acct.result.missing.append(f"{symbol} {day}: no minute candles")
             continue
+        circuit = source.circuit(symbol, day)
+        lower = circuit[0] if circuit else None
         start = 0
         if pos.entry_session == day:
             start = next((k for k, c in enumerate(path) if c.date >= pos.entry_time), len(path))  # type: ignore[operator]
         since = path[start].date if start < len(path) else path[-1].date
+        prev_low = stops.previous_session_low(history[symbol], path[0].date)  # type: ignore[arg-type]
+        trail: AtrTrail | None = None
+        if rule == RULE_ATR_TRAILING:
+            daily = [c for c in history[symbol] if c.date < day]  # type: ignore[operator]
+            trail = pos.trail or AtrTrail(daily[-60:], pos.entry_price, None)
+            trail.candles = daily[-60:]
+            pos.trail = trail
+        order: dict[str, Any] | None = None
         for k in range(start, len(path)):
             bar = path[k]
             when = bar.date + timedelta(minutes=1)  # type: ignore[operator]
-            if pos.stop is not None and bar.low <= pos.stop:
-                limit = stops.gtt_limit_price(pos.stop, tick=pos.tick)
-                if _sell(source, acct, rule, day, pos, k, limit, when, "stop", "stop", k):
+            if order is not None:
+                _try_fill(source, pos, day, k, order)
+                if order["filled"] >= order["quantity"]:
+                    _book_exit(acct, rule, day, pos, order, when, True)
+                    order = None
+                    if pos.quantity <= 0:
+                        break
+            if k in stop_minutes and pos.entry_session != day:
+                decision = stops.decide_stop(prev_low, pos.stop, path[k - 1].close if k else bar.open, pos.tick,
+                                             has_stop_gtt=pos.stop is not None)
+                if decision.place and decision.stop is not None and (pos.stop is None or decision.stop > pos.stop):
+                    pos.stop = decision.stop  # never lowered
+            if order is None and pos.stop is not None and bar.low <= pos.stop:
+                order = {"quantity": pos.quantity, "filled": 0, "value": 0.0, "sent": when, "purpose": "stop",
+                         "reason": "stop", "price": stops.gtt_limit_price(pos.stop, tick=pos.tick,
+                                                                          lower_circuit=lower)}
+                pos.stop = None  # the GTT fired once
+                _try_fill(source, pos, day, k, order)
+                if order["filled"] >= order["quantity"]:
+                    _book_exit(acct, rule, day, pos, order, when, True)
+                    order = None
                     break
-            if rule == "hourly_low":
+                continue
+            ltp = bar.close
+            if trail is not None:
+                trail.update(ltp, pos.tick)
+                level = trail.stop
+            else:
                 hourly = watchdog_rules.eligible_hourly_candles(_hourly(path, k + 1), when, since)  # type: ignore[arg-type]
                 level = watchdog_rules.hourly_low_level(hourly[-2:])
-                decision = watchdog_rules.hourly_low_exit(bar.close, level, pos.tick)
-                if decision is not None and k + 1 < len(path) and _sell(
-                        source, acct, rule, day, pos, k + 1, decision.limit_price, when, decision.rule, "exit",
-                        len(path) - 1):
-                    break
+            exits = [] if order is None or order["purpose"] == "stop" else [{
+                "status": ExitStatus.SENT, "order_status": OrderStatus.OPEN, "order_id": "bt", "tag": "bt",
+                "price": order["price"], "modifications": order["modifications"], "purpose": "exit1"}]
+            actions = decide_symbol(rule, symbol, SymbolView(ltp, pos.tick, level, exits, lower), when)
+            for r in actions.reprices:
+                if order is not None and not r.capped:
+                    order["price"] = r.price
+                    order["modifications"] += 1
+            if actions.exit is not None and order is None and k + 1 < len(path):
+                order = {"quantity": pos.quantity, "filled": 0, "value": 0.0, "sent": when, "purpose": "exit",
+                         "reason": actions.exit.rule, "price": actions.exit.limit_price, "modifications": 0}
+        if order is not None:  # a DAY order: what is unfilled at the close is cancelled
+            _book_exit(acct, rule, day, pos, order, path[-1].date + timedelta(minutes=1), True)  # type: ignore[operator]
+        if pos.quantity <= 0:
+            del acct.positions[symbol]
 
 
 def _close_day(acct: _Account, rule: str, day: date, minutes: Callable[[str], list[Candle] | None]) -> None:

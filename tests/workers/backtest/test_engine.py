@@ -64,7 +64,7 @@ def test_replay_enters_exits_and_books_equity(calendar: NseCalendar, results: li
     assert entries, "the scan with MIN_SCORE 0 selects rows and the book fills them"
     assert res.trades, "some position is closed by the hourly-low rule or its stop"
     for t in res.trades:
-        assert t.exit_reason in ("hourly_low", "stop")
+        assert t.exit_reason in ("hourly_low", "atr_trailing", "stop")
         assert t.exit_time > t.entry_time and t.quantity > 0 and t.charges > 0
     # cash accounts for every fill and charge
     cash = 1_000_000.0
@@ -79,3 +79,19 @@ def test_hourly_low_exit_waits_for_a_full_hourly_candle_after_the_fill(results: 
     for t in results[0].trades:
         if t.exit_reason == "hourly_low" and t.holding_days == 0:
             assert t.exit_time - t.entry_time >= timedelta(hours=1)
+
+
+def test_both_rules_share_entries_and_differ_in_exits(calendar: NseCalendar) -> None:
+    hl, atr = engine.run(_spec(("hourly_low", "atr_trailing")), PaperSource(calendar, 1, None, SYMBOLS), calendar)
+    first = [(o.symbol, o.quantity, o.price) for o in hl.orders if o.purpose == "entry"][:1]
+    assert first == [(o.symbol, o.quantity, o.price) for o in atr.orders if o.purpose == "entry"][:1]
+    assert {t.exit_reason for t in atr.trades} <= {"atr_trailing", "stop"}
+    assert atr.trades and [t.exit_time for t in atr.trades] != [t.exit_time for t in hl.trades]
+    # the ATR rule lets positions run for days
+    assert max(t.holding_days for t in atr.trades) >= 1
+
+
+def test_stops_are_never_lowered_and_fire_as_gtt(calendar: NseCalendar, results: list[RuleResult]) -> None:
+    stops_ = [o for o in results[0].orders if o.purpose == "stop"]
+    for o in stops_:
+        assert o.side == "SELL" and o.reason == "stop"
