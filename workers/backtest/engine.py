@@ -33,6 +33,13 @@ LOOKBACK_CALENDAR_DAYS = 183  # workers/jobs/pattern_daily.py LOOKBACK_CALENDAR_
 ENTRY_SLOT = time(9, 20)  # SCHEDULE_PLACE_ORDERS_DAILY's paper default
 STOP_SLOTS = (time(9, 15), time(14, 0))  # SCHEDULE_UPDATE_CNC_STOPLOSS 09:00,14:00 (09:00: at the open)
 DEFAULT_INITIAL_CASH = 1_000_000.0
+ASSUMPTIONS = (
+    "entries at 09:20 (SCHEDULE_PLACE_ORDERS_DAILY's paper default); the stop job at the open and 14:00",
+    "the watchdog polls once per completed minute, the LTP being that minute's close",
+    "an order meets the book of the minute it is sent in and of each following minute (fill_on_arrival)",
+    "a CNC share bought today may be sold today (charged as intraday), as the broker allows",
+    "not replayed yet: the daily loss limit (MAX_DAILY_LOSS_PERCENT, LOSS_LIMIT_ACTION) and the halt",
+)
 
 
 @dataclass
@@ -127,7 +134,8 @@ def run(spec: BacktestSpec, source: CandleSource, calendar: NseCalendar, *,
         history[s] = rows
 
     accounts = {rule: _Account(cash=spec.initial_cash or DEFAULT_INITIAL_CASH,
-                               result=RuleResult(rule=rule, missing=list(missing))) for rule in spec.rules}
+                               result=RuleResult(rule=rule, missing=list(missing), assumptions=list(ASSUMPTIONS)))
+                for rule in spec.rules}
     scan: list[patterns.ScanResult] = []
     for i, day in enumerate(sessions):
         minutes_cache: dict[str, list[Candle] | None] = {}
