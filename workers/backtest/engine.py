@@ -272,6 +272,7 @@ def _manage(source: CandleSource, acct: _Account, rule: str, day: date,  # noqa:
             trail.candles = daily[-60:]
             pos.trail = trail
         order: dict[str, Any] | None = None
+        hours_upto, level = -1, None
         for k in range(start, len(path)):
             bar = path[k]
             when = bar.date + timedelta(minutes=1)  # type: ignore[operator]
@@ -303,8 +304,11 @@ def _manage(source: CandleSource, acct: _Account, rule: str, day: date,  # noqa:
                 trail.update(ltp, pos.tick)
                 level = trail.stop
             else:
-                hourly = watchdog_rules.eligible_hourly_candles(_hourly(path, k + 1), when, since)  # type: ignore[arg-type]
-                level = watchdog_rules.hourly_low_level(hourly[-2:])
+                done = (k + 1) // 60 * 60  # only whole hours can be completed candles; the rest waits
+                if done != hours_upto:
+                    hours_upto = done
+                    hourly = watchdog_rules.eligible_hourly_candles(_hourly(path, done), when, since)  # type: ignore[arg-type]
+                    level = watchdog_rules.hourly_low_level(hourly[-2:])
             exits = [] if order is None or order["purpose"] == "stop" else [{
                 "status": ExitStatus.SENT, "order_status": OrderStatus.OPEN, "order_id": "bt", "tag": "bt",
                 "price": order["price"], "modifications": order["modifications"], "purpose": "exit1"}]
