@@ -181,8 +181,17 @@ def _enter(spec: BacktestSpec, source: CandleSource, acct: _Account, rule: str, 
         circuit = source.circuit(row.symbol, day)
         if sizing.entry_filter(ltp, row.entry, row.stop_loss, circuit[1] if circuit else None, max_gap):
             continue
-        plan = sizing.size_entry(acct.cash, percent, len(selected), ltp, tick, row.stop_loss, symbol=row.symbol)
-        if plan.quantity <= 0:
+        equity = acct.result.equity[-1].equity if acct.result.equity else acct.cash
+        risk = _setting(spec, "RISK_PER_TRADE_PERCENT", None)
+        max_value = _setting(spec, "MAX_ORDER_VALUE", None)
+        band = _setting(spec, "PRICE_BAND_PERCENT", None)
+        plan = sizing.size_entry(acct.cash, percent, len(selected), ltp, tick, row.stop_loss, equity,
+                                 None if risk is None else float(risk), symbol=row.symbol)
+        plan = sizing.fit_to_limits(plan, equity=equity,
+                                    max_position_percent=float(_setting(spec, "MAX_POSITION_PERCENT", 20.0)),
+                                    max_order_value=None if max_value is None else float(max_value))
+        if plan.quantity <= 0 or sizing.check_pre_trade(plan, ltp, None if max_value is None else float(max_value),
+                                                        None if band is None else float(band)):
             continue
         book = source.book(row.symbol, day, slot)
         if book is not None:
