@@ -95,3 +95,16 @@ def test_stops_are_never_lowered_and_fire_as_gtt(calendar: NseCalendar, results:
     stops_ = [o for o in results[0].orders if o.purpose == "stop"]
     for o in stops_:
         assert o.side == "SELL" and o.reason == "stop"
+
+
+def test_fills_respect_their_limits_and_happen_once(results: list[RuleResult]) -> None:
+    for o in results[0].orders:
+        assert 0 <= o.filled <= o.quantity
+        if o.filled and o.side == "BUY":
+            assert (o.average_price or 0) <= o.price
+        if o.filled and o.side == "SELL":
+            assert (o.average_price or 0) >= o.price
+    sold = sum(t.quantity for t in results[0].trades)
+    bought = sum(o.filled for o in results[0].orders if o.side == "BUY")
+    held = results[0].equity[-1].holdings_value
+    assert sold <= bought and (sold < bought or held == 0)
