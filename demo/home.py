@@ -40,6 +40,10 @@ _LIVE_ENV = re.compile(r"^\s*(?:export\s+)?TRADER_MODE\s*=\s*['\"]?live['\"]?\s*
 PINNED = "INFY"
 #: What both users bought the day before, through place_orders_daily --from.
 YESTERDAY_PICKS = ("INFY", "ITC")
+#: Som's long-term shares, bought by hand (a plain client order, no bot tag, no ledger lot) the day
+#: before, before the bot runs: the bot must leave them alone all day (issue 18). Cheap and few, so
+#: the cash the entries are sized from barely moves.
+HAND_HELD = ("Som", "TATASTEEL", 2)
 #: INFY's pinned path (IST minute, price). The day before: a dip to 1491 (that day's low, where
 #: the GTT stop goes), a close at 1515. Replay day: it opens above the previous hourly lows, holds
 #: above 1518 until 11:40, then falls to 1500 by 12:10: through the lower of the last two

@@ -33,6 +33,7 @@ from typing import Any
 
 import requests
 
+from demo.home import HAND_HELD
 from kitefleet import outbox
 from kitefleet.home import Home
 from kitefleet.settings import api_key_fingerprint
@@ -108,6 +109,16 @@ def collect(home: Home, url: str, users: Mapping[str, Mapping[str, str]], runs: 
             "scans": scans,
             "files": user_files(home, name),
         }
+    hand_user, hand_symbol, hand_qty = HAND_HELD
+    if hand_user in report["users"]:
+        u = report["users"][hand_user]
+        state = _json(home.state_file(hand_user)) or {}
+        held_qty = sum(h["quantity"] for h in u["holdings"] if h["symbol"] == hand_symbol)
+        bot_stop = hand_symbol in (state.get("stops") or {})
+        bot_lots = bool(((state.get("ledger") or {}).get("lots") or {}).get(hand_symbol))
+        u["hand_held"] = {"symbol": hand_symbol, "bought": hand_qty, "held_at_end": held_qty,
+                          "bot_stop": bot_stop, "bot_lots": bot_lots,
+                          "untouched": held_qty >= hand_qty and not bot_stop and not bot_lots}
     report["audit"] = audit_summary(audit, keys, {n: u["activity"]["order_ids"] for n, u in report["users"].items()},
                                     {n: (accounts.get(n) or {}).get("orders") for n in users})
     report["checks"] = checks(report)
@@ -125,6 +136,13 @@ def summarise_user(state: Mapping[str, Any], order_files: list[Mapping[str, Any]
     intents = list((state.get("intents") or {}).values())
     positions = state.get("positions") or {}
     filled_ids = {str(p.get("order_id")) for p in positions.values() if p.get("order_id")}
+    # the ownership ledger (issue 18) records each entry's fill as a lot naming its order
+    lots = ((state.get("ledger") or {}).get("lots") or {})
+    filled_ids |= {str(lot.get("order_id")) for sym_lots in lots.values() for lot in sym_lots or []
+                   if isinstance(lot, dict) and lot.get("order_id")}
+    filled_ids |= {str(it.get("broker_id")) for it in intents
+                   if it.get("kind") == "order" and it.get("purpose") == "entry"
+                   and it.get("order_status") == "COMPLETE"}
     entries = []
     for it in intents:
         if it.get("kind") == "order" and it.get("purpose") == "entry":
@@ -140,6 +158,23 @@ def summarise_user(state: Mapping[str, Any], order_files: list[Mapping[str, Any]
             qty = sum(int(o.get("quantity") or 0) for o in params.get("orders") or [])
             stops.append({"symbol": it.get("symbol"), "trigger": trigger, "quantity": qty,
                           "gtt_id": it.get("broker_id"), "placed_at": it.get("created_at"), "status": it.get("status")})
+    # issue 19: each entry ends filled with a broker stop from its fill on, or cancelled
+    cancels = [it for it in intents if it.get("kind") == "cancel"]
+    cancelled = ({str(it.get("tag") or "").rsplit("cancel", 1)[-1] for it in cancels}
+                 | {str(it.get("broker_id")) for it in cancels if it.get("broker_id")})
+    for e in entries:
+        oid = str(e["order_id"])
+        stop = next((st for st in sorted(stops, key=lambda st: str(st["placed_at"] or ""))
+                     if st["symbol"] == e["symbol"] and st["gtt_id"] is not None), None)
+        e["stop_gtt"] = stop["gtt_id"] if stop else None
+        e["stop_placed_at"] = stop["placed_at"] if stop else None
+        e["cancelled"] = oid in cancelled
+        if e["filled"]:
+            e["outcome"] = "filled, stop " + (f"GTT {stop['gtt_id']} at {stop['trigger']}" if stop else "MISSING")
+        elif e["cancelled"]:
+            e["outcome"] = "cancelled (entry timeout)"
+        else:
+            e["outcome"] = "open"
     exits, gtt_actions = [], []
     for session, wd in sorted((state.get("watchdog") or {}).items()):
         for symbol, info in sorted((wd.get("symbols") or {}).items()):
@@ -276,6 +311,11 @@ def checks(report: Mapping[str, Any]) -> list[dict[str, Any]]:
           f"{sum(len(u['activity']['stops']) for u in users)}")
     check("watchdog exits", any(u["activity"]["exits"] for u in users),
           f"{sum(len(u['activity']['exits']) for u in users)}")
+    for name, u in report["users"].items():
+        hh = u.get("hand_held")
+        if hh:
+            check(f"{name}'s hand-held {hh['symbol']} left alone", hh["untouched"],
+                  f"held {hh['held_at_end']} of {hh['bought']}; bot stop {hh['bot_stop']}; ledger {hh['bot_lots']}")
     notes = report.get("notifications")
     if notes:
         for name, n in notes["users"].items():
@@ -343,8 +383,8 @@ def render_user(name: str, u: Mapping[str, Any], runs: list[Mapping[str, Any]], 
                  f"(broker book: {a.get('orders')}); entries {len(entries)} ({filled} filled), "
                  f"exits {len(act['exits'])} ({exits_filled} filled)")
     for e in entries:
-        if e["filled"]:
-            outcome = "filled"
+        if e.get("outcome") and (e["filled"] or e.get("cancelled")):
+            outcome = e["outcome"]
         elif e.get("held_at_end"):
             outcome = "filled late: the broker holds it, the user's state does not show it yet"
         else:
@@ -370,6 +410,11 @@ def render_user(name: str, u: Mapping[str, Any], runs: list[Mapping[str, Any]], 
                  f"(contract notes: {_money(a.get('charges'))} debited at the rolls, {_money(a.get('charges_today'))} "
                  f"today), net {_money(pnl - charges)}; cash {_money(a.get('cash'))} "
                  f"of {_money(a.get('starting_cash'))} at the start")
+    hh = u.get("hand_held")
+    if hh:
+        lines.append(f"  hand-held, not the bot's: {hh['symbol']} x {hh['held_at_end']}, "
+                     + ("untouched" if hh["untouched"] else
+                        f"TOUCHED (bought {hh['bought']}, bot stop {hh['bot_stop']}, in ledger {hh['bot_lots']})"))
     held = ", ".join(f"{h['symbol']} {h['quantity']}" for h in u["holdings"]) or "nothing"
     lines.append(f"  holdings now   : {held}")
     lines.append(f"  files written  : {len(u['files'])} ({sum(f['bytes'] for f in u['files']):,} bytes)")

@@ -146,6 +146,7 @@ class Demo:
         self.orchestrator("run-all", "place_orders_daily", "--", "--from", str(dhome.write_yesterday_picks(home)))
         replay.speed(args.entry_speed)
         self._wait_for_holdings(users, dhome.YESTERDAY_PICKS, replay)
+        self._buy_by_hand(replay)
 
         say("\n== supervisord")
         replay.set(dhome.at(previous, "15:35"), 60.0)
@@ -199,6 +200,28 @@ class Demo:
         if args.json:
             args.json.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
         return 0 if data["checks_passed"] else 1
+
+    def _buy_by_hand(self, replay: Replay, timeout: float = 30.0) -> None:
+        """A person's order through the plain client (not the bot: no tag, no intent, no ledger lot)."""
+        from kiteconnect import KiteConnect
+
+        from workers.session_file import read_session
+
+        user, symbol, qty = dhome.HAND_HELD
+        spec = next(u for u in dhome.USERS if u.name == user)
+        kite = KiteConnect(api_key=spec.api_key, root=self.url)
+        kite.set_access_token(str((read_session(self.home, user) or {})["access_token"]))
+        ltp = float(kite.ltp(f"NSE:{symbol}")[f"NSE:{symbol}"]["last_price"])
+        kite.place_order(variety="regular", exchange="NSE", tradingsymbol=symbol, transaction_type="BUY",
+                         quantity=qty, product="CNC", order_type="LIMIT", price=round(ltp * 1.01, 1))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(h["tradingsymbol"] == symbol for h in kite.holdings()):
+                say(f"  {user} buys {symbol} x {qty} by hand (a plain client order, not the bot's) "
+                    f"by {replay.now():%H:%M}")
+                return
+            time.sleep(0.2)
+        say(f"  warning: {user}'s hand-bought {symbol} did not fill within {timeout:.0f}s")
 
     def _wait_for_holdings(self, users: tuple[str, ...], symbols: tuple[str, ...], replay: Replay,
                            timeout: float = 30.0) -> None:

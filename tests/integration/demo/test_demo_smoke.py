@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from demo.home import MARKER
+from demo.home import HAND_HELD, MARKER
 from demo.procs import kill_leftovers, leftovers
 from kitefleet.home import PROJECT_ROOT, Home
 from tests.conftest import soak_enabled
@@ -160,7 +160,7 @@ def test_the_full_candle_check_sees_an_early_hourly_exit() -> None:
     assert len(hourly_exits_before_a_full_candle(state("09:41:00"))[1]) == 1
 
 
-def check_report(report: dict[str, Any], home: Path) -> None:
+def check_report(report: dict[str, Any], home: Path, report_text: str) -> None:
     assert set(report["users"]) == {"Som", "Sai"}
     audit = report["audit"]
     assert audit["foreign_key_requests"] == 0
@@ -180,6 +180,14 @@ def check_report(report: dict[str, Any], home: Path) -> None:
         assert {"INFY", "ITC"} <= {e["symbol"] for e in filled}, f"{user}: yesterday's entries not filled: {entries}"
         assert len(filled) >= max(2, len(entries) - 1), f"{user}: entries not filled: {entries}"
         assert activity["stops"], f"{user} has no GTT stop"
+        # issue 19: every entry ends filled with a broker stop GTT placed at or after its order
+        # (from its fill on), or cancelled at its timeout; the report's text names each outcome
+        for e in entries:
+            if e["filled"]:
+                assert e["stop_gtt"] is not None and e["stop_placed_at"], f"{user}: filled, no stop: {e}"
+            else:
+                assert e["cancelled"], f"{user}: entry neither filled nor cancelled: {e}"
+            assert e["outcome"] in report_text, f"{user}: the report does not list {e}"
         assert any(e["symbol"] == "INFY" for e in activity["exits"]), f"{user}: no watchdog exit of INFY"
     notes = report["notifications"]
     som, sai = notes["users"]["Som"], notes["users"]["Sai"]
@@ -193,6 +201,13 @@ def check_report(report: dict[str, Any], home: Path) -> None:
     # Sai's bot had things to say (the same kinds of events as Som's), and none was sent anywhere
     assert sai["events"] > 0 and not sai["how"].get("sent") and sai["undelivered"] == 0
     assert report["checks_passed"]
+    # issue 18: Som's hand-bought shares (a plain client order before the bot ran) are left alone
+    hand_user, hand_symbol, hand_qty = HAND_HELD
+    hh = report["users"][hand_user]["hand_held"]
+    assert hh == {"symbol": hand_symbol, "bought": hand_qty, "held_at_end": hand_qty, "bot_stop": False,
+                  "bot_lots": False, "untouched": True}, hh
+    assert not [x for x in report["users"][hand_user]["activity"]["exits"] if x["symbol"] == hand_symbol]
+    assert not [st for st in report["users"][hand_user]["activity"]["stops"] if st["symbol"] == hand_symbol]
     assert leftovers(Home(home.resolve())) == []
     # Issue 20: no position entered that day is sold by the hourly rule before a full hourly
     # candle after its fill has completed (the demo's Friday once sold seven within 18 minutes).
@@ -216,7 +231,7 @@ def test_bounded_demo_reports_both_users_and_leaves_nothing(demo_home: Path) -> 
     assert "==== isolation audit" in out.stdout and "requests made with any other key: 0" in out.stdout
     assert "==== notifications" in out.stdout and "Sai has no NOTIFY_URLS" in out.stdout
     assert "som-demo-hook" not in out.stdout  # the URL is a secret: only the sink's address is shown
-    check_report(json.loads(report_path.read_text()), demo_home)
+    check_report(json.loads(report_path.read_text()), demo_home, out.stdout)
     print(f"bounded demo: {wall:.1f}s wall")
 
 
@@ -230,7 +245,7 @@ def test_full_demo(tmp_path: Path) -> None:
         wall = time.monotonic() - started
         assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
         report = json.loads((base / "report.json").read_text())
-        check_report(report, base / "home")
+        check_report(report, base / "home", out.stdout)
         jobs = {(r["user"], r["job"]) for r in report["runs"]}
         for user in ("Som", "Sai"):
             for job in ("update_cnc_stoploss", "hourly_candle_watchdog", "place_orders_daily", "pattern_daily"):
