@@ -9,6 +9,7 @@ the Python packages is named in its package's section.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,13 @@ def _sections(lines: list[str]) -> list[tuple[str, list[str], str]]:
     return out
 
 
+def _ignored(root: Path, path: Path) -> bool:
+    """A folder git ignores (a demo's or a build's leftovers in a working copy) is not the tree."""
+    proc = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", path.name + "/"],
+                          capture_output=True, check=False)
+    return proc.returncode == 0
+
+
 def _problems(root: Path) -> list[str]:
     sections = _sections(_block((root / "README.md").read_text()))
     problems: list[str] = []
@@ -50,7 +58,7 @@ def _problems(root: Path) -> list[str]:
     listed = {top.rstrip("/") for top, _, _ in sections}
     for path in sorted(root.iterdir()):
         if path.is_dir() and not path.name.startswith((".", "__")) and path.name not in listed \
-                and any(path.iterdir()):
+                and any(path.iterdir()) and not _ignored(root, path):
             problems.append(f"top-level folder {path.name}/ is not in README's layout")
     texts = {top.rstrip("/"): text for top, _, text in sections}
     for package in PACKAGES:

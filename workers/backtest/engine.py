@@ -18,6 +18,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from kitefleet.calendar import NseCalendar
+from kitefleet.settings import KEYS
 from kitefleet.sim import charges as sim_charges
 from kitefleet.sim import fills as sim_fills
 from kitefleet.sim.book import Book, to_price, to_ticks
@@ -62,9 +63,25 @@ class _Account:
     positions: dict[str, _Position] = field(default_factory=dict)
     result: RuleResult = field(default_factory=lambda: RuleResult(rule=""))
     day_charges: float = 0.0
+    #: the stop job's GTT_LIMIT_BUFFER_PERCENT and STOP_MIN_GAP_PERCENT (the user's settings)
+    buffer_percent: float = 5.0
+    min_gap_percent: float = 1.0
 
 
-def _setting(spec: BacktestSpec, key: str, default: Any) -> Any:
+def _ts(c: Candle) -> datetime:
+    """An intraday candle's start (the sources give aware datetimes for minutes)."""
+    assert isinstance(c.date, datetime), c
+    return c.date
+
+
+def _day(c: Candle) -> date:
+    """A day candle's session date."""
+    return c.date.date() if isinstance(c.date, datetime) else c.date
+
+
+def _setting(spec: BacktestSpec, key: str) -> Any:
+    """The user's value of ``key``, or the settings schema's default (the one source of defaults)."""
+    default = KEYS[key].default
     value = spec.settings.get(key, default)
     return default if value in (None, "") else value
 
@@ -113,12 +130,12 @@ def run(spec: BacktestSpec, source: CandleSource, calendar: NseCalendar, *,
     sessions = calendar.trading_days_between(spec.start, spec.end)
     symbols = source.symbols()
     ticks = {s: source.tick(s) for s in symbols}
-    min_score = int(_setting(spec, "MIN_SCORE", sizing.DEFAULT_MIN_SCORE))
-    max_positions = int(_setting(spec, "MAX_CNC_POSITIONS", sizing.DEFAULT_MAX_CNC_POSITIONS))
-    percent = float(_setting(spec, "CAPITAL_DEPLOYMENT_PERCENT", sizing.DEFAULT_CAPITAL_DEPLOYMENT_PERCENT))
-    slippage = float(_setting(spec, "ENTRY_SLIPPAGE_PERCENT", sizing.DEFAULT_ENTRY_SLIPPAGE_PERCENT))
-    max_gap = float(_setting(spec, "ENTRY_MAX_GAP_PERCENT", sizing.DEFAULT_ENTRY_MAX_GAP_PERCENT))
-    timeout = int(_setting(spec, "ENTRY_TIMEOUT_MINUTES", 15))
+    min_score = int(_setting(spec, "MIN_SCORE"))
+    max_positions = int(_setting(spec, "MAX_CNC_POSITIONS"))
+    percent = float(_setting(spec, "CAPITAL_DEPLOYMENT_PERCENT"))
+    slippage = float(_setting(spec, "ENTRY_SLIPPAGE_PERCENT"))
+    max_gap = float(_setting(spec, "ENTRY_MAX_GAP_PERCENT"))
+    timeout = int(_setting(spec, "ENTRY_TIMEOUT_MINUTES"))
     stop_minutes = tuple(t.hour * 60 + t.minute - (9 * 60 + 15) for t in STOP_SLOTS)
     slot = ENTRY_SLOT.hour * 60 + ENTRY_SLOT.minute - (9 * 60 + 15)
 
@@ -134,6 +151,8 @@ def run(spec: BacktestSpec, source: CandleSource, calendar: NseCalendar, *,
         history[s] = rows
 
     accounts = {rule: _Account(cash=spec.initial_cash or DEFAULT_INITIAL_CASH,
+                               buffer_percent=float(_setting(spec, "GTT_LIMIT_BUFFER_PERCENT")),
+                               min_gap_percent=float(_setting(spec, "STOP_MIN_GAP_PERCENT")),
                                result=RuleResult(rule=rule, missing=list(missing), assumptions=list(ASSUMPTIONS)))
                 for rule in spec.rules}
     scan: list[patterns.ScanResult] = []
@@ -155,7 +174,7 @@ def run(spec: BacktestSpec, source: CandleSource, calendar: NseCalendar, *,
             _close_day(acct, rule, day, minutes)
         # the evening scan on the completed session, as pattern_daily runs it
         window_start = day - timedelta(days=LOOKBACK_CALENDAR_DAYS)
-        scan = patterns.scan_many({s: [c for c in history[s] if window_start <= c.date <= day]  # type: ignore[operator]
+        scan = patterns.scan_many({s: [c for c in history[s] if window_start <= _day(c) <= day]
                                    for s in symbols}, ticks)
         if progress is not None:
             progress(i + 1, len(sessions))
@@ -182,13 +201,13 @@ def _enter(spec: BacktestSpec, source: CandleSource, acct: _Account, rule: str, 
         if sizing.entry_filter(ltp, row.entry, row.stop_loss, circuit[1] if circuit else None, max_gap):
             continue
         equity = acct.result.equity[-1].equity if acct.result.equity else acct.cash
-        risk = _setting(spec, "RISK_PER_TRADE_PERCENT", None)
-        max_value = _setting(spec, "MAX_ORDER_VALUE", None)
-        band = _setting(spec, "PRICE_BAND_PERCENT", None)
+        risk = _setting(spec, "RISK_PER_TRADE_PERCENT")
+        max_value = _setting(spec, "MAX_ORDER_VALUE")
+        band = _setting(spec, "PRICE_BAND_PERCENT")
         plan = sizing.size_entry(acct.cash, percent, len(selected), ltp, tick, row.stop_loss, equity,
                                  None if risk is None else float(risk), symbol=row.symbol)
         plan = sizing.fit_to_limits(plan, equity=equity,
-                                    max_position_percent=float(_setting(spec, "MAX_POSITION_PERCENT", 20.0)),
+                                    max_position_percent=float(_setting(spec, "MAX_POSITION_PERCENT")),
                                     max_order_value=None if max_value is None else float(max_value))
         if plan.quantity <= 0 or sizing.check_pre_trade(plan, ltp, None if max_value is None else float(max_value),
                                                         None if band is None else float(band)):
@@ -202,7 +221,7 @@ def _enter(spec: BacktestSpec, source: CandleSource, acct: _Account, rule: str, 
                                      symbol=row.symbol, limit=ask.limit, max_quantity=plan.quantity)
             if plan.quantity <= 0:
                 continue
-        when = path[slot].date
+        when = _ts(path[slot])
         filled, avg, _ = _fill(source, row.symbol, day, slot, True, plan.limit_price, plan.quantity, tick,
                                min(slot + timeout, len(path) - 1))
         cost = _charges(row.symbol, "BUY", filled, avg, 0) if filled else 0.0
@@ -214,8 +233,9 @@ def _enter(spec: BacktestSpec, source: CandleSource, acct: _Account, rule: str, 
         acct.cash -= filled * avg + cost
         acct.day_charges += cost
         prev_low = stops.previous_session_low(history[row.symbol], when)
-        decision = stops.stop_at_fill(row.stop_loss, avg, prev_low, ltp, tick)
-        acct.positions[row.symbol] = _Position(row.symbol, filled, when, avg, day, cost, decision.stop, tick)  # type: ignore[attr-defined]
+        decision = stops.stop_at_fill(row.stop_loss, avg, prev_low, ltp, tick,
+                                      acct.buffer_percent, acct.min_gap_percent)
+        acct.positions[row.symbol] = _Position(row.symbol, filled, when, avg, day, cost, decision.stop, tick)
 
 
 def _book_exit(acct: _Account, rule: str, day: date, pos: _Position, order: dict[str, Any], when: datetime,
@@ -271,12 +291,12 @@ def _manage(source: CandleSource, acct: _Account, rule: str, day: date,  # noqa:
         lower = circuit[0] if circuit else None
         start = 0
         if pos.entry_session == day:
-            start = next((k for k, c in enumerate(path) if c.date >= pos.entry_time), len(path))  # type: ignore[operator]
+            start = next((k for k, c in enumerate(path) if _ts(c) >= pos.entry_time), len(path))
         since = path[start].date if start < len(path) else path[-1].date
         prev_low = stops.previous_session_low(history[symbol], path[0].date)  # type: ignore[arg-type]
         trail: AtrTrail | None = None
         if rule == RULE_ATR_TRAILING:
-            daily = [c for c in history[symbol] if c.date < day]  # type: ignore[operator]
+            daily = [c for c in history[symbol] if _day(c) < day]
             trail = pos.trail or AtrTrail(daily[-60:], pos.entry_price, None)
             trail.candles = daily[-60:]
             pos.trail = trail
@@ -284,7 +304,7 @@ def _manage(source: CandleSource, acct: _Account, rule: str, day: date,  # noqa:
         hours_upto, level = -1, None
         for k in range(start, len(path)):
             bar = path[k]
-            when = bar.date + timedelta(minutes=1)  # type: ignore[operator]
+            when = _ts(bar) + timedelta(minutes=1)
             if order is not None:
                 _try_fill(source, pos, day, k, order)
                 if order["filled"] >= order["quantity"]:
@@ -294,12 +314,14 @@ def _manage(source: CandleSource, acct: _Account, rule: str, day: date,  # noqa:
                         break
             if k in stop_minutes and pos.entry_session != day:
                 decision = stops.decide_stop(prev_low, pos.stop, path[k - 1].close if k else bar.open, pos.tick,
-                                             has_stop_gtt=pos.stop is not None)
+                                             has_stop_gtt=pos.stop is not None,
+                                             buffer_percent=acct.buffer_percent,
+                                             min_gap_percent=acct.min_gap_percent)
                 if decision.place and decision.stop is not None and (pos.stop is None or decision.stop > pos.stop):
                     pos.stop = decision.stop  # never lowered
             if order is None and pos.stop is not None and bar.low <= pos.stop:
                 order = {"quantity": pos.quantity, "filled": 0, "value": 0.0, "sent": when, "purpose": "stop",
-                         "reason": "stop", "price": stops.gtt_limit_price(pos.stop, tick=pos.tick,
+                         "reason": "stop", "price": stops.gtt_limit_price(pos.stop, acct.buffer_percent, tick=pos.tick,
                                                                           lower_circuit=lower)}
                 pos.stop = None  # the GTT fired once
                 _try_fill(source, pos, day, k, order)
@@ -330,7 +352,7 @@ def _manage(source: CandleSource, acct: _Account, rule: str, day: date,  # noqa:
                 order = {"quantity": pos.quantity, "filled": 0, "value": 0.0, "sent": when, "purpose": "exit",
                          "reason": actions.exit.rule, "price": actions.exit.limit_price, "modifications": 0}
         if order is not None:  # a DAY order: what is unfilled at the close is cancelled
-            _book_exit(acct, rule, day, pos, order, path[-1].date + timedelta(minutes=1), True)  # type: ignore[operator]
+            _book_exit(acct, rule, day, pos, order, _ts(path[-1]) + timedelta(minutes=1), True)
         if pos.quantity <= 0:
             del acct.positions[symbol]
 
