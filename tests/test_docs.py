@@ -29,8 +29,6 @@ RIG = "tests/workers/test_watchdog_rig.py"
 
 # Rows the lead knows have no test yet; delete an entry once its test lands.
 KNOWN_UNCOVERED = {
-    # another helper is writing this test now (release while a bot SELL is open)
-    "release while a bot SELL of the symbol is open",
     # workers/jobs/notify.py is being edited by another helper; its give-up has no test yet
     "no service took an event for NOTIFY_GIVE_UP_HOURS",
 }

@@ -1,5 +1,10 @@
 """The hourly-candle watchdog's decisions: poll LTPs, apply the exit rule, exit once, then tidy the GTT.
 
+Over 400 lines because the Watchdog class holds one process's whole poll (positions, levels,
+entry timeouts, the loss limit and its flatten, ownership netting) around the pure per-poll
+decision (decide_symbol, which the backtest calls); its exits (watchdog_exits), records
+(exit_records), level thread (level_refresher) and scope (watchdog_scope) are already split off.
+
 One process per user (workers.jobs.hourly_candle_watchdog is the job and runs the loop). Per poll
 (``WATCHDOG_POLL_SECONDS`` of simulated time) it makes **one** batched ``ltp`` call for every
 tracked position. Everything else is paced separately:

@@ -1,5 +1,7 @@
 """The watchdog's exits against the broker: send, follow in the order book, settle, reprice,
-and tidy the GTTs after a fill. The records themselves and their state table are in
+and tidy the GTTs after a fill. Over 400 lines because each of those writes carries its intent
+and restart handling beside it (the restart rows of docs/restart-behaviour.md), kept in one place.
+The records themselves and their state table are in
 workers.exit_records; the decisions (when to exit, when to reprice) in workers.watchdog. This is
 a mixin of workers.watchdog.Watchdog, split off for size: it reads the Watchdog's attributes
 declared below. The restart rows it implements are in docs/restart-behaviour.md.
