@@ -61,7 +61,8 @@ def available_actions() -> dict[str, Action]:
         opts = _options(subs["halt"])
         yes = ("--yes",) if "--yes" in opts else ()
         reason = ("--reason", REASON) if "--reason" in opts else ()
-        out["halt"] = Action("halt", "Halt", "halt", (*reason, *yes),
+        # --yes only confirms a flatten (the CLI refuses it on a plain halt)
+        out["halt"] = Action("halt", "Halt", "halt", reason,
                              "Halt {user}? Entries stop and open entry orders are cancelled.", danger=True)
         if "--flatten" in opts:
             out["halt-flatten"] = Action("halt-flatten", "Halt and flatten", "halt", ("--flatten", *reason, *yes),
