@@ -184,6 +184,25 @@ def job_lock(home: Home, user: str, job: str) -> ProcessLock:
 
 
 @contextlib.contextmanager
+def _user_lock(home: Home, user: str, name: str, what: str, timeout: float) -> Iterator[None]:
+    """A blocking per-user file lock with a timeout (LockTimeout names the holder's pid)."""
+    validate_user_name(user)
+    path = ensure_dir(home.locks_dir(user)) / f"{name}.lock"
+    lock = FileLock(str(path), thread_local=False)
+    try:
+        lock.acquire(timeout=timeout, poll_interval=0.02)
+    except Timeout:
+        holder = recorded_holder_pid(path)
+        who = f" (held by pid {holder})" if holder else ""
+        raise LockTimeout(f"{user}'s {what} {path} not acquired within {timeout:.0f}s{who}") from None
+    try:
+        write_holder_pid(path)
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
 def gtt_lock(home: Home, user: str, timeout: float = 60.0) -> Iterator[None]:
     """Serialise "read the GTT list, decide, write" between one user's jobs.
 
@@ -191,20 +210,8 @@ def gtt_lock(home: Home, user: str, timeout: float = 60.0) -> Iterator[None]:
     the watchdog deletes or reduces it after an exit fills). Each must plan from the GTT list and
     holdings it reads inside this lock, so neither writes back a GTT the other has just changed.
     Blocking, with a timeout (LockTimeout names the holder)."""
-    validate_user_name(user)
-    path = ensure_dir(home.locks_dir(user)) / "gtt.lock"
-    lock = FileLock(str(path), thread_local=False)
-    try:
-        lock.acquire(timeout=timeout, poll_interval=0.02)
-    except Timeout:
-        holder = recorded_holder_pid(path)
-        who = f" (held by pid {holder})" if holder else ""
-        raise LockTimeout(f"{user}'s GTT lock {path} not acquired within {timeout:.0f}s{who}") from None
-    try:
-        write_holder_pid(path)
+    with _user_lock(home, user, "gtt", "GTT lock", timeout):
         yield
-    finally:
-        lock.release()
 
 
 @contextlib.contextmanager
@@ -215,17 +222,5 @@ def exit_lock(home: Home, user: str, timeout: float = 60.0) -> Iterator[None]:
     as owned minus the bot's open SELLs: two sizings from one book read would both sell the same
     shares (a person's too, when the account holds more), and two processes picking the next
     free tag at once would put one tag on two orders. Blocking, with a timeout (LockTimeout)."""
-    validate_user_name(user)
-    path = ensure_dir(home.locks_dir(user)) / "exit.lock"
-    lock = FileLock(str(path), thread_local=False)
-    try:
-        lock.acquire(timeout=timeout, poll_interval=0.02)
-    except Timeout:
-        holder = recorded_holder_pid(path)
-        who = f" (held by pid {holder})" if holder else ""
-        raise LockTimeout(f"{user}'s exit lock {path} not acquired within {timeout:.0f}s{who}") from None
-    try:
-        write_holder_pid(path)
+    with _user_lock(home, user, "exit", "exit lock", timeout):
         yield
-    finally:
-        lock.release()
