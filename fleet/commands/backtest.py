@@ -12,19 +12,14 @@ output folder (default ``data/<User>/backtests/<timestamp>/``).
 from __future__ import annotations
 
 import argparse
-import signal
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from fleet import accounts
-from fleet.output import error
-from fleet.procs import signal_group
+from fleet.commands.run import run_in_foreground
 from fleet.validate import require_user
 from kitefleet.errors import UsageError
-from kitefleet.exitcodes import ExitCode, from_returncode, signal_name
 from kitefleet.home import Home
-from kitefleet.launcher import spawn_worker
 
 RULE_CHOICES = ("hourly_low", "atr_trailing", "all")  # workers.backtest.model.RULES + all
 SOURCE_CHOICES = ("paper", "live")
@@ -88,17 +83,5 @@ def run(args: argparse.Namespace) -> int:
     home = Home.resolve()
     user = require_user(home, args.user)
     argv = job_arguments(args)
-    accounts.refuse_clashes(home, [user])
-    proc = spawn_worker(user, "backtest", argv, home=home)
-
-    def forward(signum: int, _frame: object) -> None:
-        signal_group(proc, signum)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    returncode = proc.wait()
-    killed_by = signal_name(returncode)
-    if killed_by is not None:
-        error(f"{user}'s backtest was killed by {killed_by}; see logs/{user}/backtest.log "
-              f"(exit code {int(ExitCode.KILLED)}); its {{out}}.partial folder is removed by the next run")
-    return from_returncode(returncode)
+    return run_in_foreground(home, user, "backtest", argv,
+                             "; its {out}.partial folder is removed by the next run")

@@ -27,8 +27,14 @@ def run(args: argparse.Namespace) -> int:
     home = Home.resolve()
     user = require_user(home, args.user)
     job = require_job(args.job)
+    return run_in_foreground(home, user, job, args.passthrough)
+
+
+def run_in_foreground(home: Home, user: str, job: str, argv: list[str], killed_note: str = "") -> int:
+    """Run ``job`` for ``user`` through the launcher, forwarding Ctrl-C/SIGTERM to its process
+    group; its exit code (a signal death maps to KILLED, with one line saying so)."""
     accounts.refuse_clashes(home, [user])
-    proc = spawn_worker(user, job, args.passthrough, home=home)
+    proc = spawn_worker(user, job, argv, home=home)
 
     def forward(signum: int, _frame: object) -> None:
         signal_group(proc, signum)
@@ -39,5 +45,5 @@ def run(args: argparse.Namespace) -> int:
     killed_by = signal_name(returncode)
     if killed_by is not None:
         error(f"{user}'s {job} was killed by {killed_by}; see logs/{user}/{job}.log "
-              f"(exit code {int(ExitCode.KILLED)})")
+              f"(exit code {int(ExitCode.KILLED)}){killed_note}")
     return from_returncode(returncode)
