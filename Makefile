@@ -19,8 +19,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m demo $(DEMO_ARGS)
 
+# Four pytest-xdist workers, one test file each at a time (module fixtures such as the bounded demo
+# run once): the integration tests mostly wait on real processes, so 4 workers fit 2 cores
+# (BENCHMARKS.md, "make test"). TEST_JOBS=0 runs serially, for a debugger or a clean traceback.
+TEST_JOBS ?= 4
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
 
 # The in-process tier: everything but tests/integration/ (real processes, supervisord, the broker as a server).
 test-fast: $(STAMP)
