@@ -3,9 +3,13 @@ functions (the scan, selection and sizing, the stop at fill, the stop job's trai
 watchdog's per-poll decision, the daily loss limit's trip and flatten) and the shared simulation's
 fill and charges model. Pure apart from reading the source: no clock, no files, no broker.
 
+Over 400 lines because one session is one time loop whose parts (entries, the minute's fills and
+stops, the polls, the loss limit and its flatten) share the session's state; the schedule is apart
+(workers.backtest.timing).
+
 What one session replays, on the user's own schedule (SCHEDULE_PLACE_ORDERS_DAILY,
 SCHEDULE_UPDATE_CNC_STOPLOSS, SCHEDULE_HOURLY_CANDLE_WATCHDOG, parsed by the settings' own
-parser) in ONE time loop over the session's minutes, every held symbol at the same minute (the
+parser: workers.backtest.timing) in ONE time loop over the session's minutes, every held symbol at the same minute (the
 daily loss limit looks across all of them):
 
 * the evening scan of the previous session (pattern_daily), entered at each entry slot
@@ -33,12 +37,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from kitefleet.calendar import NseCalendar
 from kitefleet.halt import BY_LOSS_LIMIT
-from kitefleet.settings import KEYS, parse_schedule
+from kitefleet.settings import KEYS
 from kitefleet.sim import charges as sim_charges
 from kitefleet.sim import fills as sim_fills
 from kitefleet.sim.book import Book, to_price, to_ticks
@@ -46,8 +50,9 @@ from kitefleet.states import ExitStatus, OrderStatus
 from workers import loss_limit
 from workers.backtest.data import CandleSource
 from workers.backtest.model import BacktestSpec, EquityRow, OpenPosition, OrderRow, RuleResult, TradeRow
+from workers.backtest.timing import SessionTimes, plan_of, session_times
 from workers.flatten import flatten_reprices
-from workers.schedule import SESSION, Schedule, format_schedule, slot_times
+from workers.schedule import format_schedule
 from workers.strategy import limits, patterns, sizing, stops, watchdog_rules
 from workers.strategy.patterns import Candle
 from workers.strategy.watchdog_rules import RULE_ATR_TRAILING, clamp_to_band, marketable_limit
@@ -55,9 +60,6 @@ from workers.watchdog import POSITIONS_REFRESH_SECONDS, AtrTrail, SymbolView, de
 
 LOOKBACK_CALENDAR_DAYS = 183  # workers/jobs/pattern_daily.py LOOKBACK_CALENDAR_DAYS
 DEFAULT_INITIAL_CASH = 1_000_000.0
-#: the settings keys of the three intraday jobs' schedules (kitefleet.settings, workers.schedule)
-ENTRY_KEY, STOP_KEY, WATCHDOG_KEY = ("SCHEDULE_PLACE_ORDERS_DAILY", "SCHEDULE_UPDATE_CNC_STOPLOSS",
-                                     "SCHEDULE_HOURLY_CANDLE_WATCHDOG")
 ASSUMPTIONS = (
     "the jobs run at the user's SCHEDULE_* slots; a slot before the open runs at the open, one at or after the "
     "close not at all; an entry needs one completed minute for its LTP (an entry slot at 09:15 runs at 09:16)",
@@ -99,31 +101,6 @@ class _Account:
     #: the stop job's GTT_LIMIT_BUFFER_PERCENT and STOP_MIN_GAP_PERCENT (the user's settings)
     buffer_percent: float = 5.0
     min_gap_percent: float = 1.0
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The user's schedules and loss limit, read once from the spec's settings."""
-
-    entries: Schedule
-    stops: Schedule
-    watchdog: Schedule
-    poll_seconds: int
-    loss_percent: float
-    loss_action: str
-
-
-@dataclass(frozen=True)
-class SessionTimes:
-    """One session's job times, in minutes from the open (0 = the first minute, 09:15)."""
-
-    opening: datetime
-    minutes: int
-    entries: tuple[int, ...]
-    stops: tuple[int, ...]
-    #: completed minutes c -> the polls that see minute c-1's close: (seconds from the open, time)
-    polls: dict[int, list[tuple[int, datetime]]]
-    watched: bool  # the watchdog runs this session
 
 
 @dataclass
@@ -178,54 +155,6 @@ def _setting(spec: BacktestSpec, key: str) -> Any:
     default = KEYS[key].default
     value = spec.settings.get(key, default)
     return default if value in (None, "") else value
-
-
-def _schedule(spec: BacktestSpec, key: str) -> Schedule:
-    """A ``SCHEDULE_*`` setting as the scheduler reads it (kitefleet.settings.parse_schedule): the
-    job passes its text (workers.schedule.format_schedule; ``off`` stays off); a missing value is the
-    paper default (the backtest replays the paper broker's jobs)."""
-    value = spec.settings.get(key)
-    if value in (None, ""):
-        k = KEYS[key]
-        return k.mode_default["paper"] if k.mode_default else k.default  # type: ignore[return-value]
-    if isinstance(value, str):
-        try:
-            return parse_schedule(value)
-        except ValueError as exc:
-            raise ValueError(f"backtest settings: {key}={value!r} {exc}: give off, session or HH:MM[,HH:MM...]"
-                             ) from None
-    return value
-
-
-def plan_of(spec: BacktestSpec) -> Plan:
-    return Plan(_schedule(spec, ENTRY_KEY), _schedule(spec, STOP_KEY), _schedule(spec, WATCHDOG_KEY),
-                int(_setting(spec, "WATCHDOG_POLL_SECONDS")), loss_limit.percent_of(spec.settings),
-                loss_limit.action_of(spec.settings))
-
-
-def _slot_minutes(schedule: Schedule, day: date, opening: datetime, closing: datetime) -> list[int]:
-    """The minutes from the open of a job's slots that day: ``session`` and slots before the open
-    run at the open, slots at or after the close not at all."""
-    if schedule is None:
-        return []
-    times: tuple[time, ...] = (opening.time(),) if schedule == SESSION else schedule  # type: ignore[assignment]
-    return sorted({max(0, int((at - opening).total_seconds()) // 60)
-                   for _, at in slot_times(day, times) if at < closing})
-
-
-def session_times(plan: Plan, calendar: NseCalendar, day: date) -> SessionTimes:
-    opening, closing = calendar.session_bounds(day)
-    length = int((closing - opening).total_seconds())
-    polls: dict[int, list[tuple[int, datetime]]] = {}
-    starts = _slot_minutes(plan.watchdog, day, opening, closing)
-    if starts:
-        # the watchdog job runs from its first slot (or the open) until the close
-        for s in range(starts[0] * 60, length, max(1, plan.poll_seconds)):
-            if s >= 60:
-                polls.setdefault(s // 60, []).append((s, opening + timedelta(seconds=s)))
-    entries = tuple(sorted({max(1, m) for m in _slot_minutes(plan.entries, day, opening, closing)}))
-    return SessionTimes(opening, length // 60, entries, tuple(_slot_minutes(plan.stops, day, opening, closing)),
-                        polls, bool(starts))
 
 
 def _depth(book: Book) -> dict[str, list[dict[str, Any]]]:

@@ -10,7 +10,7 @@ import pytest
 from kitefleet.calendar import NseCalendar, build_from_library
 from kitefleet.clock import IST
 from kitefleet.sim.book import Book, Level, to_ticks
-from workers.backtest import engine
+from workers.backtest import engine, timing
 from workers.backtest.metrics import summarize
 from workers.backtest.model import BacktestSpec, EquityRow
 from workers.jobs.backtest import _plain
@@ -87,7 +87,7 @@ def _session(calendar: NseCalendar, spec: BacktestSpec, closes: dict[str, list[f
              scan: list[ScanResult] | None = None, held: bool = True) -> engine._Account:
     replay = engine.Replay(spec, FakeSource(calendar, closes), calendar)
     acct = _held(replay, rule) if held else replay.account(rule)
-    times = engine.session_times(replay.plan, calendar, DAY)
+    times = timing.session_times(replay.plan, calendar, DAY)
     replay.session(acct, rule, DAY, scan or [], replay.minutes_of(DAY), times)
     return acct
 
@@ -99,7 +99,7 @@ FLAT = [100.0] * 375
 def test_the_job_times_come_from_the_users_schedule_settings(calendar: NseCalendar) -> None:
     spec = _spec(SCHEDULE_PLACE_ORDERS_DAILY="10:00", SCHEDULE_UPDATE_CNC_STOPLOSS="09:00,13:30",
                  SCHEDULE_HOURLY_CANDLE_WATCHDOG="11:00", WATCHDOG_POLL_SECONDS=45)
-    times = engine.session_times(engine.plan_of(spec), calendar, DAY)
+    times = timing.session_times(timing.plan_of(spec), calendar, DAY)
     assert times.entries == (45,)  # 10:00
     assert times.stops == (0, 255)  # 09:00 runs at the open, 13:30
     polls = [s for c in sorted(times.polls) for s, _ in times.polls[c]]
@@ -109,10 +109,10 @@ def test_the_job_times_come_from_the_users_schedule_settings(calendar: NseCalend
     # the job hands the scheduler's text form over, "off" included; the engine parses it back
     assert _plain("SCHEDULE_UPDATE_CNC_STOPLOSS", (time(9, 0), time(14, 0))) == "09:00,14:00"
     assert _plain("SCHEDULE_HOURLY_CANDLE_WATCHDOG", None) == "off"
-    off = engine.session_times(engine.plan_of(_spec(SCHEDULE_HOURLY_CANDLE_WATCHDOG="off")), calendar, DAY)
+    off = timing.session_times(timing.plan_of(_spec(SCHEDULE_HOURLY_CANDLE_WATCHDOG="off")), calendar, DAY)
     assert not off.watched and off.polls == {} and off.stops == () and off.entries == ()
     with pytest.raises(ValueError, match="SCHEDULE_PLACE_ORDERS_DAILY"):
-        engine.plan_of(_spec(SCHEDULE_PLACE_ORDERS_DAILY="9am"))
+        timing.plan_of(_spec(SCHEDULE_PLACE_ORDERS_DAILY="9am"))
 
 
 def test_entries_are_sent_at_the_users_entry_slot(calendar: NseCalendar) -> None:
@@ -205,7 +205,7 @@ def test_an_open_position_at_the_end_is_reported_with_its_unrealised_pnl(calenda
     acct = _held(replay, "atr_trailing")
     acct.result.equity.clear()  # the run's first session: the base is the cash
     replay.session(acct, "atr_trailing", DAY, [], replay.minutes_of(DAY),
-                   engine.session_times(replay.plan, calendar, DAY))
+                   timing.session_times(replay.plan, calendar, DAY))
     engine._report_open(acct)
     s = summarize(acct.result, BacktestSpec(user="Som", start=DAY, end=DAY, rules=("atr_trailing",),
                                             initial_cash=200_000.0))
