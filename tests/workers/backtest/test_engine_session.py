@@ -3,6 +3,7 @@ watchdog's poll interval, the daily loss limit (halt, flatten), positions open a
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, time, timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from kitefleet.calendar import NseCalendar, build_from_library
 from kitefleet.clock import IST
 from kitefleet.sim.book import Book, Level, to_ticks
 from workers.backtest import engine, timing
-from workers.backtest.metrics import summarize
+from workers.backtest.metrics import side_by_side, summarize
 from workers.backtest.model import BacktestSpec, EquityRow
 from workers.jobs.backtest import _plain
 from workers.strategy.patterns import Candle, ScanResult
@@ -214,6 +215,9 @@ def test_an_open_position_at_the_end_is_reported_with_its_unrealised_pnl(calenda
     (row,) = s["open_positions"]
     assert row["symbol"] == "AAA" and row["quantity"] == 1000 and row["mark_price"] == 103.0
     assert row["holding_days"] == 1
+    table = side_by_side({"atr_trailing": s})
+    assert "atr_trailing: open at the end: 1000 AAA bought 2026-11-02T09:20:00+05:30 at 100.0, marked 103.0" in table
+    assert re.search(r"open P&L \(unrealised\) +3,000\.00", table)
 
 
 def test_run_reports_what_is_open_and_it_adds_up(calendar: NseCalendar) -> None:
