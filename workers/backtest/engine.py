@@ -8,9 +8,9 @@ stops, the polls, the loss limit and its flatten) share the session's state; the
 (workers.backtest.timing).
 
 What one session replays, on the user's own schedule (SCHEDULE_PLACE_ORDERS_DAILY,
-SCHEDULE_UPDATE_CNC_STOPLOSS, SCHEDULE_HOURLY_CANDLE_WATCHDOG, parsed by the settings' own
-parser: workers.backtest.timing) in ONE time loop over the session's minutes, every held symbol at the same minute (the
-daily loss limit looks across all of them):
+SCHEDULE_UPDATE_CNC_STOPLOSS, SCHEDULE_HOURLY_CANDLE_WATCHDOG, parsed by the settings' own parser:
+workers.backtest.timing) in ONE time loop over the session's minutes, every held symbol at the
+same minute (the daily loss limit looks across all of them):
 
 * the evening scan of the previous session (pattern_daily), entered at each entry slot
   (place_orders_daily: book-priced limit, filled on arrival and minute by minute until
