@@ -77,6 +77,23 @@ def who_checks(settings: Any) -> str:
             "so each stop run and entry run checks it")
 
 
+#: what a check below the floor does (:func:`trip_action`)
+TRIP, ALREADY_HALTED, LIFTED = "halt", "already halted", "lifted today"
+
+
+def trip_action(over: bool, halted: bool, tripped_at: str | None) -> str | None:
+    """What one check does (pure; the backtest calls it too): None when the day P&L is not below
+    the floor; else TRIP (halt now), ALREADY_HALTED (a halt stands: a person's is never
+    replaced) or LIFTED (a person lifted this session's loss-limit halt: that was a decision)."""
+    if not over:
+        return None
+    if halted:
+        return ALREADY_HALTED
+    if tripped_at:
+        return LIFTED
+    return TRIP
+
+
 @dataclass(frozen=True)
 class LossCheck:
     pnl: DayPnl
@@ -194,10 +211,11 @@ def check(kite: Any, home: Home, user: str, store: Any, account: AccountSnapshot
     if not over or dry_run:
         return LossCheck(pnl, base, floor, over, False, text)
     current = halt.halt_info(home, user, now)
-    if current is not None:
+    action = trip_action(over, current is not None, record.get("tripped_at"))
+    if action == ALREADY_HALTED:
         log.warning("daily loss limit reached (%s); already halted (%s)", text, halt.describe(current))
         return LossCheck(pnl, base, floor, True, False, text)
-    if record.get("tripped_at"):
+    if action == LIFTED:
         log.warning("daily loss limit reached (%s); a person lifted today's loss-limit halt at or after %s, "
                     "so it is not set again this session", text, record["tripped_at"])
         return LossCheck(pnl, base, floor, True, False, text)
@@ -244,10 +262,14 @@ def flatten_due(home: Home, user: str, state: Mapping[str, Any], now: datetime) 
     """True while this session's loss-limit halt stands (tripped today, not lifted, not replaced
     by a person's halt): with ``LOSS_LIMIT_ACTION=flatten`` the bot's shares are to be sold. A
     killed flatten is finished by the next look; it sells nothing twice (workers.flatten)."""
-    info = halt.halt_info(home, user, now)
-    record = state.get(STATE_KEY) or {}
+    return flatten_standing(halt.halt_info(home, user, now), state.get(STATE_KEY) or {}, now.date())
+
+
+def flatten_standing(info: Mapping[str, Any] | None, record: Mapping[str, Any], today: date) -> bool:
+    """:func:`flatten_due` on plain data (the backtest calls it): the halt flag's content (None:
+    not halted) is the loss limit's, and ``record`` (``state["loss_limit"]``) says it tripped today."""
     return (info is not None and info.get("by") == halt.BY_LOSS_LIMIT
-            and record.get("session") == now.date().isoformat() and bool(record.get("tripped_at")))
+            and record.get("session") == today.isoformat() and bool(record.get("tripped_at")))
 
 
 def flatten_line(report: FlattenReport) -> str:

@@ -121,6 +121,15 @@ def summarize(result: RuleResult, spec: BacktestSpec) -> dict[str, Any]:
         "turnover": _money(turnover),
         "turnover_x": _ratio(turnover / start_eq) if start_eq > 0 else None,
         "exposure": _ratio(mean(row.exposure for row in result.equity)) if result.equity else None,
+        "open_at_end": len(result.open_positions),
+        # net_pnl = trades_pnl + open_pnl: what is still held is marked at the last close, not dropped
+        "open_pnl": _money(sum(p.unrealised_pnl for p in result.open_positions)),
+        "open_positions": [
+            {"symbol": p.symbol, "entry_time": p.entry_time.isoformat(), "entry_price": p.entry_price,
+             "quantity": p.quantity, "mark_price": p.mark_price, "entry_charges": _money(p.entry_charges),
+             "unrealised_pnl": _money(p.unrealised_pnl), "holding_days": p.holding_days}
+            for p in result.open_positions],
+        "loss_limit_trips": list(result.halts),
         "missing": list(result.missing),
         "assumptions": list(result.assumptions),
     }
@@ -136,6 +145,9 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
     ("max drawdown %", "max_drawdown_pct", "num"),
     ("Sharpe", "sharpe", "num"),
     ("trades", "trades", "int"),
+    ("open at the end", "open_at_end", "int"),
+    ("open P&L (unrealised)", "open_pnl", "money"),
+    ("loss limit trips", "loss_limit_trips", "count"),
     ("win rate %", "win_rate", "pct"),
     ("average win", "avg_win", "money"),
     ("average loss", "avg_loss", "money"),
@@ -152,6 +164,8 @@ def _cell(value: Any, kind: str) -> str:
         return "-"
     if kind == "int":
         return str(int(value))
+    if kind == "count":
+        return str(len(value))
     if kind == "money":
         return f"{value:,.2f}"
     if kind == "pct":
@@ -173,6 +187,10 @@ def side_by_side(summaries: dict[str, dict[str, Any]]) -> str:
         s = summaries[r]
         if s.get("cagr_note"):
             notes.append(f"{r}: CAGR: {s['cagr_note']}")
+        notes.extend(f"{r}: open at the end: {p['quantity']} {p['symbol']} bought {p['entry_time']} at "
+                     f"{p['entry_price']}, marked {p['mark_price']}: unrealised {p['unrealised_pnl']:,.2f}"
+                     for p in s.get("open_positions", []))
+        notes.extend(f"{r}: {t}" for t in s.get("loss_limit_trips", []))
         notes.extend(f"{r}: missing: {m}" for m in s.get("missing", []))
         notes.extend(f"{r}: assumption: {a}" for a in s.get("assumptions", []))
     return "\n".join(lines + (["", *notes] if notes else [])) + "\n"

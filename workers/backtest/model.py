@@ -60,7 +60,7 @@ class TradeRow:
     quantity: int
     charges: float  # both legs
     pnl: float  # after charges
-    exit_reason: str  # hourly_low | atr_trailing | stop (GTT) | flatten | end (open at the range's end, marked)
+    exit_reason: str  # hourly_low | atr_trailing | stop (GTT) | flatten (daily loss limit)
     holding_days: int  # sessions from entry to exit; 0 = sold on its entry day
 
 
@@ -77,6 +77,22 @@ class EquityRow:
     exposure: float  # holdings_value / equity
 
 
+@dataclass(frozen=True)
+class OpenPosition:
+    """A position still held after the range's last session, marked at that session's close (it is
+    in the last equity row's holdings; no trade row: it has not been sold)."""
+
+    rule: str
+    symbol: str
+    entry_time: datetime
+    entry_price: float
+    quantity: int
+    mark_price: float  # the last session's close (the entry price when that session had no candles)
+    entry_charges: float  # the buy's charges still carried by these shares
+    unrealised_pnl: float  # (mark - entry) x quantity - entry_charges: sell charges not counted
+    holding_days: int  # sessions held so far
+
+
 @dataclass
 class RuleResult:
     rule: str
@@ -85,3 +101,5 @@ class RuleResult:
     equity: list[EquityRow] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # data that was not there (never invented)
     assumptions: list[str] = field(default_factory=list)  # e.g. the live source's fill price rule
+    open_positions: list[OpenPosition] = field(default_factory=list)  # held at the range's end
+    halts: list[str] = field(default_factory=list)  # the daily loss limit's trips, one line each

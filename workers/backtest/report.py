@@ -31,6 +31,10 @@ ORDER_COLUMNS = (
     "rule", "time", "symbol", "side", "purpose", "quantity", "price", "filled", "average_price",
     "status", "charges", "reason",
 )
+OPEN_COLUMNS = (
+    "rule", "symbol", "entry_time", "entry_price", "quantity", "mark_price", "entry_charges", "unrealised_pnl",
+    "holding_days",
+)
 EQUITY_COLUMNS = ("rule", "session", "cash", "holdings_value", "equity", "charges", "exposure")
 
 
@@ -148,6 +152,11 @@ scenario {{ spec.scenario }}{% endif %}; synthetic: shows the mechanics, not an 
 <tr>{% for c in trade_columns %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for row in trades %}<tr>{% for v in row %}<td class="text">{{ v }}</td>{% endfor %}</tr>
 {% endfor %}</table>
+<h2>Open at the end (marked at the last close, not sold)</h2>
+<table>
+<tr>{% for c in open_columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in open_rows %}<tr>{% for v in row %}<td class="text">{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table>
 <h2>Settings used</h2>
 <pre>{{ settings }}</pre>
 </body>
@@ -170,9 +179,11 @@ def _html(spec: BacktestSpec, results: list[RuleResult], summaries: dict[str, di
                 months.append(m)
     months.sort()
     trades = [[_fmt(getattr(t, c)) for c in TRADE_COLUMNS] for r in results for t in r.trades]
+    open_rows = [[_fmt(getattr(p, c)) for c in OPEN_COLUMNS] for r in results for p in r.open_positions]
     notes: list[str] = []
     for rule in rules:
         s = summaries.get(rule, {})
+        notes.extend(f"{rule}: {t}" for t in s.get("loss_limit_trips", []))
         notes.extend(f"{rule}: missing: {m}" for m in s.get("missing", []))
         notes.extend(f"{rule}: assumption: {a}" for a in s.get("assumptions", []))
     return env.from_string(_TEMPLATE).render(
@@ -185,6 +196,8 @@ def _html(spec: BacktestSpec, results: list[RuleResult], summaries: dict[str, di
         notes=notes,
         trade_columns=TRADE_COLUMNS,
         trades=trades,
+        open_columns=OPEN_COLUMNS,
+        open_rows=open_rows,
         settings=json.dumps(_spec_dict(spec), sort_keys=True, indent=2, ensure_ascii=False),
     )
 

@@ -4,10 +4,11 @@
         [--source paper|live] [--seed N] [--scenario FILE] [--out DIR] [--json]
 
 Runs in a process of the user (``orchestrator.py backtest``), so it reads that user's settings
-(MIN_SCORE, sizing, limits, MANAGE_SCOPE, WATCHDOG_POLL_SECONDS: :data:`SETTINGS_KEYS`, handed to
-the engine in ``BacktestSpec.settings``) and, for the initial cash and live history, that user's
-session through a client that cannot write (workers.kite_readonly). The initial cash is the
-account's available cash from ``margins()`` at the start of the run.
+(MIN_SCORE, sizing, limits, MANAGE_SCOPE, WATCHDOG_POLL_SECONDS, the SCHEDULE_* slots of the entry, stop
+and watchdog jobs: :data:`SETTINGS_KEYS`, handed to the engine in ``BacktestSpec.settings``) and, for
+the initial cash and live history, that user's session through a client that cannot write
+(workers.kite_readonly). The initial cash is the account's available cash from ``margins()`` at the
+start of the run.
 
 On-disk contract: writes only its output folder (default ``data/<User>/backtests/<YYYYMMDD-HHMMSS>/``
 by the clock), first as ``<out>.partial/`` then renamed, so a killed run leaves no ``<out>``; a
@@ -46,6 +47,7 @@ SETTINGS_KEYS: tuple[str, ...] = (
     "MAX_ORDER_VALUE", "LOSS_LIMIT_ACTION", "PRICE_BAND_PERCENT", "ENTRY_SLIPPAGE_PERCENT",
     "ENTRY_MAX_GAP_PERCENT", "ENTRY_TIMEOUT_MINUTES", "GTT_LIMIT_BUFFER_PERCENT", "STOP_MIN_GAP_PERCENT",
     "WATCHDOG_POLL_SECONDS", "WATCHDOG_RULE", "ENTRY_CUTOFF",
+    "SCHEDULE_PLACE_ORDERS_DAILY", "SCHEDULE_UPDATE_CNC_STOPLOSS", "SCHEDULE_HOURLY_CANDLE_WATCHDOG",
 )
 #: Calendar days of sessions before the range the calendar must hold (the scan's lookback).
 CALENDAR_LOOKBACK_DAYS = 400
@@ -178,7 +180,7 @@ def run(ctx: JobContext, parts: Parts | None = None) -> int:
     except TokenError as exc:
         raise ConfigError(f"backtest needs {ctx.user}'s session for the cash and history: {exc}") from None
     cash = float(kite.margins()["equity"]["available"]["cash"])
-    settings = {key: _plain(ctx.settings.get(key)) for key in SETTINGS_KEYS}
+    settings = {key: _plain(key, ctx.settings.get(key)) for key in SETTINGS_KEYS}
     spec = BacktestSpec(user=ctx.user, start=args.start, end=args.end, rules=rules, source=args.source,
                         seed=1 if args.seed is None else args.seed,
                         scenario=None if args.scenario is None else str(args.scenario),
@@ -213,5 +215,10 @@ def run(ctx: JobContext, parts: Parts | None = None) -> int:
     return ExitCode.OK
 
 
-def _plain(value: object) -> object:
+def _plain(key: str, value: object) -> object:
+    if key.startswith("SCHEDULE_"):
+        # the scheduler's own text form ("off" stays off); the engine parses it with the settings' parser
+        from workers.schedule import format_schedule
+
+        return format_schedule(value)  # type: ignore[arg-type]
     return value if value is None or isinstance(value, bool | int | float | str) else str(value)

@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from workers.backtest.metrics import summarize
-from workers.backtest.model import BacktestSpec, EquityRow, OrderRow, RuleResult, TradeRow
+from workers.backtest.model import BacktestSpec, EquityRow, OpenPosition, OrderRow, RuleResult, TradeRow
 from workers.backtest.report import CHART_DIV_ID, write_outputs
 
 IST = timezone(timedelta(hours=5, minutes=30))
@@ -27,7 +27,9 @@ def make(symbol: str = "INFY", reason: str = "stop") -> tuple[BacktestSpec, list
         order = OrderRow(rule, t0, symbol, "BUY", "entry", 10, 100.1, 10, 100.05, "COMPLETE", 1.1, reason)
         equity = [EquityRow(rule, date(2026, 1, 2), 99_000.0, 1_000.5, 100_000.5, 1.1, 0.01),
                   EquityRow(rule, date(2026, 2, 3), 100_008.16 + k, 0.0, 100_008.16 + k, 11.24, 0.0)]
-        results.append(RuleResult(rule, [trade], [order], equity, missing=[f"{symbol} minutes"]))
+        held = OpenPosition(rule, symbol, t0 + timedelta(days=30), 200.0, 5, 204.5, 1.5, 21.0, 2)
+        results.append(RuleResult(rule, [trade], [order], equity, missing=[f"{symbol} minutes"],
+                                  open_positions=[held], halts=[f"2026-01-05 10:01:00: daily loss limit ({reason})"]))
     return spec, results
 
 
@@ -55,6 +57,13 @@ def test_files_and_columns(tmp_path: Path) -> None:
     assert set(summary["rules"]) == {"hourly_low", "atr_trailing"}
     html = (out / "report.html").read_text()
     assert f'id="{CHART_DIV_ID}"' in html and "2026-01" in html and "2026-02" in html
+    # what is still held at the end is in the summary and the report, not dropped
+    held = summary["rules"]["hourly_low"]["open_positions"]
+    assert held == [{"symbol": "INFY", "entry_time": "2026-02-01T09:20:00+05:30", "entry_price": 200.0,
+                     "quantity": 5, "mark_price": 204.5, "entry_charges": 1.5, "unrealised_pnl": 21.0,
+                     "holding_days": 2}]
+    assert summary["rules"]["hourly_low"]["open_pnl"] == 21.0
+    assert "Open at the end" in html and "204.5" in html and "daily loss limit" in html
 
 
 def test_byte_identical_on_two_writes(tmp_path: Path) -> None:
