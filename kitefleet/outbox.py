@@ -192,7 +192,11 @@ def mark(home: Home, user: str, eid: str, to: int | str, how: str) -> None:
 
 
 def settled(event_done: Mapping[str, str], targets: Iterable[int]) -> bool:
-    return "*" in event_done or all(str(t) in event_done for t in targets)
+    """Is the event done with? With no targets (no NOTIFY_URLS) only its ``"*"`` mark settles it:
+    ``all()`` of nothing would call it settled with no mark, and the event would never be marked
+    ``skipped`` (nor leave the outbox when it is compacted)."""
+    wanted = [str(t) for t in targets]
+    return "*" in event_done or (bool(wanted) and all(t in event_done for t in wanted))
 
 
 def read_cursor(home: Home, user: str) -> dict[str, Any]:
