@@ -137,3 +137,30 @@ def test_a_kill_at_each_compaction_step_loses_nothing_and_sends_nothing_settled_
     assert [e["id"] for e in ob.read_events(home, "Som")] == young + pending
     assert set(ob.read_done(home, "Som")) == set(young + pending)
     assert not ob.needs_delivery(home, "Som")
+
+
+def test_an_event_no_service_took_for_notify_give_up_hours_is_dropped_with_a_warning_a_younger_one_kept(
+        tmp_path: Path, sinks: list[Sink], caplog: pytest.LogCaptureFixture) -> None:
+    """Real Apprise to a sink that is down (its port closed); the wall time of each pass is injected."""
+    home = make_home(tmp_path / "home")
+    sink = Sink("hook-som-A1")
+    sinks.append(sink)
+    sink.stop()
+    ap = build_apprise((sink.url,), "env/Som.env")
+    first = 1_780_000_000.0
+    older = str(ob.emit(home, "Som", "exit", "sold 10 INFY @ 1490"))
+    assert deliver(home, "Som", ap, "trades", 24, LOG, wall=first)["failed"] == 1
+    younger = ob.emit(home, "Som", "exit", "sold 5 TCS @ 3200")
+    assert deliver(home, "Som", ap, "trades", 24, LOG, wall=first + 23.9 * 3600)["dropped"] == 0  # not yet
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=LOG.name):
+        counts = deliver(home, "Som", ap, "trades", 24, LOG, wall=first + 24 * 3600)
+    assert counts == {"sent": 0, "skipped": 0, "dropped": 1, "failed": 1}
+    dropped = [r for r in caplog.records if r.levelno == logging.WARNING and "dropped" in r.getMessage()]
+    assert len(dropped) == 1 and older in dropped[0].getMessage()
+    assert ob.read_done(home, "Som") == {older: {"*": "dropped"}}
+    cursor = ob.read_cursor(home, "Som")
+    assert set(cursor["tries"]) == {younger} and ob.needs_delivery(home, "Som", wall=cursor["next_try"])
+    sink.start()
+    assert deliver(home, "Som", ap, "trades", 24, LOG, wall=cursor["next_try"])["sent"] == 1
+    assert sink.ids() == [younger]
