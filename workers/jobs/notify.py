@@ -69,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # --- the exit-4 path ---------------------------------------------------------------------------
+class NotifyOnlySettings(Settings):
+    """The settings of an env file that does not load as a whole: only its NOTIFY_* keys are real
+    (``fallback_settings``). A type of its own, not a ``NOTIFY_ONLY`` value among the settings: it
+    is no env key a person could set, and the schema (kitefleet.settings.KEYS) lists only those."""
+
+
 def fallback_settings(home: Home, user: str, error: ConfigError) -> Settings:
     """Only NOTIFY_URLS and NOTIFY_LEVEL of an env file that does not load as a whole: the file
     must still be 0600 and those two keys must parse. Else ConfigError, and "cannot notify" is
@@ -91,9 +97,9 @@ def fallback_settings(home: Home, user: str, error: ConfigError) -> Settings:
         raise ConfigError(f"{error}; cannot notify ({why})") from None
     mode = values.get("TRADER_MODE")
     settings_values: dict[str, object] = {key.name: key.default for key in KEYS.values()}
-    settings_values.update(picked, TRADER_MODE=mode if mode in MODES else "live", NOTIFY_ONLY=True,
+    settings_values.update(picked, TRADER_MODE=mode if mode in MODES else "live",
                            KITE_API_KEY=values.get("KITE_API_KEY") or "", KITE_API_SECRET=None)
-    return Settings(user=user, env_file=home.env_file(user), values=MappingProxyType(settings_values),
+    return NotifyOnlySettings(user=user, env_file=home.env_file(user), values=MappingProxyType(settings_values),
                     file_keys=frozenset(picked))
 
 
@@ -273,7 +279,7 @@ def run(ctx: JobContext) -> int:
         lock.release()
     ctx.log.info("notify: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
     write_status(home, user, ok=bool(urls), why=None if urls else "no NOTIFY_URLS",
-                 extra={"last_counts": counts, "notify_only": bool(settings.get("NOTIFY_ONLY"))})
+                 extra={"last_counts": counts, "notify_only": isinstance(settings, NotifyOnlySettings)})
     return ExitCode.OK
 
 

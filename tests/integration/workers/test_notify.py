@@ -159,6 +159,10 @@ def test_bad_env_file_still_notifies_with_its_notify_keys(tmp_path: Path, sinks:
     done = notify(home, "Som", "--event", "trader_stopped", "--exit", "4", "--expected")
     assert done.returncode == 0, done.stderr
     assert len(som.texts()) == 1 and "trader stopped: configuration" in som.texts()[0]
+    assert json.loads((home.user_data_dir("Som") / "notify.json").read_text())["notify_only"] is True
+    write_env(home, "Som", NOTIFY_URLS=som.url)  # fixed: a run of the whole file
+    assert notify(home, "Som").returncode == 0
+    assert json.loads((home.user_data_dir("Som") / "notify.json").read_text())["notify_only"] is False
 
 
 def test_bad_env_file_not_0600_cannot_notify(tmp_path: Path, sinks: list[Sink]) -> None:
