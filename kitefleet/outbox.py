@@ -6,12 +6,16 @@ On-disk contract (all under ``data/<User>/``, mode 0600):
                     the notify job for the supervisord listener's events) under
                     ``locks/outbox.lock`` and fsync'd before ``emit`` returns. Never the state lock:
                     an exit order never waits on a notification. Lines are never changed; a torn last
-                    line (a SIGKILL mid-append) is skipped by readers.
+                    line (a SIGKILL mid-append) is skipped by readers. The notify job compacts the
+                    file now and then (``compact``: settled events older than KEEP_SETTLED_DAYS go,
+                    the rest is rewritten atomically, in order).
     outbox.done     one line per settled (event, target): ``{"id", "to", "how"}`` with ``to`` the
                     position (1-based) of the NOTIFY_URLS entry that accepted it, or ``"*"`` for the
                     event as a whole; ``how`` is ``sent``, ``skipped`` (below NOTIFY_LEVEL, or no
-                    URL) or ``dropped`` (no service took it within NOTIFY_GIVE_UP_HOURS). Appended
-                    and fsync'd under the same lock, right after a service accepts the message.
+                    URL), ``dropped`` (no service took it within NOTIFY_GIVE_UP_HOURS) or
+                    ``settled`` (added by ``compact`` to an event the cursor had passed). Appended
+                    and fsync'd under the same lock, right after a service accepts the message;
+                    ``compact`` rewrites it with the marks of the events it keeps.
     outbox.cursor   ``{"offset": N, "next_try": EPOCH|null, "tries": {id: [first_try, count]}}``,
                     written atomically by the notify job: every event in the first N bytes of
                     outbox.jsonl is settled, and the next delivery attempt is due at ``next_try``
@@ -37,14 +41,15 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
 from kitefleet import clock
-from kitefleet.atomic import atomic_write_json
+from kitefleet.atomic import atomic_write_bytes, atomic_write_json, remove_stale_temps
 from kitefleet.home import Home, ensure_dir
 
 OUTBOX = "outbox.jsonl"
@@ -164,6 +169,7 @@ def read_events(home: Home, user: str, start: int = 0) -> list[dict[str, Any]]:
             continue
         if isinstance(event, dict) and isinstance(event.get("id"), str):
             event["_end"] = offset
+            event["_len"] = len(line)
             out.append(event)
     return out
 
@@ -192,7 +198,102 @@ def mark(home: Home, user: str, eid: str, to: int | str, how: str) -> None:
 
 
 def settled(event_done: Mapping[str, str], targets: Iterable[int]) -> bool:
-    return "*" in event_done or all(str(t) in event_done for t in targets)
+    """Is the event done with? With no targets (no NOTIFY_URLS) only its ``"*"`` mark settles it:
+    ``all()`` of nothing would call it settled with no mark, and the event would never be marked
+    ``skipped`` (nor leave the outbox when it is compacted)."""
+    wanted = [str(t) for t in targets]
+    return "*" in event_done or (bool(wanted) and all(t in event_done for t in wanted))
+
+
+#: settled events younger than this stay through a compaction: a job that re-runs re-emits a keyed
+#: event (a fill, a triggered GTT) and ``emit`` recognises it only while it is in the outbox. The
+#: same horizon as the intents the bot remembers (workers.intents.KEEP_INTENT_DAYS).
+KEEP_SETTLED_DAYS = 30
+#: compact only when the settled prefix (the cursor's offset) is at least this big: the rewrite
+#: copies what is kept, so a threshold keeps its cost proportional to what it frees
+COMPACT_MIN_BYTES = 128 * 1024
+#: the steps of ``compact``, in order (its ``step`` hook is called after each: a test's kill point)
+COMPACT_STEPS = ("marked", "cursor_reset", "outbox_written", "done_written")
+
+
+def _event_time(event: Mapping[str, Any]) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(str(event.get("time")))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def compact(home: Home, user: str, now: datetime, *, keep_days: float = KEEP_SETTLED_DAYS,
+            min_bytes: int = COMPACT_MIN_BYTES, step: Callable[[str], None] | None = None) -> int:
+    """Drop the settled events older than ``keep_days`` (by their ``time``, the shared clock) from
+    outbox.jsonl, and their marks from outbox.done; returns how many were dropped. Only the
+    notify job calls it, under its job lock (no other delivery pass runs), and all of it runs
+    under the outbox lock (no emit or mark in between).
+
+    A kill between any two steps loses no undelivered event and sends no settled one again:
+
+    1. ``marked``: every event of the settled prefix (before the cursor) that has no ``"*"`` mark
+       gets one (``how`` = ``settled``), in one append: settled now whatever NOTIFY_URLS becomes.
+    2. ``cursor_reset``: the cursor's offset goes to 0 (its back-off and tries stay). A pass that
+       runs from here re-reads the whole file and finds the prefix settled by step 1's marks.
+    3. ``outbox_written``: outbox.jsonl is rewritten (kitefleet.atomic) with what is kept, in order:
+       the young settled events and every event past the old cursor.
+    4. ``done_written``: outbox.done keeps only the marks of the kept events.
+    5. The cursor moves past the kept settled events (the new file's settled prefix).
+    """
+    outbox, done_path, _ = paths(home, user)
+    try:
+        marks_size = done_path.stat().st_size
+    except FileNotFoundError:
+        marks_size = 0
+    # The cheap look, before the lock and a read of the whole file. A mark is about a quarter of an
+    # event's size: a done file that big after a compaction holds the marks a killed one left.
+    if int(read_cursor(home, user).get("offset") or 0) < min_bytes and marks_size < min_bytes // 4:
+        return 0
+    cutoff = now - timedelta(days=keep_days)
+    hook = step or (lambda _name: None)
+    with _lock(home, user, timeout=60):
+        for leftover in (outbox, done_path):
+            remove_stale_temps(leftover)  # of a compaction killed mid-write
+        cursor = read_cursor(home, user)
+        offset = int(cursor.get("offset") or 0)
+        events = read_events(home, user)
+        prefix = [e for e in events if int(e["_end"]) <= offset]
+        old = {e["id"] for e in prefix if (when := _event_time(e)) is None or when < cutoff}
+        done = read_done(home, user)
+        if not old and not set(done) - {e["id"] for e in events}:
+            return 0  # nothing to drop, and no marks left over by a compaction killed after its rewrite
+        unmarked = [e["id"] for e in prefix if "*" not in done.get(e["id"], {})]
+        if unmarked:
+            _append_line(done_path, "".join(json.dumps({"id": eid, "to": "*", "how": "settled"}) + "\n"
+                                            for eid in dict.fromkeys(unmarked)))
+        hook("marked")
+        tries = {k: v for k, v in (cursor.get("tries") or {}).items() if k not in old}
+        write_cursor(home, user, 0, cursor.get("next_try"), tries)
+        hook("cursor_reset")
+        kept = [e for e in events if e["id"] not in old]
+        raw = outbox.read_bytes()
+        atomic_write_bytes(outbox, b"".join(raw[e["_end"] - e["_len"]:e["_end"]] for e in kept))
+        hook("outbox_written")
+        ids = {e["id"] for e in kept}
+        marks = [line for line in done_path.read_bytes().splitlines(keepends=True)
+                 if line.endswith(b"\n") and _mark_id(line) in ids]
+        atomic_write_bytes(done_path, b"".join(marks))
+        hook("done_written")
+        settled_bytes = sum(int(e["_len"]) for e in kept if int(e["_end"]) <= offset)
+        write_cursor(home, user, settled_bytes, cursor.get("next_try"), tries)
+    _log.info("outbox compacted: %d settled events older than %g days dropped, %d kept",
+              len(old), keep_days, len(kept))
+    return len(old)
+
+
+def _mark_id(line: bytes) -> str | None:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return str(rec.get("id")) if isinstance(rec, dict) else None
 
 
 def read_cursor(home: Home, user: str) -> dict[str, Any]:

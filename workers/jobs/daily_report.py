@@ -67,14 +67,20 @@ def realised_pnl(trades: Sequence[Mapping[str, Any]], holdings: Sequence[Mapping
     return round(out, 2)
 
 
+def executed(orders: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Orders with a filled quantity, whatever their status: an entry whose unfilled rest was
+    cancelled at its timeout is CANCELLED with its filled part charged like any other."""
+    return [o for o in orders if _num(o.get("filled_quantity")) > 0]
+
+
 def charges_of(kite: Any, orders: Sequence[Mapping[str, Any]]) -> float | None:
-    executed = [o for o in orders if o.get("status") == "COMPLETE" and _num(o.get("filled_quantity"))]
-    if not executed:
+    executed_orders = executed(orders)
+    if not executed_orders:
         return 0.0
     params = [{"order_id": o.get("order_id"), "exchange": o.get("exchange"), "tradingsymbol": o.get("tradingsymbol"),
                "transaction_type": o.get("transaction_type"), "variety": o.get("variety"), "product": o.get("product"),
                "order_type": o.get("order_type"), "quantity": int(_num(o.get("filled_quantity"))),
-               "average_price": _num(o.get("average_price"))} for o in executed]
+               "average_price": _num(o.get("average_price"))} for o in executed_orders]
     try:
         note = kite._read("get_virtual_contract_note", params)
         return round(sum(_num((row.get("charges") or {}).get("total")) for row in note), 2)

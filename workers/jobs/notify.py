@@ -9,7 +9,9 @@ listener (fleet/eventlistener.py) starts it with ``--event`` when the user's tra
 Delivery is at-least-once: a kill after a send and before its mark sends that one message again
 on the next run, with the same event id in it. A URL that fails keeps the rest of this run's
 events for that URL (their order is kept); the next try is due after a back-off (wall clock), and
-an event no service took within ``NOTIFY_GIVE_UP_HOURS`` is dropped with a WARNING.
+an event no service took within ``NOTIFY_GIVE_UP_HOURS`` is dropped with a WARNING. At the end of a
+run, still under the job lock, the outbox is compacted when its settled part has grown big
+(kitefleet.outbox.compact; fault point ``outbox_compact:STEP`` after each of its steps).
 
 ``NOTIFY_LEVEL`` decides which events go out (kitefleet.outbox.wanted); the rest are marked
 ``skipped``. An entry of ``NOTIFY_URLS`` that Apprise cannot read is exit 4 naming its position.
@@ -67,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # --- the exit-4 path ---------------------------------------------------------------------------
+class NotifyOnlySettings(Settings):
+    """The settings of an env file that does not load as a whole: only its NOTIFY_* keys are real
+    (``fallback_settings``). A type of its own, not a ``NOTIFY_ONLY`` value among the settings: it
+    is no env key a person could set, and the schema (kitefleet.settings.KEYS) lists only those."""
+
+
 def fallback_settings(home: Home, user: str, error: ConfigError) -> Settings:
     """Only NOTIFY_URLS and NOTIFY_LEVEL of an env file that does not load as a whole: the file
     must still be 0600 and those two keys must parse. Else ConfigError, and "cannot notify" is
@@ -89,9 +97,9 @@ def fallback_settings(home: Home, user: str, error: ConfigError) -> Settings:
         raise ConfigError(f"{error}; cannot notify ({why})") from None
     mode = values.get("TRADER_MODE")
     settings_values: dict[str, object] = {key.name: key.default for key in KEYS.values()}
-    settings_values.update(picked, TRADER_MODE=mode if mode in MODES else "live", NOTIFY_ONLY=True,
+    settings_values.update(picked, TRADER_MODE=mode if mode in MODES else "live",
                            KITE_API_KEY=values.get("KITE_API_KEY") or "", KITE_API_SECRET=None)
-    return Settings(user=user, env_file=home.env_file(user), values=MappingProxyType(settings_values),
+    return NotifyOnlySettings(user=user, env_file=home.env_file(user), values=MappingProxyType(settings_values),
                     file_keys=frozenset(picked))
 
 
@@ -266,12 +274,24 @@ def run(ctx: JobContext) -> int:
     try:
         counts = deliver(home, user, ap, settings.text("NOTIFY_LEVEL"), settings.number("NOTIFY_GIVE_UP_HOURS"),
                          ctx.log)
+        _compact(home, user, ctx.log)
     finally:
         lock.release()
     ctx.log.info("notify: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
     write_status(home, user, ok=bool(urls), why=None if urls else "no NOTIFY_URLS",
-                 extra={"last_counts": counts, "notify_only": bool(settings.get("NOTIFY_ONLY"))})
+                 extra={"last_counts": counts, "notify_only": isinstance(settings, NotifyOnlySettings)})
     return ExitCode.OK
+
+
+def _compact(home: Home, user: str, log: logging.Logger) -> None:
+    """After the delivery pass, under the job lock (no other pass runs): the outbox sheds settled
+    events older than a month once its settled prefix is big enough (kitefleet.outbox.compact).
+    Every step of it is safe to die after, so a failure here is a WARNING and the next run's try."""
+    try:
+        ob.compact(home, user, clock.now(), step=lambda name: fault_point("outbox_compact", name))
+    except (OSError, TimeoutError) as exc:
+        log.warning("outbox not compacted (%s: %s); the next notify run tries again", type(exc).__name__,
+                    getattr(exc, "strerror", None) or exc)
 
 
 def _test(ap: Any, user: str) -> int:

@@ -7,11 +7,14 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from kitefleet import clock
 from kitefleet import outbox as ob
+from kitefleet.clock import IST, SimulatedClock, parse_spec
 from kitefleet.home import Home
 from kitefleet.settings import load_settings, notify_url_secrets
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home, write_env
@@ -33,11 +36,13 @@ def sink(sinks: list[Sink], path: str) -> Sink:
     return s
 
 
-def notify(home: Home, user: str, *args: str, fault: str | None = None,
+def notify(home: Home, user: str, *args: str, fault: str | None = None, clock_at: str | None = None,
            timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = child_env(home, PYTHONPATH=str(PROJECT_ROOT))
     if fault:
         env["KITEFLEET_FAULT"] = fault
+    if clock_at:
+        env["TRADER_CLOCK"] = clock_at
     return subprocess.run([str(VENV_PYTHON), "-m", "workers", "notify", "--user", user, *args], cwd=PROJECT_ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -154,6 +159,10 @@ def test_bad_env_file_still_notifies_with_its_notify_keys(tmp_path: Path, sinks:
     done = notify(home, "Som", "--event", "trader_stopped", "--exit", "4", "--expected")
     assert done.returncode == 0, done.stderr
     assert len(som.texts()) == 1 and "trader stopped: configuration" in som.texts()[0]
+    assert json.loads((home.user_data_dir("Som") / "notify.json").read_text())["notify_only"] is True
+    write_env(home, "Som", NOTIFY_URLS=som.url)  # fixed: a run of the whole file
+    assert notify(home, "Som").returncode == 0
+    assert json.loads((home.user_data_dir("Som") / "notify.json").read_text())["notify_only"] is False
 
 
 def test_bad_env_file_not_0600_cannot_notify(tmp_path: Path, sinks: list[Sink]) -> None:
@@ -216,3 +225,37 @@ def test_notify_test_command_names_positions_and_services_never_urls(tmp_path: P
     assert len(som.messages()) == 1 and "test" in som.texts()[0].lower()
     for part in ("hook-som-A1", "hook-dead-D4", str(som.port), str(dead.port)):
         assert part not in out.stdout + out.stderr
+
+
+def test_a_notify_killed_mid_compaction_loses_nothing_and_the_next_run_finishes_it(
+        tmp_path: Path, sinks: list[Sink]) -> None:
+    """The real job and its fault point (``outbox_compact:outbox_written``: the outbox rewritten, its
+    marks and cursor not yet); the in-process table of every step is in tests/workers/jobs/test_notify.py."""
+    home = make_home(tmp_path / "home")
+    som = sink(sinks, "hook-som-A1")
+    write_env(home, "Som", NOTIFY_URLS=som.url, NOTIFY_LEVEL="warnings")  # fills are skipped: a quick big day
+    now = datetime.now(IST)
+    then = (now - timedelta(days=60)).isoformat()
+    try:
+        clock.set_clock(SimulatedClock(parse_spec(then)))
+        for i in range(ob.COMPACT_MIN_BYTES // 180):
+            ob.emit(home, "Som", "fill", f"bought 10 INFY @ 1500 (order {i:06d})")
+        old = ob.emit(home, "Som", "exit", "sold 10 INFY @ 1490")
+    finally:
+        clock.set_clock(None)
+    assert notify(home, "Som", clock_at=then).returncode == 0  # that day: sent, and nothing old to compact
+    assert ob.read_cursor(home, "Som")["offset"] >= ob.COMPACT_MIN_BYTES
+    assert len(ob.read_events(home, "Som")) == ob.COMPACT_MIN_BYTES // 180 + 1
+    som.stop()
+    young = ob.emit(home, "Som", "exit", "sold 5 TCS @ 3200")
+    killed = notify(home, "Som", fault="outbox_compact:outbox_written")  # today: young waits for the sink
+    assert killed.returncode == -9, killed.stderr
+    assert [e["id"] for e in ob.read_events(home, "Som")] == [young]
+    som.start()
+    cursor = ob.read_cursor(home, "Som")
+    assert ob.needs_delivery(home, "Som", wall=cursor["next_try"])
+    ob.write_cursor(home, "Som", cursor["offset"], None, cursor["tries"])  # the back-off is over
+    assert notify(home, "Som").returncode == 0
+    assert som.ids() == [old, young]
+    assert [e["id"] for e in ob.read_events(home, "Som")] == [young]
+    assert set(ob.read_done(home, "Som")) == {young} and not ob.needs_delivery(home, "Som")
