@@ -37,6 +37,7 @@ from tests.integration.web.server import WebServer, csrf_of, start_web
 from tests.support.broker import RunningBroker, clock_file, start_broker
 from tests.support.fleet import fleet_home, orchestrator, poll
 from workers.intents import IntentLog, make_tag, send_order_once
+from workers.ledger import ADOPTED, add_lot, ledger_of, lot
 
 pytestmark = [pytest.mark.browser, pytest.mark.supervisord]
 
@@ -320,5 +321,71 @@ def test_token_buttons_halt_and_unhalt_a_user_and_the_halt_cancels_an_open_entry
         assert not halt_file(fleet.home, "Som").exists()
         browser.find_element("id", "back").click()
         poll(lambda: not text_of(browser, "#halt-flag"), 30, "HALTED gone from Som's page")
+    finally:
+        web.stop()
+
+
+def bot_lot(fleet: Fleet, user: str, symbol: str, qty: int) -> None:
+    """A position the bot owns: bought at the broker and recorded as a lot in the user's ledger."""
+    kite = fleet.broker.kite(user)
+    ltp = kite.ltp(f"NSE:{symbol}")[f"NSE:{symbol}"]["last_price"]
+    before = sum(1 for o in kite.orders() if o["status"] == "COMPLETE")
+    kite.place_order(variety="regular", exchange="NSE", tradingsymbol=symbol, transaction_type="BUY",
+                     quantity=qty, product="CNC", order_type="LIMIT", price=round(ltp * 1.02, 0))
+    poll(lambda: sum(1 for o in kite.orders() if o["status"] == "COMPLETE") > before, 30, f"{user}'s {symbol} buy")
+    with StateStore(fleet.home, user, "paper").transaction() as state:
+        add_lot(ledger_of(state), symbol, lot(qty, ltp, START.date(), ADOPTED))
+
+
+@pytest.mark.skipif("halt-flatten" not in available_actions(), reason="this tree's CLI has no halt --flatten")
+def test_token_button_halt_and_flatten_sells_what_the_bot_owns_and_leaves_a_persons_holding(
+        fleet: Fleet, browser: Any) -> None:
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    bot_lot(fleet, "Sai", "TCS", 4)  # Sai's 7 SBIN were bought by hand in the fixture: a person's holding
+    kite = fleet.broker.kite("Sai")
+
+    # without a token the button is absent and its POST is refused
+    page = requests.get(fleet.web.url + "/user/Sai", timeout=30).text
+    assert "action-halt-flatten" not in page
+    refused = requests.post(fleet.web.url + "/user/Sai/action/halt-flatten",
+                            data={"confirm": "yes", "csrf": "0" * 32}, timeout=30)
+    assert refused.status_code == 403, refused.text
+    assert not halt_file(fleet.home, "Sai").exists()
+    assert not [o for o in kite.orders() if o["transaction_type"] == "SELL"]
+
+    web = start_web(fleet.home, "--token", clock=fleet.clock)
+    try:
+        token = (fleet.home.run_dir / "web.token").read_text().strip()
+        browser.get(web.url + "/login")
+        browser.delete_all_cookies()
+        browser.get(web.url + "/user/Sai")
+        browser.find_element("id", "token").send_keys(token)
+        browser.find_element("id", "login").click()
+        poll(lambda: not browser.current_url.endswith("/login"), 20, "the login's redirect")
+        browser.get(web.url + "/user/Sai")
+        browser.find_element("id", "action-halt-flatten").click()
+        WebDriverWait(browser, 10).until(ec.alert_is_present())
+        assert "Halt Sai AND sell" in browser.switch_to.alert.text
+        browser.switch_to.alert.accept()
+        poll(lambda: text_of(browser, "#action-result"), 180, "halt --flatten's result")
+        assert text_of(browser, "#action-result") == "done", browser.page_source[-3000:]
+        browser.save_screenshot(str(fleet.artefacts / "user-Sai-halted-flattened.png"))
+
+        assert halt_file(fleet.home, "Sai").exists()
+        sells = [o for o in kite.orders() if o["transaction_type"] == "SELL"]
+        assert {o["tradingsymbol"] for o in sells} == {"TCS"}, sells
+        assert sum(o["quantity"] for o in sells) == 4
+        # the person's SBIN: never sold, still all there
+        assert broker_view(fleet, "Sai")["held"].get("SBIN") == 7
+
+        browser.find_element("id", "back").click()
+        poll(lambda: "HALTED" in text_of(browser, "#halt-flag"), 30, "HALTED on Sai's page")
+        browser.find_element("id", "action-unhalt").click()
+        WebDriverWait(browser, 10).until(ec.alert_is_present())
+        browser.switch_to.alert.accept()
+        poll(lambda: text_of(browser, "#action-result"), 60, "unhalt's result")
+        assert not halt_file(fleet.home, "Sai").exists()
     finally:
         web.stop()
