@@ -1,4 +1,5 @@
-"""``web [--host 127.0.0.1] [--port 8780] [--token] [--allow-host NAME]``: the fleet dashboard.
+"""``web [--host 127.0.0.1] [--port 8780] [--token] [--allow-host NAME] [--summary-interval S]``: the fleet
+dashboard.
 
 Serves fleet.web on Starlette + uvicorn. Binds 127.0.0.1 by default and is then read-only unless
 ``--token`` is given; any other address always needs the token (fleet.web.security). The socket
@@ -15,6 +16,7 @@ import sys
 from typing import Any
 
 from fleet.web import security
+from fleet.web.live import INTERVAL_S
 from kitefleet.errors import ConfigError, UsageError
 from kitefleet.exitcodes import ExitCode
 from kitefleet.home import Home
@@ -32,9 +34,20 @@ def _port(text: str) -> int:
     return value
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 1.0 <= value <= 3600.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds from 1 to 3600")
+    return value
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("web", help="the fleet dashboard in a browser (read-only unless started with a token)",
-                       usage="orchestrator.py web [--host ADDRESS] [--port PORT] [--token] [--allow-host NAME]")
+                       usage="orchestrator.py web [--host ADDRESS] [--port PORT] [--token] [--allow-host NAME] "
+                             "[--summary-interval SECONDS]")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs the "
                                                        "token, which is then turned on)")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
@@ -42,6 +55,9 @@ def add_parser(sub: Any) -> None:
                    help="require the token in run/web.token (created on first use) and allow actions")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="a name browsers use for this machine, accepted in the Host header (repeatable)")
+    p.add_argument("--summary-interval", type=_interval, default=INTERVAL_S, metavar="SECONDS",
+                   help=f"at most one broker summary per user per this many seconds, however many pages are "
+                        f"open (default {INTERVAL_S:g})")
     p.set_defaults(func=run)
 
 
@@ -92,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     mode = "actions with the token" if token else "read-only"
     print(f"dashboard: http://{shown}:{args.port}/ ({mode}); Ctrl-C stops it", flush=True)
-    app = create_app(Config(home, host, args.port, token, list(args.allow_host)))
+    app = create_app(Config(home, host, args.port, token, list(args.allow_host), interval=args.summary_interval))
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             proxy_headers=False, server_header=False)
     try:

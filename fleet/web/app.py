@@ -42,7 +42,7 @@ from starlette.routing import Route
 from fleet import supervisor
 from fleet.web import actions as acts
 from fleet.web import disk, security, views
-from fleet.web.live import LiveCache, summary_fetch
+from fleet.web.live import INTERVAL_S, LiveCache, summary_fetch
 from kitefleet import clock
 from kitefleet.home import Home
 
@@ -65,7 +65,7 @@ class Config:
     port: int = 8780
     token: str | None = None
     allow_hosts: list[str] = field(default_factory=list)
-    interval: float = 30.0
+    interval: float = INTERVAL_S
 
     @property
     def allowed(self) -> frozenset[str]:
