@@ -239,8 +239,6 @@ SCHEMA: tuple[Key, ...] = (
     Key("ENTRY_MAX_GAP_PERCENT", _number(float, 0, 20, lo_open=True), default=3.0,
         doc="place_orders_daily skips a symbol whose price at the send is more than this far above the "
             "scan's entry (0 < x <= 20); also one trading below the scan's stop or at its upper circuit."),
-    Key("ENTRY_TIMEOUT_MINUTES", _number(int, 1, 375), default=15,
-        doc="Market-clock minutes an entry may rest unfilled before it is cancelled (1-375)."),
     Key("GTT_LIMIT_BUFFER_PERCENT", _number(float, 0, 20, lo_open=True), default=5.0,
         doc="update_cnc_stoploss: the GTT's limit price sits this far below its trigger."),
     Key("STOP_MIN_GAP_PERCENT", _number(float, 0.3, 20), default=1.0,
@@ -284,6 +282,8 @@ SCHEMA: tuple[Key, ...] = (
         doc="When the scheduler writes the daily report (data/<User>/reports/) and sends it, or off."),
 )
 KEYS: Mapping[str, Key] = MappingProxyType({k.name: k for k in SCHEMA})
+# a key declared twice would be documented twice and validated by whichever came last
+assert len(KEYS) == len(SCHEMA), sorted(k.name for k in SCHEMA if [x.name for x in SCHEMA].count(k.name) > 1)
 
 
 def api_key_fingerprint(api_key: str) -> str:

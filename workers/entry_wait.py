@@ -40,6 +40,7 @@ from typing import Any
 
 from kitefleet.clock import Clock
 from kitefleet.errors import BrokerTemporaryError, ReconcileError
+from kitefleet.settings import KEYS
 from kitefleet.state import StateStore
 from kitefleet.states import TERMINAL
 from workers.broker_errors import BrokerRejected
@@ -48,7 +49,6 @@ from workers.faults import fault_point
 from workers.intents import IntentLog
 from workers.portfolio import reconcile_ledger, record_entry_fills
 
-DEFAULT_ENTRY_TIMEOUT_MINUTES = 15
 #: simulated seconds between two looks at the order book while waiting
 POLL_SECONDS = 5.0
 #: ... and at least this many wall seconds (a fast simulated clock must not flood Kite's limits)
@@ -58,7 +58,7 @@ PROGRESS_SECONDS = 60.0
 
 
 def timeout_minutes(settings: Any) -> int:
-    return int(settings.get("ENTRY_TIMEOUT_MINUTES", DEFAULT_ENTRY_TIMEOUT_MINUTES))
+    return int(settings.get("ENTRY_TIMEOUT_MINUTES", KEYS["ENTRY_TIMEOUT_MINUTES"].default))
 
 
 def cancel_after(sent_at: datetime, minutes: int) -> datetime:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from kitefleet import halt
 from kitefleet.calendar import NseCalendar
 from kitefleet.home import Home
+from kitefleet.settings import KEYS
 from workers import events, ledger
 from workers.gtt import stop_ownership
 from workers.portfolio import AccountSnapshot, available_cash, held_quantities, reconcile_ledger
@@ -46,7 +47,6 @@ from workers.strategy.limits import DayPnl, Sell, bot_equity, breached, day_pnl,
 if TYPE_CHECKING:
     from workers.flatten import FlattenReport
 
-DEFAULT_PERCENT = 3.0
 STATE_KEY = "loss_limit"
 #: LOSS_LIMIT_ACTION values
 HALT, FLATTEN = "halt", "flatten"
@@ -58,8 +58,10 @@ FLATTEN_BY = "daily loss limit (LOSS_LIMIT_ACTION=flatten)"
 
 
 def percent_of(settings: Any) -> float:
-    value = settings.get("MAX_DAILY_LOSS_PERCENT", DEFAULT_PERCENT)
-    return float(value if value is not None else DEFAULT_PERCENT)
+    default = KEYS["MAX_DAILY_LOSS_PERCENT"].default  # the schema is the one source of defaults
+    assert isinstance(default, float)
+    value = settings.get("MAX_DAILY_LOSS_PERCENT", default)
+    return float(value if value is not None else default)
 
 
 def watchdog_scheduled(settings: Any) -> bool:
