@@ -389,3 +389,29 @@ def test_token_button_halt_and_flatten_sells_what_the_bot_owns_and_leaves_a_pers
         assert not halt_file(fleet.home, "Sai").exists()
     finally:
         web.stop()
+
+
+def test_no_secret_in_any_page_or_api_answer_with_live_sessions(fleet: Fleet, browser: Any) -> None:
+    """The pages of a fleet with real sessions (traders running, summaries read from the broker)
+    carry none of each user's API key, API secret or access token, nor the dashboard's token."""
+    import json
+
+    secrets = []
+    for user in BUYS:
+        secrets += [f"key{user.lower()}0001", f"secret-{user.lower()}-S3CR3T"]  # write_env's values
+        session = fleet.home.session_file(user)
+        if session.exists():
+            secrets += [str(v) for k, v in json.loads(session.read_text()).items() if "token" in k and v]
+    assert len(secrets) > 2 * len(BUYS), "no access token on disk: the search would not cover tokens"
+    token_file = fleet.home.run_dir / "web.token"
+    if token_file.exists():
+        secrets.append(token_file.read_text().strip())
+    answers = []
+    for path in ("/", "/api/fleet", *(p for u in BUYS for p in (f"/user/{u}", f"/api/user/{u}")), "/login"):
+        answers.append(requests.get(fleet.web.url + path, timeout=30).text)
+        browser.get(fleet.web.url + path)
+        answers.append(browser.page_source)
+    blob = "\n".join(answers)
+    assert "SBIN" in blob and "INFY" in blob  # the pages really show the users' positions
+    for secret in secrets:
+        assert secret not in blob, f"a secret ({len(secret)} characters) appears in a page"
