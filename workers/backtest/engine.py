@@ -250,13 +250,15 @@ def _enter(spec: BacktestSpec, source: CandleSource, acct: _Account, rule: str, 
             continue
         book = source.book(row.symbol, day, slot)
         if book is not None:
-            ask = sizing.limit_from_depth(_depth(book), plan.quantity, ltp, slippage, tick)
-            if ask.limit is None:
+            # the job's own re-pricing at the send (place_orders_daily._price)
+            fresh, _ask = sizing.reprice_at_ask(
+                plan, _depth(book), ltp, cash=acct.cash, deployment_percent=percent, n_selected=len(selected),
+                equity=equity, risk_percent=None if risk is None else float(risk), stop=row.stop_loss,
+                slippage_percent=slippage, max_position_percent=float(_setting(spec, "MAX_POSITION_PERCENT")),
+                max_order_value=None if max_value is None else float(max_value))
+            if fresh is None or fresh.quantity <= 0:
                 continue
-            plan = sizing.size_entry(acct.cash, percent, len(selected), ltp, tick, row.stop_loss,
-                                     symbol=row.symbol, limit=ask.limit, max_quantity=plan.quantity)
-            if plan.quantity <= 0:
-                continue
+            plan = fresh
         when = _ts(path[slot])
         filled, avg, _ = _fill(source, row.symbol, day, slot, True, plan.limit_price, plan.quantity, tick,
                                min(slot + timeout, len(path) - 1))

@@ -86,7 +86,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -128,8 +128,8 @@ from workers.strategy.sizing import (
     check_pre_trade,
     entry_filter,
     fit_to_limits,
-    limit_from_depth,
     order_params,
+    reprice_at_ask,
     select_candidates,
     size_entry,
 )
@@ -512,20 +512,14 @@ def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, l
 
 def _price(e: Entry, run: EntryRun, limits: _Limits, ltp: float, depth: dict[str, Any]) -> list[str]:
     """Re-price ``e.plan`` at the ask level covering its quantity; a refusal reason if none may be used."""
-    planned = e.plan
-    assert planned is not None
-    ask = limit_from_depth(depth, planned.quantity, ltp, limits.slippage, planned.tick_size)
+    assert e.plan is not None
+    fresh, ask = reprice_at_ask(e.plan, depth, ltp, cash=run.cash, deployment_percent=run.percent,
+                                n_selected=run.n_selected, equity=run.equity, risk_percent=limits.risk_percent,
+                                stop=e.row.stop_loss, slippage_percent=limits.slippage,
+                                max_position_percent=limits.position_percent, max_order_value=limits.max_value)
     e.best_ask = ask.best_ask
-    if ask.limit is None:
+    if fresh is None:
         return [ask.reason or "no usable ask"]
-    fresh = size_entry(run.cash, run.percent, run.n_selected, ltp, planned.tick_size, e.row.stop_loss, run.equity,
-                       limits.risk_percent, symbol=e.row.symbol, limit=ask.limit, max_quantity=planned.quantity)
-    # The limits that sized the plan down still bind at the fresh price (a higher ask must not
-    # push the order over MAX_ORDER_VALUE or MAX_POSITION_PERCENT), and the record keeps saying why.
-    fresh = fit_to_limits(fresh, equity=run.equity, max_position_percent=limits.position_percent,
-                          max_order_value=limits.max_value)
-    if fresh.sized_down is None and planned.sized_down is not None:
-        fresh = replace(fresh, sized_down=planned.sized_down)
     e.plan = fresh
     return []
 

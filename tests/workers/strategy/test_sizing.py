@@ -19,6 +19,7 @@ from workers.strategy.sizing import (
     entry_filter,
     limit_from_depth,
     order_params,
+    reprice_at_ask,
     select_candidates,
     size_entry,
 )
@@ -314,3 +315,31 @@ def test_entry_filter_skips_a_gap_up_a_price_under_the_stop_and_the_upper_circui
     # A --from list without entry and stop: only the circuit applies.
     assert entry_filter(500.0, None, None, 600.0, MAX_GAP) is None
     assert entry_filter(0.0, 100.0, 95.0, 120.0, MAX_GAP) is None
+
+
+def _reprice(depth: dict, *, max_order_value: float | None = None) -> tuple[EntryPlan | None, str | None]:
+    planned = size_entry(100_000.0, 50.0, 1, 100.0, 0.05, 95.0, 100_000.0, None, symbol="X")
+    assert planned.quantity == 500
+    fresh, ask = reprice_at_ask(planned, depth, 100.0, cash=100_000.0, deployment_percent=50.0, n_selected=1,
+                                equity=100_000.0, risk_percent=None, stop=95.0, slippage_percent=1.0,
+                                max_position_percent=None, max_order_value=max_order_value)
+    return fresh, ask.reason
+
+
+def test_reprice_at_ask_takes_the_level_covering_the_quantity_and_keeps_within_the_budget():
+    fresh, _ = _reprice({"sell": [{"price": 100.1, "quantity": 200, "orders": 1},
+                                  {"price": 100.5, "quantity": 800, "orders": 2}]})
+    assert fresh is not None and fresh.limit_price == 100.5
+    assert fresh.quantity == min(500, math.floor(50_000 / 100.5))
+
+
+def test_reprice_at_ask_a_higher_ask_stays_within_max_order_value():
+    # planned at the LTP inside MAX_ORDER_VALUE; the ask one step up must not push the order over it
+    fresh, _ = _reprice({"sell": [{"price": 100.5, "quantity": 1000, "orders": 3}]}, max_order_value=40_000.0)
+    assert fresh is not None and fresh.quantity * fresh.limit_price <= 40_000.0
+
+
+def test_reprice_at_ask_refuses_with_no_sellers_or_an_ask_above_the_slippage_cap():
+    assert _reprice({"sell": []}) [0] is None
+    fresh, reason = _reprice({"sell": [{"price": 102.0, "quantity": 1000, "orders": 1}]})
+    assert fresh is None and reason and "slippage" in reason
