@@ -26,3 +26,4 @@ def soak_enabled() -> bool:
 
 # Fixtures that tests in several folders use, made available everywhere.
 from tests.support.legacy import legacy_copy  # noqa: E402, F401 (fixture)
+from tests.support.sink import sinks  # noqa: E402, F401 (fixture)

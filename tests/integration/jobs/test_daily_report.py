@@ -6,10 +6,21 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from kitefleet import outbox as ob
 from tests.integration.jobs.test_place_orders_daily import DAY_A, last_json, open_desk
 from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
+
+
+def contract_note_charges(kite: Any, orders: list[dict[str, Any]]) -> float:
+    """The broker's charges for ``orders``' fills, from its contract note."""
+    note = kite.get_virtual_contract_note([
+        {"order_id": o["order_id"], "exchange": "NSE", "tradingsymbol": o["tradingsymbol"],
+         "transaction_type": o["transaction_type"], "variety": "regular", "product": "CNC",
+         "order_type": o["order_type"], "quantity": o["filled_quantity"], "average_price": o["average_price"]}
+        for o in orders])
+    return round(sum(row["charges"]["total"] for row in note), 2)
 
 
 def test_daily_report_numbers_equal_the_brokers(tmp_path: Path,
@@ -25,12 +36,7 @@ def test_daily_report_numbers_equal_the_brokers(tmp_path: Path,
     trades = kite.trades()
     assert len(report["trades"]) == len(trades) == 3
     done = [o for o in kite.orders() if o["status"] == "COMPLETE"]
-    note = kite.get_virtual_contract_note([
-        {"order_id": o["order_id"], "exchange": "NSE", "tradingsymbol": o["tradingsymbol"],
-         "transaction_type": o["transaction_type"], "variety": "regular", "product": "CNC",
-         "order_type": o["order_type"], "quantity": o["filled_quantity"], "average_price": o["average_price"]}
-        for o in done])
-    charges = round(sum(row["charges"]["total"] for row in note), 2)
+    charges = contract_note_charges(kite, done)
     assert charges > 0 and report["charges"] == charges
     buy = next(t for t in trades if t["tradingsymbol"] == "INFY" and t["transaction_type"] == "BUY")
     sell = next(t for t in trades if t["tradingsymbol"] == "INFY" and t["transaction_type"] == "SELL")
@@ -87,12 +93,7 @@ def test_daily_report_numbers_equal_the_brokers_with_a_cancelled_entry_and_a_gtt
     trades = kite.trades()
     assert len(report["trades"]) == len(trades) == 3
     filled = [o for o in orders if o["filled_quantity"]]
-    note = kite.get_virtual_contract_note([
-        {"order_id": o["order_id"], "exchange": "NSE", "tradingsymbol": o["tradingsymbol"],
-         "transaction_type": o["transaction_type"], "variety": "regular", "product": "CNC",
-         "order_type": o["order_type"], "quantity": o["filled_quantity"], "average_price": o["average_price"]}
-        for o in filled])
-    charges = round(sum(row["charges"]["total"] for row in note), 2)
+    charges = contract_note_charges(kite, filled)
     assert len(filled) == 3 and report["charges"] == charges
     buy = next(t for t in trades if t["tradingsymbol"] == "TCS" and t["transaction_type"] == "BUY")
     sell = next(t for t in trades if t["tradingsymbol"] == "TCS" and t["transaction_type"] == "SELL")

@@ -245,6 +245,19 @@ def test_token_buttons_pause_and_resume_a_user(fleet: Fleet, browser: Any) -> No
         web.stop()
 
 
+def log_in(browser: Any, web: WebServer, home: Home, user: str) -> None:
+    """Log in to a token dashboard through its form, for real, and open ``user``'s page."""
+    token = (home.run_dir / "web.token").read_text().strip()
+    browser.get(web.url + "/login")
+    browser.delete_all_cookies()  # 127.0.0.1's cookies are shared by every port: log in here, for real
+    browser.get(web.url + f"/user/{user}")
+    assert browser.current_url.endswith("/login")
+    browser.find_element("id", "token").send_keys(token)
+    browser.find_element("id", "login").click()
+    poll(lambda: not browser.current_url.endswith("/login"), 20, "the login's redirect")
+    browser.get(web.url + f"/user/{user}")
+
+
 def resting_entry(fleet: Fleet, user: str, symbol: str) -> str:
     """An entry as place_orders_daily leaves one that has not filled: an intent of its entry tag,
     sent through the intent protocol, a BUY LIMIT 5 % under the LTP (inside the circuit band),
@@ -287,15 +300,7 @@ def test_token_buttons_halt_and_unhalt_a_user_and_the_halt_cancels_an_open_entry
 
     web = start_web(fleet.home, "--token", clock=fleet.clock)
     try:
-        token = (fleet.home.run_dir / "web.token").read_text().strip()
-        browser.get(web.url + "/login")
-        browser.delete_all_cookies()  # 127.0.0.1's cookies are shared by every port: log in here, for real
-        browser.get(web.url + "/user/Som")
-        assert browser.current_url.endswith("/login")
-        browser.find_element("id", "token").send_keys(token)
-        browser.find_element("id", "login").click()
-        poll(lambda: not browser.current_url.endswith("/login"), 20, "the login's redirect")
-        browser.get(web.url + "/user/Som")
+        log_in(browser, web, fleet.home, "Som")
         csrf_of(browser.page_source)  # a token page carries the CSRF field its buttons post
 
         browser.find_element("id", "action-halt").click()
@@ -357,14 +362,7 @@ def test_token_button_halt_and_flatten_sells_what_the_bot_owns_and_leaves_a_pers
 
     web = start_web(fleet.home, "--token", clock=fleet.clock)
     try:
-        token = (fleet.home.run_dir / "web.token").read_text().strip()
-        browser.get(web.url + "/login")
-        browser.delete_all_cookies()
-        browser.get(web.url + "/user/Sai")
-        browser.find_element("id", "token").send_keys(token)
-        browser.find_element("id", "login").click()
-        poll(lambda: not browser.current_url.endswith("/login"), 20, "the login's redirect")
-        browser.get(web.url + "/user/Sai")
+        log_in(browser, web, fleet.home, "Sai")
         browser.find_element("id", "action-halt-flatten").click()
         WebDriverWait(browser, 10).until(ec.alert_is_present())
         assert "Halt Sai AND sell" in browser.switch_to.alert.text

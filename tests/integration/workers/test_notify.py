@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,15 +18,6 @@ from kitefleet.home import Home
 from kitefleet.settings import load_settings, notify_url_secrets
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env, make_home, write_env
 from tests.support.sink import Sink
-
-
-@pytest.fixture
-def sinks() -> Iterator[list[Sink]]:
-    made: list[Sink] = []
-    yield made
-    for s in made:
-        s.release.set()
-        s.stop()
 
 
 def sink(sinks: list[Sink], path: str) -> Sink:

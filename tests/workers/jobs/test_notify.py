@@ -44,15 +44,6 @@ class Killed(BaseException):
 
 
 @pytest.fixture
-def sinks() -> Iterator[list[Sink]]:
-    made: list[Sink] = []
-    yield made
-    for s in made:
-        s.release.set()
-        s.stop()
-
-
-@pytest.fixture
 def at() -> Iterator[Callable[[str], None]]:
     """Set the shared clock (the events' ``time``) to an instant."""
     def set_to(iso: str) -> None:
