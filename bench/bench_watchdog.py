@@ -104,9 +104,10 @@ def _wait(predicate: Any, timeout: float, what: str) -> Any:
 
 
 def effective_interval(poll: float, speed: float) -> float:
-    """Simulated seconds between polls: the poll setting, unless Kite's one quote request per wall
-    second (plus the client limiter's margin) is longer at this clock speed."""
-    return max(float(poll), (1.0 + WINDOW_MARGIN_S) / PER_SECOND[QUOTE] * speed)
+    """Simulated seconds between polls: the poll setting, unless the client limiter's quote window
+    is longer at this clock speed (Kite's one quote request per market second, i.e. per wall
+    second divided by a speed above 1, plus the limiter's margin in wall seconds)."""
+    return max(float(poll), (1.0 / PER_SECOND[QUOTE] / max(1.0, speed) + WINDOW_MARGIN_S) * speed)
 
 
 def split_reaction(audit: list[dict[str, Any]], order_id: str, cross: datetime,

@@ -183,7 +183,8 @@ def summarise_user(state: Mapping[str, Any], order_files: list[Mapping[str, Any]
                               "rule": ex.get("rule"), "level": ex.get("level"), "ltp": ex.get("ltp"),
                               "price": ex.get("price"), "quantity": ex.get("quantity"), "filled": ex.get("filled"),
                               "order_status": ex.get("order_status"), "order_id": ex.get("order_id"),
-                              "status": ex.get("status")})
+                              "status": ex.get("status"), "previous_poll_at": ex.get("previous_poll_at"),
+                              "quoted_at": ex.get("quoted_at")})
                 for action in (ex.get("gtt") or {}).get("actions") or []:
                     gtt_actions.append({"symbol": symbol, **action})
     order_ids = {str(it["broker_id"]) for it in intents if it.get("kind") == "order" and it.get("broker_id")}

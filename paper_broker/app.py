@@ -173,7 +173,7 @@ class PaperBroker:
         self.market, instruments_csv = _make_market(config, self.calendar)
         self.engine = _make_engine(self.db, self.market, self.calendar, self.clock, config.rms_reject)
         self.audit = AuditLog(self.db)
-        self.limiter = RateLimiter(enabled=config.rate_limits)
+        self.limiter = RateLimiter(enabled=config.rate_limits, speed=lambda: self.clock.speed)
         self._reload_lock = threading.Lock()
         self.reload_accounts()
         self.engine.consent_of = self._consent_of

@@ -1,14 +1,18 @@
 """Kite's rate limits, per API key, as sliding windows of wall-clock time.
 
-Each class allows at most N requests in any sliding one-second window (Kite counts wall seconds,
-whatever speed the simulated clock runs at, so a fast replay is throttled like the real thing):
+Each class allows at most N requests in any sliding one-second window of market time: wall seconds
+at real speed (as Kite counts them), and under a replay clock faster than real time a second of
+that clock, i.e. the window divided by its speed (the client's limiter, workers.ratelimit, counts
+the same way, so a 900x replay keeps its jobs' real pace in market time instead of spending 15
+market minutes per quote read). A jump of the clock frees no slot: the windows are still measured
+in wall time, only shortened by the speed.
 
     quote       /quote, /quote/ohlc, /quote/ltp            1 / s
     historical  /instruments/historical/...                3 / s
     orders      POST, PUT, DELETE /orders/...             10 / s
     other       every other call, reads combined           10 / s
 
-Order placements are also capped at 400 in any sliding 60 wall seconds and 5,000 per simulated
+Order placements are also capped at 400 in any sliding 60 seconds (market time, as above) and 5,000 per simulated
 trading date (the "orders of the day" cap resets when the broker's date changes, so a replay of
 many days is not starved by an earlier day's orders).
 
@@ -62,9 +66,10 @@ class RateLimiter:
 
     def __init__(self, *, enabled: bool = True, monotonic: Callable[[], float] = time.monotonic,
                  per_second: dict[str, int] | None = None, orders_per_minute: int = ORDERS_PER_MINUTE,
-                 orders_per_day: int = ORDERS_PER_DAY) -> None:
+                 orders_per_day: int = ORDERS_PER_DAY, speed: Callable[[], float] = lambda: 1.0) -> None:
         self.enabled = enabled
         self._monotonic = monotonic
+        self._speed = speed  # the clock's market seconds per wall second
         self._per_second = dict(PER_SECOND if per_second is None else per_second)
         self._orders_per_minute = orders_per_minute
         self._orders_per_day = orders_per_day
@@ -76,6 +81,7 @@ class RateLimiter:
         window = self._windows.get((api_key, kind))
         if window is None:
             window = self._windows[(api_key, kind)] = SlidingWindow(limit, seconds)
+        window.seconds = seconds  # the clock's speed may have changed since
         return window
 
     def check(self, api_key: str, klass: str, *, places_order: bool = False, day: date | None = None) -> None:
@@ -84,12 +90,13 @@ class RateLimiter:
         if not self.enabled:
             return
         now = self._monotonic()
+        scale = max(1.0, float(self._speed()))
         with self._lock:
-            second = self._window(api_key, klass, self._per_second[klass], 1.0)
+            second = self._window(api_key, klass, self._per_second[klass], 1.0 / scale)
             if not second.has_room(now):
                 raise rate_limited()
             if places_order:
-                minute = self._window(api_key, "orders/min", self._orders_per_minute, 60.0)
+                minute = self._window(api_key, "orders/min", self._orders_per_minute, 60.0 / scale)
                 if not minute.has_room(now):
                     raise rate_limited()
                 counted_day, count = self._day_counts.get(api_key, (day, 0))

@@ -22,6 +22,14 @@ slot waits until ``answer time + window``; a slot still in flight blocks its pla
 WINDOW_MARGIN_S for clock granularity. The day count uses the shared trading clock's date, as
 Kite's (and the paper broker's) "orders of the day" does.
 
+Under a replay clock faster than real time (``make demo``, a clock file with ``speed`` > 1) the
+windows are Kite's seconds of market time: a wall second holds ``speed`` market seconds, so each
+window is divided by the speed (the margin is not). Counted in wall seconds, one quote read cost a
+900x demo 15 market minutes, so a 09:20 entry run sent its last order after noon and the watchdog
+polled every quarter hour instead of every WATCHDOG_POLL_SECONDS. A clock at real speed (live
+trading always) or slower keeps the wall windows; the paper broker counts the same way
+(paper_broker.ratelimit).
+
 A slot file that cannot be written (a full disk, a read-only home) or a lock file that cannot be
 opened does not stop the requests: the limiter keeps its slots in memory (merged into what the
 file says while the file lags behind), logs the failure at most once per WRITE_ERROR_EVERY
@@ -82,6 +90,11 @@ _ROUTE_CLASS: dict[str, str] = {
     "order.modify": ORDERS,
     "order.cancel": ORDERS,
 }
+
+
+def market_speed() -> float:
+    """Market seconds per wall second of the trading clock, never below 1 (see the module doc)."""
+    return max(1.0, float(clock.get_clock().speed))
 
 
 def endpoint_class(route: str) -> str:
@@ -196,9 +209,10 @@ class RateLimiter:
 
     # --- policy ------------------------------------------------------------------------------
     def _windows(self, cls: str, places_order: bool) -> list[Window]:
-        windows = [Window(self._per_second[cls], 1.0 + self._margin)]
+        speed = market_speed()
+        windows = [Window(self._per_second[cls], 1.0 / speed + self._margin)]
         if places_order:
-            windows.append(Window(self._orders_per_minute, 60.0 + self._margin))
+            windows.append(Window(self._orders_per_minute, 60.0 / speed + self._margin))
         return windows
 
     @staticmethod

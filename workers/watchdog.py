@@ -42,6 +42,8 @@ written by this job only, and only when something changed (a level, a stop, an e
         "atr": {"atr": float|null, "anchor": float (entry price, then the highest LTP seen),
                 "stop": float|null, "carried_from": date|null},
         "exits": [{"purpose", "tag", "rule", "level", "ltp", "price", "quantity", "decided_at",
+                   "previous_poll_at": ISO (the poll before the deciding one), "quoted_at": ISO
+                   (when the quote it was decided on was read),
                    "status": "sending"|"sent"|"unknown"|"rejected"|"blocked"|"not_sent"|"lost",
                    "order_id", "order_status", "filled", "note", "retry_after",
                    "modifications": int (reprice attempts), "repriced_at": ISO,
@@ -250,6 +252,10 @@ class Watchdog(ExitDesk):
         self.dirty = False
         self.next_positions: datetime = now
         self._said_speed: float | None = None
+        #: the poll before the current one, and when each symbol's last quote() was read: an exit
+        #: records both, so a replay can be checked against it (workers.backtest.compare)
+        self.previous_poll_at: str | None = None
+        self.quoted_at: dict[str, str] = {}
         self._would_exit: set[tuple[str, float]] = set()
         self._carry: dict[str, Any] = {}
         self._loaded = False
@@ -609,7 +615,7 @@ class Watchdog(ExitDesk):
             quotes = self.kite.ltp(*[f"{EXCHANGE}:{s}" for s in symbols])
             self.stats.polls += 1
             self.stats.first_poll_at = self.stats.first_poll_at or now.isoformat()
-            self.stats.last_poll_at = now.isoformat()
+            self.previous_poll_at, self.stats.last_poll_at = self.stats.last_poll_at, now.isoformat()
             for symbol in symbols:
                 quote = quotes.get(f"{EXCHANGE}:{symbol}") or {}
                 ltp = float(quote.get("last_price") or 0.0)
@@ -633,6 +639,7 @@ class Watchdog(ExitDesk):
     def quoted(self, symbol: str, view: SymbolView) -> SymbolView:
         """``view`` with the LTP and lower circuit limit of one ``quote()`` call."""
         row = self.kite.quote(f"{EXCHANGE}:{symbol}").get(f"{EXCHANGE}:{symbol}") or {}
+        self.quoted_at[symbol] = self.clock.now().isoformat()
         ltp = float(row.get("last_price") or 0.0) or view.ltp
         lower = float(row.get("lower_circuit_limit") or 0.0) or None
         return dataclasses.replace(view, ltp=ltp, lower=lower)
@@ -642,7 +649,9 @@ class Watchdog(ExitDesk):
         if self.stats.rate_limited or speed == self._said_speed:
             return
         self._said_speed = speed
-        window = (1.0 + WINDOW_MARGIN_S) / PER_SECOND[QUOTE]
+        # the limiter's quote window in wall seconds (workers.ratelimit: market seconds under a
+        # clock faster than real time)
+        window = 1.0 / PER_SECOND[QUOTE] / max(1.0, speed) + WINDOW_MARGIN_S
         if self.poll_seconds / speed < window:
             self.stats.rate_limited = True
             self.log.warning(

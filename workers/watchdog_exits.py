@@ -152,6 +152,8 @@ class ExitDesk:
     scope_mode: str
     scope: OwnedView | None
     _account: AccountSnapshot | None
+    previous_poll_at: str | None
+    quoted_at: dict[str, str]
 
     def sym(self, symbol: str) -> dict[str, Any]:
         raise NotImplementedError
@@ -254,7 +256,8 @@ class ExitDesk:
             record = new_record(purpose, tag)
             rec["exits"].append(record)
         move(record, ExitStatus.SENDING, rule=decision.rule, level=decision.level, ltp=decision.ltp,
-             price=decision.limit_price, quantity=quantity, decided_at=now.isoformat(), order_id=None,
+             price=decision.limit_price, quantity=quantity, decided_at=now.isoformat(),
+             previous_poll_at=self.previous_poll_at, quoted_at=self.quoted_at.get(symbol), order_id=None,
              order_status=None, filled=0, note=decision.reason, retry_after=None)
         self.dirty = True
         self.flush()

@@ -63,7 +63,9 @@ def test_an_exit_on_an_ltp_from_before_the_crossing_is_a_scenario_error() -> Non
 
 def test_interval_is_the_poll_unless_the_quote_limit_is_longer() -> None:
     assert effective_interval(30, 20) == 30
-    assert effective_interval(60, 60) == pytest.approx(61.2)  # one quote a wall second + 20 ms margin
+    assert effective_interval(60, 60) == 60  # one quote a market second + 20 wall ms of margin: 2.2 s
+    assert effective_interval(1, 60) == pytest.approx(2.2)
+    assert effective_interval(0.5, 1) == pytest.approx(1.02)  # real time: one quote a wall second
 
 
 def test_watchdog_table_has_a_header_and_a_row_per_size() -> None:

@@ -1,6 +1,6 @@
 """Kite's rate limits over HTTP, through the real kiteconnect client: a burst gets 429
 NetworkException, each route counts in its class, limits are per API key, and the windows count
-wall seconds, not the simulated clock.
+wall seconds shortened by the clock's speed (market seconds), never the clock's jumps.
 
 The broker runs in this process (the real PaperBroker and HTTP server, in threads) with its rate
 limiter reading a manual monotonic clock: the window only moves when a test moves it, so the
@@ -76,12 +76,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     write_env(home, "Sai")
     ensure_calendar(home, NOW.date())
     clock_path = root / "clock"
-    # A fast simulated clock: the limits must still count wall seconds.
-    clock = clock_from_value(clock_file(clock_path, NOW, speed=60))
+    clock = clock_from_value(clock_file(clock_path, NOW))
     broker = PaperBroker(BrokerConfig(home=home, data_dir=home.paper_dir, port=0, symbols=["INFY"],
                                       rate_limits=True), clock=clock)
     wall = ManualMonotonic()
-    broker.limiter = broker.service.limiter = RateLimiter(monotonic=wall)
+    broker.limiter = broker.service.limiter = RateLimiter(monotonic=wall, speed=lambda: clock.speed)
     broker.start()
     try:
         yield Rig(broker, home, wall, clock_path)
@@ -115,13 +114,30 @@ def test_the_window_counts_wall_seconds_not_the_simulated_clock(rig: Rig) -> Non
     kite = rig.kite("Som")
     rig.fresh_window()
     assert _outcome(lambda: kite.ltp("NSE:INFY")) == "ok"
-    write_clock_file(rig.clock_path, NOW + timedelta(hours=1), speed=60)
+    write_clock_file(rig.clock_path, NOW + timedelta(hours=1), speed=1)
     try:
         assert datetime.fromisoformat(requests.get(f"{rig.broker.url}/paper/health", timeout=10)
                                       .json()["data"]["now"]) >= NOW + timedelta(hours=1)
         assert _outcome(lambda: kite.ltp("NSE:INFY")) == "429", "an hour of simulated time frees no slot"
     finally:
-        write_clock_file(rig.clock_path, NOW, speed=60)
+        write_clock_file(rig.clock_path, NOW)
+
+
+def test_a_clock_faster_than_real_time_shortens_the_window_by_its_speed(rig: Rig) -> None:
+    """A 60x replay: one quote per market second is one per sixtieth of a wall second (the demo's
+    jobs keep their real-time pace); a jump of that clock still frees nothing."""
+    kite = rig.kite("Som")
+    write_clock_file(rig.clock_path, NOW, speed=60)
+    try:
+        rig.fresh_window()
+        assert _outcome(lambda: kite.ltp("NSE:INFY")) == "ok"
+        assert _outcome(lambda: kite.ltp("NSE:INFY")) == "429", "the same wall instant"
+        rig.wall.move(1 / 60 - 0.001)
+        assert _outcome(lambda: kite.ltp("NSE:INFY")) == "429", "still inside the first quote's market second"
+        rig.wall.move(0.002)
+        assert _outcome(lambda: kite.ltp("NSE:INFY")) == "ok", "a sixtieth of a wall second later"
+    finally:
+        write_clock_file(rig.clock_path, NOW)
 
 
 @pytest.mark.parametrize(("klass", "call"), [

@@ -15,6 +15,7 @@ from kitefleet import clock
 from kitefleet.clock import clock_from_value
 from workers.ratelimit import (
     IN_FLIGHT_EXPIRY_S,
+    WINDOW_MARGIN_S,
     DailyOrderCapReached,
     RateLimiter,
     Window,
@@ -44,6 +45,22 @@ def test_wait_is_measured_from_the_answer_and_in_flight_slots_block() -> None:
     slots = [["a", 99.2, True], ["b", 99.6, True], ["c", 99.9, True]]
     assert wait(slots, three, 100.0) == pytest.approx(0.22)
     assert wait(slots[1:], three, 100.0) == 0
+
+
+def test_demo_entries_spread_over_hours_a_replay_clock_shortens_the_windows(tmp_path: Path) -> None:
+    """A 900x demo counted Kite's limits in wall seconds: each quote read cost 15 market minutes and
+    a 09:20 entry run sent its last order at 12:18. Under a clock faster than real time the windows
+    are market seconds (divided by the speed, the margin kept); at real speed or slower, wall seconds."""
+    limiter = RateLimiter(tmp_path)
+    clock.set_clock(clock_from_value("2026-03-04T10:00:00+05:30,speed=900"))
+    quote, minute = limiter._windows("orders", places_order=True)
+    assert quote.seconds == pytest.approx(1 / 900 + WINDOW_MARGIN_S)
+    assert minute.seconds == pytest.approx(60 / 900 + WINDOW_MARGIN_S)
+    for speed in ("1", "0.5"):
+        clock.set_clock(clock_from_value(f"2026-03-04T10:00:00+05:30,speed={speed}"))
+        assert limiter._windows("quote", places_order=False)[0].seconds == pytest.approx(1 + WINDOW_MARGIN_S)
+    clock.set_clock(None)  # real time: live trading
+    assert limiter._windows("quote", places_order=False)[0].seconds == pytest.approx(1 + WINDOW_MARGIN_S)
 
 
 def test_slots_of_one_class_keep_to_the_window(tmp_path: Path) -> None:
