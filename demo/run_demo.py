@@ -51,6 +51,8 @@ from kitefleet.home import Home
 SEED = 7
 SUPERVISOR_TIMINGS = ("--startsecs", "1", "--startretries", "3", "--stopwaitsecs", "10")
 ENTRY_SPEED = 60.0  # around 09:20: slow enough that the entries fill near the prices they were sized on
+#: the entry window run at --entry-speed: the scheduled 09:20 run's start, plan and sends
+ENTRY_WINDOW = ("09:19:30", "09:22")
 #: who gets a notification service (the demo's sink); the others have no NOTIFY_URLS
 NOTIFIED = ("Som",)
 SINK_PATH = "som-demo-hook"
@@ -80,7 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--speed", type=float, default=300.0,
                    help="simulated seconds per wall second outside the entry window (default 300)")
     p.add_argument("--entry-speed", type=float, default=ENTRY_SPEED,
-                   help=f"speed from 09:17 to 09:35, around the entries (default {ENTRY_SPEED:g})")
+                   help=f"speed from {ENTRY_WINDOW[0]} to {ENTRY_WINDOW[1]}, around the entries (default "
+                        f"{ENTRY_SPEED:g}; at 10 or less the 09:20 run sends within its minute, as at real time)")
     p.add_argument("--until", default=None, metavar="HH:MM",
                    help="end the replay day at this time (default: after the post-close scan)")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON to this file")
@@ -167,7 +170,8 @@ class Demo:
         self.orchestrator("login", "--all")
         replay.set(dhome.at(day, "08:55"), fast)
         end = dhome.at(day, args.until) if args.until else None
-        segments = [(dhome.at(day, "09:17"), fast), (dhome.at(day, "09:35"), min(fast, args.entry_speed)),
+        segments = [(dhome.at(day, ENTRY_WINDOW[0]), fast),
+                    (dhome.at(day, ENTRY_WINDOW[1]), min(fast, args.entry_speed)),
                     (dhome.at(day, "15:30"), fast)]
         for target, speed in segments:
             if end is not None and target >= end:
