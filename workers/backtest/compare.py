@@ -16,7 +16,8 @@ What must agree, and why each tolerance:
   the job's start; the job's polls drift with its work). When both decided on the same completed
   minute (the replay's poll and the job's quote see the same last close), the limit is within one
   tick; when the job's polls were further apart than the grid (an accelerated replay clock) and it
-  saw a later minute, the price is its own and only the window is checked (:attr:`Report.notes`);
+  saw a later minute, the price is its own and only the window is checked (a limit more than a tick
+  away is then a note, :attr:`Report.notes`);
 * **exits by a stop GTT**: the same symbols.
 
 A replay exit within ``margin`` of the end of what the jobs ran (a bounded demo stops mid-session)
@@ -150,7 +151,7 @@ def _compare_exit(j: JobExit, r: OrderRow, tick: float, report: Report, opening:
         if _off_by_ticks(j.price, r.price, tick) > 1 + 1e-9:
             report.differences.append(f"{what}: limit {j.price} (jobs) vs {r.price} (replay) on the same "
                                       f"minute's close, more than one tick ({tick}) apart")
-    else:
+    elif _off_by_ticks(j.price, r.price, tick) > 1 + 1e-9:
         report.notes.append(f"{what}: the jobs decided on the close of minute {seen_job} from the open, the "
                             f"replay on minute {seen_replay} (the jobs' polls were further apart than "
                             f"{poll_seconds} s); limit {j.price} vs {r.price} not compared")

@@ -221,11 +221,12 @@ def _enter(spec: BacktestSpec, source: CandleSource, acct: _Account, rule: str, 
            scan: list[patterns.ScanResult], ticks: dict[str, float],
            minutes: Callable[[str], list[Candle] | None], *, min_score: int, max_positions: int,
            percent: float, slippage: float, max_gap: float, slot: int, timeout: int,
-           history: dict[str, list[Candle]]) -> None:
+           history: dict[str, list[Candle]], manual: bool = False) -> None:
     if not scan:
         return
     blocked = {s: "held" for s in acct.positions}
-    selected, _ = sizing.select_candidates(scan, blocked, min_score=min_score, max_positions=max_positions)
+    selected, _ = sizing.select_candidates(scan, blocked, min_score=None if manual else min_score,
+                                           max_positions=max_positions, manual=manual)
     for row in selected:
         tick = ticks[row.symbol]
         path = minutes(row.symbol)
@@ -372,7 +373,7 @@ class Replay:
 
     # --- one session ---------------------------------------------------------------------------
     def session(self, acct: _Account, rule: str, day: date, scan: list[patterns.ScanResult],
-                minutes: Callable[[str], list[Candle] | None], times: SessionTimes) -> None:
+                minutes: Callable[[str], list[Candle] | None], times: SessionTimes, *, manual: bool = False) -> None:
         """One session of one rule's account in one time loop: minute by minute, every held symbol
         at that minute, the jobs at their slots and the watchdog's polls after the minute they see."""
         acct.day_charges = 0.0
@@ -386,7 +387,7 @@ class Replay:
             if k in stop_slots and not times.watched:
                 self._unwatched_run(acct, rule, day, ds, lives, k, stop_run=True)
             if k in entries:
-                self._entry_run(acct, rule, day, scan, minutes, ds, lives, k, times.watched)
+                self._entry_run(acct, rule, day, scan, minutes, ds, lives, k, times.watched, manual)
             stop_job = k in stop_slots
             for symbol in sorted(lives):
                 lv = lives[symbol]
@@ -432,7 +433,7 @@ class Replay:
 
     def _entry_run(self, acct: _Account, rule: str, day: date, scan: list[patterns.ScanResult],
                    minutes: Callable[[str], list[Candle] | None], ds: _Day, lives: dict[str, _Live], k: int,
-                   watched: bool) -> None:
+                   watched: bool, manual: bool = False) -> None:
         """place_orders_daily at minute ``k``: without a watchdog it checks the loss limit first
         (and flattens when it trips); a halted user sends no entry."""
         if not watched:
@@ -441,7 +442,7 @@ class Replay:
             return
         before = set(acct.positions)
         _enter(self.spec, self.source, acct, rule, day, scan, self.ticks, minutes, slot=k, history=self.history,
-               **self.entry)
+               manual=manual, **self.entry)
         for symbol in sorted(set(acct.positions) - before):
             ds.buys[symbol] = acct.positions[symbol].entry_price
             self._watch(acct, rule, day, symbol, minutes, lives)
