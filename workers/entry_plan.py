@@ -39,15 +39,17 @@ refusal) and their tests are in docs/restart-behaviour.md.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from kitefleet.state import StateStore
 from workers.intents import RESOLVED, SENT, IntentLog, make_tag
 from workers.portfolio import AccountSnapshot, entry_blocked, plan_key
+from workers.strategy.entries import ALREADY_PLACED, Basis, complete_plan
 from workers.strategy.patterns import ScanResult
 from workers.strategy.sizing import Skipped
+
+__all__ = ["JOB", "PURPOSE", "Basis", "entry_tag", "fix_plan", "plan_basis", "read_plan", "remaining"]
 
 JOB = "place_orders_daily"
 PURPOSE = "entry"
@@ -55,15 +57,6 @@ PURPOSE = "entry"
 
 def entry_tag(user: str, session: date, symbol: str) -> str:
     return make_tag(user, JOB, session, symbol, PURPOSE)
-
-
-@dataclass(frozen=True)
-class Basis:
-    """What a plan's entries are sized with: fixed by the first run of the session."""
-
-    cash: float
-    equity: float
-    n_selected: int
 
 
 def read_plan(state: dict[str, Any], session: date, source: str) -> dict[str, Any] | None:
@@ -92,23 +85,19 @@ def fix_plan(store: StateStore, user: str, session: date, source: str, now: date
 
 def remaining(plan: dict[str, Any], rows: list[ScanResult], account: AccountSnapshot, intents: IntentLog,
               today: date, user: str) -> tuple[list[ScanResult], list[Skipped]]:
-    """The planned entries still to do: not sent yet, and not held or pending meanwhile."""
+    """The planned entries still to do: not sent yet, and not held or pending meanwhile
+    (workers.strategy.entries.complete_plan, which the backtest's later entry slots call too)."""
     by_symbol = {r.symbol: r for r in rows}
-    blocked_now = entry_blocked(account)
-    selected: list[ScanResult] = []
-    skipped: list[Skipped] = []
+    planned: list[ScanResult] = []
+    sent: dict[str, str] = {}
     for sym, meta in (plan.get("entries") or {}).items():
         tag = str(meta.get("tag") or entry_tag(user, today, sym))
         intent = intents.get(tag)
         if intent is not None and intent.get("status") in (SENT, RESOLVED):
             status = intent.get("order_status") or "sent"
-            skipped.append(Skipped(sym, f"already placed today: order {intent.get('broker_id')} ({status})"))
-            continue
-        if sym in blocked_now:
-            skipped.append(Skipped(sym, blocked_now[sym]))
-            continue
-        row = by_symbol.get(sym) or ScanResult(sym, 0, entry=meta.get("entry"), stop_loss=meta.get("stop_loss"),
-                                               target_1=meta.get("target_price"),
-                                               risk_reward=meta.get("risk_reward_ratio") or 0.0)
-        selected.append(row)
-    return selected, skipped
+            sent[sym] = f"{ALREADY_PLACED}: order {intent.get('broker_id')} ({status})"
+        planned.append(by_symbol.get(sym) or ScanResult(sym, 0, entry=meta.get("entry"),
+                                                        stop_loss=meta.get("stop_loss"),
+                                                        target_1=meta.get("target_price"),
+                                                        risk_reward=meta.get("risk_reward_ratio") or 0.0))
+    return complete_plan(planned, sent, entry_blocked(account))

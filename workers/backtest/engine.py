@@ -52,8 +52,9 @@ from workers.backtest.data import CandleSource
 from workers.backtest.model import BacktestSpec, EquityRow, OpenPosition, OrderRow, RuleResult, TradeRow
 from workers.backtest.timing import SessionTimes, plan_of, session_times
 from workers.flatten import flatten_reprices
+from workers.portfolio import HELD, SOLD_TODAY
 from workers.schedule import format_schedule
-from workers.strategy import limits, patterns, sizing, stops, watchdog_rules
+from workers.strategy import entries, limits, patterns, stops, watchdog_rules
 from workers.strategy.patterns import Candle
 from workers.strategy.watchdog_rules import RULE_ATR_TRAILING, clamp_to_band, marketable_limit
 from workers.watchdog import POSITIONS_REFRESH_SECONDS, AtrTrail, SymbolView, decide_symbol
@@ -137,6 +138,18 @@ class _Day:
     next_refresh: int = 0  # seconds from the open of the watchdog's next positions refresh
     unwatched_from: int = -1  # minutes of an unwatched flatten's looks (stop or entry run): [from, until]
     unwatched_until: int = -1
+    #: the session's entry plan, fixed by the first entry slot with entries (workers.entry_plan)
+    plan: _EntryPlan | None = None
+    entered: list[str] = field(default_factory=list)  # symbols whose entry was sent this session
+
+
+@dataclass(frozen=True)
+class _EntryPlan:
+    """What the first entry slot planned: a later slot completes it with the same basis."""
+
+    basis: entries.Basis
+    rows: list[patterns.ScanResult]
+    quantities: dict[str, int]
 
 
 def _ts(c: Candle) -> datetime:
@@ -155,6 +168,11 @@ def _setting(spec: BacktestSpec, key: str) -> Any:
     default = KEYS[key].default
     value = spec.settings.get(key, default)
     return default if value in (None, "") else value
+
+
+def _number(spec: BacktestSpec, key: str) -> float | None:
+    value = _setting(spec, key)
+    return None if value is None else float(value)
 
 
 def _depth(book: Book) -> dict[str, list[dict[str, Any]]]:
@@ -217,49 +235,53 @@ def run(spec: BacktestSpec, source: CandleSource, calendar: NseCalendar, *,
     return [acct.result for acct in accounts.values()]
 
 
-def _enter(spec: BacktestSpec, source: CandleSource, acct: _Account, rule: str, day: date,
-           scan: list[patterns.ScanResult], ticks: dict[str, float],
-           minutes: Callable[[str], list[Candle] | None], *, min_score: int, max_positions: int,
-           percent: float, slippage: float, max_gap: float, slot: int, timeout: int,
-           history: dict[str, list[Candle]], manual: bool = False) -> None:
+def _enter(source: CandleSource, acct: _Account, rule: str, day: date, scan: list[patterns.ScanResult],
+           ticks: dict[str, float], minutes: Callable[[str], list[Candle] | None], ds: _Day, *,
+           entry_limits: entries.EntryLimits, slot: int, timeout: int, history: dict[str, list[Candle]],
+           manual: bool = False) -> None:
+    """place_orders_daily at minute ``slot``, through its own functions (workers.strategy.entries):
+    the first slot with entries selects and fixes the session's plan; a later slot completes it
+    (the same basis; a symbol already sent is not sent again). The LTP is the last completed
+    minute's close. ``manual``: a person's list (``--from``), in its order, MIN_SCORE not applied."""
     if not scan:
         return
-    blocked = {s: "held" for s in acct.positions}
-    selected, _ = sizing.select_candidates(scan, blocked, min_score=None if manual else min_score,
-                                           max_positions=max_positions, manual=manual)
-    for row in selected:
+
+    def ltp(symbol: str) -> float:
+        path = minutes(symbol)
+        return path[slot - 1].close if path and len(path) >= slot else 0.0
+
+    blocked = {s: HELD for s in acct.positions}
+    for sell in ds.sells:
+        blocked.setdefault(sell.symbol, SOLD_TODAY)
+    sent = {s: entries.ALREADY_PLACED for s in ds.entered}
+    if ds.plan is None:
+        selected, _ = entries.select_entries(scan, {**sent, **blocked}, len(acct.positions), entry_limits,
+                                             has_score=not manual, manual=manual)
+        held = sum(p.quantity * (ltp(s) or p.mark or p.entry_price) for s, p in acct.positions.items())
+        basis, planned_qty = entries.Basis(acct.cash, entries.entry_equity(acct.cash, held), len(selected)), {}
+    else:
+        selected, _ = entries.complete_plan(ds.plan.rows, sent, blocked)
+        basis, planned_qty = ds.plan.basis, ds.plan.quantities
+    kept, _ = entries.cap_new_entries([r.symbol for r in selected], (), len(ds.entered), entry_limits.new_per_day)
+    rows = [r for r in selected if r.symbol in kept]
+    deployed = sum(p.quantity * p.entry_price for p in acct.positions.values())  # the owned lots at cost
+    sized = entries.size_entries(rows, {r.symbol: ltp(r.symbol) for r in rows}, ticks, basis, entry_limits,
+                                 planned_qty=planned_qty, deployed=deployed)
+    if ds.plan is None and rows:
+        ds.plan = _EntryPlan(basis, rows, {r.symbol: z.plan.quantity for r, z in zip(rows, sized, strict=True)})
+    for row, z in zip(rows, sized, strict=True):
         tick = ticks[row.symbol]
         path = minutes(row.symbol)
         if not path or len(path) <= slot:
             acct.result.missing.append(f"{row.symbol} {day}: no minute candles for the entry")
             continue
-        ltp = path[slot - 1].close
         circuit = source.circuit(row.symbol, day)
-        if sizing.entry_filter(ltp, row.entry, row.stop_loss, circuit[1] if circuit else None, max_gap):
-            continue
-        equity = acct.result.equity[-1].equity if acct.result.equity else acct.cash
-        risk = _setting(spec, "RISK_PER_TRADE_PERCENT")
-        max_value = _setting(spec, "MAX_ORDER_VALUE")
-        band = _setting(spec, "PRICE_BAND_PERCENT")
-        plan = sizing.size_entry(acct.cash, percent, len(selected), ltp, tick, row.stop_loss, equity,
-                                 None if risk is None else float(risk), symbol=row.symbol)
-        plan = sizing.fit_to_limits(plan, equity=equity,
-                                    max_position_percent=float(_setting(spec, "MAX_POSITION_PERCENT")),
-                                    max_order_value=None if max_value is None else float(max_value))
-        if plan.quantity <= 0 or sizing.check_pre_trade(plan, ltp, None if max_value is None else float(max_value),
-                                                        None if band is None else float(band)):
-            continue
         book = source.book(row.symbol, day, slot)
-        if book is not None:
-            # the job's own re-pricing at the send (place_orders_daily._price)
-            fresh, _ask = sizing.reprice_at_ask(
-                plan, _depth(book), ltp, cash=acct.cash, deployment_percent=percent, n_selected=len(selected),
-                equity=equity, risk_percent=None if risk is None else float(risk), stop=row.stop_loss,
-                slippage_percent=slippage, max_position_percent=float(_setting(spec, "MAX_POSITION_PERCENT")),
-                max_order_value=None if max_value is None else float(max_value))
-            if fresh is None or fresh.quantity <= 0:
-                continue
-            plan = fresh
+        plan = entries.check_at_send(z.plan, row, path[slot - 1].close, _depth(book) if book is not None else None,
+                                     circuit[1] if circuit else None, basis, entry_limits).sendable
+        if plan is None:
+            continue
+        ds.entered.append(row.symbol)
         when = _ts(path[slot])
         filled, avg, _ = _fill(source, row.symbol, day, slot, True, plan.limit_price, plan.quantity, tick,
                                min(slot + timeout, len(path) - 1))
@@ -272,7 +294,7 @@ def _enter(spec: BacktestSpec, source: CandleSource, acct: _Account, rule: str, 
         acct.cash -= filled * avg + cost
         acct.day_charges += cost
         prev_low = stops.previous_session_low(history[row.symbol], when)
-        decision = stops.stop_at_fill(row.stop_loss, avg, prev_low, ltp, tick,
+        decision = stops.stop_at_fill(row.stop_loss, avg, prev_low, path[slot - 1].close, tick,
                                       acct.buffer_percent, acct.min_gap_percent)
         acct.positions[row.symbol] = _Position(row.symbol, filled, when, avg, day, cost, decision.stop, tick)
 
@@ -327,10 +349,7 @@ class Replay:
         self.symbols = source.symbols()
         self.ticks = {s: source.tick(s) for s in self.symbols}
         self.entry: dict[str, Any] = {
-            "min_score": int(_setting(spec, "MIN_SCORE")), "max_positions": int(_setting(spec, "MAX_CNC_POSITIONS")),
-            "percent": float(_setting(spec, "CAPITAL_DEPLOYMENT_PERCENT")),
-            "slippage": float(_setting(spec, "ENTRY_SLIPPAGE_PERCENT")),
-            "max_gap": float(_setting(spec, "ENTRY_MAX_GAP_PERCENT")),
+            "entry_limits": entries.EntryLimits.from_settings(lambda key: _number(spec, key)),
             "timeout": int(_setting(spec, "ENTRY_TIMEOUT_MINUTES"))}
         sessions = calendar.trading_days_between(spec.start, spec.end)
         # the daily candles, read once for the whole range (the scan's window slides over them)
@@ -441,7 +460,7 @@ class Replay:
         if ds.halted:
             return
         before = set(acct.positions)
-        _enter(self.spec, self.source, acct, rule, day, scan, self.ticks, minutes, slot=k, history=self.history,
+        _enter(self.source, acct, rule, day, scan, self.ticks, minutes, ds, slot=k, history=self.history,
                manual=manual, **self.entry)
         for symbol in sorted(set(acct.positions) - before):
             ds.buys[symbol] = acct.positions[symbol].entry_price

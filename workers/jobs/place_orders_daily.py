@@ -1,8 +1,10 @@
 """``place_orders_daily``: enter the day's selected symbols with marketable LIMIT BUY CNC orders.
 
-Over 400 lines because the entry run (reconcile, select, size, send, wait, protect, record) is still
-one module; issue 14 names the entry-plan protocol and the run record as the pieces to move out
-next.
+Over 400 lines because the entry run's I/O (reconcile, read the input and quotes, send, wait,
+protect, record) is one sequence over one run's state, and this docstring is its contract; its
+decisions are pure functions apart (workers.strategy.entries, shared with the backtest), as are
+the entry plan, the run record and the wait (workers.entry_plan, workers.run_record,
+workers.entry_wait).
 
     python -m workers place_orders_daily --user Som [--dry-run] [--confirm] [--from FILE] [--json]
 
@@ -12,7 +14,8 @@ evening's scan feeds the next morning's entries; an older one is refused), or ``
 person's explicit pick (CSV or JSON with at least a ``ticker`` column): its rows keep their order
 and ``MIN_SCORE`` applies only if it has a score column.
 
-Rules (workers.strategy.sizing; docs/trading-rules.md): selection (score >= ``MIN_SCORE``, not
+Rules (workers.strategy.entries and workers.strategy.sizing, the functions the backtest calls
+too; docs/trading-rules.md): selection (score >= ``MIN_SCORE``, not
 blocked for entries (``workers.portfolio.entry_blocked``: held, sold today, held on another
 exchange, or an open BUY order), at most ``MAX_CNC_POSITIONS`` minus the positions the bot owns
 (workers.ledger; every holding under ``MANAGE_SCOPE=all``) and the open BUY orders: an unfilled
@@ -86,7 +89,6 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -122,17 +124,17 @@ from workers.portfolio import (
     snapshot,
 )
 from workers.run_record import Entry, EntryRun, write_record
-from workers.strategy.patterns import ScanResult
-from workers.strategy.sizing import (
-    Skipped,
-    check_pre_trade,
-    entry_filter,
-    fit_to_limits,
-    order_params,
-    reprice_at_ask,
-    select_candidates,
-    size_entry,
+from workers.strategy import entries as rules
+from workers.strategy.entries import (
+    EntryLimits,
+    check_at_send,
+    entry_equity,
+    over_cap_reason,
+    select_entries,
+    size_entries,
 )
+from workers.strategy.patterns import ScanResult
+from workers.strategy.sizing import Skipped, order_params
 
 TAKES_JOB_LOCK = True
 EXCHANGE = "NSE"
@@ -152,40 +154,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # --- the run ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Limits:
-    """The user's entry settings, read once per run."""
-
-    min_score: int
-    max_positions: int
-    percent: float
-    risk_percent: float | None
-    max_value: float | None
-    band: float | None
-    slippage: float
-    position_percent: float | None
-    max_capital: float | None
-    new_per_day: int
-    max_gap: float
-
-
-def _limits(ctx: JobContext) -> _Limits:
-    s = ctx.settings
-    return _Limits(
-        min_score=s.integer("MIN_SCORE"),
-        max_positions=s.integer("MAX_CNC_POSITIONS"),
-        percent=s.number("CAPITAL_DEPLOYMENT_PERCENT"),
-        risk_percent=s.optional_number("RISK_PER_TRADE_PERCENT"),
-        max_value=s.optional_number("MAX_ORDER_VALUE"),
-        band=s.optional_number("PRICE_BAND_PERCENT"),
-        slippage=s.number("ENTRY_SLIPPAGE_PERCENT"),
-        position_percent=s.optional_number("MAX_POSITION_PERCENT"),
-        max_capital=s.optional_number("MAX_CAPITAL"),
-        new_per_day=s.integer("MAX_NEW_ENTRIES_PER_DAY"),
-        max_gap=s.number("ENTRY_MAX_GAP_PERCENT"),
-    )
-
-
 def _ltps(kite: Any, symbols: list[str]) -> dict[str, float]:
     if not symbols:
         return {}
@@ -256,7 +224,7 @@ def run(ctx: JobContext) -> int:
     paused = pause.is_paused(ctx.home, ctx.user)
     pause_note = pause.describe(pause.pause_info(ctx.home, ctx.user)) if paused else None
     equity_margins = kite.margins("equity")
-    limits = _limits(ctx)
+    limits = EntryLimits.from_settings(ctx.settings.optional_number)
 
     planned_qty: dict[str, int] = {}
     if existing_plan is not None:
@@ -275,9 +243,8 @@ def run(ctx: JobContext) -> int:
     entries = [e for e in entries if e.row.symbol not in blocked]
     state_now = store.read()
     entries, over = cap_new_entries(entries, state_now.get("intents") or {}, today, limits.new_per_day)
-    skipped += [Skipped(e.row.symbol, f"MAX_NEW_ENTRIES_PER_DAY {limits.new_per_day} reached today") for e in over]
-    _size(kite, md, entries, basis, limits, paused, planned_qty)
-    _fit(entries, basis, limits, deployed_capital(state_now, account))
+    skipped += [Skipped(e.row.symbol, over_cap_reason(limits.new_per_day)) for e in over]
+    _size(kite, md, entries, basis, limits, paused, planned_qty, deployed_capital(state_now, account))
 
     usable = round(basis.cash * limits.percent / 100, 2)
     header = (f"{ctx.user}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} from {source}; cash "
@@ -357,16 +324,15 @@ def _read_input(ctx: JobContext, last_completed: date) -> tuple[Path, list[ScanR
 
 
 def _select(ctx: JobContext, rows: list[ScanResult], has_score: bool, account: AccountSnapshot,
-            equity_margins: dict[str, Any], limits: _Limits) -> tuple[Basis, list[ScanResult], list[Skipped]]:
-    """The first run's selection, and the cash and equity it is sized with."""
+            equity_margins: dict[str, Any], limits: EntryLimits) -> tuple[Basis, list[ScanResult], list[Skipped]]:
+    """The first run's selection (workers.strategy.entries.select_entries), and the cash and
+    equity it is sized with."""
     cash = available_cash(equity_margins)
     scope = manage_scope(StateStore(ctx.home, ctx.user, ctx.settings.mode).read(), held_quantities(account),
                          ctx.settings.text("MANAGE_SCOPE"))
     if scope.mode == ALL:
         ctx.log.warning("%s", SCOPE_ALL_WARNING)
-    # Bot equity: cash + what the bot manages at its LTP (under MANAGE_SCOPE=own a large personal
-    # portfolio in the same account must not inflate every percentage of it).
-    equity = round(cash + account.market_value(scope.protect), 2)
+    equity = entry_equity(cash, account.market_value(scope.protect))
     blocked_now = entry_blocked(account)
     # An open BUY (an earlier run's entry not filled yet) will become a position: it takes a
     # slot, or a second input the same day could fill MAX_CNC_POSITIONS twice over. A symbol
@@ -374,43 +340,34 @@ def _select(ctx: JobContext, rows: list[ScanResult], has_score: bool, account: A
     # bought into, but takes no slot of the bot's.
     taken = sum(1 for s, why in blocked_now.items()
                 if why != SOLD_TODAY and (scope.mode == ALL or why == BUY_PENDING or s in scope.protect))
-    min_score, max_positions = limits.min_score, limits.max_positions
-    if has_score and ctx.args.from_file is None:
-        selected, skipped = select_candidates(rows, blocked_now, min_score=min_score,
-                                              max_positions=max_positions, held_count=taken)
-    else:
-        selected, skipped = select_candidates(rows, blocked_now, min_score=min_score if has_score else None,
-                                              max_positions=max_positions, held_count=taken, manual=True)
-    reasons = set(blocked_now.values())
-    skipped = [s for s in skipped if s.reason in reasons] + [s for s in skipped if s.reason not in reasons]
+    selected, skipped = select_entries(rows, blocked_now, taken, limits, has_score=has_score,
+                                       manual=ctx.args.from_file is not None)
     return Basis(cash=cash, equity=equity, n_selected=len(selected)), selected, skipped
 
 
-def _size(kite: Any, md: Any, entries: list[Entry], basis: Basis, limits: _Limits, paused: bool,
-          planned_qty: dict[str, int]) -> None:
-    """The plan at the LTP: budget and quantity (a rerun never exceeds the first run's quantity)."""
+def _size(kite: Any, md: Any, entries: list[Entry], basis: Basis, limits: EntryLimits, paused: bool,
+          planned_qty: dict[str, int], deployed: float) -> None:
+    """The plan at the LTP, fitted to the limits (workers.strategy.entries.size_entries)."""
     ltps = _ltps(kite, [e.row.symbol for e in entries])
-    for e in entries:
-        tick = md.tick_size(e.row.symbol)
-        e.plan = size_entry(basis.cash, limits.percent, basis.n_selected, ltps[e.row.symbol], tick, e.row.stop_loss,
-                            basis.equity, limits.risk_percent, symbol=e.row.symbol,
-                            max_quantity=planned_qty.get(e.row.symbol))
-        e.planned_quantity = e.plan.quantity
-        # Shown in the plan; priced from a fresh quote and checked again right before each order.
-        e.refusals = check_pre_trade(e.plan, ltps[e.row.symbol], limits.max_value, limits.band, paused)
+    ticks = {e.row.symbol: md.tick_size(e.row.symbol) for e in entries}
+    sized = size_entries([e.row for e in entries], ltps, ticks, basis, limits, paused=paused,
+                         planned_qty=planned_qty, deployed=deployed)
+    for e, z in zip(entries, sized, strict=True):
+        e.plan, e.refusals, e.planned_quantity = z.plan, z.refusals, z.planned_quantity
 
 
 def cap_new_entries(entries: list[Entry], intents: dict[str, Any], today: date,
                     limit: int) -> tuple[list[Entry], list[Entry]]:
-    """(entries this run may send, the rest): at most ``limit`` new entries per session, the
+    """(entries this run may send, the rest): workers.strategy.entries.cap_new_entries with the
     entry intents of today's earlier runs counted (a tag already sent is no new entry)."""
     tags = {e.tag for e in entries}
-    done = {t for t, i in intents.items() if i.get("kind") == "order" and str(i.get("purpose", "")).startswith("entry")
-            and i.get("session") == today.isoformat() and i.get("broker_id") and t not in tags}
-    room = max(0, limit - len(done))
-    fresh = [e for e in entries if not (intents.get(e.tag) or {}).get("broker_id")]
-    keep = {e.tag for e in fresh[:room]} | {e.tag for e in entries if e not in fresh}
-    return [e for e in entries if e.tag in keep], [e for e in entries if e.tag not in keep]
+    earlier = sum(1 for t, i in intents.items()
+                  if i.get("kind") == "order" and str(i.get("purpose", "")).startswith("entry")
+                  and i.get("session") == today.isoformat() and i.get("broker_id") and t not in tags)
+    sent = {e.row.symbol for e in entries if (intents.get(e.tag) or {}).get("broker_id")}
+    keep, _ = rules.cap_new_entries([e.row.symbol for e in entries], sent, earlier, limit)
+    kept = set(keep)
+    return [e for e in entries if e.row.symbol in kept], [e for e in entries if e.row.symbol not in kept]
 
 
 def deployed_capital(state: dict[str, Any], account: AccountSnapshot) -> float:
@@ -422,22 +379,6 @@ def deployed_capital(state: dict[str, Any], account: AccountSnapshot) -> float:
     pending = sum(float(o.get("price") or 0) * int(o.get("pending_quantity") or 0)
                   for o in open_bot_entries(state.get("intents") or {}, account.orders))
     return round(at_cost + pending, 2)
-
-
-def _fit(entries: list[Entry], basis: Basis, limits: _Limits, deployed: float) -> None:
-    """Size each entry DOWN to MAX_ORDER_VALUE, MAX_POSITION_PERCENT of bot equity and what
-    MAX_CAPITAL leaves (issue 18: a slightly larger account must not have its only trade refused)."""
-    room = None if limits.max_capital is None else max(0.0, limits.max_capital - deployed)
-    for e in entries:
-        if e.plan is None:
-            continue
-        e.plan = fit_to_limits(e.plan, equity=basis.equity, max_position_percent=limits.position_percent,
-                               max_order_value=limits.max_value, capital_room=room)
-        if room is not None:
-            room = max(0.0, room - e.plan.order_value)
-        e.refusals = [r for r in e.refusals if not r.startswith("order value")]
-        if e.plan.quantity <= 0 and e.plan.sized_down:
-            e.refusals.append(f"quantity 0: {e.plan.sized_down}")
 
 
 def _confirmed(ctx: JobContext, entries: list[Entry], skipped: list[Skipped], header: str) -> bool:
@@ -459,27 +400,25 @@ def _confirmed(ctx: JobContext, entries: list[Entry], skipped: list[Skipped], he
     return True
 
 
-def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, limits: _Limits) -> int:
-    """Each entry in turn: priced from a fresh quote, the pre-trade limits, then sent at most once
-    (an intent re-sent after a crash gets the params actually sent: workers.intents.record)."""
+def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, limits: EntryLimits) -> int:
+    """Each entry in turn: the checks on a fresh quote (workers.strategy.entries.check_at_send),
+    the halt flag, then sent at most once (an intent re-sent after a crash gets the params
+    actually sent: workers.intents.record)."""
     log = ctx.log
+    basis = Basis(entry_run.cash, entry_run.equity, entry_run.n_selected)
     for e in entry_run.entries:
         e.at = clock.now()
         assert e.plan is not None
-        planned_ltp = e.plan.ltp
         fresh, depth, upper = _quote(kite, e.row.symbol)
         e.fresh_ltp = fresh
-        gone = entry_filter(fresh, e.row.entry, e.row.stop_loss, upper, limits.max_gap)
-        if gone is not None:
+        checked = check_at_send(e.plan, e.row, fresh, depth, upper, basis, limits,
+                                paused=pause.is_paused(ctx.home, ctx.user))
+        if checked.gone is not None:
             # The setup the scan saw is gone: skipped, with the reason in the run record.
-            e.refusals, e.error = [gone], f"skipped: {gone}"
+            e.refusals, e.error = [checked.gone], f"skipped: {checked.gone}"
             log.warning("%s: %s", e.row.symbol, e.error)
             continue
-        e.refusals = _price(e, entry_run, limits, fresh, depth)
-        # The slippage cap bounds the price against the fresh LTP; the sanity band against the
-        # LTP the plan was sized on (and a person confirmed): a plan gone stale is refused.
-        e.refusals += check_pre_trade(e.plan, planned_ltp, limits.max_value, limits.band,
-                                      pause.is_paused(ctx.home, ctx.user))
+        e.plan, e.refusals, e.best_ask = checked.plan, checked.refusals, checked.best_ask
         halted = halt.halt_info(ctx.home, ctx.user)
         if halted is not None:  # checked before each order: a halt stops the run's next order
             e.refusals.insert(0, halt.describe(halted))
@@ -508,20 +447,6 @@ def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, l
                      e.plan.limit_price, e.order_id, "" if e.sent_now else " (already at the broker)")
             events.entry_placed(ctx.home, ctx.user, e.row.symbol, e.plan.quantity, e.plan.limit_price, e.order_id)
     return ExitCode.OK
-
-
-def _price(e: Entry, run: EntryRun, limits: _Limits, ltp: float, depth: dict[str, Any]) -> list[str]:
-    """Re-price ``e.plan`` at the ask level covering its quantity; a refusal reason if none may be used."""
-    assert e.plan is not None
-    fresh, ask = reprice_at_ask(e.plan, depth, ltp, cash=run.cash, deployment_percent=run.percent,
-                                n_selected=run.n_selected, equity=run.equity, risk_percent=limits.risk_percent,
-                                stop=e.row.stop_loss, slippage_percent=limits.slippage,
-                                max_position_percent=limits.position_percent, max_order_value=limits.max_value)
-    e.best_ask = ask.best_ask
-    if fresh is None:
-        return [ask.reason or "no usable ask"]
-    e.plan = fresh
-    return []
 
 
 def _wait(ctx: JobContext, kite: Any, md: Any, store: StateStore, intents: IntentLog, session: date,
