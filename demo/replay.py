@@ -149,6 +149,8 @@ class Replay:
         if target is None or self.spec.speed <= 0:
             return 0.2
         left = (target - self.now()).total_seconds() / self.spec.speed
+        if left <= 0:  # reached: waiting for the jobs, not the clock
+            return 0.2
         return min(0.2, max(0.001, left))
 
 
