@@ -8,6 +8,9 @@ current time, settings values) is an argument, so every rule is unit-tested on h
   pattern). Used by ``pattern_daily``.
 * :mod:`workers.strategy.sizing`: candidate selection, entry sizing and pre-trade limits. Used by
   ``place_orders_daily``.
+* :mod:`workers.strategy.entries`: the entry run's decisions built on them (selection and equity
+  basis, ``MAX_NEW_ENTRIES_PER_DAY``, the fit to ``MAX_CAPITAL``, the checks at the send, completing
+  the day's plan). Used by ``place_orders_daily`` and the backtest.
 * :mod:`workers.strategy.stops`: the previous-session-low stop and the GTT plan. Used by
   ``update_cnc_stoploss``.
 * :mod:`workers.strategy.watchdog_rules`: the hourly-low exit and the ATR trailing stop. Used by
