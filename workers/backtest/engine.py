@@ -269,6 +269,7 @@ def _enter(source: CandleSource, acct: _Account, rule: str, day: date, scan: lis
                                  planned_qty=planned_qty, deployed=deployed)
     if ds.plan is None and rows:
         ds.plan = _EntryPlan(basis, rows, {r.symbol: z.plan.quantity for r, z in zip(rows, sized, strict=True)})
+    room = entries.capital_room(entry_limits, deployed)  # at the sends, as place_orders_daily._send
     for row, z in zip(rows, sized, strict=True):
         tick = ticks[row.symbol]
         path = minutes(row.symbol)
@@ -278,10 +279,12 @@ def _enter(source: CandleSource, acct: _Account, rule: str, day: date, scan: lis
         circuit = source.circuit(row.symbol, day)
         book = source.book(row.symbol, day, slot)
         plan = entries.check_at_send(z.plan, row, path[slot - 1].close, _depth(book) if book is not None else None,
-                                     circuit[1] if circuit else None, basis, entry_limits).sendable
+                                     circuit[1] if circuit else None, basis, entry_limits, capital_room=room).sendable
         if plan is None:
             continue
         ds.entered.append(row.symbol)
+        if room is not None:
+            room = max(0.0, room - plan.order_value)
         when = _ts(path[slot])
         filled, avg, _ = _fill(source, row.symbol, day, slot, True, plan.limit_price, plan.quantity, tick,
                                min(slot + timeout, len(path) - 1))

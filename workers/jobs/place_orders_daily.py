@@ -127,6 +127,7 @@ from workers.run_record import Entry, EntryRun, write_record
 from workers.strategy import entries as rules
 from workers.strategy.entries import (
     EntryLimits,
+    capital_room,
     check_at_send,
     entry_equity,
     over_cap_reason,
@@ -244,7 +245,8 @@ def run(ctx: JobContext) -> int:
     state_now = store.read()
     entries, over = cap_new_entries(entries, state_now.get("intents") or {}, today, limits.new_per_day)
     skipped += [Skipped(e.row.symbol, over_cap_reason(limits.new_per_day)) for e in over]
-    _size(kite, md, entries, basis, limits, paused, planned_qty, deployed_capital(state_now, account))
+    deployed = deployed_capital(state_now, account)
+    _size(kite, md, entries, basis, limits, paused, planned_qty, deployed)
 
     usable = round(basis.cash * limits.percent / 100, 2)
     header = (f"{ctx.user}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} from {source}; cash "
@@ -267,7 +269,7 @@ def run(ctx: JobContext) -> int:
                          n_selected=basis.n_selected, paused=paused, entries=entries, skipped=skipped)
     code: int | None = None
     try:
-        code = _send(ctx, kite, intents, entry_run, limits)
+        code = _send(ctx, kite, intents, entry_run, limits, deployed)
     except KitefleetError as exc:
         # Token, broker or reconciliation trouble mid-run: the record still says what happened.
         entry_run.stopped = str(exc)
@@ -400,19 +402,22 @@ def _confirmed(ctx: JobContext, entries: list[Entry], skipped: list[Skipped], he
     return True
 
 
-def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, limits: EntryLimits) -> int:
-    """Each entry in turn: the checks on a fresh quote (workers.strategy.entries.check_at_send),
-    the halt flag, then sent at most once (an intent re-sent after a crash gets the params
-    actually sent: workers.intents.record)."""
+def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, limits: EntryLimits,
+          deployed: float) -> int:
+    """Each entry in turn: the checks on a fresh quote (workers.strategy.entries.check_at_send;
+    MAX_CAPITAL's room is what ``deployed``, the capital deployed when the run started, and this
+    run's earlier sends leave), the halt flag, then sent at most once (an intent re-sent after a
+    crash gets the params actually sent: workers.intents.record)."""
     log = ctx.log
     basis = Basis(entry_run.cash, entry_run.equity, entry_run.n_selected)
+    room = capital_room(limits, deployed)
     for e in entry_run.entries:
         e.at = clock.now()
         assert e.plan is not None
         fresh, depth, upper = _quote(kite, e.row.symbol)
         e.fresh_ltp = fresh
         checked = check_at_send(e.plan, e.row, fresh, depth, upper, basis, limits,
-                                paused=pause.is_paused(ctx.home, ctx.user))
+                                paused=pause.is_paused(ctx.home, ctx.user), capital_room=room)
         if checked.gone is not None:
             # The setup the scan saw is gone: skipped, with the reason in the run record.
             e.refusals, e.error = [checked.gone], f"skipped: {checked.gone}"
@@ -443,6 +448,8 @@ def _send(ctx: JobContext, kite: Any, intents: IntentLog, entry_run: EntryRun, l
         else:
             e.order_id, e.sent_now = result.broker_id, result.sent_now
             e.order_status = result.order_status
+            if room is not None and result.sent_now:  # one already at the broker is in ``deployed``
+                room = max(0.0, room - e.plan.order_value)
             log.info("%s: BUY %d @ %.2f LIMIT CNC -> order %s%s", e.row.symbol, e.plan.quantity,
                      e.plan.limit_price, e.order_id, "" if e.sent_now else " (already at the broker)")
             events.entry_placed(ctx.home, ctx.user, e.row.symbol, e.plan.quantity, e.plan.limit_price, e.order_id)

@@ -186,7 +186,7 @@ def size_entries(rows: Sequence[ScanResult], ltps: Mapping[str, float], ticks: M
         plan = size_entry(basis.cash, limits.percent, basis.n_selected, ltp, ticks[r.symbol], r.stop_loss,
                           basis.equity, limits.risk_percent, symbol=r.symbol, max_quantity=planned_qty.get(r.symbol))
         out.append(Sized(plan, check_pre_trade(plan, ltp, limits.max_value, limits.band, paused), plan.quantity))
-    room = None if limits.max_capital is None else max(0.0, limits.max_capital - deployed)
+    room = capital_room(limits, deployed)
     for s in out:
         s.plan = fit_to_limits(s.plan, equity=basis.equity, max_position_percent=limits.position_percent,
                                max_order_value=limits.max_value, capital_room=room)
@@ -197,6 +197,11 @@ def size_entries(rows: Sequence[ScanResult], ltps: Mapping[str, float], ticks: M
         if s.plan.quantity <= 0 and s.plan.sized_down:
             s.refusals.append(f"quantity 0: {s.plan.sized_down}")
     return out
+
+
+def capital_room(limits: EntryLimits, deployed: float) -> float | None:
+    """What MAX_CAPITAL leaves to deploy after ``deployed`` (None: no MAX_CAPITAL)."""
+    return None if limits.max_capital is None else max(0.0, limits.max_capital - deployed)
 
 
 @dataclass(frozen=True)
@@ -217,13 +222,15 @@ class AtSend:
 
 def check_at_send(planned: EntryPlan, row: ScanResult, fresh_ltp: float, depth: Mapping[str, Any] | None,
                   upper_circuit: float | None, basis: Basis, limits: EntryLimits, *,
-                  paused: bool = False) -> AtSend:
+                  paused: bool = False, capital_room: float | None = None) -> AtSend:
     """The checks right before one entry's order, on a fresh quote (LTP, depth, upper circuit):
 
     1. the setup the scan saw must still be there (sizing.entry_filter: gapped up beyond
        ENTRY_MAX_GAP_PERCENT, below the scan's stop, at the upper circuit): else skipped;
     2. re-priced at the ask level covering the planned quantity (sizing.reprice_at_ask, refused
-       beyond ENTRY_SLIPPAGE_PERCENT or with no sellers);
+       beyond ENTRY_SLIPPAGE_PERCENT or with no sellers) and fitted again to the limits at that
+       price, MAX_CAPITAL's ``capital_room`` (what is left after the deployed capital and this
+       run's earlier sends) included;
     3. the pre-trade limits (sizing.check_pre_trade) with the sanity band around the LTP the plan
        was sized on, ``planned.ltp``: the slippage cap bounds the price against the fresh LTP, the
        band a plan gone stale (e.g. while a person confirmed it)."""
@@ -233,7 +240,8 @@ def check_at_send(planned: EntryPlan, row: ScanResult, fresh_ltp: float, depth: 
     fresh, ask = reprice_at_ask(planned, depth, fresh_ltp, cash=basis.cash, deployment_percent=limits.percent,
                                 n_selected=basis.n_selected, equity=basis.equity, risk_percent=limits.risk_percent,
                                 stop=row.stop_loss, slippage_percent=limits.slippage,
-                                max_position_percent=limits.position_percent, max_order_value=limits.max_value)
+                                max_position_percent=limits.position_percent, max_order_value=limits.max_value,
+                                capital_room=capital_room)
     refusals = [] if fresh is not None else [ask.reason or "no usable ask"]
     plan = fresh if fresh is not None else planned
     refusals += check_pre_trade(plan, planned.ltp, limits.max_value, limits.band, paused)

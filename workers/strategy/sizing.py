@@ -354,19 +354,22 @@ def fit_to_limits(plan: EntryPlan, *, equity: float, owned_value: float = 0.0,
 def reprice_at_ask(planned: EntryPlan, depth: Mapping[str, Any] | None, ltp: float, *, cash: float,
                    deployment_percent: float, n_selected: int, equity: float, risk_percent: float | None,
                    stop: float | None, slippage_percent: float, max_position_percent: float | None,
-                   max_order_value: float | None) -> tuple[EntryPlan | None, AskLimit]:
+                   max_order_value: float | None, capital_room: float | None = None
+                   ) -> tuple[EntryPlan | None, AskLimit]:
     """The plan re-priced right before its order, as place_orders_daily and the backtest both do it:
     the limit is the ask level covering the planned quantity (limit_from_depth; None and the
     refusal in the AskLimit when no level may be used), shares = min(planned, budget / that limit)
     under the same risk cap, and the limits that sized the plan down still bind at the new price
-    (a higher ask must not push the order over MAX_ORDER_VALUE or MAX_POSITION_PERCENT)."""
+    (a higher ask must not push the order over MAX_ORDER_VALUE, MAX_POSITION_PERCENT or what
+    MAX_CAPITAL leaves, ``capital_room``: a plan fitted to the room at the LTP and sent at the ask
+    once went over it by the slippage)."""
     ask = limit_from_depth(depth, planned.quantity, ltp, slippage_percent, planned.tick_size)
     if ask.limit is None:
         return None, ask
     fresh = size_entry(cash, deployment_percent, n_selected, ltp, planned.tick_size, stop, equity, risk_percent,
                        symbol=planned.symbol, limit=ask.limit, max_quantity=planned.quantity)
     fresh = fit_to_limits(fresh, equity=equity, max_position_percent=max_position_percent,
-                          max_order_value=max_order_value)
+                          max_order_value=max_order_value, capital_room=capital_room)
     if fresh.sized_down is None and planned.sized_down is not None:
         fresh = replace(fresh, sized_down=planned.sized_down)  # the record keeps saying why
     return fresh, ask

@@ -88,7 +88,8 @@ def test_a_job_that_saw_a_later_minute_is_noted_not_failed() -> None:
     job = [job_exit("INFY", 1505.0, "11:47:40", "11:49:02", "11:49:05")]
     report = exits(job, [sell("INFY", 1510.4, "11:48:30")])
     assert report.same and len(report.notes) == 1 and "not compared" in report.notes[0]
-    same_price = exits([job_exit("INFY", 1510.4, "11:47:40", "11:49:02", "11:49:05")], [sell("INFY", 1510.4, "11:48:30")])
+    same_price = exits([job_exit("INFY", 1510.4, "11:47:40", "11:49:02", "11:49:05")],
+                       [sell("INFY", 1510.4, "11:48:30")])
     assert same_price.same and not same_price.notes
 
 

@@ -40,10 +40,11 @@ def test_backtest_honours_max_new_entries_per_day(calendar: NseCalendar) -> None
 
 def test_backtest_honours_max_capital(calendar: NseCalendar) -> None:
     # AAA held: 1000 at 100 (100,000 at cost), cash 100,000; MAX_CAPITAL 130,000 leaves 30,000,
-    # which the one entry may use (MAX_POSITION_PERCENT 20 % of equity 200,000 would allow 40,000)
+    # which the one entry may use (MAX_POSITION_PERCENT 20 % of equity 200,000 would allow 40,000):
+    # 300 shares planned at 100, 299 at the ask 100.05 (300 would be 30,015, over the room)
     spec = _spec(SCHEDULE_PLACE_ORDERS_DAILY="10:00", MAX_CAPITAL=130_000.0)
     (entry,) = _entries(_session(calendar, spec, CLOSES, scan=SCAN[:1]).result.orders)
-    assert entry == ("BBB", 300)
+    assert entry == ("BBB", 299)
     without = _session(calendar, _spec(SCHEDULE_PLACE_ORDERS_DAILY="10:00"), CLOSES, scan=SCAN[:1])
     assert _entries(without.result.orders) == [("BBB", 399)]
     # the room is used up entry by entry: 60,000 left, BBB's 50,000 budget fits (499 shares at

@@ -15,6 +15,7 @@ from workers.strategy.entries import (
     Basis,
     EntryLimits,
     cap_new_entries,
+    capital_room,
     check_at_send,
     complete_plan,
     entry_equity,
@@ -162,3 +163,24 @@ def test_at_send_reprices_at_the_ask_and_bands_against_the_planned_ltp() -> None
     assert none.plan is plan and none.refusals[0].startswith("no sellers")
     paused = check_at_send(plan, row("A"), 100.0, ask(100.1), None, basis, limits, paused=True)
     assert paused.refusals == ["trading paused (pause flag set)"]
+
+
+def test_max_capital_exceeded_by_the_ask_reprice() -> None:
+    """A plan fitted to MAX_CAPITAL's room at the LTP (300 shares x 100 = 30,000 of 30,000) was
+    re-priced at the ask (100.05) and sent as 30,015: the room is checked again at the send."""
+    basis = Basis(cash=1_000_000.0, equity=1_000_000.0, n_selected=1)
+    limits = replace(LIMITS, percent=100.0, max_capital=50_000.0, position_percent=None, max_value=None,
+                     slippage=1.0)
+    (z,) = size_entries([row("A")], {"A": 100.0}, {"A": 0.05}, basis, limits, deployed=20_000.0)
+    assert z.plan.quantity == 300 and z.plan.order_value == 30_000.0
+    room = capital_room(limits, 20_000.0)
+    assert room == 30_000.0
+    sent = check_at_send(z.plan, row("A"), 100.0, ask(100.05), None, basis, limits, capital_room=room)
+    assert sent.refusals == [] and sent.plan.limit_price == 100.05
+    assert sent.plan.quantity == 299 and sent.plan.order_value <= 30_000.0
+    assert "MAX_CAPITAL" in (sent.plan.sized_down or "")
+    # nothing left: quantity 0, refused
+    gone = check_at_send(z.plan, row("A"), 100.0, ask(100.05), None, basis, limits, capital_room=0.0)
+    assert gone.sendable is None and any("quantity" in r for r in gone.refusals), gone.refusals
+    assert capital_room(replace(limits, max_capital=None), 20_000.0) is None
+    assert capital_room(limits, 80_000.0) == 0.0
