@@ -10,6 +10,12 @@ demo's sequence of runs:
 * the replay day: the user's schedule (the stop job, the watchdog, the 09:20 entries from the
   previous evening's scan).
 
+Each entry run is replayed in the minute the demo's run actually started (its run record), which
+is 10:00 and 09:20 unless the demo's scheduler was late. What the accelerated clock keeps the jobs
+from seeing (their watchdog's poll gaps, a minute's close none of their LTP reads returned, per the
+broker's audit) and entries sent in a later minute than planned are notes, not differences
+(workers.backtest.compare).
+
 The initial cash is the user's PAPER_STARTING_CASH less what a person bought by hand before the
 bot ran (demo.home.HAND_HELD, at its average price; the bot never manages it). What the jobs did
 comes from the demo's report (demo.report: the entry orders, the watchdog's exit records with their
@@ -50,12 +56,30 @@ def initial_cash(user: dhome.DemoUser, holdings: list[dict[str, Any]]) -> float:
     return round(cash, 2)
 
 
+def run_minutes(entries: list[dict[str, Any]]) -> dict[date, datetime]:
+    """Per session, when the jobs' entry run planned (its run record's start, to the minute): the
+    replay runs its entries then, so both size on the same minute's close even when the demo's
+    scheduler started the run a little late."""
+    out: dict[date, datetime] = {}
+    for e in entries:
+        planned = _when(e.get("planned_at"))
+        if planned is not None:
+            day = date.fromisoformat(e["session"])
+            out[day] = min(out.get(day, planned), planned)
+    return out
+
+
 def replay_demo(home: Home, seed: int, user: dhome.DemoUser, previous: date, day: date,
-                holdings: list[dict[str, Any]]) -> tuple[RuleResult, engine.Replay]:
-    """The engine over the demo's two sessions for ``user``."""
+                holdings: list[dict[str, Any]], runs: dict[date, datetime] | None = None
+                ) -> tuple[RuleResult, engine.Replay]:
+    """The engine over the demo's two sessions for ``user``; ``runs``: when the jobs' entry run of
+    each session started (default: 10:00 the day before, the user's schedule on the day)."""
+    runs = runs or {}
     calendar = read_calendar(home.calendar_file)
     scenario = home.root / "demo" / "scenario.json"
-    settings = {k: v for k, v in user.settings.items() if k != "PAPER_STARTING_CASH"}
+    settings: dict[str, Any] = {k: v for k, v in user.settings.items() if k != "PAPER_STARTING_CASH"}
+    if day in runs:
+        settings["SCHEDULE_PLACE_ORDERS_DAILY"] = f"{runs[day]:%H:%M}"
     rule = str(settings.get("WATCHDOG_RULE") or "hourly_low")
     spec = BacktestSpec(user=user.name, start=previous, end=day, rules=(rule,), source="paper", seed=seed,
                         scenario=str(scenario), initial_cash=initial_cash(user, holdings), settings=settings)
@@ -63,9 +87,10 @@ def replay_demo(home: Home, seed: int, user: dhome.DemoUser, previous: date, day
     acct = replay.account(rule)
     picks, _ = read_manual(home.root / "demo" / "yesterday.json")
     before = session_times(replay.plan, calendar, previous)
-    at_ten = int((dhome.at(previous, YESTERDAY_ENTRIES_AT) - before.opening).total_seconds() // 60)
+    started = runs.get(previous, dhome.at(previous, YESTERDAY_ENTRIES_AT))
+    slot = int((started - before.opening).total_seconds() // 60)
     # supervisord starts after that session's close: only the person's entry run happens in it
-    before = dataclasses.replace(before, entries=(at_ten,), stops=(), polls={}, watched=False)
+    before = dataclasses.replace(before, entries=(slot,), stops=(), polls={}, watched=False)
     replay.session(acct, rule, previous, picks, replay.minutes_of(previous), before, manual=True)
     replay.session(acct, rule, day, replay.scan(previous), replay.minutes_of(day),
                    session_times(replay.plan, calendar, day))
@@ -75,18 +100,22 @@ def replay_demo(home: Home, seed: int, user: dhome.DemoUser, previous: date, day
 def compare_user(home: Home, seed: int, user: dhome.DemoUser, report: dict[str, Any]) -> Report:
     previous, day = date.fromisoformat(report["previous_day"]), date.fromisoformat(report["day"])
     mine = report["users"][user.name]
-    result, replay = replay_demo(home, seed, user, previous, day, mine["holdings"])
     activity = mine["activity"]
+    result, replay = replay_demo(home, seed, user, previous, day, mine["holdings"], run_minutes(activity["entries"]))
     out = Report()
-    compare_entries([JobEntry(date.fromisoformat(e["session"]), e["symbol"], int(e["quantity"]), float(e["price"]))
+    compare_entries([JobEntry(date.fromisoformat(e["session"]), e["symbol"], int(e["quantity"]), float(e["price"]),
+                              _when(e.get("planned_at")), _when(e.get("sent_at")))
                      for e in activity["entries"]], result.orders, replay.ticks, out)
     exits = [JobExit(date.fromisoformat(x["session"]), x["symbol"], str(x["rule"]), x.get("level"),
                      float(x["price"] or 0.0), _when(x.get("decided_at")), _when(x.get("previous_poll_at")),
-                     _when(x.get("quoted_at")))
+                     _when(x.get("quoted_at")), _when(x.get("level_at")))
              for x in activity["exits"] if x.get("order_id")]  # the exits that reached the broker
     openings = {d: replay.calendar.session_bounds(d)[0] for d in (previous, day)}
+    gaps = [(datetime.fromisoformat(a), datetime.fromisoformat(b))
+            for pairs in (activity.get("poll_gaps") or {}).values() for a, b in pairs]
     compare_exits(exits, result.orders, replay.ticks, out, openings=openings,
-                  until=datetime.fromisoformat(report["simulated_end"]), poll_seconds=replay.plan.poll_seconds)
+                  until=datetime.fromisoformat(report["simulated_end"]), poll_seconds=replay.plan.poll_seconds,
+                  gaps=gaps, reads=[datetime.fromisoformat(t) for t in activity.get("ltp_reads") or []])
     return out
 
 

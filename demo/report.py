@@ -97,6 +97,9 @@ def collect(home: Home, url: str, users: Mapping[str, Mapping[str, str]], runs: 
         held = {h["tradingsymbol"] for h in acct.get("holdings") or []}
         for entry in activity["entries"]:
             entry["held_at_end"] = entry["symbol"] in held
+        # when this user's jobs read LTPs (the watchdog's polls): what closes they could have seen
+        activity["ltp_reads"] = sorted(r["time"] for r in audit
+                                       if r.get("api_key") == keys[name] and r.get("path") == "/quote/ltp")
         report["users"][name] = {
             "fingerprint": api_key_fingerprint(keys[name]),
             "settings": {k: v for k, v in spec.items() if k != "api_key"},
@@ -158,6 +161,11 @@ def summarise_user(state: Mapping[str, Any], order_files: list[Mapping[str, Any]
             qty = sum(int(o.get("quantity") or 0) for o in params.get("orders") or [])
             stops.append({"symbol": it.get("symbol"), "trigger": trigger, "quantity": qty,
                           "gtt_id": it.get("broker_id"), "placed_at": it.get("created_at"), "status": it.get("status")})
+    # when each entry's run planned it and when its order was sent (the run records)
+    timing = {str(o.get("order_id")): (f.get("timestamp"), o.get("order_timestamp"))
+              for f in order_files for o in f.get("orders") or [] if o.get("order_id")}
+    for e in entries:
+        e["planned_at"], e["sent_at"] = timing.get(str(e["order_id"]), (None, None))
     # issue 19: each entry ends filled with a broker stop from its fill on, or cancelled
     cancels = [it for it in intents if it.get("kind") == "cancel"]
     cancelled = ({str(it.get("tag") or "").rsplit("cancel", 1)[-1] for it in cancels}
@@ -179,7 +187,10 @@ def summarise_user(state: Mapping[str, Any], order_files: list[Mapping[str, Any]
     for session, wd in sorted((state.get("watchdog") or {}).items()):
         for symbol, info in sorted((wd.get("symbols") or {}).items()):
             for ex in info.get("exits") or []:
+                hourly = info.get("hourly") or {}
+                level_at = hourly.get("applied_at") if hourly.get("level") == ex.get("level") else None
                 exits.append({"session": session, "symbol": symbol, "decided_at": ex.get("decided_at"),
+                              "level_at": level_at,
                               "rule": ex.get("rule"), "level": ex.get("level"), "ltp": ex.get("ltp"),
                               "price": ex.get("price"), "quantity": ex.get("quantity"), "filled": ex.get("filled"),
                               "order_status": ex.get("order_status"), "order_id": ex.get("order_id"),
@@ -196,6 +207,9 @@ def summarise_user(state: Mapping[str, Any], order_files: list[Mapping[str, Any]
         "stops_in_state": sorted((state.get("stops") or {}).keys()),
         "order_runs": len(order_files),
         "order_ids": sorted(order_ids),
+        # the watchdog's polls further apart than 3 intervals (workers.watchdog.Watchdog.note_gap)
+        "poll_gaps": {session: list((wd or {}).get("poll_gaps") or [])
+                      for session, wd in sorted((state.get("watchdog") or {}).items())},
     }
 
 

@@ -274,17 +274,18 @@ ENTRY_PLAN = record({"session": kind("date"), "source": STR, "created_at": STR, 
 WATCHDOG_EXIT = record({
     "tag": STR, "purpose": OPT_STR, "status": STR, "order_id": BROKER_ID, "order_status": OPT_STR,
     "price": OPT_NUM, "quantity": OPT_NUM, "filled": OPT_NUM, "modifications": OPT_INT, "retry_after": OPT_STR,
-    "gtt_id": OPT_INT,
+    "gtt_id": OPT_INT, "decided_at": OPT_STR, "previous_poll_at": OPT_STR, "quoted_at": OPT_STR,
     "gtt": record({"synced_filled": OPT_NUM, "actions": list_of(record({}))}, nullable=True),
 }, required=("tag",))
 WATCHDOG_SYMBOL = record({
     "entry": record({"at": OPT_STR, "price": OPT_NUM}, nullable=True),
-    "hourly": record({"as_of": OPT_STR, "since": OPT_STR, "lows": list_of(anything), "level": OPT_NUM},
-                     nullable=True),
+    "hourly": record({"as_of": OPT_STR, "since": OPT_STR, "lows": list_of(anything), "level": OPT_NUM,
+                      "applied_at": OPT_STR}, nullable=True),
     "atr": record({"atr": OPT_NUM, "anchor": OPT_NUM, "stop": OPT_NUM, "carried_from": OPT_STR}, nullable=True),
     "exits": list_of(WATCHDOG_EXIT),
 }, required=("exits",))
-WATCHDOG_SESSION = record({"rule": OPT_STR, "updated_at": OPT_STR, "symbols": map_of(WATCHDOG_SYMBOL)})
+WATCHDOG_SESSION = record({"rule": OPT_STR, "updated_at": OPT_STR, "symbols": map_of(WATCHDOG_SYMBOL),
+                           "poll_gaps": list_of(list_of(STR))})
 
 #: equity_history[YYYY-MM-DD]: the session's close as the daily report saw it (workers.jobs.daily_report)
 EQUITY_DAY = record({"equity": kind("number"), "cash": OPT_NUM, "realised": OPT_NUM, "charges": OPT_NUM,

@@ -34,11 +34,12 @@ On-disk contract: ``state["watchdog"]`` in ``data/trading_state_<User>.json`` (S
 written by this job only, and only when something changed (a level, a stop, an exit)::
 
     {"YYYY-MM-DD": {"rule": "hourly_low"|"atr_trailing", "updated_at": ISO,
+      "poll_gaps": [[ISO from, ISO to], ...] (polls further apart than 3 intervals and 60 s),
       "symbols": {SYMBOL: {
         "entry": {"at": ISO first fill today, "price": float} (positions entered today only),
         "hourly": {"as_of": ISO start of the newest completed candle, "since": ISO (the open, or
                    the entry's first fill), "lows": [[ISO start, low], ...] (at most two),
-                   "level": float|null},
+                   "level": float|null, "applied_at": ISO (the poll from which this level is used)},
         "atr": {"atr": float|null, "anchor": float (entry price, then the highest LTP seen),
                 "stop": float|null, "carried_from": date|null},
         "exits": [{"purpose", "tag", "rule", "level", "ltp", "price", "quantity", "decided_at",
@@ -98,6 +99,11 @@ __all__ = ["JOB", "STATE_KEY", "AtrTrail", "Stats", "SymbolActions", "SymbolView
 STATE_KEY = "watchdog"
 POSITIONS_REFRESH_SECONDS = 300
 KEEP_SESSIONS = 10
+#: a poll later than this many intervals (and at least POLL_GAP_MIN_SECONDS) after the one before
+#: is a gap: recorded in the session's ``poll_gaps`` (at most MAX_POLL_GAPS) and logged
+POLL_GAP_FACTOR = 3
+POLL_GAP_MIN_SECONDS = 60
+MAX_POLL_GAPS = 50
 #: a refresh that does not yet show the expected newest candle is retried this often, then accepted
 LEVEL_TRIES = 3
 LEVEL_RETRY_SECONDS = 10
@@ -256,6 +262,7 @@ class Watchdog(ExitDesk):
         #: records both, so a replay can be checked against it (workers.backtest.compare)
         self.previous_poll_at: str | None = None
         self.quoted_at: dict[str, str] = {}
+        self._last_look: datetime | None = None  # the last poll's start, whatever it found
         self._would_exit: set[tuple[str, float]] = set()
         self._carry: dict[str, Any] = {}
         self._loaded = False
@@ -573,7 +580,11 @@ class Watchdog(ExitDesk):
             self.level_retry.pop(res.symbol, None)
             rec = self.sym(res.symbol)
             old = (rec.get("hourly") or {}).get("level")
-            rec["hourly"] = {"as_of": res.as_of, "since": res.since, "lows": res.lows, "level": res.level}
+            old_hourly = rec.get("hourly") or {}
+            # when this level took effect (it is first compared in this poll)
+            applied = old_hourly.get("applied_at") if res.level == old else now.isoformat()
+            rec["hourly"] = {"as_of": res.as_of, "since": res.since, "lows": res.lows, "level": res.level,
+                             "applied_at": applied}
             self.dirty = True
             if res.level != old:
                 self.log.info("%s: hourly low level %s (lows %s)", res.symbol, res.level,
@@ -595,7 +606,27 @@ class Watchdog(ExitDesk):
             self.log.info("%s: ATR stop raised to %s (anchor %s)", symbol, trail.stop, trail.anchor)
         return trail.stop
 
+    def note_gap(self, now: datetime) -> None:
+        """A poll that starts more than POLL_GAP_FACTOR intervals after the one before (a busy
+        machine, a slow broker): for that time only the GTT stops watched the positions. Recorded
+        (``poll_gaps``: [from, to]) so that a trader, or a replay checked against this session
+        (workers.backtest.compare), can tell an exit the watchdog could not have seen."""
+        last, self._last_look = self._last_look, now
+        if last is None:
+            return
+        gap = (now - last).total_seconds()
+        if gap <= max(POLL_GAP_FACTOR * self.poll_seconds, POLL_GAP_MIN_SECONDS):
+            return
+        gaps = self.day.setdefault("poll_gaps", [])
+        if len(gaps) < MAX_POLL_GAPS:
+            gaps.append([last.isoformat(), now.isoformat()])
+            self.dirty = True
+        self.log.warning("no poll from %s to %s (%.0f s; one every %g s expected): only the GTT stops watched "
+                         "the positions meanwhile", last.strftime("%H:%M:%S"), now.strftime("%H:%M:%S"), gap,
+                         self.poll_seconds)
+
     def poll(self, now: datetime) -> None:
+        self.note_gap(now)
         self.apply_levels(now)
         if now >= self.next_positions:
             self.refresh_positions(now)

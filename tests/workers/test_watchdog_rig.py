@@ -64,6 +64,8 @@ def _watch_until_the_level(rig: WatchdogRig, **kwargs: Any) -> Any:
     rig.poll(wd, at("13:16"))  # asks the level thread for the 12:15 candle
     rig.poll(wd, at("13:20"))  # applies it
     assert rig.day_state(DAY)["symbols"]["INFY"]["hourly"]["level"] == LEVEL
+    # the poll from which the level is used (a replay checked against the session reads it)
+    assert rig.day_state(DAY)["symbols"]["INFY"]["hourly"]["applied_at"] == at("13:20").isoformat()
     assert rig.sells("INFY") == []
     return wd
 
@@ -288,3 +290,18 @@ def test_an_exit_resting_above_a_market_locked_at_the_lower_circuit_stops_at_the
         assert [r for r in rig.audit(at("14:05")) if r["method"] in ("PUT", "POST")] == []
         assert len([f for f in rig.fired if f[1] == "PUT"]) == MAX_EXIT_MODIFICATIONS
         assert len(rig.sells("TCS")) == 1
+
+
+def test_a_gap_between_polls_is_recorded_and_logged(rig: WatchdogRig, caplog: pytest.LogCaptureFixture) -> None:
+    """Polls 30 s apart, then none for 20 minutes (a busy machine): the session records the gap, so a
+    trader (and the backtest's comparison, workers.backtest.compare) can tell what the watchdog
+    could not have seen; polls 30 s to 90 s apart are no gap."""
+    wd = rig.watchdog()
+    rig.start(wd, at("10:00"))
+    with caplog.at_level(logging.WARNING):
+        for moment in ("10:00", "10:00:30", "10:02", "10:22", "10:22:30"):
+            rig.poll(wd, at(moment))
+    assert rig.day_state(DAY)["poll_gaps"] == [[at("10:02").isoformat(), at("10:22").isoformat()]]
+    assert [r.getMessage() for r in caplog.records if "no poll from" in r.getMessage()] == [
+        "no poll from 10:02:00 to 10:22:00 (1200 s; one every 30 s expected): only the GTT stops watched the "
+        "positions meanwhile"]

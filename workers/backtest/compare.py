@@ -20,13 +20,19 @@ What must agree, and why each tolerance:
   away is then a note, :attr:`Report.notes`);
 * **exits by a stop GTT**: the same symbols.
 
-A replay exit within ``margin`` of the end of what the jobs ran (a bounded demo stops mid-session)
-is not required of the jobs: they may not have polled again before they were stopped.
+A replay exit within ``margin`` of the end of what the jobs ran (a bounded demo stops mid-session),
+or decided while the jobs' watchdog was not polling (its recorded ``poll_gaps``: a starved process
+under an accelerated clock), or on a minute's close the jobs never read with their level in effect
+(the broker's audit of their LTP reads; at 900x the few wall milliseconds between a poll's start and
+its read, or a level's fetch, can be a minute of market time), is not required of the jobs: they
+could not have seen it. An entry the
+job sent in a later minute than it planned it in met that minute's book, where the replay plans and
+sends in one: a note, not a difference. Notes are listed so that a run full of them shows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -44,6 +50,8 @@ class JobEntry:
     symbol: str
     quantity: int
     price: float  # the order's limit
+    planned_at: datetime | None = None  # when its run read the LTPs and sized it
+    sent_at: datetime | None = None  # when its order was priced and sent
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class JobExit:
     decided_at: datetime | None
     previous_poll_at: datetime | None = None
     quoted_at: datetime | None = None
+    level_at: datetime | None = None  # from when the jobs compared prices with this level
 
 
 @dataclass
@@ -85,12 +94,38 @@ def compare_entries(job: Iterable[JobEntry], replay: Iterable[OrderRow], ticks: 
     for key in sorted(mine.keys() & theirs.keys()):
         j, r = mine[key], theirs[key]
         report.entries += 1
+        if j.planned_at is not None and j.sent_at is not None and _minute(j.planned_at) != _minute(j.sent_at):
+            # the replay plans and sends in one minute (a job's run takes a second or so at real speed)
+            report.notes.append(f"entry {j.symbol} on {j.session}: planned at {j.planned_at:%H:%M:%S}, sent at "
+                                f"{j.sent_at:%H:%M:%S}, a later minute's book: {j.quantity} @ {j.price} (jobs) vs "
+                                f"{r.quantity} @ {r.price} (replay) not compared")
+            continue
         if j.quantity != r.quantity:
             report.differences.append(f"entry {j.symbol} on {j.session}: quantity {j.quantity} (jobs) vs "
                                       f"{r.quantity} (replay)")
         if _off_by_ticks(j.price, r.price, ticks[j.symbol]) > 1 + 1e-9:
             report.differences.append(f"entry {j.symbol} on {j.session}: limit {j.price} (jobs) vs {r.price} "
                                       f"(replay), more than one tick ({ticks[j.symbol]}) apart")
+
+
+def _minute(when: datetime) -> datetime:
+    return when.replace(second=0, microsecond=0)
+
+
+def _in_gap(when: datetime, gaps: Iterable[tuple[datetime, datetime]]) -> tuple[datetime, datetime] | None:
+    return next(((a, b) for a, b in gaps if a < when < b), None)
+
+
+def _unseen(when: datetime, opening: datetime, reads: Sequence[datetime] | None,
+            since: datetime | None) -> bool:
+    """True when the jobs never read an LTP that was the close the replay decided on at ``when``
+    (the same last completed minute), from ``since`` (their level) on. None ``reads``: unknown, so
+    not unseen."""
+    if reads is None:
+        return False
+    minute = _minute_seen(when, opening)
+    return not any(t.date() == when.date() and _minute_seen(t, opening) == minute and (since is None or t >= since)
+                   for t in reads)
 
 
 def _minute_seen(when: datetime, opening: datetime) -> int:
@@ -101,8 +136,14 @@ def _minute_seen(when: datetime, opening: datetime) -> int:
 def compare_exits(job: Iterable[JobExit], replay: Iterable[OrderRow], ticks: Mapping[str, float],
                   report: Report, *, openings: Mapping[date, datetime], until: datetime, poll_seconds: int,
                   levels: Mapping[tuple[date, str], float | None] | None = None,
+                  gaps: Iterable[tuple[datetime, datetime]] = (), reads: Sequence[datetime] | None = None,
                   margin: timedelta = timedelta(minutes=2)) -> None:
-    """``levels``: the replay's level of each exit by (session, symbol), when it knows it."""
+    """``levels``: the replay's level of each exit by (session, symbol), when it knows it.
+    ``gaps``: when the jobs' watchdog did not poll (its ``poll_gaps``); ``reads``: when the jobs
+    read LTPs (the broker's audit). A replay exit decided inside a gap, or on a minute's close the
+    jobs never read (with the level in effect), is a note, not a difference: the watchdog could
+    not have seen it."""
+    gaps = list(gaps)
     mine = {(e.session, e.symbol): e for e in job if e.decided_at is None or e.decided_at <= until}
     theirs = {(o.time.date(), o.symbol): o for o in replay
               if o.side == "SELL" and o.purpose in ("exit", "stop") and o.time <= until}
@@ -111,6 +152,14 @@ def compare_exits(job: Iterable[JobExit], replay: Iterable[OrderRow], ticks: Map
         report.differences.append(f"exit {key[1]} on {key[0]}: sold by the jobs ({mine[key].rule}), "
                                   "not by the replay")
     for key in sorted(theirs.keys() - mine.keys()):
+        if (gap := _in_gap(theirs[key].time, gaps)) is not None:
+            report.notes.append(f"exit {key[1]} at {theirs[key].time:%H:%M:%S}: the jobs' watchdog did not poll "
+                                f"from {gap[0]:%H:%M:%S} to {gap[1]:%H:%M:%S}; not required of them")
+            continue
+        if _unseen(theirs[key].time, openings[key[0]], reads, None):
+            report.notes.append(f"exit {key[1]} at {theirs[key].time:%H:%M:%S}: the jobs never read the close it "
+                                "was decided on; not required of them")
+            continue
         if key in late:
             report.notes.append(f"exit {key[1]} at {theirs[key].time:%H:%M:%S}: within {margin} of the end of "
                                 "the jobs' run; not required of them")
@@ -120,11 +169,12 @@ def compare_exits(job: Iterable[JobExit], replay: Iterable[OrderRow], ticks: Map
     for key in sorted(mine.keys() & theirs.keys()):
         report.exits += 1
         _compare_exit(mine[key], theirs[key], ticks[key[1]], report, openings[key[0]], poll_seconds,
-                      (levels or {}).get(key))
+                      (levels or {}).get(key), gaps, reads)
 
 
 def _compare_exit(j: JobExit, r: OrderRow, tick: float, report: Report, opening: datetime, poll_seconds: int,
-                  level: float | None) -> None:
+                  level: float | None, gaps: list[tuple[datetime, datetime]],
+                  reads: Sequence[datetime] | None) -> None:
     what = f"exit {j.symbol} on {j.session}"
     if j.rule == GTT_RULE or r.reason == STOP_REASON:
         if not (j.rule == GTT_RULE and r.reason == STOP_REASON):
@@ -140,6 +190,19 @@ def _compare_exit(j: JobExit, r: OrderRow, tick: float, report: Report, opening:
                                   "previous_poll_at, quoted_at)")
         return
     latest = j.quoted_at + timedelta(seconds=poll_seconds)
+    if r.time <= j.previous_poll_at and (gap := _in_gap(r.time, gaps)) is not None:
+        report.notes.append(f"{what}: decided by the replay at {r.time:%H:%M:%S}, while the jobs' watchdog did not "
+                            f"poll ({gap[0]:%H:%M:%S} to {gap[1]:%H:%M:%S}); the jobs decided at "
+                            f"{j.quoted_at:%H:%M:%S}; limit {j.price} vs {r.price} not compared")
+        return
+    if r.time <= j.previous_poll_at and _unseen(r.time, opening, reads, j.level_at):
+        report.notes.append(f"{what}: decided by the replay at {r.time:%H:%M:%S} on a close the jobs never read "
+                            f"with their level in effect (from {j.level_at:%H:%M:%S}); the jobs decided at "
+                            f"{j.quoted_at:%H:%M:%S}; limit {j.price} vs {r.price} not compared"
+                            if j.level_at is not None else
+                            f"{what}: decided by the replay at {r.time:%H:%M:%S} on a close the jobs never read; "
+                            f"the jobs decided at {j.quoted_at:%H:%M:%S}; limit {j.price} vs {r.price} not compared")
+        return
     if not j.previous_poll_at < r.time <= latest:
         report.differences.append(
             f"{what}: decided by the replay at {r.time:%H:%M:%S}, outside the jobs' polls "

@@ -118,3 +118,57 @@ def test_one_tick_bound_is_inclusive() -> None:
     report = Report()
     compare_entries([JobEntry(DAY, "WIPRO", 1, 266.21)], [buy("WIPRO", 1, 266.22)], TICKS, report)
     assert report.same
+
+
+def test_an_exit_the_jobs_could_not_see_for_a_gap_in_their_polls_is_a_note() -> None:
+    # the watchdog did not poll from 11:14:50 to 12:01:27 (a starved process); its next polls saw the
+    # price back above the level, and it sold at 12:03; the replay sold at the breach at 11:16
+    job = [job_exit("INFY", 1505.0, "12:01:27", "12:03:00", "12:03:08")]
+    gap = [(at("11:14:50"), at("12:01:27"))]
+    without = exits(job, [sell("INFY", 1510.4, "11:16:00")])
+    assert "outside the jobs' polls" in without.differences[0]
+    report = Report()
+    compare_exits(job, [sell("INFY", 1510.4, "11:16:00")], TICKS, report, openings={DAY: OPEN},
+                  until=at("15:30:00"), poll_seconds=30, gaps=gap)
+    assert report.same and "did not poll (11:14:50 to 12:01:27)" in report.notes[0]
+    # a replay exit the jobs never made, inside a gap: a note too; outside one: a difference
+    report = Report()
+    compare_exits([], [sell("WIPRO", 264.0, "11:30:00")], TICKS, report, openings={DAY: OPEN},
+                  until=at("15:30:00"), poll_seconds=30, gaps=gap)
+    assert report.same and "did not poll" in report.notes[0]
+    report = Report()
+    compare_exits([], [sell("WIPRO", 264.0, "12:30:00")], TICKS, report, openings={DAY: OPEN},
+                  until=at("15:30:00"), poll_seconds=30, gaps=gap)
+    assert "not by the jobs" in report.differences[0]
+
+
+def test_an_entry_sent_in_a_later_minute_than_planned_is_a_note() -> None:
+    late = JobEntry(DAY, "INFY", 131, 1506.0, planned_at=at("09:20:50"), sent_at=at("09:21:02"))
+    report = Report()
+    compare_entries([late], [buy("INFY", 132, 1504.7)], TICKS, report)
+    assert report.same and report.entries == 1 and "a later minute's book" in report.notes[0]
+    same_minute = JobEntry(DAY, "INFY", 131, 1506.0, planned_at=at("09:20:02"), sent_at=at("09:20:09"))
+    report = Report()
+    compare_entries([same_minute], [buy("INFY", 132, 1504.7)], TICKS, report)
+    assert len(report.differences) == 2 and not report.notes
+
+
+def test_an_exit_on_a_close_the_jobs_never_read_with_their_level_is_a_note() -> None:
+    # the level took effect at 11:16:56; the replay sold on minute 11:15's close (its 11:16:00 poll);
+    # the jobs' next read came at 11:17:01 (minute 11:16, back above the level), they sold at 12:03
+    job = [JobExit(DAY, "INFY", "hourly_low", 1518.0, 1505.0, at("12:03:00"), at("12:01:32"), at("12:03:08"),
+                   level_at=at("11:16:56"))]
+    replay = [sell("INFY", 1510.4, "11:16:00")]
+
+    def run(reads: list[str]) -> Report:
+        report = Report()
+        compare_exits(job, replay, TICKS, report, openings={DAY: OPEN}, until=at("15:30:00"), poll_seconds=60,
+                      reads=[at(t) for t in reads])
+        return report
+
+    missed = run(["11:15:58", "11:17:01", "11:18:01", "12:01:33", "12:03:08"])
+    assert missed.same and "never read with their level in effect" in missed.notes[0]
+    # a read at 11:16:58 returned minute 11:15's close with the level in effect: the jobs saw the
+    # breach and did not sell: a difference
+    seen = run(["11:16:58", "11:17:01", "12:01:33", "12:03:08"])
+    assert "outside the jobs' polls" in seen.differences[0]
