@@ -12,9 +12,9 @@ demo's sequence of runs:
 
 Each entry run is replayed in the minute the demo's run actually started (its run record), which
 is 10:00 and 09:20 unless the demo's scheduler was late. What the accelerated clock keeps the jobs
-from seeing (their watchdog's poll gaps, a minute's close none of their LTP reads returned, per the
-broker's audit) and entries sent in a later minute than planned are notes, not differences
-(workers.backtest.compare).
+from seeing (their watchdog's poll gaps; a minute's close none of the fresh quotes its decisions
+were made on returned: it decides again on a fresh quote before it sells, and keeps those quotes) and entries
+sent in a later minute than planned are notes, not differences (workers.backtest.compare).
 
 The initial cash is the user's PAPER_STARTING_CASH less what a person bought by hand before the
 bot ran (demo.home.HAND_HELD, at its average price; the bot never manages it). What the jobs did
@@ -113,9 +113,11 @@ def compare_user(home: Home, seed: int, user: dhome.DemoUser, report: dict[str, 
     openings = {d: replay.calendar.session_bounds(d)[0] for d in (previous, day)}
     gaps = [(datetime.fromisoformat(a), datetime.fromisoformat(b))
             for pairs in (activity.get("poll_gaps") or {}).values() for a, b in pairs]
+    reads = {(date.fromisoformat(session), sym): [datetime.fromisoformat(t) for t, _ltp in quotes]
+             for session, symbols in (activity.get("quotes") or {}).items() for sym, quotes in symbols.items()}
     compare_exits(exits, result.orders, replay.ticks, out, openings=openings,
                   until=datetime.fromisoformat(report["simulated_end"]), poll_seconds=replay.plan.poll_seconds,
-                  gaps=gaps, reads=[datetime.fromisoformat(t) for t in activity.get("ltp_reads") or []])
+                  gaps=gaps, reads=reads)
     return out
 
 

@@ -97,9 +97,6 @@ def collect(home: Home, url: str, users: Mapping[str, Mapping[str, str]], runs: 
         held = {h["tradingsymbol"] for h in acct.get("holdings") or []}
         for entry in activity["entries"]:
             entry["held_at_end"] = entry["symbol"] in held
-        # when this user's jobs read LTPs (the watchdog's polls): what closes they could have seen
-        activity["ltp_reads"] = sorted(r["time"] for r in audit
-                                       if r.get("api_key") == keys[name] and r.get("path") == "/quote/ltp")
         report["users"][name] = {
             "fingerprint": api_key_fingerprint(keys[name]),
             "settings": {k: v for k, v in spec.items() if k != "api_key"},
@@ -210,6 +207,10 @@ def summarise_user(state: Mapping[str, Any], order_files: list[Mapping[str, Any]
         # the watchdog's polls further apart than 3 intervals (workers.watchdog.Watchdog.note_gap)
         "poll_gaps": {session: list((wd or {}).get("poll_gaps") or [])
                       for session, wd in sorted((state.get("watchdog") or {}).items())},
+        # the fresh quotes its decisions were made on, per symbol (workers.watchdog.Watchdog.quoted)
+        "quotes": {session: {sym: list((rec or {}).get("quotes") or [])
+                             for sym, rec in ((wd or {}).get("symbols") or {}).items()}
+                   for session, wd in sorted((state.get("watchdog") or {}).items())},
     }
 
 

@@ -283,6 +283,7 @@ WATCHDOG_SYMBOL = record({
                       "applied_at": OPT_STR}, nullable=True),
     "atr": record({"atr": OPT_NUM, "anchor": OPT_NUM, "stop": OPT_NUM, "carried_from": OPT_STR}, nullable=True),
     "exits": list_of(WATCHDOG_EXIT),
+    "quotes": list_of(list_of(anything)),
 }, required=("exits",))
 WATCHDOG_SESSION = record({"rule": OPT_STR, "updated_at": OPT_STR, "symbols": map_of(WATCHDOG_SYMBOL),
                            "poll_gaps": list_of(list_of(STR))})

@@ -42,6 +42,7 @@ written by this job only, and only when something changed (a level, a stop, an e
                    "level": float|null, "applied_at": ISO (the poll from which this level is used)},
         "atr": {"atr": float|null, "anchor": float (entry price, then the highest LTP seen),
                 "stop": float|null, "carried_from": date|null},
+        "quotes": [[ISO, ltp], ...] (the fresh quotes read before an exit or a reprice, newest 20),
         "exits": [{"purpose", "tag", "rule", "level", "ltp", "price", "quantity", "decided_at",
                    "previous_poll_at": ISO (the poll before the deciding one), "quoted_at": ISO
                    (when the quote it was decided on was read),
@@ -104,6 +105,8 @@ KEEP_SESSIONS = 10
 POLL_GAP_FACTOR = 3
 POLL_GAP_MIN_SECONDS = 60
 MAX_POLL_GAPS = 50
+#: the fresh quotes a symbol's decisions were made on, kept per session (the newest)
+QUOTES_KEPT = 20
 #: a refresh that does not yet show the expected newest candle is retried this often, then accepted
 LEVEL_TRIES = 3
 LEVEL_RETRY_SECONDS = 10
@@ -670,8 +673,15 @@ class Watchdog(ExitDesk):
     def quoted(self, symbol: str, view: SymbolView) -> SymbolView:
         """``view`` with the LTP and lower circuit limit of one ``quote()`` call."""
         row = self.kite.quote(f"{EXCHANGE}:{symbol}").get(f"{EXCHANGE}:{symbol}") or {}
-        self.quoted_at[symbol] = self.clock.now().isoformat()
+        seen = self.quoted_at[symbol] = self.clock.now().isoformat()
         ltp = float(row.get("last_price") or 0.0) or view.ltp
+        if not self.dry_run:
+            # what each decision was made on (the last QUOTES_KEPT): the poll's LTP can say "sell" and
+            # this fresh quote "not now" (a replay checked against the session reads these)
+            quotes = self.sym(symbol).setdefault("quotes", [])
+            quotes.append([seen, ltp])
+            del quotes[:-QUOTES_KEPT]
+            self.dirty = True
         lower = float(row.get("lower_circuit_limit") or 0.0) or None
         return dataclasses.replace(view, ltp=ltp, lower=lower)
 

@@ -305,3 +305,17 @@ def test_a_gap_between_polls_is_recorded_and_logged(rig: WatchdogRig, caplog: py
     assert [r.getMessage() for r in caplog.records if "no poll from" in r.getMessage()] == [
         "no poll from 10:02:00 to 10:22:00 (1200 s; one every 30 s expected): only the GTT stops watched the "
         "positions meanwhile"]
+
+
+def test_the_fresh_quote_an_exit_was_decided_on_is_kept(rig: WatchdogRig) -> None:
+    """The poll's LTP says sell; the watchdog decides again on a fresh quote() and keeps it (time,
+    price) with the symbol, and the exit record names its poll times."""
+    wd = _watch_until_the_level(rig)
+    rig.poll(wd, at("13:41"))
+    [order] = rig.sells("INFY")
+    assert order["price"] == EXIT_PRICE
+    rec = rig.day_state(DAY)["symbols"]["INFY"]
+    assert rec["quotes"] == [[at("13:41").isoformat(), 1483.0]]
+    [record] = rec["exits"]
+    assert (record["decided_at"], record["quoted_at"], record["previous_poll_at"]) == (
+        at("13:41").isoformat(), at("13:41").isoformat(), at("13:20").isoformat())

@@ -23,9 +23,9 @@ What must agree, and why each tolerance:
 A replay exit within ``margin`` of the end of what the jobs ran (a bounded demo stops mid-session),
 or decided while the jobs' watchdog was not polling (its recorded ``poll_gaps``: a starved process
 under an accelerated clock), or on a minute's close the jobs never read with their level in effect
-(the broker's audit of their LTP reads; at 900x the few wall milliseconds between a poll's start and
-its read, or a level's fetch, can be a minute of market time), is not required of the jobs: they
-could not have seen it. An entry the
+(the watchdog decides on a fresh quote before it sells and keeps those quotes; at 900x the few wall
+milliseconds between a poll's LTP read and that quote, or a level's fetch, can be a minute of market
+time), is not required of the jobs: they could not have sold on it. An entry the
 job sent in a later minute than it planned it in met that minute's book, where the replay plans and
 sends in one: a note, not a difference. Notes are listed so that a run full of them shows.
 """
@@ -116,16 +116,18 @@ def _in_gap(when: datetime, gaps: Iterable[tuple[datetime, datetime]]) -> tuple[
     return next(((a, b) for a, b in gaps if a < when < b), None)
 
 
-def _unseen(when: datetime, opening: datetime, reads: Sequence[datetime] | None,
+Reads = Mapping[tuple[date, str], Sequence[datetime]]
+
+
+def _unseen(key: tuple[date, str], when: datetime, opening: datetime, reads: Reads | None,
             since: datetime | None) -> bool:
-    """True when the jobs never read an LTP that was the close the replay decided on at ``when``
-    (the same last completed minute), from ``since`` (their level) on. None ``reads``: unknown, so
-    not unseen."""
+    """True when none of the fresh quotes the jobs decided ``key``'s symbol on returned the close
+    the replay decided on at ``when`` (the same last completed minute), from ``since`` (their
+    level) on. None ``reads``: unknown, so not unseen."""
     if reads is None:
         return False
     minute = _minute_seen(when, opening)
-    return not any(t.date() == when.date() and _minute_seen(t, opening) == minute and (since is None or t >= since)
-                   for t in reads)
+    return not any(_minute_seen(t, opening) == minute and (since is None or t >= since) for t in reads.get(key, ()))
 
 
 def _minute_seen(when: datetime, opening: datetime) -> int:
@@ -136,13 +138,14 @@ def _minute_seen(when: datetime, opening: datetime) -> int:
 def compare_exits(job: Iterable[JobExit], replay: Iterable[OrderRow], ticks: Mapping[str, float],
                   report: Report, *, openings: Mapping[date, datetime], until: datetime, poll_seconds: int,
                   levels: Mapping[tuple[date, str], float | None] | None = None,
-                  gaps: Iterable[tuple[datetime, datetime]] = (), reads: Sequence[datetime] | None = None,
+                  gaps: Iterable[tuple[datetime, datetime]] = (), reads: Reads | None = None,
                   margin: timedelta = timedelta(minutes=2)) -> None:
     """``levels``: the replay's level of each exit by (session, symbol), when it knows it.
-    ``gaps``: when the jobs' watchdog did not poll (its ``poll_gaps``); ``reads``: when the jobs
-    read LTPs (the broker's audit). A replay exit decided inside a gap, or on a minute's close the
-    jobs never read (with the level in effect), is a note, not a difference: the watchdog could
-    not have seen it."""
+    ``gaps``: when the jobs' watchdog did not poll (its ``poll_gaps``); ``reads``: per (session,
+    symbol), when the jobs read the fresh quotes their watchdog decides on before it sells (its
+    ``quotes``). A replay exit decided inside a gap, or on a minute's close none of those quotes
+    returned (with the level in effect), is a note, not a difference: the watchdog could not have
+    sold on it."""
     gaps = list(gaps)
     mine = {(e.session, e.symbol): e for e in job if e.decided_at is None or e.decided_at <= until}
     theirs = {(o.time.date(), o.symbol): o for o in replay
@@ -156,7 +159,7 @@ def compare_exits(job: Iterable[JobExit], replay: Iterable[OrderRow], ticks: Map
             report.notes.append(f"exit {key[1]} at {theirs[key].time:%H:%M:%S}: the jobs' watchdog did not poll "
                                 f"from {gap[0]:%H:%M:%S} to {gap[1]:%H:%M:%S}; not required of them")
             continue
-        if _unseen(theirs[key].time, openings[key[0]], reads, None):
+        if _unseen(key, theirs[key].time, openings[key[0]], reads, None):
             report.notes.append(f"exit {key[1]} at {theirs[key].time:%H:%M:%S}: the jobs never read the close it "
                                 "was decided on; not required of them")
             continue
@@ -173,8 +176,7 @@ def compare_exits(job: Iterable[JobExit], replay: Iterable[OrderRow], ticks: Map
 
 
 def _compare_exit(j: JobExit, r: OrderRow, tick: float, report: Report, opening: datetime, poll_seconds: int,
-                  level: float | None, gaps: list[tuple[datetime, datetime]],
-                  reads: Sequence[datetime] | None) -> None:
+                  level: float | None, gaps: list[tuple[datetime, datetime]], reads: Reads | None) -> None:
     what = f"exit {j.symbol} on {j.session}"
     if j.rule == GTT_RULE or r.reason == STOP_REASON:
         if not (j.rule == GTT_RULE and r.reason == STOP_REASON):
@@ -195,7 +197,7 @@ def _compare_exit(j: JobExit, r: OrderRow, tick: float, report: Report, opening:
                             f"poll ({gap[0]:%H:%M:%S} to {gap[1]:%H:%M:%S}); the jobs decided at "
                             f"{j.quoted_at:%H:%M:%S}; limit {j.price} vs {r.price} not compared")
         return
-    if r.time <= j.previous_poll_at and _unseen(r.time, opening, reads, j.level_at):
+    if r.time <= j.previous_poll_at and _unseen((j.session, j.symbol), r.time, opening, reads, j.level_at):
         report.notes.append(f"{what}: decided by the replay at {r.time:%H:%M:%S} on a close the jobs never read "
                             f"with their level in effect (from {j.level_at:%H:%M:%S}); the jobs decided at "
                             f"{j.quoted_at:%H:%M:%S}; limit {j.price} vs {r.price} not compared"

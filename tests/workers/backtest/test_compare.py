@@ -155,7 +155,8 @@ def test_an_entry_sent_in_a_later_minute_than_planned_is_a_note() -> None:
 
 def test_an_exit_on_a_close_the_jobs_never_read_with_their_level_is_a_note() -> None:
     # the level took effect at 11:16:56; the replay sold on minute 11:15's close (its 11:16:00 poll);
-    # the jobs' next read came at 11:17:01 (minute 11:16, back above the level), they sold at 12:03
+    # the jobs' poll saw it, but their fresh quote came at 11:17:01 (minute 11:16, back above the
+    # level), they sold at 12:03 (another symbol's quote at 11:16:58 says nothing about INFY)
     job = [JobExit(DAY, "INFY", "hourly_low", 1518.0, 1505.0, at("12:03:00"), at("12:01:32"), at("12:03:08"),
                    level_at=at("11:16:56"))]
     replay = [sell("INFY", 1510.4, "11:16:00")]
@@ -163,12 +164,12 @@ def test_an_exit_on_a_close_the_jobs_never_read_with_their_level_is_a_note() -> 
     def run(reads: list[str]) -> Report:
         report = Report()
         compare_exits(job, replay, TICKS, report, openings={DAY: OPEN}, until=at("15:30:00"), poll_seconds=60,
-                      reads=[at(t) for t in reads])
+                      reads={(DAY, "INFY"): [at(t) for t in reads], (DAY, "WIPRO"): [at("11:16:58")]})
         return report
 
     missed = run(["11:15:58", "11:17:01", "11:18:01", "12:01:33", "12:03:08"])
     assert missed.same and "never read with their level in effect" in missed.notes[0]
-    # a read at 11:16:58 returned minute 11:15's close with the level in effect: the jobs saw the
-    # breach and did not sell: a difference
+    # a fresh quote at 11:16:58 returned minute 11:15's close with the level in effect: the jobs saw
+    # the breach and did not sell: a difference
     seen = run(["11:16:58", "11:17:01", "12:01:33", "12:03:08"])
     assert "outside the jobs' polls" in seen.differences[0]
