@@ -34,8 +34,7 @@ from tests.integration.jobs.test_watchdog import (
     _path,
     at,
     papers,  # noqa: F401 (fixture)
-    wait_for,
-)
+    )
 from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env
 from workers.context import FAULT_ENV
@@ -102,10 +101,10 @@ def test_halt_flatten_sells_owned_positions_only_and_leaves_a_persons_holding(
                               {"variety": "regular", "exchange": "NSE", "tradingsymbol": "TCS",
                                "transaction_type": "SELL", "quantity": 5, "product": "CNC", "order_type": "LIMIT",
                                "price": above, "validity": "DAY"}, purpose="exit", job=JOB, session=DAY)
-    watchdog = paper.start("Som")
-    wait_for(lambda: paper.symbol_state("Som", "TCS").get("exits"), 30, "the watchdog's start")
     started = paper.broker.now()
-
+    # The flatten first, the watchdog after: a running watchdog reprices an exit resting above the
+    # market on its first poll, within milliseconds of its start (since the quote limit counts
+    # market seconds at this clock's 60x), which would leave the flatten nothing to reprice.
     proc = orchestrator(paper, "halt", "Som", "--flatten", "--wait", "5", "--reason", "test")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Som: halted" in proc.stdout and "Som: selling 10 INFY, 5 TCS" in proc.stdout, proc.stdout
@@ -128,15 +127,17 @@ def test_halt_flatten_sells_owned_positions_only_and_leaves_a_persons_holding(
     assert kite.get_gtt(bot_stop)["status"] == "deleted" and kite.get_gtt(tcs_stop)["status"] == "deleted"
     person = kite.get_gtt(persons)
     assert person["status"] == "active" and [o["quantity"] for o in person["orders"]] == [40]
-    # Ordinary watchdog exit records, which the running watchdog took in (it wrote its day since).
+    # Ordinary watchdog exit records, which the watchdog started now takes in and keeps.
     infy = paper.symbol_state("Som", "INFY")["exits"]
     assert [(e["purpose"], e["rule"], e["status"]) for e in infy] == [("exit", "flatten", "sent")]
+    watchdog = paper.start("Som")
 
     paper.set_time(at("15:29:45"), SPEED)
     code, _summary, err = paper.finish("Som")
     assert code == 0, err[-2000:]
     assert watchdog.returncode == 0
     assert len(paper.sells("Som", "INFY")) == 1 and len(paper.sells("Som", "TCS")) == 1  # nothing sold twice
+    assert [(e["purpose"], e["rule"]) for e in paper.symbol_state("Som", "INFY")["exits"]] == [("exit", "flatten")]
 
     # After the close: Ana is halted, nothing is sold, the halt stays, and it says so.
     paper.set_time(at("15:45"), SPEED)
