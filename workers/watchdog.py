@@ -261,10 +261,10 @@ class Watchdog(ExitDesk):
         self.dirty = False
         self.next_positions: datetime = now
         self._said_speed: float | None = None
-        #: the poll before the current one, and when each symbol's last quote() was read: an exit
-        #: records both, so a replay can be checked against it (workers.backtest.compare)
+        #: the poll before the current one: an exit records it, with the time of the fresh quote
+        #: it was decided on (the symbol's ``quotes``), so a replay can be checked against it
+        #: (workers.backtest.compare)
         self.previous_poll_at: str | None = None
-        self.quoted_at: dict[str, str] = {}
         self._last_look: datetime | None = None  # the last poll's start, whatever it found
         self._would_exit: set[tuple[str, float]] = set()
         self._carry: dict[str, Any] = {}
@@ -673,15 +673,13 @@ class Watchdog(ExitDesk):
     def quoted(self, symbol: str, view: SymbolView) -> SymbolView:
         """``view`` with the LTP and lower circuit limit of one ``quote()`` call."""
         row = self.kite.quote(f"{EXCHANGE}:{symbol}").get(f"{EXCHANGE}:{symbol}") or {}
-        seen = self.quoted_at[symbol] = self.clock.now().isoformat()
         ltp = float(row.get("last_price") or 0.0) or view.ltp
-        if not self.dry_run:
-            # what each decision was made on (the last QUOTES_KEPT): the poll's LTP can say "sell" and
-            # this fresh quote "not now" (a replay checked against the session reads these)
-            quotes = self.sym(symbol).setdefault("quotes", [])
-            quotes.append([seen, ltp])
-            del quotes[:-QUOTES_KEPT]
-            self.dirty = True
+        # what each decision was made on (the last QUOTES_KEPT): the poll's LTP can say "sell" and
+        # this fresh quote "not now" (a replay checked against the session reads these)
+        quotes = self.sym(symbol).setdefault("quotes", [])
+        quotes.append([self.clock.now().isoformat(), ltp])
+        del quotes[:-QUOTES_KEPT]
+        self.dirty = True
         lower = float(row.get("lower_circuit_limit") or 0.0) or None
         return dataclasses.replace(view, ltp=ltp, lower=lower)
 

@@ -127,6 +127,12 @@ class Stats:
     last_poll_at: str | None = None
 
 
+def last_quote_at(rec: Mapping[str, Any]) -> str | None:
+    """When the symbol's newest fresh quote was read (workers.watchdog.Watchdog.quoted)."""
+    quotes = rec.get("quotes") or []
+    return str(quotes[-1][0]) if quotes else None
+
+
 class ExitDesk:
     """Exits of one user and session (mixed into workers.watchdog.Watchdog)."""
 
@@ -153,7 +159,6 @@ class ExitDesk:
     scope: OwnedView | None
     _account: AccountSnapshot | None
     previous_poll_at: str | None
-    quoted_at: dict[str, str]
 
     def sym(self, symbol: str) -> dict[str, Any]:
         raise NotImplementedError
@@ -257,7 +262,7 @@ class ExitDesk:
             rec["exits"].append(record)
         move(record, ExitStatus.SENDING, rule=decision.rule, level=decision.level, ltp=decision.ltp,
              price=decision.limit_price, quantity=quantity, decided_at=now.isoformat(),
-             previous_poll_at=self.previous_poll_at, quoted_at=self.quoted_at.get(symbol), order_id=None,
+             previous_poll_at=self.previous_poll_at, quoted_at=last_quote_at(rec), order_id=None,
              order_status=None, filled=0, note=decision.reason, retry_after=None)
         self.dirty = True
         self.flush()
