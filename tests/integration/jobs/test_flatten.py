@@ -34,7 +34,8 @@ from tests.integration.jobs.test_watchdog import (
     _path,
     at,
     papers,  # noqa: F401 (fixture)
-    )
+    wait_for,
+)
 from tests.support.broker import RunningBroker, broker_factory  # noqa: F401 (fixture)
 from tests.support.homes import PROJECT_ROOT, VENV_PYTHON, child_env
 from workers.context import FAULT_ENV
@@ -130,7 +131,11 @@ def test_halt_flatten_sells_owned_positions_only_and_leaves_a_persons_holding(
     # Ordinary watchdog exit records, which the watchdog started now takes in and keeps.
     infy = paper.symbol_state("Som", "INFY")["exits"]
     assert [(e["purpose"], e["rule"], e["status"]) for e in infy] == [("exit", "flatten", "sent")]
+    halted_at = paper.broker.now()
     watchdog = paper.start("Som")
+    # its start has read the positions (the halt process had ended: these are the watchdog's reads)
+    wait_for(lambda: [r for r in paper.broker.audit(since=halted_at, api_key=paper.api_key("Som"))
+                      if r["path"] == "/portfolio/positions"], 30, "the watchdog's start")
 
     paper.set_time(at("15:29:45"), SPEED)
     code, _summary, err = paper.finish("Som")
