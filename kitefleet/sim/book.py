@@ -41,6 +41,13 @@ DEPTH_SHARE = (0.05, 0.07, 0.09, 0.11, 0.13)
 TICKET_VALUE = 40_000.0
 #: Cumulative probabilities of a 1, 2, 3, 4, 5 tick spread in an ordinary minute.
 SPREAD_CUMULATIVE = (0.52, 0.82, 0.94, 0.98, 1.0)
+
+
+def typical_spread_ticks() -> int:
+    """The mean spread of an ordinary minute under SPREAD_CUMULATIVE, rounded up (2 ticks): what a
+    backtest on history, which has no book, assumes (workers.backtest.engine)."""
+    probs = [b - a for a, b in zip((0.0, *SPREAD_CUMULATIVE), SPREAD_CUMULATIVE, strict=False)]
+    return math.ceil(sum((k + 1) * p for k, p in enumerate(probs)) - 1e-9)
 OPENING_MINUTES = 15
 #: A minute whose range is at least this many basis points of its close is a jump.
 JUMP_BPS = 30

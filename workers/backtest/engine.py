@@ -45,7 +45,7 @@ from kitefleet.halt import BY_LOSS_LIMIT
 from kitefleet.settings import KEYS
 from kitefleet.sim import charges as sim_charges
 from kitefleet.sim import fills as sim_fills
-from kitefleet.sim.book import Book, to_price, to_ticks
+from kitefleet.sim.book import Book, to_price, to_ticks, typical_spread_ticks
 from kitefleet.states import ExitStatus, OrderStatus
 from workers import loss_limit
 from workers.backtest.data import CandleSource
@@ -59,6 +59,12 @@ from workers.strategy.patterns import Candle
 from workers.strategy.watchdog_rules import RULE_ATR_TRAILING, clamp_to_band, marketable_limit
 from workers.watchdog import POSITIONS_REFRESH_SECONDS, AtrTrail, SymbolView, decide_symbol
 
+#: history (the live source) has no book: orders meet the last close plus or minus this (ticks)
+HALF_SPREAD_TICKS = max(1, -(-typical_spread_ticks() // 2))
+HISTORY_FILLS = (
+    f"history has no order book: an order meets the last completed minute's close plus (buy) or minus (sell) "
+    f"half the spread model's typical spread ({typical_spread_ticks()} ticks: {HALF_SPREAD_TICKS} tick), or its "
+    "limit when the minute traded through it; an entry is re-priced at that ask; no partial fills, no circuit bands")
 LOOKBACK_CALENDAR_DAYS = 183  # workers/jobs/pattern_daily.py LOOKBACK_CALENDAR_DAYS
 DEFAULT_INITIAL_CASH = 1_000_000.0
 ASSUMPTIONS = (
@@ -185,16 +191,49 @@ def _charges(symbol: str, side: str, quantity: int, price: float, intraday: int)
     return round(float(sim_charges.order_charges(fill, intraday).total), 2)
 
 
+def _reference(path: list[Candle], m: int, tick: float) -> int:
+    """The price (ticks) a minute's orders meet when the source has no book: the last completed
+    minute's close (the LTP the paper book is built around), or the first minute's open."""
+    return to_ticks(path[m - 1].close if m else path[m].open, tick)
+
+
+def _bookless_fill(path: list[Candle], m: int, buy: bool, lim: int, tick: float) -> int | None:
+    """History has no order book: a marketable order fills at the reference plus (BUY) or minus
+    (SELL) half the spread model's typical spread; one beyond it fills at its limit when the
+    minute traded through it (its low, or high, reached the limit less half the spread); else not
+    in this minute (HISTORY_FILLS)."""
+    ref = _reference(path, m, tick)
+    if buy:
+        if ref + HALF_SPREAD_TICKS <= lim:
+            return ref + HALF_SPREAD_TICKS
+        return lim if to_ticks(path[m].low, tick) + HALF_SPREAD_TICKS <= lim else None
+    if ref - HALF_SPREAD_TICKS >= lim:
+        return ref - HALF_SPREAD_TICKS
+    return lim if to_ticks(path[m].high, tick) - HALF_SPREAD_TICKS >= lim else None
+
+
+def _bookless_depth(path: list[Candle], m: int, tick: float) -> dict[str, list[dict[str, Any]]]:
+    """The ask side an entry is re-priced at when the source has no book: one deep level at the
+    reference plus half the typical spread."""
+    return {"sell": [{"price": to_price(_reference(path, m, tick) + HALF_SPREAD_TICKS, tick),
+                      "quantity": 10**12, "orders": 1}]}
+
+
 def _fill(source: CandleSource, symbol: str, day: date, minute: int, buy: bool, limit: float,
-          quantity: int, tick: float, last_minute: int) -> tuple[int, float, int]:
+          quantity: int, tick: float, last_minute: int, path: list[Candle]) -> tuple[int, float, int]:
     """Shares filled, average price and the minute the order finished, trying the book on arrival
-    and then each following minute's book up to ``last_minute``."""
+    and then each following minute's book up to ``last_minute`` (no book: _bookless_fill)."""
     lim = to_ticks(limit, tick)
     filled, value, m = 0, 0.0, minute
     for m in range(minute, last_minute + 1):
         book = source.book(symbol, day, m)
         if book is None:
-            break
+            price = _bookless_fill(path, m, buy, lim, tick) if m < len(path) else None
+            if price is not None:
+                value += (quantity - filled) * to_price(price, tick)
+                filled = quantity
+                break
+            continue
         for f in sim_fills.fill_on_arrival(buy, lim, quantity - filled, book):
             filled += f.quantity
             value += f.quantity * to_price(f.price, tick)
@@ -278,8 +317,9 @@ def _enter(source: CandleSource, acct: _Account, rule: str, day: date, scan: lis
             continue
         circuit = source.circuit(row.symbol, day)
         book = source.book(row.symbol, day, slot)
-        plan = entries.check_at_send(z.plan, row, path[slot - 1].close, _depth(book) if book is not None else None,
-                                     circuit[1] if circuit else None, basis, entry_limits, capital_room=room).sendable
+        depth = _depth(book) if book is not None else _bookless_depth(path, slot, tick)
+        plan = entries.check_at_send(z.plan, row, path[slot - 1].close, depth, circuit[1] if circuit else None,
+                                     basis, entry_limits, capital_room=room).sendable
         if plan is None:
             continue
         ds.entered.append(row.symbol)
@@ -287,7 +327,7 @@ def _enter(source: CandleSource, acct: _Account, rule: str, day: date, scan: lis
             room = max(0.0, room - plan.order_value)
         when = _ts(path[slot])
         filled, avg, _ = _fill(source, row.symbol, day, slot, True, plan.limit_price, plan.quantity, tick,
-                               min(slot + timeout, len(path) - 1))
+                               min(slot + timeout, len(path) - 1), path)
         cost = _charges(row.symbol, "BUY", filled, avg, 0) if filled else 0.0
         acct.result.orders.append(OrderRow(rule, when, row.symbol, "BUY", "entry", plan.quantity, plan.limit_price,
                                            filled, avg if filled else None,
@@ -329,11 +369,16 @@ def _book_exit(acct: _Account, rule: str, day: date, pos: _Position, order: dict
         pos.quantity -= filled
 
 
-def _try_fill(source: CandleSource, pos: _Position, day: date, minute: int, order: dict[str, Any]) -> None:
+def _try_fill(source: CandleSource, pos: _Position, day: date, minute: int, order: dict[str, Any],
+              path: list[Candle]) -> None:
     book = source.book(pos.symbol, day, minute)
-    if book is None:
-        return
     left = int(order["quantity"]) - int(order["filled"])
+    if book is None:
+        price = _bookless_fill(path, minute, False, to_ticks(float(order["price"]), pos.tick), pos.tick)
+        if price is not None and minute < len(path):
+            order["filled"] += left
+            order["value"] += left * to_price(price, pos.tick)
+        return
     for f in sim_fills.fill_on_arrival(False, to_ticks(float(order["price"]), pos.tick), left, book):
         order["filled"] += f.quantity
         order["value"] += f.quantity * to_price(f.price, pos.tick)
@@ -375,7 +420,9 @@ class Replay:
         return _Account(cash=self.spec.initial_cash or DEFAULT_INITIAL_CASH,
                         buffer_percent=float(_setting(self.spec, "GTT_LIMIT_BUFFER_PERCENT")),
                         min_gap_percent=float(_setting(self.spec, "STOP_MIN_GAP_PERCENT")),
-                        result=RuleResult(rule=rule, missing=list(self.missing), assumptions=[line, *ASSUMPTIONS]))
+                        result=RuleResult(rule=rule, missing=list(self.missing),
+                                          assumptions=[line, *ASSUMPTIONS,
+                                                       *([HISTORY_FILLS] if self.source.name == "live" else [])]))
 
     def scan(self, day: date) -> list[patterns.ScanResult]:
         window_start = day - timedelta(days=LOOKBACK_CALENDAR_DAYS)
@@ -490,7 +537,7 @@ class Replay:
         the GTT trigger on the low. True when the position is gone."""
         pos, path, bar = lv.pos, lv.path, lv.path[k]
         if lv.order is not None:
-            _try_fill(self.source, pos, day, k, lv.order)
+            _try_fill(self.source, pos, day, k, lv.order, lv.path)
             if lv.order["filled"] >= lv.order["quantity"]:
                 self._booked(acct, rule, day, ds, lv, _ts(bar) + ONE_MINUTE)
                 if pos.quantity <= 0:
@@ -508,7 +555,7 @@ class Replay:
                                                                          lower_circuit=lv.lower)}
             pos.stop = None  # the GTT fired once
             lv.quiet = -1
-            _try_fill(self.source, pos, day, k, lv.order)
+            _try_fill(self.source, pos, day, k, lv.order, lv.path)
             if lv.order["filled"] >= lv.order["quantity"]:
                 self._booked(acct, rule, day, ds, lv, when)
                 return pos.quantity <= 0

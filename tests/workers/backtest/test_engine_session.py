@@ -232,3 +232,37 @@ def test_run_reports_what_is_open_and_it_adds_up(calendar: NseCalendar) -> None:
     held = sum(p.quantity * p.mark_price for p in res.open_positions)
     assert abs(held - res.equity[-1].holdings_value) < 0.01
     assert abs(s["net_pnl"] - (s["trades_pnl"] + s["open_pnl"])) < 0.05 * (1 + s["trades"] + s["open_at_end"])
+
+
+# --- history: no order book -----------------------------------------------------------------------
+class History(FakeSource):
+    """Kite history: the same candles, no book (workers.backtest.live)."""
+
+    name = "live"
+
+    def book(self, symbol: str, day: date, minute: int) -> Book | None:
+        return None
+
+
+def test_live_history_backtest_made_no_entries_without_a_book(calendar: NseCalendar) -> None:
+    """Bug: with no book every entry was refused ('no sellers in the quote's depth') and no order
+    filled, so a --source live run showed no trade at all. History fills at the last close plus
+    (buy) or minus (sell) half the typical spread, the summary says so."""
+    spec = _spec(SCHEDULE_PLACE_ORDERS_DAILY="10:00")
+    replay = engine.Replay(spec, History(calendar, {"AAA": _dip(124), "BBB": FLAT}), calendar)
+    acct = _held(replay, "hourly_low")
+    replay.session(acct, "hourly_low", DAY, [ScanResult("BBB", 9, entry=100.0, stop_loss=95.0)],
+                   replay.minutes_of(DAY), timing.session_times(replay.plan, calendar, DAY))
+    assert engine.HALF_SPREAD_TICKS == 1
+    (entry,) = [o for o in acct.result.orders if o.purpose == "entry"]
+    # re-priced at the modelled ask, 100 + 1 tick, and filled there
+    assert (entry.symbol, entry.price, entry.average_price, entry.status) == ("BBB", 100.05, 100.05, "COMPLETE")
+    assert entry.filled == entry.quantity > 0
+    # AAA's exit on the 11:19 dip (close 98): sold at the limit under it, the minute after
+    (sold,) = [t for t in acct.result.trades if t.symbol == "AAA"]
+    assert sold.exit_reason == "hourly_low" and sold.quantity == 1000
+    assert sold.exit_price == 97.95  # the last close (98) less one tick, above the exit's limit
+    assert acct.result.assumptions[-1] == engine.HISTORY_FILLS
+    assert "history has no order book" in engine.HISTORY_FILLS
+    paper = engine.Replay(spec, FakeSource(calendar, {"AAA": FLAT}), calendar).account("hourly_low")
+    assert engine.HISTORY_FILLS not in paper.result.assumptions
