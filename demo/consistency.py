@@ -85,13 +85,13 @@ def replay_demo(home: Home, seed: int, user: dhome.DemoUser, previous: date, day
                         scenario=str(scenario), initial_cash=initial_cash(user, holdings), settings=settings)
     replay = engine.Replay(spec, PaperSource(calendar, seed, scenario, None), calendar)
     acct = replay.account(rule)
-    picks, _ = read_manual(home.root / "demo" / "yesterday.json")
+    picks, scored = read_manual(home.root / "demo" / "yesterday.json")
     before = session_times(replay.plan, calendar, previous)
     started = runs.get(previous, dhome.at(previous, YESTERDAY_ENTRIES_AT))
     slot = int((started - before.opening).total_seconds() // 60)
     # supervisord starts after that session's close: only the person's entry run happens in it
     before = dataclasses.replace(before, entries=(slot,), stops=(), polls={}, watched=False)
-    replay.session(acct, rule, previous, picks, replay.minutes_of(previous), before, manual=True)
+    replay.session(acct, rule, previous, picks, replay.minutes_of(previous), before, manual=True, scored=scored)
     replay.session(acct, rule, day, replay.scan(previous), replay.minutes_of(day),
                    session_times(replay.plan, calendar, day))
     return acct.result, replay

@@ -277,11 +277,12 @@ def run(spec: BacktestSpec, source: CandleSource, calendar: NseCalendar, *,
 def _enter(source: CandleSource, acct: _Account, rule: str, day: date, scan: list[patterns.ScanResult],
            ticks: dict[str, float], minutes: Callable[[str], list[Candle] | None], ds: _Day, *,
            entry_limits: entries.EntryLimits, slot: int, timeout: int, history: dict[str, list[Candle]],
-           manual: bool = False) -> None:
+           manual: bool = False, scored: bool = False) -> None:
     """place_orders_daily at minute ``slot``, through its own functions (workers.strategy.entries):
     the first slot with entries selects and fixes the session's plan; a later slot completes it
     (the same basis; a symbol already sent is not sent again). The LTP is the last completed
-    minute's close. ``manual``: a person's list (``--from``), in its order, MIN_SCORE not applied."""
+    minute's close. ``manual``: a person's list (``--from``), in its order; MIN_SCORE applies to it
+    only when it has scores (``scored``), as in place_orders_daily."""
     if not scan:
         return
 
@@ -295,7 +296,7 @@ def _enter(source: CandleSource, acct: _Account, rule: str, day: date, scan: lis
     sent = {s: entries.ALREADY_PLACED for s in ds.entered}
     if ds.plan is None:
         selected, _ = entries.select_entries(scan, {**sent, **blocked}, len(acct.positions), entry_limits,
-                                             has_score=not manual, manual=manual)
+                                             has_score=scored or not manual, manual=manual)
         held = sum(p.quantity * (ltp(s) or p.mark or p.entry_price) for s, p in acct.positions.items())
         basis, planned_qty = entries.Basis(acct.cash, entries.entry_equity(acct.cash, held), len(selected)), {}
     else:
@@ -442,7 +443,8 @@ class Replay:
 
     # --- one session ---------------------------------------------------------------------------
     def session(self, acct: _Account, rule: str, day: date, scan: list[patterns.ScanResult],
-                minutes: Callable[[str], list[Candle] | None], times: SessionTimes, *, manual: bool = False) -> None:
+                minutes: Callable[[str], list[Candle] | None], times: SessionTimes, *, manual: bool = False,
+                scored: bool = False) -> None:
         """One session of one rule's account in one time loop: minute by minute, every held symbol
         at that minute, the jobs at their slots and the watchdog's polls after the minute they see."""
         acct.day_charges = 0.0
@@ -456,7 +458,7 @@ class Replay:
             if k in stop_slots and not times.watched:
                 self._unwatched_run(acct, rule, day, ds, lives, k, stop_run=True)
             if k in entries:
-                self._entry_run(acct, rule, day, scan, minutes, ds, lives, k, times.watched, manual)
+                self._entry_run(acct, rule, day, scan, minutes, ds, lives, k, times.watched, manual, scored)
             stop_job = k in stop_slots
             for symbol in sorted(lives):
                 lv = lives[symbol]
@@ -502,7 +504,7 @@ class Replay:
 
     def _entry_run(self, acct: _Account, rule: str, day: date, scan: list[patterns.ScanResult],
                    minutes: Callable[[str], list[Candle] | None], ds: _Day, lives: dict[str, _Live], k: int,
-                   watched: bool, manual: bool = False) -> None:
+                   watched: bool, manual: bool = False, scored: bool = False) -> None:
         """place_orders_daily at minute ``k``: without a watchdog it checks the loss limit first
         (and flattens when it trips); a halted user sends no entry."""
         if not watched:
@@ -511,7 +513,7 @@ class Replay:
             return
         before = set(acct.positions)
         _enter(self.source, acct, rule, day, scan, self.ticks, minutes, ds, slot=k, history=self.history,
-               manual=manual, **self.entry)
+               manual=manual, scored=scored, **self.entry)
         for symbol in sorted(set(acct.positions) - before):
             ds.buys[symbol] = acct.positions[symbol].entry_price
             self._watch(acct, rule, day, symbol, minutes, lives)

@@ -266,3 +266,16 @@ def test_live_history_backtest_made_no_entries_without_a_book(calendar: NseCalen
     assert "history has no order book" in engine.HISTORY_FILLS
     paper = engine.Replay(spec, FakeSource(calendar, {"AAA": FLAT}), calendar).account("hourly_low")
     assert engine.HISTORY_FILLS not in paper.result.assumptions
+
+
+def test_a_persons_list_keeps_its_order_and_min_score_applies_only_to_a_scored_list(calendar: NseCalendar) -> None:
+    """As place_orders_daily --from: no score column, every row is an explicit pick; with scores,
+    MIN_SCORE (5 here) still applies."""
+    spec = _spec(SCHEDULE_PLACE_ORDERS_DAILY="10:00", MIN_SCORE=5)
+    rows = [ScanResult("CCC", 3), ScanResult("BBB", 9)]
+    for scored, expected in ((False, ["CCC", "BBB"]), (True, ["BBB"])):
+        replay = engine.Replay(spec, FakeSource(calendar, {"BBB": FLAT, "CCC": FLAT}), calendar)
+        acct = replay.account("hourly_low")
+        replay.session(acct, "hourly_low", DAY, rows, replay.minutes_of(DAY),
+                       timing.session_times(replay.plan, calendar, DAY), manual=True, scored=scored)
+        assert [o.symbol for o in acct.result.orders if o.purpose == "entry"] == expected
