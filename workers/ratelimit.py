@@ -236,11 +236,13 @@ class RateLimiter:
     @contextmanager
     def slot(self, cls: str, *, places_order: bool = False) -> Iterator[None]:
         """Hold one request slot of ``cls`` for the duration of the request."""
-        windows = self._windows(cls, places_order)
-        keep = max(w.seconds for w in windows)
+        # slots are kept for the class's widest wall-time window (a clock that slows down widens the
+        # windows again; a modify or cancel must not prune the placements the per-minute cap counts)
+        keep = (60.0 if cls == ORDERS else 1.0) + self._margin
         slot_id = uuid.uuid4().hex[:12]
         started = time.monotonic()
         while True:
+            windows = self._windows(cls, places_order)  # at the clock's speed now, on every look
             with self._locked(cls) as data:
                 now = time.time()
                 # A stamp in the future means the wall clock was set back: forget it rather

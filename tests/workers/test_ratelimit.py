@@ -128,3 +128,34 @@ def test_daily_order_cap_counts_placements_by_trading_day(tmp_path: Path) -> Non
     clock.set_clock(clock_from_value("2026-03-05T10:00:00+05:30,speed=1"))
     with limiter.slot("orders", places_order=True):
         pass
+
+
+def test_after_the_clock_slows_down_the_next_quote_waits_a_wall_second(tmp_path: Path) -> None:
+    """At 900x two quotes go out 1/900 s (plus the margin) apart; once the clock is back at real
+    time the next quote waits a wall second from the last one, as the broker then counts (the
+    limiter reads the speed on every look, and keeps the slots for the wall-time window)."""
+    limiter = RateLimiter(tmp_path)
+    clock.set_clock(clock_from_value("2026-03-04T10:00:00+05:30,speed=900"))
+    with limiter.slot("quote"):
+        pass
+    started = time.monotonic()
+    with limiter.slot("quote"):
+        pass
+    assert time.monotonic() - started < 0.5
+    clock.set_clock(clock_from_value("2026-03-04T10:00:00+05:30,speed=1"))
+    with limiter.slot("quote"):
+        pass
+    assert time.monotonic() - started >= 1.0
+    clock.set_clock(None)
+
+
+def test_a_cancel_keeps_the_placements_the_per_minute_cap_counts(tmp_path: Path) -> None:
+    limiter = RateLimiter(tmp_path, orders_per_minute=2, per_second={"quote": 1, "historical": 3, "orders": 100,
+                                                                    "other": 10})
+    for _ in range(2):
+        with limiter.slot("orders", places_order=True):
+            pass
+    time.sleep(1.1)  # past the one-second window, inside the minute
+    with limiter.slot("orders"):  # a cancel: it must not prune the two placements
+        pass
+    assert len(json.loads((tmp_path / "orders.json").read_text())["slots"]) == 3
